@@ -1,0 +1,98 @@
+"""`quorra`: server-side administration and the long-running server processes.
+
+    quorra migrate              upgrade the schema to the latest revision
+    quorra migrate --downgrade base   drop back to a revision (`base`: empty)
+    quorra web                  the REST API under gunicorn
+    quorra grpc                 the worker protocol (gRPC)
+    quorra scheduler            reaper, wake-ups, pruning (one leader at a time)
+
+Settings come from the environment (see README); a bad value exits 2 with a message
+naming every bad variable.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from quorra.config import Settings
+from quorra.errors import InvalidConfig, QuorraError
+from quorra.logs import configure_logging
+
+
+def load_settings(role: str) -> Settings:
+    try:
+        settings = Settings.from_env()
+    except InvalidConfig as exc:
+        click.echo(exc.message, err=True)
+        sys.exit(2)
+    configure_logging(settings, role)
+    return settings
+
+
+def fail(exc: QuorraError) -> None:
+    click.echo(f"quorra: {exc.message}", err=True)
+    sys.exit(1)
+
+
+@click.group()
+@click.version_option(package_name="quorra")
+def main() -> None:
+    """Quorra job queue server."""
+
+
+@main.command()
+@click.option("--downgrade", "downgrade_to", metavar="REVISION",
+              help="go back to REVISION ('base' empties the schema) instead of upgrading")
+def migrate(downgrade_to: str | None) -> None:
+    """Upgrade the schema of DATABASE_URL to the latest revision."""
+    from quorra import migrate as migrations
+    from quorra.db import make_engine
+
+    settings = load_settings("cli")
+    engine = make_engine(settings.database_url)
+    try:
+        if downgrade_to:
+            migrations.downgrade(engine, downgrade_to)
+        else:
+            migrations.upgrade(engine)
+        click.echo(f"schema at {migrations.current_revision(engine) or 'base'} ({_safe_url(settings)})")
+    except QuorraError as exc:
+        fail(exc)
+    finally:
+        engine.dispose()
+
+
+def _safe_url(settings: Settings) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(settings.database_url).render_as_string(hide_password=True)
+
+
+@main.command()
+def web() -> None:
+    """Serve the REST API (gunicorn, gthread workers) on QUORRA_HTTP_ADDR."""
+    from quorra.api.server import serve
+
+    serve(load_settings("web"))
+
+
+@main.command("grpc")
+def grpc_command() -> None:
+    """Serve the worker protocol on QUORRA_GRPC_ADDR."""
+    from quorra.rpc.server import serve
+
+    serve(load_settings("grpc"))
+
+
+@main.command()
+def scheduler() -> None:
+    """Reap expired leases, wake workers for due jobs, prune old jobs."""
+    from quorra.scheduler import serve
+
+    serve(load_settings("scheduler"))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,159 @@
+"""Typed settings from the environment (12-factor), validated once at start.
+
+``Settings.from_env(os.environ)`` is the only reader of the environment. Every bad
+variable is reported in one ``InvalidConfig``, so an operator fixes them all at once.
+Tests build ``Settings(...)`` directly with field names.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+from collections.abc import Mapping
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
+
+from quorra.errors import InvalidConfig
+
+DEV_API_KEY = "dev-api-key-change-in-production"
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
+_NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,100}$")
+
+
+def parse_duration(value: object) -> object:
+    """'30s', '500ms', '2m', '1h', '7d' or a bare number of seconds -> float seconds."""
+    if isinstance(value, str):
+        match = _DURATION.match(value)
+        if not match:
+            raise ValueError("expected a duration such as 30s, 500ms, 2m, 1h, 7d or a number of seconds")
+        return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+    return value
+
+
+def split_list(value: object) -> object:
+    """'a, b,,c' -> ('a', 'b', 'c'); the comma lists of GoQuorra's variables."""
+    if isinstance(value, str):
+        return tuple(part.strip() for part in value.split(",") if part.strip())
+    return value
+
+
+def parse_address(address: str) -> tuple[str, int]:
+    """':8080' -> ('0.0.0.0', 8080); 'localhost:50051' -> ('localhost', 50051)."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"expected host:port or :port, got {address!r}")
+    return host.strip("[]") or "0.0.0.0", int(port)
+
+
+def dial_target(address: str) -> str:
+    """The address a client dials: ':50051' (listen form) becomes 'localhost:50051'."""
+    host, port = parse_address(address)
+    return f"{'localhost' if host in ('0.0.0.0', '::') else host}:{port}"
+
+
+Seconds = Annotated[float, BeforeValidator(parse_duration), Field(gt=0)]
+Names = Annotated[tuple[str, ...], BeforeValidator(split_list)]
+
+
+def _default_worker_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+class Settings(BaseModel):
+    """Every setting, with its environment variable as the alias."""
+
+    model_config = ConfigDict(frozen=True, populate_by_name=True, extra="forbid")
+
+    database_url: str = Field("sqlite:///quorra.db", alias="DATABASE_URL")
+    redis_url: str | None = Field(None, alias="REDIS_URL")
+    http_addr: str = Field(":8080", alias="QUORRA_HTTP_ADDR")
+    grpc_addr: str = Field(":50051", alias="QUORRA_GRPC_ADDR")
+    log_level: Literal["debug", "info", "warning", "error"] = Field("info", alias="QUORRA_LOG_LEVEL")
+    log_format: Literal["json", "text"] = Field("json", alias="QUORRA_LOG_FORMAT")
+    api_keys: Names = Field((DEV_API_KEY,), alias="QUORRA_API_KEY", min_length=1)
+    max_payload_bytes: int = Field(1024 * 1024, alias="QUORRA_MAX_PAYLOAD_BYTES", ge=1024)
+
+    # web: gunicorn gthread workers
+    web_workers: int = Field(2, alias="QUORRA_WEB_WORKERS", ge=1, le=64)
+    web_threads: int = Field(8, alias="QUORRA_WEB_THREADS", ge=1, le=256)
+
+    # grpc: one thread per in-flight call; long polls hold theirs for up to lease_wait_max
+    grpc_threads: int = Field(64, alias="QUORRA_GRPC_THREADS", ge=4, le=1024)
+    lease_wait_max_seconds: Seconds = Field(30.0, alias="QUORRA_LEASE_WAIT_MAX")
+    poll_interval_seconds: Seconds = Field(0.5, alias="QUORRA_POLL_INTERVAL")
+    shutdown_grace_seconds: Seconds = Field(10.0, alias="QUORRA_SHUTDOWN_GRACE")
+
+    # scheduler
+    scheduler_interval_seconds: Seconds = Field(1.0, alias="QUORRA_SCHEDULER_INTERVAL")
+    retention_seconds: Seconds = Field(7 * 86400.0, alias="QUORRA_RETENTION")
+    prune_batch_size: int = Field(500, alias="QUORRA_PRUNE_BATCH", ge=1, le=100_000)
+
+    # worker (GoQuorra names)
+    worker_id: str = Field(default_factory=_default_worker_id, alias="QUORRA_WORKER_ID", min_length=1)
+    worker_queues: Names = Field(("default",), alias="QUORRA_WORKER_QUEUES", min_length=1)
+    worker_max_jobs: int = Field(5, alias="QUORRA_WORKER_MAX_JOBS", ge=1, le=1000)
+    worker_lease_ttl_seconds: Seconds = Field(30.0, alias="QUORRA_WORKER_LEASE_TTL")
+    worker_handlers: Names = Field((), alias="QUORRA_WORKER_HANDLERS")
+    worker_shutdown_grace_seconds: Seconds = Field(25.0, alias="QUORRA_WORKER_SHUTDOWN_GRACE")
+
+    @field_validator("database_url")
+    @classmethod
+    def _known_database(cls, url: str) -> str:
+        if url.startswith("postgres://"):  # GoQuorra's spelling; SQLAlchemy wants postgresql://
+            url = "postgresql://" + url[len("postgres://"):]
+        if not url.startswith(("sqlite://", "postgresql://", "postgresql+psycopg2://")):
+            raise ValueError("expected a sqlite:/// or postgresql:// URL")
+        return url
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, url: str | None) -> str | None:
+        if url in (None, ""):
+            return None
+        if not url.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("expected a redis:// URL")
+        return url
+
+    @field_validator("http_addr", "grpc_addr")
+    @classmethod
+    def _address(cls, address: str) -> str:
+        parse_address(address)
+        return address
+
+    @field_validator("worker_queues")
+    @classmethod
+    def _queue_names(cls, queues: tuple[str, ...]) -> tuple[str, ...]:
+        bad = [q for q in queues if not _NAME.match(q)]
+        if bad:
+            raise ValueError(f"invalid queue names {bad}: use letters, digits and _.:- (1-100 chars)")
+        return queues
+
+    @property
+    def uses_dev_api_key(self) -> bool:
+        return DEV_API_KEY in self.api_keys
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
+        """Build from the environment (``os.environ`` by default); raise InvalidConfig listing
+        every bad variable. ``overrides`` are field names that win over the environment."""
+        environ = os.environ if environ is None else environ
+        aliases = {f.alias: name for name, f in cls.model_fields.items()}
+        values: dict[str, object] = {aliases[k]: v for k, v in environ.items() if k in aliases and v != ""}
+        values.update(overrides)
+        try:
+            return cls.model_validate({**values})
+        except ValidationError as exc:
+            raise InvalidConfig(_describe(exc), details=exc.errors(include_url=False)) from None
+
+
+def _describe(exc: ValidationError) -> str:
+    by_field = {name: f.alias for name, f in Settings.model_fields.items()}
+    lines = []
+    for error in exc.errors(include_url=False):
+        field = str(error["loc"][0]) if error["loc"] else "?"
+        lines.append(f"  {by_field.get(field, field)}: {error['msg']}")
+    return "invalid configuration:\n" + "\n".join(lines)

@@ -1,0 +1,53 @@
+"""Engine creation: pool sizing, pre-ping, SQLite pragmas and SQLite's BEGIN IMMEDIATE."""
+
+from __future__ import annotations
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import make_url
+
+SQLITE_BUSY_TIMEOUT_MS = 10_000
+# Our own PostgreSQL sessions never sit idle inside a transaction for long (bloat, locks).
+PG_SESSION_OPTIONS = "-c idle_in_transaction_session_timeout=60000 -c lock_timeout=10000"
+
+
+def make_engine(url: str, *, pool_size: int = 10, application_name: str = "quorra") -> Engine:
+    """An engine for `url` with the settings each dialect needs to be a safe queue store."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        return _sqlite_engine(url)
+    if parsed.drivername == "postgresql":  # SQLAlchemy 2.1 would pick psycopg 3; we ship psycopg2
+        parsed = parsed.set(drivername="postgresql+psycopg2")
+    return create_engine(
+        parsed,
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_pre_ping=True,  # a database restart costs one retry, not a dead pool
+        pool_recycle=1800,
+        connect_args={
+            "options": PG_SESSION_OPTIONS,
+            "application_name": application_name,
+            "connect_timeout": 5,
+        },
+    )
+
+
+def _sqlite_engine(url: str) -> Engine:
+    # check_same_thread=False: the pool hands one connection to one thread at a time.
+    engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+
+    @event.listens_for(engine, "connect")
+    def _pragmas(dbapi_connection, _record):
+        dbapi_connection.isolation_level = None  # we issue BEGIN ourselves
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _begin_immediate(connection):
+        # Take the write lock up front: two leasers can never read the same ready row.
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    return engine

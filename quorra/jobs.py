@@ -1,0 +1,203 @@
+"""The job domain: states, the transitions between them, the retry policy and the
+validation of a submitted job. Pure Python; the store applies these rules in SQL.
+
+::
+
+    pending --lease--> leased --start/heartbeat--> processing --ack--> succeeded
+       ^                 |                            |
+       |                 +--------- nack / lease expired ---------+
+       |                                                          v
+       +---- run_at reached ---- failed (retry scheduled) <-- attempts <= max_retries
+                                                            dead     <-- attempts >  max_retries
+    pending | failed | leased | processing --cancel--> cancelled
+    dead | failed | cancelled --retry (manual)--> pending
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import uuid
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError, field_validator
+
+from quorra.errors import InvalidJobSpec
+
+MAX_BACKOFF_SECONDS = 3600
+MAX_PAYLOAD_DEPTH = 32
+MAX_BATCH_SIZE = 1000
+NAME_PATTERN = r"^[A-Za-z0-9_.:-]+$"
+
+
+class JobStatus(str, enum.Enum):
+    PENDING = "pending"  # waiting for run_at, then for a worker
+    LEASED = "leased"  # handed to a worker, which has not reported yet
+    PROCESSING = "processing"  # the worker started it (first heartbeat)
+    SUCCEEDED = "succeeded"  # acked; terminal
+    FAILED = "failed"  # an attempt failed; retried at run_at
+    DEAD = "dead"  # out of retries: the dead-letter queue; terminal
+    CANCELLED = "cancelled"  # cancelled by a person; terminal
+
+    def __str__(self) -> str:
+        return self.value
+
+
+S = JobStatus
+LEASABLE = frozenset({S.PENDING, S.FAILED})
+HOLDING_LEASE = frozenset({S.LEASED, S.PROCESSING})
+CANCELLABLE = frozenset({S.PENDING, S.FAILED, S.LEASED, S.PROCESSING})
+RETRYABLE = frozenset({S.DEAD, S.FAILED, S.CANCELLED})
+TERMINAL = frozenset({S.SUCCEEDED, S.DEAD, S.CANCELLED})
+
+TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
+    S.PENDING: frozenset({S.LEASED, S.CANCELLED}),
+    S.LEASED: frozenset({S.PROCESSING, S.SUCCEEDED, S.FAILED, S.DEAD, S.CANCELLED, S.PENDING}),
+    S.PROCESSING: frozenset({S.SUCCEEDED, S.FAILED, S.DEAD, S.CANCELLED}),
+    S.FAILED: frozenset({S.LEASED, S.CANCELLED, S.PENDING}),
+    S.SUCCEEDED: frozenset(),
+    S.DEAD: frozenset({S.PENDING}),
+    S.CANCELLED: frozenset({S.PENDING}),
+}
+# leased -> pending is the hand-back of a lease that was never delivered (no attempt spent).
+
+
+def can_transition(source: JobStatus, target: JobStatus) -> bool:
+    return target in TRANSITIONS[source]
+
+
+def backoff_seconds(attempts: int) -> int:
+    """Delay before the next try after `attempts` failed: 2, 4, 8 ... capped at an hour."""
+    return MAX_BACKOFF_SECONDS if attempts >= 12 else min(2**attempts, MAX_BACKOFF_SECONDS)
+
+
+def status_after_failure(attempts: int, max_retries: int) -> JobStatus:
+    """A failed attempt is retried while attempts <= max_retries, then the job is dead."""
+    return S.FAILED if attempts <= max_retries else S.DEAD
+
+
+@dataclass(frozen=True)
+class Job:
+    """One row of the jobs table, as the store returns it (timestamps are aware UTC)."""
+
+    id: str
+    type: str
+    queue: str
+    payload: dict[str, Any]
+    priority: int
+    status: JobStatus
+    attempts: int
+    max_retries: int
+    run_at: datetime
+    created_at: datetime
+    updated_at: datetime
+    lease_id: str | None = None
+    leased_by: str | None = None
+    leased_at: datetime | None = None
+    lease_expires_at: datetime | None = None
+    last_error: str | None = None
+    result: Any = None
+    finished_at: datetime | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class JobSpec(BaseModel):
+    """A job as a client submits it. Strict: no coercion, no unknown fields, no booleans
+    where integers belong (pydantic's StrictInt refuses bool)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    type: StrictStr = Field(min_length=1, max_length=200, pattern=NAME_PATTERN)
+    payload: dict[str, Any]
+    queue: StrictStr = Field("default", min_length=1, max_length=100, pattern=NAME_PATTERN)
+    priority: StrictInt = Field(0, ge=-1000, le=1000)
+    delay_seconds: StrictInt = Field(0, ge=0, le=366 * 86400)
+    max_retries: StrictInt = Field(3, ge=0, le=100)
+
+    @field_validator("payload")
+    @classmethod
+    def _portable_json(cls, payload: dict[str, Any]) -> dict[str, Any]:
+        check_portable_json(payload)
+        return payload
+
+    @classmethod
+    def parse(cls, data: object, *, max_payload_bytes: int | None = None) -> JobSpec:
+        """Validate a decoded JSON body; raise InvalidJobSpec with one detail per problem."""
+        if not isinstance(data, dict):
+            raise InvalidJobSpec("a job must be a JSON object")
+        try:
+            spec = cls.model_validate(data)
+        except ValidationError as exc:
+            raise InvalidJobSpec("the job is invalid", details=describe_errors(exc)) from None
+        if max_payload_bytes is not None and len(spec.payload_json()) > max_payload_bytes:
+            raise InvalidJobSpec(
+                "payload is too large",
+                details=[{"field": "payload", "message": f"larger than {max_payload_bytes} bytes"}],
+            )
+        return spec
+
+    def payload_json(self) -> str:
+        return json.dumps(self.payload, separators=(",", ":"), ensure_ascii=False)
+
+
+def parse_batch(data: object, *, max_payload_bytes: int | None = None) -> list[JobSpec]:
+    """A batch body {"jobs": [...]}: all valid or InvalidJobSpec naming each bad index."""
+    if not isinstance(data, dict) or set(data) != {"jobs"} or not isinstance(data["jobs"], list):
+        raise InvalidJobSpec('a batch must be {"jobs": [...]}')
+    items = data["jobs"]
+    if not 1 <= len(items) <= MAX_BATCH_SIZE:
+        raise InvalidJobSpec(f"a batch holds 1 to {MAX_BATCH_SIZE} jobs, got {len(items)}")
+    specs, problems = [], []
+    for index, item in enumerate(items):
+        try:
+            specs.append(JobSpec.parse(item, max_payload_bytes=max_payload_bytes))
+        except InvalidJobSpec as exc:
+            for detail in exc.details or [{"field": "", "message": exc.message}]:
+                problems.append({**detail, "field": f"jobs[{index}].{detail['field']}".rstrip(".")})
+    if problems:
+        raise InvalidJobSpec("the batch is invalid; no job was created", details=problems)
+    return specs
+
+
+def check_portable_json(value: Any, depth: int = 0) -> None:
+    """Refuse what one of our databases would store differently or not at all:
+    NUL characters (PostgreSQL jsonb rejects them, SQLite keeps them), nesting deeper
+    than MAX_PAYLOAD_DEPTH, and non-finite floats."""
+    if depth > MAX_PAYLOAD_DEPTH:
+        raise ValueError(f"nested deeper than {MAX_PAYLOAD_DEPTH} levels")
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise ValueError("strings may not contain the NUL character (\\u0000)")
+    elif isinstance(value, float):
+        if value != value or value in (float("inf"), float("-inf")):
+            raise ValueError("numbers must be finite")
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            check_portable_json(key, depth + 1)
+            check_portable_json(item, depth + 1)
+    elif isinstance(value, list):
+        for item in value:
+            check_portable_json(item, depth + 1)
+
+
+def describe_errors(exc: ValidationError) -> list[dict[str, str]]:
+    details = []
+    for error in exc.errors(include_url=False, include_context=False, include_input=False):
+        field = ".".join(str(part) for part in error["loc"])
+        message = error["msg"]
+        if error["type"] == "extra_forbidden":
+            message = "unknown field"
+        details.append({"field": field, "message": message.removeprefix("Value error, ")})
+    return details
+
+
+def parse_job_id(text: str) -> str | None:
+    """The canonical form of a job id, or None when it is not a UUID."""
+    try:
+        return str(uuid.UUID(text))
+    except (ValueError, AttributeError, TypeError):
+        return None

@@ -1,0 +1,70 @@
+"""Process-wide logging: JSON lines (default) or text for humans. Entry points call
+``configure_logging`` once; library code only uses ``logging.getLogger(__name__)``.
+
+Every record carries the process ``role`` (web, grpc, scheduler, worker, cli) and, where
+one is bound, the ``request_id`` of the HTTP request or RPC being served."""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+import sys
+
+from pythonjsonlogger.json import JsonFormatter
+
+from quorra.config import Settings
+
+request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
+
+# Attributes every LogRecord has; anything else on a record came from `extra=`.
+_STANDARD = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "role", "request_id", "taskName"}
+
+
+class _Context(logging.Filter):
+    def __init__(self, role: str):
+        super().__init__()
+        self.role = role
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.role = self.role
+        bound = request_id.get()
+        if bound is not None and not hasattr(record, "request_id"):
+            record.request_id = bound
+        return True
+
+
+class TextFormatter(logging.Formatter):
+    """`time level [role] message key=value ...` for a person at a terminal."""
+
+    def __init__(self):
+        super().__init__("%(asctime)s %(levelname)-7s [%(role)s] %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = super().format(record)
+        extras = {k: v for k, v in record.__dict__.items() if k not in _STANDARD and not k.startswith("_")}
+        if getattr(record, "request_id", None):
+            extras["request_id"] = record.request_id
+        return line + "".join(f" {k}={v}" for k, v in extras.items())
+
+
+def json_formatter() -> logging.Formatter:
+    return JsonFormatter(
+        "%(asctime)s %(levelname)s %(role)s %(name)s %(message)s",
+        rename_fields={"asctime": "time", "levelname": "level", "name": "logger"},
+        datefmt="%Y-%m-%dT%H:%M:%S%z",
+        json_ensure_ascii=False,
+    )
+
+
+def configure_logging(settings: Settings, role: str) -> None:
+    """Send every logger's records to stderr in the configured format and level."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(TextFormatter() if settings.log_format == "text" else json_formatter())
+    handler.addFilter(_Context(role))
+    root = logging.getLogger()
+    for existing in list(root.handlers):
+        root.removeHandler(existing)
+    root.addHandler(handler)
+    root.setLevel(settings.log_level.upper())
+    for noisy in ("alembic.runtime.migration", "urllib3", "werkzeug"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))

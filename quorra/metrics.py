@@ -1,0 +1,85 @@
+"""Every Prometheus metric Quorra exports, declared once, with helpers that the edges
+(REST API, gRPC servicer, scheduler) call right after the store verb succeeds, in
+whichever process that is. In multi-process mode (PROMETHEUS_MULTIPROC_DIR set) each
+process writes its samples to that directory and the web process's /metrics adds them up.
+
+Queue depth and the age of the oldest ready job are read from the database at scrape
+time (see ``QueueCollector``), not counted here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from prometheus_client import Counter, Histogram
+
+from quorra.jobs import Job, JobStatus
+
+_JOB_LABELS = ("queue", "type")
+# A job queue's waits and runs span milliseconds to hours.
+_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, float("inf"))
+
+JOBS_CREATED = Counter("quorra_jobs_created", "Jobs created", _JOB_LABELS)
+JOBS_LEASED = Counter("quorra_jobs_leased", "Jobs leased to workers (one per attempt)", _JOB_LABELS)
+JOBS_PROCESSED = Counter("quorra_jobs_processed", "Jobs that succeeded", _JOB_LABELS)
+JOBS_FAILED = Counter("quorra_jobs_failed", "Failed attempts that will be retried", _JOB_LABELS)
+JOBS_DEAD = Counter("quorra_jobs_dead", "Jobs moved to the dead-letter queue", _JOB_LABELS)
+JOBS_CANCELLED = Counter("quorra_jobs_cancelled", "Jobs cancelled by a person", _JOB_LABELS)
+JOBS_RETRIED = Counter("quorra_jobs_retried", "Jobs put back in line by a person", _JOB_LABELS)
+LEASES_EXPIRED = Counter("quorra_leases_expired", "Leases reclaimed by the scheduler after they expired", ("queue",))
+LEASES_RELEASED = Counter("quorra_leases_released", "Leases handed back because they never reached a worker", ("queue",))
+JOBS_PRUNED = Counter("quorra_jobs_pruned", "Finished jobs deleted after the retention period")
+
+JOB_WAIT = Histogram("quorra_job_wait_seconds", "Time from a job being due (run_at) to its lease", ("queue",), buckets=_BUCKETS)
+JOB_DURATION = Histogram(
+    "quorra_job_duration_seconds", "Time from lease to ack, nack or expiry", _JOB_LABELS, buckets=_BUCKETS
+)
+
+_SETTLED = {
+    JobStatus.SUCCEEDED: JOBS_PROCESSED,
+    JobStatus.FAILED: JOBS_FAILED,
+    JobStatus.DEAD: JOBS_DEAD,
+}
+
+
+def jobs_created(jobs: Iterable[Job]) -> None:
+    for job in jobs:
+        JOBS_CREATED.labels(job.queue, job.type).inc()
+
+
+def jobs_leased(jobs: Iterable[Job]) -> None:
+    for job in jobs:
+        JOBS_LEASED.labels(job.queue, job.type).inc()
+        if job.leased_at is not None:
+            JOB_WAIT.labels(job.queue).observe(max(0.0, (job.leased_at - job.run_at).total_seconds()))
+
+
+def job_settled(job: Job) -> None:
+    """After ack, nack or lease expiry: count the outcome and how long the attempt took."""
+    counter = _SETTLED.get(job.status)
+    if counter is not None:
+        counter.labels(job.queue, job.type).inc()
+    if job.leased_at is not None:
+        JOB_DURATION.labels(job.queue, job.type).observe(max(0.0, (job.updated_at - job.leased_at).total_seconds()))
+
+
+def leases_expired(jobs: Iterable[Job]) -> None:
+    for job in jobs:
+        LEASES_EXPIRED.labels(job.queue).inc()
+        job_settled(job)
+
+
+def lease_released(job: Job) -> None:
+    LEASES_RELEASED.labels(job.queue).inc()
+
+
+def job_cancelled(job: Job) -> None:
+    JOBS_CANCELLED.labels(job.queue, job.type).inc()
+
+
+def job_retried(job: Job) -> None:
+    JOBS_RETRIED.labels(job.queue, job.type).inc()
+
+
+def jobs_pruned(count: int) -> None:
+    JOBS_PRUNED.inc(count)

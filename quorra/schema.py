@@ -1,0 +1,117 @@
+"""The tables, declared once for both dialects (PostgreSQL: uuid, jsonb, timestamptz;
+SQLite: their portable stand-ins). Alembic migrations must match this metadata; a test
+compares them."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from sqlalchemy import (
+    JSON,
+    CheckConstraint,
+    Column,
+    DateTime,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    TypeDecorator,
+    Uuid,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+
+from quorra.jobs import HOLDING_LEASE, LEASABLE, JobStatus
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+
+class UTCDateTime(TypeDecorator):
+    """timestamptz on PostgreSQL; on SQLite a naive UTC text that reads back as aware UTC."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect):
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetimes are ambiguous; pass an aware UTC datetime")
+        value = value.astimezone(timezone.utc)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect):
+        if value is None:
+            return None
+        return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+
+
+Document = JSON().with_variant(JSONB(), "postgresql")
+
+
+def _in(statuses) -> str:
+    return ", ".join(f"'{s.value}'" for s in sorted(statuses, key=lambda s: s.value))
+
+
+jobs = Table(
+    "jobs",
+    metadata,
+    Column("id", Uuid(as_uuid=False), primary_key=True),
+    Column("type", String(200), nullable=False),
+    Column("queue", String(100), nullable=False),
+    Column("payload", Document, nullable=False),
+    Column("priority", Integer, nullable=False, server_default=text("0")),
+    Column("status", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False, server_default=text("0")),
+    Column("max_retries", Integer, nullable=False, server_default=text("3")),
+    Column("run_at", UTCDateTime, nullable=False),
+    Column("lease_id", Uuid(as_uuid=False)),
+    Column("leased_by", String(200)),
+    Column("leased_at", UTCDateTime),
+    Column("lease_expires_at", UTCDateTime),
+    Column("last_error", Text),
+    Column("result", Document),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Column("finished_at", UTCDateTime),
+    CheckConstraint(f"status IN ({_in(JobStatus)})", name="status"),
+    CheckConstraint("attempts >= 0 AND max_retries >= 0", name="counts"),
+)
+
+# The lease query: ready jobs of a queue, best first. Partial, so finished jobs cost nothing.
+Index(
+    "ix_jobs_ready",
+    jobs.c.queue,
+    jobs.c.priority.desc(),
+    jobs.c.run_at,
+    jobs.c.id,
+    postgresql_where=text(f"status IN ({_in(LEASABLE)})"),
+    sqlite_where=text(f"status IN ({_in(LEASABLE)})"),
+)
+# The reaper: held leases by expiry.
+Index(
+    "ix_jobs_lease_expiry",
+    jobs.c.lease_expires_at,
+    postgresql_where=text(f"status IN ({_in(HOLDING_LEASE)})"),
+    sqlite_where=text(f"status IN ({_in(HOLDING_LEASE)})"),
+)
+# Listing newest first (keyset pagination), optionally by queue or status.
+Index("ix_jobs_created", jobs.c.created_at.desc(), jobs.c.id.desc())
+Index("ix_jobs_queue_status", jobs.c.queue, jobs.c.status)
+# Pruning finished jobs by age.
+Index(
+    "ix_jobs_finished",
+    jobs.c.finished_at,
+    postgresql_where=text("finished_at IS NOT NULL"),
+    sqlite_where=text("finished_at IS NOT NULL"),
+)

@@ -1,0 +1,573 @@
+"""The job store: every SQL statement Quorra runs lives here, one public method per
+protocol verb (enqueue, lease_jobs, extend_lease, ack, nack, release, cancel, retry,
+reap_expired_leases, prune, ...).
+
+Every transition is one guarded UPDATE (``WHERE id = :id AND status IN (...)``, plus the
+lease id for a worker's verbs); zero rows raises a distinct error, never a silent
+success. The state rules come from ``quorra.jobs``. PostgreSQL leases with
+``FOR UPDATE SKIP LOCKED``; SQLite runs the same statements inside ``BEGIN IMMEDIATE``
+(see ``quorra.db``).
+
+Time: on PostgreSQL the database clock (``now()``), so every host agrees; on SQLite,
+embedded on one host, the process clock. Methods that depend on time take an optional
+``now`` so tests move time instead of sleeping.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import logging
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from sqlalchemy import Connection, Engine, delete, func, insert, literal, select, tuple_, update
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.sql.elements import ColumnElement
+
+from quorra.db import make_engine
+from quorra.errors import DatabaseUnavailable, IllegalTransition, InvalidArgument, JobNotFound, StaleLease
+from quorra.jobs import (
+    CANCELLABLE,
+    HOLDING_LEASE,
+    LEASABLE,
+    RETRYABLE,
+    Job,
+    JobSpec,
+    JobStatus,
+    backoff_seconds,
+    parse_job_id,
+    status_after_failure,
+)
+from quorra.schema import UTCDateTime, jobs
+
+logger = logging.getLogger(__name__)
+
+MAX_ERROR_CHARS = 8000
+MAX_LIST_LIMIT = 500
+LEASE_EXPIRED = "lease expired"
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+@dataclass(frozen=True)
+class JobPage:
+    jobs: list[Job]
+    next_cursor: str | None
+
+
+@dataclass(frozen=True)
+class QueueCount:
+    queue: str
+    status: str
+    count: int
+
+
+class _Clock:
+    """'now' for one transaction: the database clock on PostgreSQL, the process clock
+    on SQLite, or the fixed time a caller passed."""
+
+    def __init__(self, dialect: str, now: datetime | None):
+        self.fixed = now if now is not None else (utcnow() if dialect == "sqlite" else None)
+
+    def now(self) -> ColumnElement:
+        return self.after(0)
+
+    def after(self, seconds: float) -> ColumnElement:
+        if self.fixed is None:
+            return func.now() + timedelta(seconds=seconds) if seconds else func.now()
+        return literal(self.fixed + timedelta(seconds=seconds), UTCDateTime)
+
+
+class Store:
+    """Jobs in one SQL database. Thread-safe: each call takes its own connection."""
+
+    def __init__(self, engine: Engine):
+        self.engine = engine
+        self.dialect = engine.dialect.name
+
+    @classmethod
+    def from_url(cls, url: str, **engine_options: Any) -> Store:
+        return cls(make_engine(url, **engine_options))
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # -- submitting -------------------------------------------------------------------
+
+    def enqueue(self, spec: JobSpec, *, now: datetime | None = None) -> Job:
+        return self.enqueue_many([spec], now=now)[0]
+
+    def enqueue_many(self, specs: Sequence[JobSpec], *, now: datetime | None = None) -> list[Job]:
+        """Insert all the jobs in one transaction: all are created or none."""
+        if not specs:
+            return []
+        with self._transaction() as conn:
+            clock = self._clock(now)
+            rows = [self._new_row(spec, clock) for spec in specs]
+            created = conn.execute(insert(jobs).values(rows).returning(*jobs.c)).all()
+        by_id = {str(uuid.UUID(str(row.id))): row for row in created}
+        result = [_to_job(by_id[row["id"]]) for row in rows]
+        for job in result:
+            _log_transition("job enqueued", "job.enqueued", job)
+        return result
+
+    @staticmethod
+    def _new_row(spec: JobSpec, clock: _Clock) -> dict[str, Any]:
+        return {
+            "id": str(uuid.uuid4()),
+            "type": spec.type,
+            "queue": spec.queue,
+            "payload": spec.payload,
+            "priority": spec.priority,
+            "status": JobStatus.PENDING.value,
+            "attempts": 0,
+            "max_retries": spec.max_retries,
+            "run_at": clock.after(spec.delay_seconds),
+            "created_at": clock.now(),
+            "updated_at": clock.now(),
+        }
+
+    # -- reading ----------------------------------------------------------------------
+
+    def get_job(self, job_id: str) -> Job:
+        with self._transaction() as conn:
+            return _to_job(self._fetch(conn, job_id))
+
+    def list_jobs(
+        self,
+        *,
+        queue: str | None = None,
+        status: JobStatus | str | None = None,
+        type: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> JobPage:
+        """Newest first, `limit` at a time; pass `next_cursor` back for the next page."""
+        if not 1 <= limit <= MAX_LIST_LIMIT:
+            raise InvalidArgument(f"limit must be between 1 and {MAX_LIST_LIMIT}")
+        query = select(jobs).order_by(jobs.c.created_at.desc(), jobs.c.id.desc()).limit(limit + 1)
+        if queue is not None:
+            query = query.where(jobs.c.queue == queue)
+        if status is not None:
+            query = query.where(jobs.c.status == JobStatus(status).value)
+        if type is not None:
+            query = query.where(jobs.c.type == type)
+        if cursor is not None:
+            created_at, last_id = _decode_cursor(cursor)
+            after = tuple_(literal(created_at, UTCDateTime), literal(last_id, jobs.c.id.type))
+            query = query.where(tuple_(jobs.c.created_at, jobs.c.id) < after)
+        with self._transaction() as conn:
+            rows = conn.execute(query).all()
+        page = [_to_job(row) for row in rows[:limit]]
+        next_cursor = _encode_cursor(page[-1]) if len(rows) > limit else None
+        return JobPage(page, next_cursor)
+
+    def queue_counts(self) -> list[QueueCount]:
+        """How many jobs each queue holds in each status (GoQuorra's /v1/queues)."""
+        query = (
+            select(jobs.c.queue, jobs.c.status, func.count())
+            .group_by(jobs.c.queue, jobs.c.status)
+            .order_by(jobs.c.queue, jobs.c.status)
+        )
+        with self._transaction() as conn:
+            return [QueueCount(q, s, n) for q, s, n in conn.execute(query)]
+
+    def oldest_ready_at(self, *, now: datetime | None = None) -> dict[str, datetime]:
+        """Per queue, the run_at of the job that has waited longest for a worker."""
+        clock = self._clock(now)
+        query = (
+            select(jobs.c.queue, func.min(jobs.c.run_at))
+            .where(jobs.c.status.in_(_values(LEASABLE)), jobs.c.run_at <= clock.now())
+            .group_by(jobs.c.queue)
+        )
+        with self._transaction() as conn:
+            return dict(conn.execute(query).tuples().all())
+
+    def queues_due_between(self, after: datetime, *, now: datetime | None = None) -> list[str]:
+        """Queues with a waiting job whose run_at fell in (after, now]: the ones to wake."""
+        clock = self._clock(now)
+        query = (
+            select(jobs.c.queue)
+            .where(
+                jobs.c.status.in_(_values(LEASABLE)),
+                jobs.c.run_at > literal(after, UTCDateTime),
+                jobs.c.run_at <= clock.now(),
+            )
+            .distinct()
+        )
+        with self._transaction() as conn:
+            return list(conn.execute(query).scalars())
+
+    def database_now(self) -> datetime:
+        """The clock the store decides by (the database's on PostgreSQL)."""
+        if self.dialect == "sqlite":
+            return utcnow()
+        with self._transaction() as conn:
+            return conn.execute(select(func.now())).scalar_one()
+
+    def ping(self) -> None:
+        """Raise DatabaseUnavailable unless the database answers."""
+        with self._transaction() as conn:
+            conn.execute(select(literal(1)))
+
+    # -- the worker's verbs -------------------------------------------------------------
+
+    def lease_jobs(
+        self,
+        queues: Sequence[str],
+        worker_id: str,
+        max_jobs: int,
+        ttl_seconds: float,
+        *,
+        now: datetime | None = None,
+    ) -> list[Job]:
+        """Lease up to `max_jobs` ready jobs of `queues`, best first; each gets its own
+        new lease_id and one more attempt."""
+        if not queues or max_jobs < 1 or ttl_seconds <= 0:
+            raise InvalidArgument("lease needs at least one queue, max_jobs >= 1 and a positive ttl")
+        with self._transaction() as conn:
+            clock = self._clock(now)
+            if self.dialect == "postgresql":
+                rows = self._lease_skip_locked(conn, clock, list(queues), worker_id, max_jobs, ttl_seconds)
+            else:
+                rows = self._lease_one_by_one(conn, clock, list(queues), worker_id, max_jobs, ttl_seconds)
+        leased = sorted((_to_job(row) for row in rows), key=lambda j: (-j.priority, j.run_at, j.id))
+        for job in leased:
+            _log_transition("job leased", "job.leased", job, worker_id=worker_id)
+        return leased
+
+    def _ready_ids(self, clock: _Clock, queues: list[str], max_jobs: int):
+        return (
+            select(jobs.c.id)
+            .where(
+                jobs.c.queue.in_(queues),
+                jobs.c.status.in_(_values(LEASABLE)),
+                jobs.c.run_at <= clock.now(),
+            )
+            .order_by(jobs.c.priority.desc(), jobs.c.run_at, jobs.c.id)
+            .limit(max_jobs)
+        )
+
+    def _lease_values(self, clock: _Clock, worker_id: str, ttl_seconds: float) -> dict[str, Any]:
+        return {
+            "status": JobStatus.LEASED.value,
+            "leased_by": worker_id,
+            "attempts": jobs.c.attempts + 1,
+            "leased_at": clock.now(),
+            "lease_expires_at": clock.after(ttl_seconds),
+            "updated_at": clock.now(),
+        }
+
+    def _lease_skip_locked(self, conn, clock, queues, worker_id, max_jobs, ttl_seconds):
+        # The CTE form: LIMIT inside IN (SELECT ... SKIP LOCKED) may lock more rows than asked.
+        ready = self._ready_ids(clock, queues, max_jobs).with_for_update(skip_locked=True).cte("ready")
+        values = self._lease_values(clock, worker_id, ttl_seconds) | {"lease_id": func.gen_random_uuid()}
+        statement = update(jobs).where(jobs.c.id == ready.c.id).values(values).returning(*jobs.c)
+        return conn.execute(statement).all()
+
+    def _lease_one_by_one(self, conn, clock, queues, worker_id, max_jobs, ttl_seconds):
+        # SQLite: BEGIN IMMEDIATE already holds the only write lock, so nobody races us.
+        values = self._lease_values(clock, worker_id, ttl_seconds)
+        rows = []
+        for job_id in conn.execute(self._ready_ids(clock, queues, max_jobs)).scalars().all():
+            statement = update(jobs).where(jobs.c.id == job_id).values(values | {"lease_id": str(uuid.uuid4())})
+            rows.append(conn.execute(statement.returning(*jobs.c)).one())
+        return rows
+
+    def extend_lease(
+        self, job_id: str, lease_id: str, ttl_seconds: float, *, now: datetime | None = None
+    ) -> Job:
+        """Heartbeat: push the lease's expiry to now + ttl; a leased job becomes processing."""
+        if ttl_seconds <= 0:
+            raise InvalidArgument("ttl_seconds must be positive")
+        with self._transaction() as conn:
+            clock = self._clock(now)
+            values = {
+                "status": JobStatus.PROCESSING.value,
+                "lease_expires_at": clock.after(ttl_seconds),
+                "updated_at": clock.now(),
+            }
+            job = self._update_held_lease(conn, clock, job_id, lease_id, values)
+        _log_transition("lease extended", "lease.extended", job, level=logging.DEBUG)
+        return job
+
+    def ack(self, job_id: str, lease_id: str, result: Any = None, *, now: datetime | None = None) -> Job:
+        """The attempt succeeded: the job is done, with the handler's result if any."""
+        with self._transaction() as conn:
+            clock = self._clock(now)
+            values = {
+                "status": JobStatus.SUCCEEDED.value,
+                "result": result,
+                "lease_expires_at": None,
+                "finished_at": clock.now(),
+                "updated_at": clock.now(),
+            }
+            job = self._update_held_lease(conn, clock, job_id, lease_id, values)
+        _log_transition("job succeeded", "job.succeeded", job)
+        return job
+
+    def nack(self, job_id: str, lease_id: str, error: str, *, now: datetime | None = None) -> Job:
+        """The attempt failed: retry after the backoff, or dead when out of retries."""
+        with self._transaction() as conn:
+            clock = self._clock(now)
+            held = self._held_lease(conn, clock, job_id, lease_id)
+            job = self._fail_attempt(conn, clock, held, error)
+        return job
+
+    def release(self, job_id: str, lease_id: str) -> Job:
+        """Hand back a lease that never reached its worker: the job is ready again and the
+        attempt is not counted."""
+        with self._transaction() as conn:
+            clock = self._clock(None)
+            statement = (
+                update(jobs)
+                .where(jobs.c.id == job_id, jobs.c.lease_id == lease_id, jobs.c.status == JobStatus.LEASED.value)
+                .values(
+                    status=JobStatus.PENDING.value,
+                    attempts=jobs.c.attempts - 1,
+                    lease_id=None,
+                    leased_by=None,
+                    leased_at=None,
+                    lease_expires_at=None,
+                    updated_at=clock.now(),
+                )
+                .returning(*jobs.c)
+            )
+            row = conn.execute(statement).one_or_none()
+            if row is None:
+                raise self._why_not_held(conn, job_id)
+        job = _to_job(row)
+        _log_transition("lease released", "lease.released", job)
+        return job
+
+    # -- a person's verbs -----------------------------------------------------------------
+
+    def cancel(self, job_id: str, *, now: datetime | None = None) -> Job:
+        """Cancel a job that has not finished; a worker holding it can no longer ack."""
+        with self._transaction() as conn:
+            clock = self._clock(now)
+            values = {
+                "status": JobStatus.CANCELLED.value,
+                "lease_expires_at": None,
+                "finished_at": clock.now(),
+                "updated_at": clock.now(),
+            }
+            job = self._transition(conn, job_id, CANCELLABLE, values, verb="cancel")
+        _log_transition("job cancelled", "job.cancelled", job)
+        return job
+
+    def retry(self, job_id: str, *, now: datetime | None = None) -> Job:
+        """Put a dead, failed or cancelled job back in line now, with its retries renewed."""
+        with self._transaction() as conn:
+            clock = self._clock(now)
+            values = {
+                "status": JobStatus.PENDING.value,
+                "attempts": 0,
+                "run_at": clock.now(),
+                "lease_id": None,
+                "leased_by": None,
+                "leased_at": None,
+                "lease_expires_at": None,
+                "finished_at": None,
+                "updated_at": clock.now(),
+            }
+            job = self._transition(conn, job_id, RETRYABLE, values, verb="retry")
+        _log_transition("job retried", "job.retried", job)
+        return job
+
+    # -- the scheduler's verbs --------------------------------------------------------------
+
+    def reap_expired_leases(self, *, now: datetime | None = None, limit: int = 500) -> list[Job]:
+        """Leases past their expiry count as failed attempts ('lease expired'): the job is
+        retried with backoff or dead, exactly as a nack would do."""
+        with self._transaction() as conn:
+            clock = self._clock(now)
+            query = (
+                select(jobs)
+                .where(jobs.c.status.in_(_values(HOLDING_LEASE)), jobs.c.lease_expires_at <= clock.now())
+                .order_by(jobs.c.lease_expires_at)
+                .limit(limit)
+            )
+            if self.dialect == "postgresql":
+                query = query.with_for_update(skip_locked=True)
+            expired = conn.execute(query).all()
+            reaped = [self._fail_attempt(conn, clock, row, LEASE_EXPIRED) for row in expired]
+        return reaped
+
+    def prune(self, finished_before: datetime, *, limit: int = 500) -> int:
+        """Delete up to `limit` succeeded or cancelled jobs that finished before the given
+        time; dead jobs stay until a person retries them. Small batches, short locks."""
+        doomed = (
+            select(jobs.c.id)
+            .where(
+                jobs.c.status.in_([JobStatus.SUCCEEDED.value, JobStatus.CANCELLED.value]),
+                jobs.c.finished_at < literal(finished_before, UTCDateTime),
+            )
+            .limit(limit)
+        )
+        if self.dialect == "postgresql":
+            doomed = doomed.with_for_update(skip_locked=True)
+        with self._transaction() as conn:
+            deleted = conn.execute(delete(jobs).where(jobs.c.id.in_(doomed.scalar_subquery()))).rowcount
+        if deleted:
+            logger.info("jobs pruned", extra={"event": "jobs.pruned", "count": deleted})
+        return deleted
+
+    # -- helpers -----------------------------------------------------------------------
+
+    @contextmanager
+    def _transaction(self) -> Iterator[Connection]:
+        """One transaction; driver errors that mean 'database unreachable' become
+        DatabaseUnavailable, so the edges answer 503/UNAVAILABLE, not a traceback."""
+        try:
+            with self.engine.begin() as conn:
+                yield conn
+        except (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.TimeoutError) as exc:
+            reason = str(getattr(exc, "orig", exc))[:500]
+            logger.warning("database unavailable", extra={"event": "database.unavailable", "error": reason})
+            raise DatabaseUnavailable() from exc
+
+    def _clock(self, now: datetime | None) -> _Clock:
+        return _Clock(self.dialect, now)
+
+    def _fetch(self, conn: Connection, job_id: str, *, for_update: bool = False):
+        canonical = parse_job_id(job_id)
+        if canonical is None:
+            raise JobNotFound(f"no job has the id {job_id!r}")
+        query = select(jobs).where(jobs.c.id == canonical)
+        if for_update and self.dialect == "postgresql":
+            query = query.with_for_update()
+        row = conn.execute(query).one_or_none()
+        if row is None:
+            raise JobNotFound(f"no job has the id {job_id!r}")
+        return row
+
+    def _lease_guard(self, clock: _Clock, job_id: str, lease_id: str) -> list[ColumnElement]:
+        return [
+            jobs.c.id == job_id,
+            jobs.c.lease_id == lease_id,
+            jobs.c.status.in_(_values(HOLDING_LEASE)),
+            jobs.c.lease_expires_at > clock.now(),
+        ]
+
+    def _update_held_lease(self, conn, clock, job_id, lease_id, values) -> Job:
+        job_id, lease_id = _lease_ids(job_id, lease_id)
+        statement = update(jobs).where(*self._lease_guard(clock, job_id, lease_id)).values(values)
+        row = conn.execute(statement.returning(*jobs.c)).one_or_none()
+        if row is None:
+            raise self._why_not_held(conn, job_id)
+        return _to_job(row)
+
+    def _held_lease(self, conn, clock, job_id, lease_id):
+        job_id, lease_id = _lease_ids(job_id, lease_id)
+        query = select(jobs).where(*self._lease_guard(clock, job_id, lease_id))
+        if self.dialect == "postgresql":
+            query = query.with_for_update()
+        row = conn.execute(query).one_or_none()
+        if row is None:
+            raise self._why_not_held(conn, job_id)
+        return row
+
+    def _why_not_held(self, conn, job_id: str) -> Exception:
+        row = self._fetch(conn, job_id)  # raises JobNotFound
+        if row.status in _values(HOLDING_LEASE):
+            return StaleLease(f"job {job_id} is held under another lease, or this one expired")
+        return StaleLease(f"job {job_id} is {row.status}; its lease is no longer held")
+
+    def _fail_attempt(self, conn, clock: _Clock, row, error: str) -> Job:
+        """Settle a held lease as a failed attempt, under the same guard as ack."""
+        status = status_after_failure(row.attempts, row.max_retries)
+        values: dict[str, Any] = {
+            "status": status.value,
+            "last_error": (error or "failed")[:MAX_ERROR_CHARS],
+            "lease_expires_at": None,
+            "updated_at": clock.now(),
+        }
+        if status is JobStatus.FAILED:
+            values["run_at"] = clock.after(backoff_seconds(row.attempts))
+        else:
+            values["finished_at"] = clock.now()
+        guard = [jobs.c.id == row.id, jobs.c.lease_id == row.lease_id, jobs.c.status.in_(_values(HOLDING_LEASE))]
+        updated = conn.execute(update(jobs).where(*guard).values(values).returning(*jobs.c)).one_or_none()
+        if updated is None:  # cannot happen while we hold the row lock / write lock
+            raise StaleLease(f"job {row.id} changed while it was being failed")
+        job = _to_job(updated)
+        event = "lease.expired" if error == LEASE_EXPIRED else f"job.{status.value}"
+        _log_transition("job attempt failed", event, job, error=job.last_error)
+        return job
+
+    def _transition(self, conn, job_id: str, allowed, values: dict[str, Any], *, verb: str) -> Job:
+        canonical = parse_job_id(job_id)
+        if canonical is None:
+            raise JobNotFound(f"no job has the id {job_id!r}")
+        statement = update(jobs).where(jobs.c.id == canonical, jobs.c.status.in_(_values(allowed))).values(values)
+        row = conn.execute(statement.returning(*jobs.c)).one_or_none()
+        if row is None:
+            current = self._fetch(conn, canonical)
+            raise IllegalTransition(f"cannot {verb} a job that is {current.status}")
+        return _to_job(row)
+
+
+def _values(statuses) -> list[str]:
+    return sorted(s.value for s in statuses)
+
+
+def _lease_ids(job_id: str, lease_id: str) -> tuple[str, str]:
+    canonical_job = parse_job_id(job_id)
+    if canonical_job is None:
+        raise JobNotFound(f"no job has the id {job_id!r}")
+    canonical_lease = parse_job_id(lease_id)
+    if canonical_lease is None:
+        raise StaleLease(f"{lease_id!r} is not a lease id")
+    return canonical_job, canonical_lease
+
+
+def _to_job(row) -> Job:
+    data = row._asdict()
+    data["id"] = str(uuid.UUID(str(data["id"])))
+    if data["lease_id"] is not None:
+        data["lease_id"] = str(uuid.UUID(str(data["lease_id"])))
+    data["status"] = JobStatus(data["status"])
+    return Job(**data)
+
+
+def _encode_cursor(job: Job) -> str:
+    raw = json.dumps([job.created_at.isoformat(), job.id]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> tuple[datetime, str]:
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        created_at, job_id = json.loads(base64.urlsafe_b64decode(padded.encode()))
+        when = datetime.fromisoformat(created_at)
+        canonical = parse_job_id(job_id)
+        if canonical is None or when.tzinfo is None:
+            raise ValueError
+        return when, canonical
+    except (ValueError, TypeError, binascii.Error, UnicodeDecodeError):
+        raise InvalidArgument("cursor is not one this server returned") from None
+
+
+def _log_transition(message: str, event: str, job: Job, *, level: int = logging.INFO, **extra: Any) -> None:
+    logger.log(
+        level,
+        message,
+        extra={
+            "event": event,
+            "job_id": job.id,
+            "queue": job.queue,
+            "job_type": job.type,
+            "status": job.status.value,
+            "attempt": job.attempts,
+            **extra,
+        },
+    )
