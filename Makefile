@@ -4,8 +4,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-PROMETHEUS_MULTIPROC_DIR ?= $(CURDIR)/var/prometheus
-export PROMETHEUS_MULTIPROC_DIR
+METRICS_DIR ?= $(CURDIR)/var/prometheus
 PYTEST_ARGS ?=
 
 .PHONY: run test lint migrate proto clean install install-dev bench
@@ -30,9 +29,12 @@ migrate: install
 
 # The release step runs first; then honcho starts the long-running processes. The metrics
 # directory is wiped so counters of earlier runs never leak into this one.
+# honcho SIGKILLs 5 s after SIGTERM, so the grace periods must end before that.
+run: export QUORRA_SHUTDOWN_GRACE ?= 4s
+run: export QUORRA_WORKER_SHUTDOWN_GRACE ?= 4s
 run: migrate
-	rm -rf $(PROMETHEUS_MULTIPROC_DIR) && mkdir -p $(PROMETHEUS_MULTIPROC_DIR)
-	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/honcho start web grpc scheduler worker
+	rm -rf $(METRICS_DIR) && mkdir -p $(METRICS_DIR)
+	PROMETHEUS_MULTIPROC_DIR=$(METRICS_DIR) PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/honcho start web grpc scheduler worker
 
 test: install-dev
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
@@ -48,5 +50,5 @@ bench: install-dev
 	$(BIN)/python bench/lease_throughput.py
 
 clean:
-	rm -rf $(VENV) build dist *.egg-info .pytest_cache .ruff_cache var quorra.db quorra.db-wal quorra.db-shm
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache .ruff_cache var quorra.db quorra.db-wal quorra.db-shm quorra.db-scheduler.lock
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -133,7 +133,7 @@ class JobSpec(BaseModel):
             spec = cls.model_validate(data)
         except ValidationError as exc:
             raise InvalidJobSpec("the job is invalid", details=describe_errors(exc)) from None
-        if max_payload_bytes is not None and len(spec.payload_json()) > max_payload_bytes:
+        if max_payload_bytes is not None and len(spec.payload_json().encode()) > max_payload_bytes:
             raise InvalidJobSpec(
                 "payload is too large",
                 details=[{"field": "payload", "message": f"larger than {max_payload_bytes} bytes"}],

@@ -9,11 +9,21 @@ time (see ``QueueCollector``), not counted here.
 
 from __future__ import annotations
 
+import os
+import threading
+import time
 from collections.abc import Iterable
+from datetime import datetime
+from typing import TYPE_CHECKING
 
 from prometheus_client import Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily, Metric
 
+from quorra.errors import DatabaseUnavailable
 from quorra.jobs import Job, JobStatus
+
+if TYPE_CHECKING:
+    from quorra.store import QueueCount, Store
 
 _JOB_LABELS = ("queue", "type")
 # A job queue's waits and runs span milliseconds to hours.
@@ -83,3 +93,79 @@ def job_retried(job: Job) -> None:
 
 def jobs_pruned(count: int) -> None:
     JOBS_PRUNED.inc(count)
+
+
+# -- multi-process mode and the scrape-time queue gauges ----------------------------------
+
+
+def multiprocess_dir() -> str | None:
+    """PROMETHEUS_MULTIPROC_DIR, which prometheus_client reads itself (at import) to pick its
+    storage; we read the same variable so that we never disagree with it about the mode."""
+    return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or os.environ.get("prometheus_multiproc_dir") or None
+
+
+class QueueCollector:
+    """Queue depth and the age of the oldest ready job, read from the database at scrape
+    time: one GROUP BY and one MIN at most every `ttl` seconds however often Prometheus
+    (or anyone) scrapes. While the database is down the scrape still answers, without
+    these two gauges."""
+
+    def __init__(self, store: Store, ttl: float = 2.0):
+        self.store = store
+        self.ttl = ttl
+        self._lock = threading.Lock()  # a scrape storm waits here for one read, not N
+        self._families: list[Metric] = []
+        self._fresh_until = float("-inf")
+
+    def collect(self) -> Iterable[Metric]:
+        with self._lock:
+            if time.monotonic() >= self._fresh_until:
+                self._families = self._read()
+                self._fresh_until = time.monotonic() + self.ttl
+            return list(self._families)
+
+    def _read(self) -> list[Metric]:
+        try:
+            counts = self.store.queue_counts()
+            now = self.store.database_now()
+            oldest = self.store.oldest_ready_at(now=now)
+        except DatabaseUnavailable:
+            return []  # cached like a success, so a down database is not hammered either
+        return [_queue_length(counts), _oldest_age(counts, oldest, now)]
+
+
+def _queue_length(counts: list[QueueCount]) -> Metric:
+    family = GaugeMetricFamily("quorra_job_queue_length", "Jobs in each queue, by status", labels=("queue", "status"))
+    for count in counts:
+        family.add_metric((count.queue, count.status), count.count)
+    return family
+
+
+def _oldest_age(counts: list[QueueCount], oldest: dict[str, datetime], now: datetime) -> Metric:
+    family = GaugeMetricFamily(
+        "quorra_queue_oldest_job_age_seconds",
+        "How long the oldest ready job of each queue has waited for a worker (0: none waiting)",
+        labels=("queue",),
+    )
+    for queue in sorted({count.queue for count in counts} | set(oldest)):
+        waited = (now - oldest[queue]).total_seconds() if queue in oldest else 0.0
+        family.add_metric((queue,), max(0.0, waited))
+    return family
+
+
+# -- the gRPC server (issue #5) ----------------------------------------------------------------
+
+GRPC_REQUESTS = Counter(
+    "quorra_grpc_requests", "gRPC calls served, by method and final status code", ("method", "code")
+)
+GRPC_DURATION = Histogram(
+    "quorra_grpc_request_duration_seconds",
+    "Time to serve a gRPC call; a LeaseJobs long poll includes its wait",
+    ("method",),
+    buckets=_BUCKETS,
+)
+
+
+def grpc_call_observed(method: str, code: str, seconds: float) -> None:
+    GRPC_REQUESTS.labels(method, code).inc()
+    GRPC_DURATION.labels(method).observe(max(0.0, seconds))

@@ -5,6 +5,8 @@ as from a checkout."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from alembic import command
@@ -12,8 +14,9 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine
+from sqlalchemy import exc as sa_exc
 
-from quorra.errors import SchemaOutOfDate
+from quorra.errors import DatabaseUnavailable, SchemaOutOfDate
 
 logger = logging.getLogger(__name__)
 
@@ -33,8 +36,20 @@ def alembic_config(engine: Engine) -> Config:
     return config
 
 
+@contextmanager
+def _reaching(engine: Engine) -> Iterator[None]:
+    """An unreachable database becomes DatabaseUnavailable with the driver's reason, so
+    `quorra migrate` and a starting server say what is wrong instead of a traceback."""
+    try:
+        yield
+    except (sa_exc.OperationalError, sa_exc.InterfaceError) as exc:
+        reason = str(exc.orig or exc).strip().splitlines()[0][:300]
+        where = engine.url.render_as_string(hide_password=True)
+        raise DatabaseUnavailable(f"cannot reach the database {where}: {reason}") from exc
+
+
 def upgrade(engine: Engine, revision: str = "head") -> None:
-    with engine.begin() as conn:
+    with _reaching(engine), engine.begin() as conn:
         config = alembic_config(engine)
         config.attributes["connection"] = conn
         command.upgrade(config, revision)
@@ -42,7 +57,7 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
 
 
 def downgrade(engine: Engine, revision: str = "base") -> None:
-    with engine.begin() as conn:
+    with _reaching(engine), engine.begin() as conn:
         config = alembic_config(engine)
         config.attributes["connection"] = conn
         command.downgrade(config, revision)
@@ -54,7 +69,7 @@ def head_revision(engine: Engine) -> str | None:
 
 
 def current_revision(engine: Engine) -> str | None:
-    with engine.connect() as conn:
+    with _reaching(engine), engine.connect() as conn:
         return MigrationContext.configure(conn).get_current_revision()
 
 

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from sqlalchemy import Connection, Engine, delete, func, insert, literal, select, tuple_, update
+from sqlalchemy import Connection, Engine, bindparam, delete, func, insert, literal, select, tuple_, update
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -41,6 +41,7 @@ from quorra.jobs import (
     JobSpec,
     JobStatus,
     backoff_seconds,
+    check_portable_json,
     parse_job_id,
     status_after_failure,
 )
@@ -157,7 +158,7 @@ class Store:
         if queue is not None:
             query = query.where(jobs.c.queue == queue)
         if status is not None:
-            query = query.where(jobs.c.status == JobStatus(status).value)
+            query = query.where(jobs.c.status == _status(status).value)
         if type is not None:
             query = query.where(jobs.c.type == type)
         if cursor is not None:
@@ -185,11 +186,11 @@ class Store:
         clock = self._clock(now)
         query = (
             select(jobs.c.queue, func.min(jobs.c.run_at))
-            .where(jobs.c.status.in_(_values(LEASABLE)), jobs.c.run_at <= clock.now())
+            .where(_status_in(LEASABLE), jobs.c.run_at <= clock.now())
             .group_by(jobs.c.queue)
         )
         with self._transaction() as conn:
-            return dict(conn.execute(query).tuples().all())
+            return dict(conn.execute(query).all())
 
     def queues_due_between(self, after: datetime, *, now: datetime | None = None) -> list[str]:
         """Queues with a waiting job whose run_at fell in (after, now]: the ones to wake."""
@@ -197,7 +198,7 @@ class Store:
         query = (
             select(jobs.c.queue)
             .where(
-                jobs.c.status.in_(_values(LEASABLE)),
+                _status_in(LEASABLE),
                 jobs.c.run_at > literal(after, UTCDateTime),
                 jobs.c.run_at <= clock.now(),
             )
@@ -249,7 +250,7 @@ class Store:
             select(jobs.c.id)
             .where(
                 jobs.c.queue.in_(queues),
-                jobs.c.status.in_(_values(LEASABLE)),
+                _status_in(LEASABLE),
                 jobs.c.run_at <= clock.now(),
             )
             .order_by(jobs.c.priority.desc(), jobs.c.run_at, jobs.c.id)
@@ -301,6 +302,7 @@ class Store:
 
     def ack(self, job_id: str, lease_id: str, result: Any = None, *, now: datetime | None = None) -> Job:
         """The attempt succeeded: the job is done, with the handler's result if any."""
+        _check_result(result)
         with self._transaction() as conn:
             clock = self._clock(now)
             values = {
@@ -325,6 +327,7 @@ class Store:
     def release(self, job_id: str, lease_id: str) -> Job:
         """Hand back a lease that never reached its worker: the job is ready again and the
         attempt is not counted."""
+        job_id, lease_id = _lease_ids(job_id, lease_id)
         with self._transaction() as conn:
             clock = self._clock(None)
             statement = (
@@ -392,7 +395,7 @@ class Store:
             clock = self._clock(now)
             query = (
                 select(jobs)
-                .where(jobs.c.status.in_(_values(HOLDING_LEASE)), jobs.c.lease_expires_at <= clock.now())
+                .where(_status_in(HOLDING_LEASE), jobs.c.lease_expires_at <= clock.now())
                 .order_by(jobs.c.lease_expires_at)
                 .limit(limit)
             )
@@ -454,7 +457,7 @@ class Store:
         return [
             jobs.c.id == job_id,
             jobs.c.lease_id == lease_id,
-            jobs.c.status.in_(_values(HOLDING_LEASE)),
+            _status_in(HOLDING_LEASE),
             jobs.c.lease_expires_at > clock.now(),
         ]
 
@@ -487,7 +490,8 @@ class Store:
         status = status_after_failure(row.attempts, row.max_retries)
         values: dict[str, Any] = {
             "status": status.value,
-            "last_error": (error or "failed")[:MAX_ERROR_CHARS],
+            # PostgreSQL text cannot hold NUL; SQLite can: store the same on both.
+            "last_error": (error or "failed").replace("\x00", "\ufffd")[:MAX_ERROR_CHARS],
             "lease_expires_at": None,
             "updated_at": clock.now(),
         }
@@ -495,7 +499,7 @@ class Store:
             values["run_at"] = clock.after(backoff_seconds(row.attempts))
         else:
             values["finished_at"] = clock.now()
-        guard = [jobs.c.id == row.id, jobs.c.lease_id == row.lease_id, jobs.c.status.in_(_values(HOLDING_LEASE))]
+        guard = [jobs.c.id == row.id, jobs.c.lease_id == row.lease_id, _status_in(HOLDING_LEASE)]
         updated = conn.execute(update(jobs).where(*guard).values(values).returning(*jobs.c)).one_or_none()
         if updated is None:  # cannot happen while we hold the row lock / write lock
             raise StaleLease(f"job {row.id} changed while it was being failed")
@@ -508,7 +512,7 @@ class Store:
         canonical = parse_job_id(job_id)
         if canonical is None:
             raise JobNotFound(f"no job has the id {job_id!r}")
-        statement = update(jobs).where(jobs.c.id == canonical, jobs.c.status.in_(_values(allowed))).values(values)
+        statement = update(jobs).where(jobs.c.id == canonical, _status_in(allowed)).values(values)
         row = conn.execute(statement.returning(*jobs.c)).one_or_none()
         if row is None:
             current = self._fetch(conn, canonical)
@@ -518,6 +522,27 @@ class Store:
 
 def _values(statuses) -> list[str]:
     return sorted(s.value for s in statuses)
+
+
+def _status_in(statuses) -> ColumnElement:
+    """`status IN ('failed', 'pending')` with the values inline: SQLite uses a partial index
+    only when the query's terms match its WHERE, and a bound parameter never does."""
+    return jobs.c.status.in_(bindparam(None, _values(statuses), literal_execute=True))
+
+
+def _status(status: JobStatus | str) -> JobStatus:
+    try:
+        return JobStatus(status)
+    except ValueError:
+        raise InvalidArgument(f"unknown status {status!r}") from None
+
+
+def _check_result(result: Any) -> None:
+    """Refuse a result one backend would store differently (see jobs.check_portable_json)."""
+    try:
+        check_portable_json(result)
+    except ValueError as exc:
+        raise InvalidArgument(f"the result cannot be stored: {exc}") from None
 
 
 def _lease_ids(job_id: str, lease_id: str) -> tuple[str, str]:

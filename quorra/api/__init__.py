@@ -1,1 +1,54 @@
+"""The REST API: a Flask app factory with one blueprint per concern.
 
+    create_app(settings=None, store=None, notifier=None) -> Flask
+
+Everything the views need is injected (tests pass their own store and notifier); what is
+not given is built from ``settings`` (default: the environment). A store built here is
+refused unless the database answers and its schema is at the latest migration."""
+
+from __future__ import annotations
+
+from flask import Flask
+
+from quorra import dashboard
+from quorra.api import health, jobs, openapi, queues
+from quorra.api.auth import key_matches
+from quorra.api.errors import register_error_handlers
+from quorra.api.metrics import register_metrics
+from quorra.api.request_context import register_request_context
+from quorra.api.services import (
+    EXTENSION,
+    Services,
+    open_store,
+    redis_client,
+    warn_dev_api_key,
+)
+from quorra.config import Settings
+from quorra.notify import Notifier, make_notifier
+from quorra.store import Store
+
+
+def create_app(settings: Settings | None = None, store: Store | None = None, notifier: Notifier | None = None) -> Flask:
+    settings = settings or Settings.from_env()
+    services = Services(
+        settings=settings,
+        store=store or open_store(settings),
+        notifier=notifier or make_notifier(settings),
+        redis=redis_client(settings),
+    )
+    if settings.uses_dev_api_key:
+        warn_dev_api_key()
+    app = Flask(__name__, static_folder=None)  # the API serves no files
+    app.json.sort_keys = False  # keep the documented field order
+    app.extensions[EXTENSION] = services
+    register_request_context(app)
+    register_blueprints(app)
+    dashboard.init_app(app, services.store, lambda key: key_matches(key, settings.api_keys))
+    register_metrics(app, services.store)
+    register_error_handlers(app)
+    return app
+
+
+def register_blueprints(app: Flask) -> None:
+    for blueprint in (jobs.bp, queues.bp, health.bp, openapi.bp):
+        app.register_blueprint(blueprint)

@@ -1,0 +1,19 @@
+"""gunicorn settings for Quorra's web process, for running plain gunicorn:
+
+    gunicorn -c gunicorn.conf.py 'quorra.api:create_app()'
+
+`quorra web` (what `make run` and the Procfile use) applies exactly these settings from
+code, so an installed wheel needs no file. They come from the environment through
+quorra.config.Settings: QUORRA_HTTP_ADDR (bind), QUORRA_WEB_WORKERS, QUORRA_WEB_THREADS
+(gthread workers), QUORRA_SHUTDOWN_GRACE (graceful_timeout); the access log is off (the
+app logs each request as JSON); child_exit marks dead workers for prometheus_client's
+multiprocess mode when PROMETHEUS_MULTIPROC_DIR is set; on_starting refuses a database
+whose schema is not at head."""
+
+from quorra.api.server import gunicorn_settings
+from quorra.config import Settings
+from quorra.logs import configure_logging
+
+_settings = Settings.from_env()
+configure_logging(_settings, "web")
+globals().update(gunicorn_settings(_settings))

@@ -1,0 +1,276 @@
+"""GET /openapi.json: the OpenAPI 3.1 description of every route. The job body schema is
+generated from ``JobSpec``, the model that validates it, so the two cannot drift apart."""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+from flask import Blueprint
+
+from quorra import __version__
+from quorra.api.errors import STATUS_BY_CODE
+from quorra.api.jobs import BATCH_BODY_FACTOR
+from quorra.jobs import MAX_BATCH_SIZE, NAME_PATTERN, JobSpec, JobStatus
+from quorra.store import MAX_LIST_LIMIT
+
+bp = Blueprint("openapi", __name__)
+
+
+@bp.get("/openapi.json")
+def openapi_json():
+    return spec()
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+_ERROR_DESCRIPTIONS = {
+    400: "Invalid request (the error details name each bad field)",
+    401: "Missing or invalid X-API-Key",
+    404: "No such job",
+    409: "The job's status does not allow this",
+    413: "Request body too large",
+    415: "The body is not application/json",
+    503: "The database cannot be reached",
+}
+
+
+def _responses(ok: int, schema: dict[str, Any], description: str, *errors: int) -> dict[str, Any]:
+    responses = {str(ok): _json(schema, description)}
+    for status in errors:
+        responses[str(status)] = _json(_ref("Error"), _ERROR_DESCRIPTIONS[status])
+    return responses
+
+
+_JOB_ID = {"name": "job_id", "in": "path", "required": True, "schema": {"type": "string", "format": "uuid"}}
+_NAME = {"type": "string", "minLength": 1, "pattern": NAME_PATTERN}
+
+
+def _list_parameters() -> list[dict[str, Any]]:
+    def query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
+        return {"name": name, "in": "query", "required": False, "schema": schema, "description": description}
+
+    return [
+        query("queue", {**_NAME, "maxLength": 100}, "Only jobs of this queue"),
+        query("status", {"type": "string", "enum": [s.value for s in JobStatus]}, "Only jobs in this status"),
+        query("type", {**_NAME, "maxLength": 200}, "Only jobs of this type"),
+        query("limit", {"type": "integer", "minimum": 1, "maximum": MAX_LIST_LIMIT, "default": 50}, "Page size"),
+        query("cursor", {"type": "string", "minLength": 1, "maxLength": 500}, "next_cursor of the previous page"),
+    ]
+
+
+def _job_actions() -> dict[str, Any]:
+    def action(summary: str, operation_id: str) -> dict[str, Any]:
+        return {
+            "post": {
+                "summary": summary,
+                "operationId": operation_id,
+                "parameters": [_JOB_ID],
+                "responses": _responses(200, _ref("Job"), "The job after the change", 401, 404, 409, 503),
+            }
+        }
+
+    return {
+        "/v1/jobs/{job_id}/cancel": action("Cancel a pending, failed, leased or processing job", "cancelJob"),
+        "/v1/jobs/{job_id}/retry": action("Put a dead, failed or cancelled job back in line now", "retryJob"),
+    }
+
+
+def _job_paths() -> dict[str, Any]:
+    submit_errors = (400, 401, 413, 415, 503)
+    return {
+        "/v1/jobs": {
+            "post": {
+                "summary": "Create a job",
+                "operationId": "createJob",
+                "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("JobSpec")}}},
+                "responses": _responses(201, _ref("JobCreated"), "The job was created", *submit_errors),
+            },
+            "get": {
+                "summary": "List jobs, newest first (keyset pagination)",
+                "operationId": "listJobs",
+                "parameters": _list_parameters(),
+                "responses": _responses(200, _ref("JobList"), "One page of jobs", 400, 401, 503),
+            },
+        },
+        "/v1/jobs/batch": {
+            "post": {
+                "summary": f"Create up to {MAX_BATCH_SIZE} jobs at once: all of them or none",
+                "description": f"The body may be up to {BATCH_BODY_FACTOR} x QUORRA_MAX_PAYLOAD_BYTES.",
+                "operationId": "createJobs",
+                "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("JobBatch")}}},
+                "responses": _responses(201, _ref("JobBatchCreated"), "Every job was created", *submit_errors),
+            }
+        },
+        "/v1/jobs/{job_id}": {
+            "get": {
+                "summary": "Read a job",
+                "operationId": "getJob",
+                "parameters": [_JOB_ID],
+                "responses": _responses(200, _ref("Job"), "The job", 401, 404, 503),
+            }
+        },
+        **_job_actions(),
+    }
+
+
+def _public_paths() -> dict[str, Any]:
+    def public(summary: str, operation_id: str, responses: dict[str, Any]) -> dict[str, Any]:
+        return {"get": {"summary": summary, "operationId": operation_id, "security": [], "responses": responses}}
+
+    text = {"description": "Prometheus text exposition", "content": {"text/plain": {"schema": {"type": "string"}}}}
+    ready = {"200": _json(_ref("Readiness"), "Ready"), "503": _json(_ref("Error"), "Not ready; details per check")}
+    return {
+        "/healthz": public("The process is alive", "healthz", {"200": _json(_ref("Health"), "Alive")}),
+        "/readyz": public("The database (and Redis, when configured) answer", "readyz", ready),
+        "/metrics": public("Prometheus metrics", "metrics", {"200": text}),
+        "/openapi.json": public("This document", "openapi", {"200": _json({"type": "object"}, "OpenAPI 3.1")}),
+        "/": _dashboard_path(),
+    }
+
+
+def _dashboard_path() -> dict[str, Any]:
+    def body(media_type: str, description: str) -> dict[str, Any]:
+        return {"description": description, "content": {media_type: {"schema": {"type": "string"}}}}
+
+    return {
+        "get": {
+            "summary": "The dashboard: queue counts and recent jobs (HTML, refreshes every 5 s)",
+            "operationId": "dashboard",
+            "security": [{"DashboardLogin": []}],
+            "parameters": [
+                {"name": "status", "in": "query", "required": False, "schema": _ref("JobStatus"),
+                 "description": "show only recent jobs in this status"}
+            ],
+            "responses": {
+                "200": body("text/html", "The dashboard page"),
+                "401": body("text/plain", "Basic credentials required: any user name, an API key as password"),
+            },
+        }
+    }
+
+
+def _timestamp(nullable: bool = False) -> dict[str, Any]:
+    return {"type": ["string", "null"] if nullable else "string", "format": "date-time"}
+
+
+def _job_schema() -> dict[str, Any]:
+    properties = {
+        "id": {"type": "string", "format": "uuid"},
+        "type": {"type": "string"},
+        "queue": {"type": "string"},
+        "payload": {"type": "object"},
+        "priority": {"type": "integer"},
+        "status": _ref("JobStatus"),
+        "attempts": {"type": "integer", "minimum": 0},
+        "max_retries": {"type": "integer", "minimum": 0},
+        "last_error": {"type": ["string", "null"]},
+        "result": {"description": "What the handler returned (any JSON), or null"},
+        "run_at": _timestamp(),
+        "leased_by": {"type": ["string", "null"]},
+        "leased_at": _timestamp(nullable=True),
+        "lease_expires_at": _timestamp(nullable=True),
+        "created_at": _timestamp(),
+        "updated_at": _timestamp(),
+        "finished_at": _timestamp(nullable=True),
+    }
+    return {"type": "object", "required": list(properties), "properties": properties}
+
+
+def _job_spec_schema() -> dict[str, Any]:
+    schema = JobSpec.model_json_schema()
+    schema["description"] = "A job to run. Unknown fields are refused; integers must be JSON integers."
+    return schema
+
+
+def _error_schema() -> dict[str, Any]:
+    body = {
+        "type": "object",
+        "required": ["code", "message", "details"],
+        "properties": {
+            "code": {"type": "string", "enum": sorted(STATUS_BY_CODE)},
+            "message": {"type": "string"},
+            "details": {"description": "More about the error (for a 400: one {field, message} per problem)"},
+        },
+    }
+    return _object_of("error", body)
+
+
+def _listing_schemas() -> dict[str, Any]:
+    queue_count = {
+        "type": "object",
+        "required": ["queue", "status", "count"],
+        "properties": {"queue": {"type": "string"}, "status": _ref("JobStatus"), "count": {"type": "integer"}},
+    }
+    jobs = {"type": "array", "items": _ref("Job")}
+    return {
+        "JobList": {
+            "type": "object",
+            "required": ["jobs", "next_cursor"],
+            "properties": {"jobs": jobs, "next_cursor": {"type": ["string", "null"]}},
+        },
+        "QueueList": _object_of("queues", {"type": "array", "items": queue_count}),
+    }
+
+
+def _submission_schemas() -> dict[str, Any]:
+    created = {
+        "type": "object",
+        "required": ["id", "status", "run_at"],
+        "properties": {"id": {"type": "string", "format": "uuid"}, "status": _ref("JobStatus"), "run_at": _timestamp()},
+    }
+    batch = {"type": "array", "minItems": 1, "maxItems": MAX_BATCH_SIZE, "items": _ref("JobSpec")}
+    return {
+        "JobSpec": _job_spec_schema(),
+        "JobBatch": {**_object_of("jobs", batch), "additionalProperties": False},
+        "JobCreated": created,
+        "JobBatchCreated": _object_of("jobs", {"type": "array", "items": _ref("JobCreated")}),
+    }
+
+
+def _schemas() -> dict[str, Any]:
+    readiness = {"type": "object", "required": ["status", "checks"]}
+    readiness["properties"] = {"status": {"const": "ready"}, "checks": {"type": "object"}}
+    return {
+        "JobStatus": {"type": "string", "enum": [s.value for s in JobStatus]},
+        "Job": _job_schema(),
+        **_submission_schemas(),
+        **_listing_schemas(),
+        "Health": _object_of("status", {"type": "string", "const": "ok"}),
+        "Readiness": readiness,
+        "Error": _error_schema(),
+    }
+
+
+def _object_of(name: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "object", "required": [name], "properties": {name: schema}}
+
+
+@functools.cache
+def spec() -> dict[str, Any]:
+    queues = {
+        "get": {
+            "summary": "Job counts per queue and status",
+            "operationId": "listQueues",
+            "responses": _responses(200, _ref("QueueList"), "Counts", 401, 503),
+        }
+    }
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "Quorra", "version": __version__, "description": "A job queue: REST for clients."},
+        "security": [{"ApiKey": []}],
+        "paths": {**_job_paths(), "/v1/queues": queues, **_public_paths()},
+        "components": {
+            "securitySchemes": {
+                "ApiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+                "DashboardLogin": {"type": "http", "scheme": "basic"},
+            },
+            "schemas": _schemas(),
+        },
+    }

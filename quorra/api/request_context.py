@@ -1,0 +1,66 @@
+"""Per-request context: the X-Request-ID (a sane incoming one is kept, otherwise one is
+made), echoed on every response and bound to ``quorra.logs.request_id`` so every log line
+of the request carries it; and one access-log line per request, through our own logging
+(gunicorn's access log is off)."""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+
+from flask import Flask, Response, g, request
+
+from quorra import logs
+
+logger = logging.getLogger(__name__)
+
+REQUEST_ID_HEADER = "X-Request-ID"
+# Bounded length and a charset that cannot forge log lines or headers.
+_SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:/+=-]{1,128}")
+# Probes and scrapes arrive every few seconds; their access lines are DEBUG, not INFO.
+_QUIET_ROUTES = frozenset({"/healthz", "/readyz", "/metrics"})
+
+
+def bind_request_id() -> None:
+    incoming = request.headers.get(REQUEST_ID_HEADER, "")
+    g.request_id = incoming if _SANE_REQUEST_ID.fullmatch(incoming) else uuid.uuid4().hex
+    g.request_id_token = logs.request_id.set(g.request_id)
+    g.started_at = time.perf_counter()
+
+
+def finish_request(response: Response) -> Response:
+    if "request_id" in g:
+        response.headers[REQUEST_ID_HEADER] = g.request_id
+        fields = _access_fields(response)
+        level = logging.DEBUG if fields["route"] in _QUIET_ROUTES else logging.INFO
+        logger.log(level, "request served", extra=fields)
+    return response
+
+
+def unbind_request_id(_exc: BaseException | None = None) -> None:
+    token = g.pop("request_id_token", None)
+    if token is not None:
+        logs.request_id.reset(token)
+
+
+def _access_fields(response: Response) -> dict[str, object]:
+    return {
+        "event": "http.request",
+        "method": request.method,
+        "route": route(request),
+        "status": response.status_code,
+        "duration_seconds": round(time.perf_counter() - g.started_at, 6),
+    }
+
+
+def route(req) -> str:
+    """The URL rule ('/v1/jobs/<job_id>'), not the raw path: bounded cardinality in metrics."""
+    return req.url_rule.rule if req.url_rule is not None else "<unmatched>"
+
+
+def register_request_context(app: Flask) -> None:
+    app.before_request(bind_request_id)
+    app.after_request(finish_request)
+    app.teardown_request(unbind_request_id)

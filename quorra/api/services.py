@@ -1,0 +1,81 @@
+"""What the views share, built once per app by ``create_app``: settings, the store, the
+notifier and (when REDIS_URL is set) a Redis client for the readiness check."""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import redis
+from flask import current_app
+
+from quorra.config import Settings
+from quorra.migrate import ensure_at_head
+from quorra.notify import Notifier
+from quorra.store import Store
+
+logger = logging.getLogger(__name__)
+
+EXTENSION = "quorra"
+REDIS_TIMEOUT_SECONDS = 1.0
+
+
+@dataclass(frozen=True)
+class Services:
+    settings: Settings
+    store: Store
+    notifier: Notifier
+    redis: redis.Redis | None = None
+
+    def publish(self, queues: Iterable[str]) -> None:
+        """Wake the workers of each queue. Best effort: the job is already committed, and a
+        lost wake-up only costs the workers one poll interval, so it never fails a request."""
+        for queue in sorted(set(queues)):
+            try:
+                self.notifier.publish(queue)
+            except Exception:  # see the docstring
+                logger.warning("wake-up not published", extra={"event": "notify.failed", "queue": queue}, exc_info=True)
+
+    def close(self) -> None:
+        self.notifier.close()
+        if self.redis is not None:
+            self.redis.close()
+        self.store.close()
+
+
+def services() -> Services:
+    return current_app.extensions[EXTENSION]
+
+
+def open_store(settings: Settings) -> Store:
+    """A store on DATABASE_URL, refused (SchemaOutOfDate, DatabaseUnavailable) unless the
+    database answers and its schema is at the latest migration."""
+    store = Store.from_url(settings.database_url)
+    try:
+        store.ping()
+        ensure_at_head(store.engine)
+    except BaseException:
+        store.close()
+        raise
+    return store
+
+
+def redis_client(settings: Settings) -> redis.Redis | None:
+    if settings.redis_url is None:
+        return None
+    return redis.Redis.from_url(
+        settings.redis_url, socket_connect_timeout=REDIS_TIMEOUT_SECONDS, socket_timeout=REDIS_TIMEOUT_SECONDS
+    )
+
+
+@functools.cache
+def warn_dev_api_key() -> None:
+    """Once per process tree: gunicorn's master warns before it forks, and its workers
+    inherit the cache, so one start logs one warning."""
+    logger.warning(
+        "THE DEVELOPMENT API KEY IS IN USE: anyone who has read the README can submit jobs."
+        " Set QUORRA_API_KEY to a secret of your own before exposing this server.",
+        extra={"event": "auth.dev_key_in_use"},
+    )

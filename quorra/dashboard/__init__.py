@@ -1,0 +1,62 @@
+"""The web dashboard at `/`: queue statistics and recent jobs, refreshed every 5 seconds.
+Read-only, through the Store only; it never shows payloads or results.
+
+Browsers cannot send X-API-Key, so the dashboard asks for HTTP Basic credentials: any user
+name, and one of the API keys as the password."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable
+
+from flask import Blueprint, Flask, Response, current_app, render_template, request
+
+from quorra.jobs import JobStatus
+from quorra.store import Store
+
+EXTENSION = "quorra.dashboard"
+RECENT_JOBS = 25
+STATUS_COLUMNS = [status.value for status in JobStatus]
+
+bp = Blueprint("dashboard", __name__, template_folder="templates")
+
+
+def init_app(app: Flask, store: Store, key_matches: Callable[[str], bool]) -> None:
+    app.extensions[EXTENSION] = (store, key_matches)
+    app.register_blueprint(bp)
+
+
+@bp.before_request
+def require_basic_auth() -> Response | None:
+    _, key_matches = current_app.extensions[EXTENSION]
+    credentials = request.authorization
+    if credentials is None or not key_matches(credentials.password or ""):
+        return Response(
+            "An API key is required (any user name, the key as password).\n",
+            401,
+            {"WWW-Authenticate": 'Basic realm="Quorra", charset="UTF-8"', "Content-Type": "text/plain"},
+        )
+    return None
+
+
+@bp.get("/")
+def overview():
+    store, _ = current_app.extensions[EXTENSION]
+    status = request.args.get("status")
+    if status not in STATUS_COLUMNS:
+        status = None
+    return render_template(
+        "dashboard.html",
+        queues=_queue_table(store),
+        columns=STATUS_COLUMNS,
+        jobs=store.list_jobs(status=status, limit=RECENT_JOBS).jobs,
+        status=status,
+    )
+
+
+def _queue_table(store: Store) -> dict[str, dict[str, int]]:
+    """{queue: {status: count}} with every status present, for a rectangular table."""
+    table: dict[str, dict[str, int]] = defaultdict(lambda: dict.fromkeys(STATUS_COLUMNS, 0))
+    for row in store.queue_counts():
+        table[row.queue][row.status] = row.count
+    return dict(sorted(table.items()))

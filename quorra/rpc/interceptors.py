@@ -1,0 +1,123 @@
+"""Server interceptors: the API-key check and the per-call metrics and request id.
+
+Both wrap the method handler that gRPC resolved, keeping its shape (unary or streaming on
+either side), so a refused streaming call is still answered as a stream."""
+
+from __future__ import annotations
+
+import hmac
+import time
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+import grpc
+
+from quorra import metrics
+from quorra.logs import request_id
+
+API_KEY_HEADER = "x-api-key"
+REQUEST_ID_HEADER = "x-request-id"
+# The health service answers without a key, like REST's /healthz (probes send no metadata).
+OPEN_METHOD_PREFIXES = ("/grpc.health.v1.Health/",)
+
+Behavior = Callable[[Any, grpc.ServicerContext], Any]
+_FACTORIES = {
+    (False, False): ("unary_unary", grpc.unary_unary_rpc_method_handler),
+    (False, True): ("unary_stream", grpc.unary_stream_rpc_method_handler),
+    (True, False): ("stream_unary", grpc.stream_unary_rpc_method_handler),
+    (True, True): ("stream_stream", grpc.stream_stream_rpc_method_handler),
+}
+
+
+def wrap_handler(handler: grpc.RpcMethodHandler, wrap: Callable[[Behavior, bool], Behavior]) -> grpc.RpcMethodHandler:
+    """The same handler with its behavior replaced by ``wrap(behavior, response_streaming)``."""
+    attribute, factory = _FACTORIES[(handler.request_streaming, handler.response_streaming)]
+    return factory(
+        wrap(getattr(handler, attribute), handler.response_streaming),
+        request_deserializer=handler.request_deserializer,
+        response_serializer=handler.response_serializer,
+    )
+
+
+def metadata_value(details: grpc.HandlerCallDetails, key: str) -> str | None:
+    for name, value in details.invocation_metadata or ():
+        if name == key:
+            return value if isinstance(value, str) else None
+    return None
+
+
+class ApiKeyInterceptor(grpc.ServerInterceptor):
+    """Every call but the health check needs one of the configured keys as `x-api-key`."""
+
+    def __init__(self, api_keys: Sequence[str]):
+        self._keys = [key.encode() for key in api_keys]
+
+    def intercept_service(self, continuation, details: grpc.HandlerCallDetails):
+        handler = continuation(details)
+        if handler is None or details.method.startswith(OPEN_METHOD_PREFIXES):
+            return handler
+        if self._is_valid(metadata_value(details, API_KEY_HEADER)):
+            return handler
+        return wrap_handler(handler, lambda _behavior, _streaming: _refuse)
+
+    def _is_valid(self, key: str | None) -> bool:
+        given = (key or "").encode()
+        # Compare with every key, in constant time each, so timing tells nothing.
+        matches = [hmac.compare_digest(given, expected) for expected in self._keys]
+        return key is not None and any(matches)
+
+
+def _refuse(_request: Any, context: grpc.ServicerContext) -> None:
+    context.abort(grpc.StatusCode.UNAUTHENTICATED, f"a valid API key is required as `{API_KEY_HEADER}` metadata")
+
+
+class ObservingInterceptor(grpc.ServerInterceptor):
+    """Counts each call by method and final status code, times it, and binds a request id
+    (the caller's `x-request-id`, or a new one) to the call's log lines."""
+
+    def intercept_service(self, continuation, details: grpc.HandlerCallDetails):
+        handler = continuation(details)
+        if handler is None:
+            return None
+        call_id = metadata_value(details, REQUEST_ID_HEADER) or uuid.uuid4().hex[:16]
+        return wrap_handler(handler, lambda behavior, streaming: _observed(behavior, streaming, details.method, call_id))
+
+
+def _observed(behavior: Behavior, streaming: bool, method: str, call_id: str) -> Behavior:
+    def unary(request: Any, context: grpc.ServicerContext) -> Any:
+        request_id.set(call_id)  # each RPC runs in its own copy of the context
+        started, error = time.perf_counter(), None
+        try:
+            return behavior(request, context)
+        except BaseException as exc:
+            error = exc
+            raise
+        finally:
+            _record(method, context, started, error)
+
+    def stream(request: Any, context: grpc.ServicerContext) -> Iterable[Any]:
+        request_id.set(call_id)
+        started, error = time.perf_counter(), None
+        try:
+            yield from behavior(request, context)
+        except BaseException as exc:
+            error = exc
+            raise
+        finally:
+            _record(method, context, started, error)
+
+    return stream if streaming else unary
+
+
+def _record(method: str, context: grpc.ServicerContext, started: float, error: BaseException | None) -> None:
+    metrics.grpc_call_observed(method, _final_code(context, error).name, time.perf_counter() - started)
+
+
+def _final_code(context: grpc.ServicerContext, error: BaseException | None) -> grpc.StatusCode:
+    code = context.code()  # set by abort() or set_code()
+    if isinstance(code, grpc.StatusCode):
+        return code
+    if isinstance(error, GeneratorExit):
+        return grpc.StatusCode.CANCELLED  # gRPC closed the stream: the call went away
+    return grpc.StatusCode.UNKNOWN if error is not None else grpc.StatusCode.OK

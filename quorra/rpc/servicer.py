@@ -1,0 +1,295 @@
+"""The worker protocol's verbs. Each RPC parses its request, calls one store verb and
+answers with a pb2 message; errors from ``quorra.errors`` become gRPC status codes through
+the one table below. Unknown exceptions become INTERNAL, logged with their traceback and
+never echoed to the worker."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import re
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+
+from quorra import metrics
+from quorra.config import Settings
+from quorra.errors import InvalidArgument, QuorraError
+from quorra.jobs import NAME_PATTERN, Job, JobStatus, check_portable_json
+from quorra.notify import Notifier
+from quorra.rpc import quorra_pb2 as pb2
+from quorra.rpc import quorra_pb2_grpc as pb2_grpc
+from quorra.store import Store
+
+logger = logging.getLogger(__name__)
+
+SERVICE_NAME = pb2.DESCRIPTOR.services_by_name["WorkerService"].full_name
+DEFAULT_TTL_SECONDS = 30
+MAX_TTL_SECONDS = 86400
+MAX_JOBS_PER_LEASE = 1000
+MAX_QUEUES_PER_LEASE = 100
+MAX_WORKER_ID_CHARS = 200
+DEADLINE_MARGIN_SECONDS = 1.0  # end a long poll this long before the worker's own deadline
+_NAME = re.compile(NAME_PATTERN)
+
+
+class TooManyWaiters(QuorraError):
+    """Too many workers are waiting for jobs on this server; retry shortly."""
+
+    code = "resource_exhausted"
+
+
+# QuorraError.code -> gRPC status: the one table of this edge.
+STATUS_FOR_CODE: dict[str, grpc.StatusCode] = {
+    "invalid_argument": grpc.StatusCode.INVALID_ARGUMENT,
+    "payload_too_large": grpc.StatusCode.INVALID_ARGUMENT,
+    "unauthenticated": grpc.StatusCode.UNAUTHENTICATED,
+    "not_found": grpc.StatusCode.NOT_FOUND,
+    "conflict": grpc.StatusCode.FAILED_PRECONDITION,
+    "stale_lease": grpc.StatusCode.FAILED_PRECONDITION,
+    "unavailable": grpc.StatusCode.UNAVAILABLE,
+    "resource_exhausted": grpc.StatusCode.RESOURCE_EXHAUSTED,
+}
+
+
+@contextmanager
+def wire_errors(context: grpc.ServicerContext, request: Any) -> Iterator[None]:
+    """Turn a QuorraError into its status code with its message; anything else into
+    INTERNAL with a traceback in the log only."""
+    try:
+        yield
+    except QuorraError as exc:
+        status = STATUS_FOR_CODE.get(exc.code, grpc.StatusCode.INTERNAL)
+        logger.info("rpc refused", extra={"event": "rpc.refused", "code": status.name, "error": exc.message,
+                                          **_request_fields(request)})
+        context.abort(status, exc.message)
+    except Exception:
+        logger.exception("rpc failed", extra={"event": "rpc.failed", **_request_fields(request)})
+        context.abort(grpc.StatusCode.INTERNAL, "internal error")
+
+
+def _request_fields(request: Any) -> dict[str, str]:
+    fields = {name: getattr(request, name, "") for name in ("job_id", "worker_id", "lease_id")}
+    return {name: value for name, value in fields.items() if value}
+
+
+# -- parsing requests -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LeaseArgs:
+    worker_id: str
+    queues: tuple[str, ...]
+    max_jobs: int
+    ttl_seconds: int
+    wait_seconds: float
+
+
+def parse_lease(request: pb2.LeaseRequest, max_wait_seconds: float) -> LeaseArgs:
+    """Validate a LeaseRequest; 0 means the default for max_jobs (1) and the TTL (30 s)."""
+    queues = tuple(dict.fromkeys(q for q in (request.queue, *request.queues) if q))
+    args = LeaseArgs(
+        worker_id=request.worker_id,
+        queues=queues,
+        max_jobs=request.max_jobs or 1,
+        ttl_seconds=request.lease_ttl_seconds or DEFAULT_TTL_SECONDS,
+        wait_seconds=request.wait_seconds,
+    )
+    _refuse_problems(_lease_problems(args))
+    return LeaseArgs(**{**args.__dict__, "wait_seconds": min(args.wait_seconds, max_wait_seconds)})
+
+
+def _lease_problems(args: LeaseArgs) -> list[str]:
+    bad_queues = [q for q in args.queues if len(q) > 100 or not _NAME.match(q)]
+    checks = [
+        (_valid_worker_id(args.worker_id), f"worker_id is required (1-{MAX_WORKER_ID_CHARS} characters)"),
+        (1 <= len(args.queues) <= MAX_QUEUES_PER_LEASE, f"name 1 to {MAX_QUEUES_PER_LEASE} queues (queue or queues)"),
+        (not bad_queues, f"invalid queue names {bad_queues}: use letters, digits and _.:- (1-100 characters)"),
+        (1 <= args.max_jobs <= MAX_JOBS_PER_LEASE, f"max_jobs must be between 1 and {MAX_JOBS_PER_LEASE}"),
+        (1 <= args.ttl_seconds <= MAX_TTL_SECONDS, f"lease_ttl_seconds must be between 1 and {MAX_TTL_SECONDS}"),
+        (math.isfinite(args.wait_seconds) and args.wait_seconds >= 0, "wait_seconds must be a number >= 0"),
+    ]
+    return [message for ok, message in checks if not ok]
+
+
+def _valid_worker_id(worker_id: str) -> bool:
+    return 1 <= len(worker_id) <= MAX_WORKER_ID_CHARS and "\x00" not in worker_id
+
+
+def parse_ttl(seconds: int) -> int:
+    ttl = seconds or DEFAULT_TTL_SECONDS
+    _refuse_problems([] if 1 <= ttl <= MAX_TTL_SECONDS else [f"lease_ttl_seconds must be between 1 and {MAX_TTL_SECONDS}"])
+    return ttl
+
+
+def parse_result(text: str, max_bytes: int) -> Any:
+    """The result of an AckJob: JSON text (empty: none), portable and within the size limit."""
+    if not text:
+        return None
+    if len(text.encode("utf-8", "surrogatepass")) > max_bytes:
+        raise InvalidArgument(f"result_json is larger than {max_bytes} bytes")
+    try:
+        result = json.loads(text)
+        check_portable_json(result)
+    except (ValueError, RecursionError) as exc:
+        raise InvalidArgument(f"result_json is not storable JSON: {str(exc)[:200]}") from None
+    return result
+
+
+def _refuse_problems(problems: Sequence[str]) -> None:
+    if problems:
+        raise InvalidArgument("; ".join(problems), details=list(problems))
+
+
+# -- building replies ----------------------------------------------------------------------------
+
+
+def job_message(job: Job) -> pb2.Job:
+    return pb2.Job(
+        id=job.id,
+        type=job.type,
+        queue=job.queue,
+        payload=json.dumps(job.payload, separators=(",", ":"), ensure_ascii=False),
+        priority=job.priority,
+        attempts=job.attempts,
+        max_retries=job.max_retries,
+        lease_id=job.lease_id or "",
+        lease_expires_at=job.lease_expires_at,
+        created_at=job.created_at,
+        run_at=job.run_at,
+    )
+
+
+def settled_message(job: Job) -> pb2.AckResponse:
+    reply = pb2.AckResponse(job_id=job.id, status=job.status.value, attempts=job.attempts)
+    if job.status is JobStatus.FAILED:
+        reply.run_at.FromDatetime(job.run_at)
+    return reply
+
+
+# -- the servicer ---------------------------------------------------------------------------------
+
+
+def max_waiting_leases(threads: int) -> int:
+    """Long polls may hold all threads but a quarter (at least 2), kept for acks and extends."""
+    return max(1, threads - max(2, threads // 4))
+
+
+class WorkerServicer(pb2_grpc.WorkerServiceServicer):
+    def __init__(self, settings: Settings, store: Store, notifier: Notifier):
+        self.settings = settings
+        self.store = store
+        self.notifier = notifier
+        self.max_waiting = max_waiting_leases(settings.grpc_threads)
+        self.waiting = 0  # long polls waiting now
+        self._waiting_lock = threading.Lock()
+        self._stopping = threading.Event()
+
+    def stop(self) -> None:
+        """End every long poll now (server shutdown); closes the notifier."""
+        self._stopping.set()
+        self.notifier.close()
+
+    def LeaseJobs(self, request: pb2.LeaseRequest, context: grpc.ServicerContext) -> Iterator[pb2.Job]:
+        with wire_errors(context, request):
+            args = parse_lease(request, self.settings.lease_wait_max_seconds)
+            jobs = self._lease_when_ready(args, context)
+        yield from self._deliver(jobs, args, context)
+
+    def AckJob(self, request: pb2.JobAck, context: grpc.ServicerContext) -> pb2.AckResponse:
+        with wire_errors(context, request):
+            result = parse_result(request.result_json, self.settings.max_payload_bytes)
+            job = self.store.ack(request.job_id, request.lease_id, result)
+            metrics.job_settled(job)
+            return settled_message(job)
+
+    def NackJob(self, request: pb2.JobAck, context: grpc.ServicerContext) -> pb2.AckResponse:
+        with wire_errors(context, request):
+            job = self.store.nack(request.job_id, request.lease_id, request.error_message or "failed")
+            metrics.job_settled(job)
+            return settled_message(job)
+
+    def ExtendLease(self, request: pb2.ExtendLeaseRequest, context: grpc.ServicerContext) -> pb2.ExtendLeaseResponse:
+        with wire_errors(context, request):
+            ttl = parse_ttl(request.lease_ttl_seconds)
+            job = self.store.extend_lease(request.job_id, request.lease_id, ttl)
+            return pb2.ExtendLeaseResponse(
+                job_id=job.id, status=job.status.value, lease_expires_at=job.lease_expires_at
+            )
+
+    # -- leasing with a long poll ------------------------------------------------------------
+
+    def _lease(self, args: LeaseArgs) -> list[Job]:
+        jobs = self.store.lease_jobs(args.queues, args.worker_id, args.max_jobs, args.ttl_seconds)
+        metrics.jobs_leased(jobs)
+        return jobs
+
+    def _lease_when_ready(self, args: LeaseArgs, context: grpc.ServicerContext) -> list[Job]:
+        """Lease now; if nothing is ready, wait for a wake-up (or the notifier's re-check
+        time) and try again until the wait is over. No transaction spans a wait."""
+        jobs = self._lease(args)
+        deadline = time.monotonic() + self._wait_seconds(args, context)
+        if jobs or deadline <= time.monotonic() or self._stopping.is_set():
+            return jobs
+        with self._wait_slot():
+            subscription = self.notifier.listen(args.queues)
+            jobs = self._lease(args)  # a publish between the first lease and listen() is not lost
+            while not jobs and self._may_wait(context, deadline):
+                subscription.wait(deadline - time.monotonic())
+                if self._may_wait(context, math.inf):
+                    jobs = self._lease(args)
+        return jobs
+
+    def _wait_seconds(self, args: LeaseArgs, context: grpc.ServicerContext) -> float:
+        remaining = context.time_remaining()
+        if remaining is None:
+            return args.wait_seconds
+        return max(0.0, min(args.wait_seconds, remaining - DEADLINE_MARGIN_SECONDS))
+
+    def _may_wait(self, context: grpc.ServicerContext, deadline: float) -> bool:
+        return not self._stopping.is_set() and context.is_active() and time.monotonic() < deadline
+
+    @contextmanager
+    def _wait_slot(self) -> Iterator[None]:
+        with self._waiting_lock:
+            if self.waiting >= self.max_waiting:
+                raise TooManyWaiters()
+            self.waiting += 1
+        try:
+            yield
+        finally:
+            with self._waiting_lock:
+                self.waiting -= 1
+
+    def _deliver(self, jobs: list[Job], args: LeaseArgs, context: grpc.ServicerContext) -> Iterator[pb2.Job]:
+        """Send the leased jobs. gRPC stops iterating (and closes this generator) when a send
+        fails or the call was cancelled: the leases not sent are handed back at once, so they
+        do not wait out their TTL (DESIGN: a lease committed but never delivered)."""
+        sent = 0
+        try:
+            for job in jobs:
+                yield job_message(job)
+                sent += 1
+        finally:
+            if sent < len(jobs):
+                self._release(jobs[sent:], args.worker_id)
+
+    def _release(self, jobs: list[Job], worker_id: str) -> None:
+        for job in jobs:
+            try:
+                released = self.store.release(job.id, job.lease_id)
+            except QuorraError as exc:
+                logger.warning(
+                    "undelivered lease not handed back; it will expire",
+                    extra={"event": "lease.release_failed", "job_id": job.id, "queue": job.queue,
+                           "worker_id": worker_id, "error": exc.message},
+                )
+                continue
+            metrics.lease_released(released)
+            self.notifier.publish(released.queue)

@@ -1,0 +1,67 @@
+"""The job as a handler sees it: one leased attempt, decoded from the wire."""
+
+from __future__ import annotations
+
+import json
+import threading
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from quorra.rpc import quorra_pb2 as pb2
+
+
+@dataclass(frozen=True)
+class LeasedJob:
+    """One attempt of a job, held under `lease_id` until it is acked or nacked.
+
+    `attempt` counts from 1; the job is dead if this attempt fails and `is_last_attempt`.
+    `lease_lost` is set when a heartbeat learns that the lease is gone (it expired, or the
+    job was cancelled): a long handler may check it and stop early, since its ack will be
+    refused."""
+
+    id: str
+    type: str
+    queue: str
+    payload: dict[str, Any]
+    priority: int
+    attempt: int
+    max_retries: int
+    lease_id: str
+    lease_expires_at: datetime | None
+    created_at: datetime | None
+    run_at: datetime | None
+    lease_lost: threading.Event = field(default_factory=threading.Event, compare=False, repr=False)
+
+    @property
+    def is_last_attempt(self) -> bool:
+        return self.attempt > self.max_retries
+
+    @classmethod
+    def from_message(cls, message: pb2.Job) -> LeasedJob:
+        """Raises ValueError (not JSON) or TypeError (not an object) for a bad payload."""
+        payload = json.loads(message.payload or "{}")
+        if not isinstance(payload, dict):
+            raise TypeError("the payload is not a JSON object")
+        return cls(
+            id=message.id,
+            type=message.type,
+            queue=message.queue,
+            payload=payload,
+            priority=message.priority,
+            attempt=message.attempts,
+            max_retries=message.max_retries,
+            lease_id=message.lease_id,
+            lease_expires_at=_time(message, "lease_expires_at"),
+            created_at=_time(message, "created_at"),
+            run_at=_time(message, "run_at"),
+        )
+
+    def log_fields(self) -> dict[str, Any]:
+        return {"job_id": self.id, "job_type": self.type, "queue": self.queue, "attempt": self.attempt}
+
+
+def _time(message: pb2.Job, name: str) -> datetime | None:
+    if not message.HasField(name):
+        return None
+    return getattr(message, name).ToDatetime(tzinfo=UTC)

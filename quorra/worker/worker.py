@@ -1,0 +1,373 @@
+"""The Worker: leases jobs over gRPC, runs their handlers on a pool of threads, keeps
+their leases alive, and acks or nacks each one.
+
+    worker = Worker.from_env()
+
+    @worker.handler("email_send")
+    def send_email(job):          # job.id, job.type, job.payload, job.attempt, ...
+        ...                       # return = ack (the value, if JSON, is the job's result)
+                                  # raise  = nack with the exception's message
+    worker.run()                  # until SIGTERM / SIGINT
+
+It asks only for as many jobs as it has free threads (QUORRA_WORKER_MAX_JOBS), waiting on
+the server (long poll) while none is ready. On SIGTERM/SIGINT it stops leasing, lets the
+running jobs finish within QUORRA_WORKER_SHUTDOWN_GRACE and acks them; jobs still running
+after that are nacked ("worker stopped") so that they are retried.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import queue
+import signal
+import threading
+import time
+import traceback
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+
+from quorra.config import Settings, dial_target
+from quorra.errors import InvalidConfig
+from quorra.jobs import check_portable_json
+from quorra.logs import configure_logging
+from quorra.rpc import quorra_pb2 as pb2
+from quorra.worker.client import LEASE_GONE_CODES, WorkerClient, status_code
+from quorra.worker.heartbeat import Heartbeats, Lease
+from quorra.worker.job import LeasedJob
+from quorra.worker.registry import Handler, HandlerRegistry, handler
+
+logger = logging.getLogger(__name__)
+
+LEASE_WAIT_SECONDS = 30.0  # how long one LeaseJobs call may wait for a job (the server caps it)
+MAX_TRACEBACK_CHARS = 4000
+ABANDON_SETTLE_SECONDS = 2.0  # time left to nack the jobs still running when the grace ends
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What to report for one attempt: an ack with a result, or a nack with an error."""
+
+    succeeded: bool
+    result_json: str = ""
+    error: str = ""
+
+
+class Slots:
+    """How many jobs this worker runs at once; the lease loop waits for a free one."""
+
+    def __init__(self, size: int):
+        self.size = size
+        self.busy = 0
+        self._condition = threading.Condition()
+
+    def wait_free(self, stopping: threading.Event) -> int:
+        with self._condition:
+            self._condition.wait_for(lambda: self.busy < self.size or stopping.is_set())
+            return self.size - self.busy
+
+    def take(self) -> None:
+        with self._condition:
+            self.busy += 1
+
+    def give(self) -> None:
+        with self._condition:
+            self.busy -= 1
+            self._condition.notify_all()
+
+    def wake(self) -> None:
+        with self._condition:
+            self._condition.notify_all()
+
+    def wait_idle(self, timeout: float) -> bool:
+        with self._condition:
+            return self._condition.wait_for(lambda: self.busy == 0, timeout)
+
+
+class Worker:
+    def __init__(self, settings: Settings, registry: HandlerRegistry | None = None):
+        self.settings = settings
+        self.worker_id = settings.worker_id
+        self.registry = registry or HandlerRegistry()
+        self.ttl_seconds = max(1, math.ceil(settings.worker_lease_ttl_seconds))
+        self.error: BaseException | None = None  # why the lease loop gave up, if it did
+        self._stopping = threading.Event()
+        self._slots = Slots(settings.worker_max_jobs)
+        self._jobs: queue.Queue[tuple[pb2.Job, float] | None] = queue.Queue()
+        self._call: Any = None
+        self._delivering = False  # the current lease call has sent at least one job
+        self._call_lock = threading.Lock()
+        self._server_down = False
+        self._closed = False
+        self._threads: list[threading.Thread] = []
+        self.client: WorkerClient | None = None
+        self.heartbeats: Heartbeats | None = None
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Worker:
+        """Settings from the environment (QUORRA_WORKER_*, QUORRA_GRPC_ADDR, QUORRA_API_KEY)."""
+        return cls(Settings.from_env(environ, **overrides))
+
+    def handler(self, job_type: str) -> Callable[[Handler], Handler]:
+        """Decorator: run the function for jobs of `job_type`."""
+
+        def register(function: Handler) -> Handler:
+            self.registry.register(job_type, function)
+            return handler(job_type)(function)
+
+        return register
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    def start(self) -> Worker:
+        """Connect and start leasing in background threads; returns at once."""
+        target = dial_target(self.settings.grpc_addr)
+        self.client = WorkerClient(target, self.settings.api_keys[0], self.worker_id)
+        self.heartbeats = Heartbeats(self.client, self.ttl_seconds)
+        self.heartbeats.start()
+        for number in range(self.settings.worker_max_jobs):
+            self._spawn(self._run_jobs, f"quorra-job-{number}")
+        self._spawn(self._lease_loop, "quorra-lease")
+        logger.info("worker started", extra={"event": "worker.started", "worker_id": self.worker_id, "target": target,
+                                             "queues": list(self.settings.worker_queues),
+                                             "max_jobs": self.settings.worker_max_jobs,
+                                             "job_types": self.registry.job_types})
+        return self
+
+    def stop(self, grace: float | None = None) -> bool:
+        """Stop leasing, wait up to `grace` seconds (default QUORRA_WORKER_SHUTDOWN_GRACE)
+        for the running jobs, nack those still running; True when none had to be."""
+        if self._closed:
+            return self._slots.busy == 0
+        grace = self.settings.worker_shutdown_grace_seconds if grace is None else grace
+        self._stopping.set()
+        self._slots.wake()
+        self._cancel_lease_call()
+        logger.info("worker stopping", extra={"event": "worker.stopping", "worker_id": self.worker_id,
+                                              "running": self._slots.busy, "grace_seconds": grace})
+        finished = self._slots.wait_idle(grace)
+        if not finished:
+            self._abandon_running()
+        self._close()
+        logger.info("worker stopped", extra={"event": "worker.stopped", "worker_id": self.worker_id,
+                                             "clean": finished})
+        return finished
+
+    def run(self) -> None:
+        """Work until SIGTERM or SIGINT (or a fatal refusal, which is raised), then stop."""
+        if not logging.getLogger().handlers:
+            configure_logging(self.settings, "worker")
+        signalled = threading.Event()
+        if threading.current_thread() is threading.main_thread():
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                signal.signal(signum, lambda *_: signalled.set())
+        self.start()
+        while not signalled.wait(0.5) and not self._stopping.is_set():
+            pass
+        self.stop()
+        if self.error is not None:
+            raise self.error
+
+    @property
+    def running_jobs(self) -> int:
+        return self._slots.busy
+
+    def _spawn(self, target: Callable[[], None], name: str) -> None:
+        # Daemon threads: a handler still running after the grace period cannot hold up exit.
+        thread = threading.Thread(target=target, name=name, daemon=True)
+        thread.start()
+        self._threads.append(thread)
+
+    def _close(self) -> None:
+        for thread in self._threads[-1:]:  # the lease loop ends once its call is cancelled
+            thread.join(timeout=2)
+        for _ in range(self.settings.worker_max_jobs):
+            self._jobs.put(None)
+        self.heartbeats.stop()
+        self._closed = True
+        self.client.close()
+
+    # -- leasing --------------------------------------------------------------------------------
+
+    def _lease_loop(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                self.client.lease_retrying(self._lease_round, self._stopping, self._server_unreachable)
+            except InvalidConfig as exc:
+                self._give_up(exc)
+            except grpc.RpcError:
+                pass  # only while stopping: the cancelled call, or a retry cut short
+
+    def _lease_round(self) -> None:
+        free = self._slots.wait_free(self._stopping)
+        if self._stopping.is_set():
+            return
+        call = self.client.lease(self.settings.worker_queues, free, self.ttl_seconds, LEASE_WAIT_SECONDS)
+        with self._call_lock:
+            self._call, self._delivering = call, False
+            if self._stopping.is_set():
+                call.cancel()
+        for message in call:
+            with self._call_lock:
+                self._delivering = True
+            self._slots.take()
+            self._jobs.put((message, time.monotonic()))
+        self._server_reachable()
+
+    def _cancel_lease_call(self) -> None:
+        """End a long poll that is still waiting. A call that is delivering jobs is left to
+        end by itself (at once): cancelling it could make the server hand back a job that
+        already arrived here, and run it twice."""
+        with self._call_lock:
+            if self._call is not None and not self._delivering:
+                self._call.cancel()
+
+    def _server_unreachable(self, error: BaseException) -> None:
+        if not self._server_down and not self._stopping.is_set():
+            self._server_down = True
+            logger.warning("server unreachable; retrying with backoff",
+                           extra={"event": "worker.server_unreachable", "worker_id": self.worker_id,
+                                  "code": status_code(error).name, "target": self.client.target})
+
+    def _server_reachable(self) -> None:
+        if self._server_down:
+            self._server_down = False
+            logger.info("server reachable again", extra={"event": "worker.server_reachable",
+                                                         "worker_id": self.worker_id})
+
+    def _give_up(self, error: InvalidConfig) -> None:
+        logger.error("worker cannot lease jobs; stopping", extra={"event": "worker.refused",
+                                                                  "worker_id": self.worker_id, "error": error.message})
+        self.error = error
+        self._stopping.set()
+
+    # -- running jobs ------------------------------------------------------------------------------
+
+    def _run_jobs(self) -> None:
+        while (item := self._jobs.get()) is not None:
+            message, received_at = item
+            try:
+                self._run_one(message, received_at)
+            except Exception:  # never lose the pool thread (and with it a slot) to a bug
+                logger.exception("job runner failed", extra={"event": "worker.runner_failed", "job_id": message.id,
+                                                             "worker_id": self.worker_id})
+            finally:
+                self._slots.give()
+
+    def _run_one(self, message: pb2.Job, received_at: float) -> None:
+        try:
+            job = LeasedJob.from_message(message)
+        except (ValueError, TypeError) as exc:
+            self._nack_unreadable(message, received_at, exc)
+            return
+        lease = self.heartbeats.track(job, received_at)
+        try:
+            self._settle(lease, self._execute(job))
+        finally:
+            self.heartbeats.untrack(job.id)
+
+    def _nack_unreadable(self, message: pb2.Job, received_at: float, error: Exception) -> None:
+        deadline = received_at + self.ttl_seconds
+        try:
+            self.client.nack(message.id, message.lease_id, f"unreadable job: {error}", lambda: deadline)
+        except grpc.RpcError as exc:
+            logger.warning("unreadable job not nacked", extra={"event": "job.settle_failed", "job_id": message.id,
+                                                               "worker_id": self.worker_id, "code": exc.code().name})
+
+    def _execute(self, job: LeasedJob) -> Outcome:
+        function = self.registry.get(job.type)
+        if function is None:
+            handled = ", ".join(self.registry.job_types) or "none"
+            return Outcome(False, error=f"no handler for job type {job.type!r} on worker {self.worker_id}"
+                                        f" (it handles: {handled})")
+        logger.info("job started", extra={"event": "job.started", **self._fields(job)})
+        started = time.perf_counter()
+        try:
+            value = function(job)
+        except Exception as exc:  # noqa: BLE001 - any failure of a handler is the job's failure
+            outcome = Outcome(False, error=describe_exception(exc))
+        else:
+            outcome = Outcome(True, result_json=self._result_json(job, value))
+        self._log_outcome(job, outcome, time.perf_counter() - started)
+        return outcome
+
+    def _result_json(self, job: LeasedJob, value: Any) -> str:
+        if value is None:
+            return ""
+        try:
+            check_portable_json(value)
+            return json.dumps(value, allow_nan=False, ensure_ascii=False, separators=(",", ":"))
+        except (TypeError, ValueError, RecursionError) as exc:
+            logger.warning("result is not JSON; the job is acked without it",
+                           extra={"event": "job.result_dropped", "error": str(exc)[:200], **self._fields(job)})
+            return ""
+
+    def _log_outcome(self, job: LeasedJob, outcome: Outcome, seconds: float) -> None:
+        fields = {**self._fields(job), "duration_seconds": round(seconds, 6)}
+        if outcome.succeeded:
+            logger.info("job handled", extra={"event": "job.handled", **fields})
+        else:
+            logger.info("job handler failed", extra={"event": "job.handler_failed",
+                                                     "error": outcome.error.partition("\n")[0][:500], **fields})
+
+    # -- settling --------------------------------------------------------------------------------
+
+    def _settle(self, lease: Lease, outcome: Outcome) -> None:
+        if self._closed:
+            return  # the grace period ended: the job was nacked already
+        try:
+            reply = self._send_outcome(lease, outcome)
+        except grpc.RpcError as exc:
+            self._settle_failed(lease.job, exc)
+            return
+        logger.info("job settled", extra={"event": "job.settled", "status": reply.status, **self._fields(lease.job)})
+
+    def _send_outcome(self, lease: Lease, outcome: Outcome) -> pb2.AckResponse:
+        job, valid_until = lease.job, (lambda: lease.valid_until)
+        if not outcome.succeeded:
+            return self.client.nack(job.id, job.lease_id, outcome.error, valid_until)
+        try:
+            return self.client.ack(job.id, job.lease_id, outcome.result_json, valid_until)
+        except grpc.RpcError as exc:
+            if status_code(exc) is not grpc.StatusCode.INVALID_ARGUMENT or not outcome.result_json:
+                raise
+            logger.warning("the server refused the result; acking without it",
+                           extra={"event": "job.result_refused", "error": exc.details(), **self._fields(job)})
+            return self.client.ack(job.id, job.lease_id, "", valid_until)
+
+    def _settle_failed(self, job: LeasedJob, error: grpc.RpcError) -> None:
+        fields = {"code": error.code().name, "error": error.details(), **self._fields(job)}
+        if status_code(error) in LEASE_GONE_CODES:
+            logger.warning("settle refused: the lease is no longer held", extra={"event": "job.settle_refused",
+                                                                                  **fields})
+        else:
+            logger.error("settle failed; the job will run again once its lease expires",
+                         extra={"event": "job.settle_failed", **fields})
+
+    def _abandon_running(self) -> None:
+        """The grace period is over: nack what still runs, so it is retried soon."""
+        error = f"worker {self.worker_id} stopped before the job finished"
+        for lease in self.heartbeats.running():
+            deadline = min(lease.valid_until, time.monotonic() + ABANDON_SETTLE_SECONDS)
+            try:
+                self.client.nack(lease.job.id, lease.job.lease_id, error, lambda d=deadline: d)
+            except grpc.RpcError as exc:
+                self._settle_failed(lease.job, exc)
+            else:
+                logger.warning("job abandoned at shutdown", extra={"event": "job.abandoned", **self._fields(lease.job)})
+
+    def _fields(self, job: LeasedJob) -> dict[str, Any]:
+        return {"worker_id": self.worker_id, **job.log_fields()}
+
+
+def describe_exception(exc: BaseException) -> str:
+    """`Type: message`, then the end of the traceback (bounded), for the job's last_error."""
+    message = f"{type(exc).__name__}: {exc}"
+    trace = "".join(traceback.format_exception(exc))
+    if len(trace) > MAX_TRACEBACK_CHARS:
+        trace = "...\n" + trace[-MAX_TRACEBACK_CHARS:]
+    return f"{message}\n\n{trace}"

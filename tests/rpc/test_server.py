@@ -1,0 +1,184 @@
+"""The server around the verbs: API keys, health, reflection, overload, undelivered leases,
+metrics and graceful shutdown."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from prometheus_client import REGISTRY
+
+from quorra.config import Settings
+from quorra.jobs import JobStatus
+from quorra.notify import PollingNotifier
+from quorra.rpc import quorra_pb2 as pb2
+from quorra.rpc.server import create_server
+from quorra.rpc.servicer import SERVICE_NAME, max_waiting_leases
+from quorra.store import Store
+from tests import factories
+from tests.conftest import TEST_API_KEY, free_port
+from tests.rpc.support import (
+    AUTH,
+    lease,
+    refusal,
+    rpc_settings,
+    running_server,
+    stub_on,
+)
+
+C = grpc.StatusCode
+LEASE = "/quorra.v1.WorkerService/LeaseJobs"
+
+
+def _requests(method: str, code: str) -> float:
+    return REGISTRY.get_sample_value("quorra_grpc_requests_total", {"method": method, "code": code}) or 0.0
+
+
+@pytest.mark.parametrize("metadata", [(), (("x-api-key", "wrong-key"),), (("x-api-key", ""),)])
+def test_every_worker_call_needs_a_valid_api_key(stub, metadata):
+    calls = [
+        (stub.LeaseJobs, pb2.LeaseRequest(worker_id="w", queue="q")),
+        (stub.AckJob, pb2.JobAck(job_id="x", lease_id="y")),
+        (stub.NackJob, pb2.JobAck(job_id="x", lease_id="y")),
+        (stub.ExtendLease, pb2.ExtendLeaseRequest(job_id="x", lease_id="y")),
+    ]
+    for call, request in calls:
+        error = refusal(call, request, metadata=metadata, timeout=10)
+        assert error.code() is C.UNAUTHENTICATED
+        assert "x-api-key" in error.details()
+
+
+def test_any_configured_key_is_accepted(store, settings, notifier):
+    two_keys = rpc_settings(settings, api_keys=("first-key", "second-key"))
+    with running_server(two_keys, store, notifier) as (_, port), stub_on(port) as stub:
+        for key in two_keys.api_keys:
+            assert list(stub.LeaseJobs(pb2.LeaseRequest(worker_id="w", queue="q"), metadata=(("x-api-key", key),))) == []
+
+
+def test_health_answers_without_a_key_and_reflection_lists_the_services(server):
+    _, port = server
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        overall = health.Check(health_pb2.HealthCheckRequest(service=""), timeout=10)
+        worker = health.Check(health_pb2.HealthCheckRequest(service=SERVICE_NAME), timeout=10)
+        reflection = reflection_pb2_grpc.ServerReflectionStub(channel)
+        [answer] = reflection.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]),
+                                                   metadata=AUTH, timeout=10)
+
+    assert overall.status == worker.status == health_pb2.HealthCheckResponse.SERVING
+    names = {service.name for service in answer.list_services_response.service}
+    assert {SERVICE_NAME, "grpc.health.v1.Health"} <= names
+
+
+def test_health_is_not_serving_while_the_database_is_unreachable():
+    url = f"postgresql://postgres@127.0.0.1:{free_port()}/nowhere"
+    unreachable = Store.from_url(url)
+    settings = rpc_settings(Settings(database_url=url, api_keys=(TEST_API_KEY,)))
+    with running_server(settings, unreachable, PollingNotifier(1.0)) as (_, port), \
+            grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        answer = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=""), timeout=10)
+    unreachable.close()
+
+    assert answer.status == health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+def test_too_many_long_polls_are_refused_while_acks_are_still_served(settings, store, notifier):
+    # Given a 4-thread server whose long polls may hold 2 threads
+    small = rpc_settings(settings, grpc_threads=4, lease_wait_max_seconds=30)
+    assert max_waiting_leases(4) == 2
+    with running_server(small, store, notifier) as (server, port), stub_on(port) as stub:
+        polls = [stub.LeaseJobs(pb2.LeaseRequest(worker_id=f"w{n}", queue="idle", wait_seconds=30), metadata=AUTH,
+                                timeout=40) for n in range(2)]
+        _wait_until(lambda: server.servicer.waiting == 2)
+
+        # When a third worker long-polls, and a worker acks
+        refused = refusal(lease, stub, "idle", wait=30)
+        unknown = pb2.JobAck(job_id=str(uuid.uuid4()), lease_id=str(uuid.uuid4()))
+        answered = refusal(stub.AckJob, unknown, metadata=AUTH, timeout=10)
+
+        # Then the poll is refused at once and the ack is still answered
+        assert refused.code() is C.RESOURCE_EXHAUSTED
+        assert answered.code() is C.NOT_FOUND
+        for poll in polls:
+            poll.cancel()
+
+
+def test_a_lease_whose_send_fails_is_handed_back_at_once(settings, store, notifier):
+    # Given a server that cannot send messages over 2,000 bytes, and two ready jobs
+    small = factories.make_job(store, queue="send", priority=2)
+    big = factories.make_job(store, queue="send", priority=1, payload={"blob": "x" * 5000})
+    released_before = REGISTRY.get_sample_value("quorra_leases_released_total", {"queue": "send"}) or 0.0
+    server, port = create_server(rpc_settings(settings), store, notifier, "127.0.0.1:0",
+                                 grpc_options=[("grpc.max_send_message_length", 2000)])
+    server.start()
+    try:
+        # When a worker leases both: the first is sent, the second's send fails
+        received = []
+        with stub_on(port) as stub:
+            call = stub.LeaseJobs(pb2.LeaseRequest(worker_id="w", queue="send", max_jobs=2), metadata=AUTH, timeout=10)
+            with pytest.raises(grpc.RpcError):
+                received.extend(call)
+        _wait_until(lambda: store.get_job(big.id).status is JobStatus.PENDING)
+    finally:
+        server.stop(0)
+
+    # Then the unsent job is ready again, its attempt not counted, and the sent one stays leased
+    assert [job.id for job in received] == [small.id]
+    assert store.get_job(small.id).status is JobStatus.LEASED
+    released = store.get_job(big.id)
+    assert (released.status, released.attempts, released.lease_id) == (JobStatus.PENDING, 0, None)
+    assert REGISTRY.get_sample_value("quorra_leases_released_total", {"queue": "send"}) == released_before + 1
+
+
+def test_a_cancelled_long_poll_leases_nothing(settings, store, notifier):
+    with running_server(rpc_settings(settings, lease_wait_max_seconds=30), store, notifier) as (_, port), \
+            stub_on(port) as stub:
+        call = stub.LeaseJobs(pb2.LeaseRequest(worker_id="w", queue="gone", wait_seconds=30), metadata=AUTH,
+                              timeout=40)
+        time.sleep(0.3)
+        call.cancel()
+        time.sleep(0.2)
+        job = factories.make_job(store, queue="gone")
+        notifier.publish("gone")
+        time.sleep(0.5)
+
+        assert store.get_job(job.id).status is JobStatus.PENDING
+
+
+def test_calls_are_counted_by_method_and_code(stub, store):
+    ok_before, refused_before = _requests(LEASE, "OK"), _requests(LEASE, "UNAUTHENTICATED")
+
+    lease(stub, "counted")
+    refusal(stub.LeaseJobs, pb2.LeaseRequest(worker_id="w", queue="q"), timeout=10)
+
+    assert _requests(LEASE, "OK") == ok_before + 1
+    assert _requests(LEASE, "UNAUTHENTICATED") == refused_before + 1
+    assert REGISTRY.get_sample_value("quorra_grpc_request_duration_seconds_count", {"method": LEASE}) >= 2
+
+
+def test_stopping_ends_long_polls_at_once_and_refuses_new_calls(settings, store):
+    server_settings = rpc_settings(settings, lease_wait_max_seconds=30)
+    with running_server(server_settings, store, PollingNotifier(60)) as (server, port), stub_on(port) as stub:
+        poll = stub.LeaseJobs(pb2.LeaseRequest(worker_id="w", queue="idle", wait_seconds=30), metadata=AUTH,
+                              timeout=40)
+        time.sleep(0.3)
+        started = time.monotonic()
+        stopper = threading.Thread(target=server.stop, args=(20,))
+        stopper.start()
+
+        assert list(poll) == []  # the poll ended cleanly, with nothing leased
+        stopper.join(20)
+        assert time.monotonic() - started < 10  # not the 20 s grace, nor the 30 s wait
+        assert refusal(lease, stub, "idle").code() is C.UNAVAILABLE
+
+
+def _wait_until(condition, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.02)

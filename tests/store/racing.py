@@ -1,0 +1,36 @@
+"""Racers for the concurrency tests: lease (and ack) until the queue is empty. A module of
+its own, free of pytest, so that spawned processes import it cheaply."""
+
+from __future__ import annotations
+
+from quorra.store import Store
+
+QUEUE = "race"
+BATCH = 5
+START_TIMEOUT_SECONDS = 60
+
+
+def lease_until_empty(store: Store, worker_id: str, start) -> list[str]:
+    """Wait for the start signal, then lease and ack until no job is left; return the ids
+    this racer leased. On PostgreSQL an empty lease can only mean that every job still
+    ready is locked by another racer, which will lease it."""
+    start.wait(timeout=START_TIMEOUT_SECONDS)
+    leased_ids: list[str] = []
+    while jobs := store.lease_jobs([QUEUE], worker_id, BATCH, 300):
+        for job in jobs:
+            store.ack(job.id, job.lease_id)
+            leased_ids.append(job.id)
+    return leased_ids
+
+
+def race_in_process(url: str, worker_id: str, start, results) -> None:
+    """A process of its own, with its own Store (the spawn start method shares nothing)."""
+    store = Store.from_url(url, pool_size=1)
+    try:
+        store.ping()  # connect before the start, so that all racers set off together
+        results.put((worker_id, lease_until_empty(store, worker_id, start), None))
+    except BaseException as exc:
+        results.put((worker_id, [], repr(exc)))  # a repr: driver exceptions may not pickle
+        raise
+    finally:
+        store.close()

@@ -1,0 +1,162 @@
+"""The worker SDK in-process against a real server: handlers, results and errors, slots,
+heartbeats, reconnection, ack retries and graceful stop. Each test runs on both backends."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from quorra.jobs import JobStatus
+from quorra.notify import make_notifier
+from tests import factories
+from tests.conftest import free_port
+from tests.rpc.support import running_server
+from tests.worker.support import wait_until
+
+
+def enqueue(store, notifier, **fields):
+    job = factories.make_job(store, **({"queue": "work"} | fields))
+    notifier.publish(job.queue)
+    return job
+
+
+def settled(store, job_id: str, timeout: float = 20.0):
+    return wait_until(lambda: _final(store, job_id), timeout, what=f"job {job_id} settled")
+
+
+def _final(store, job_id):
+    job = store.get_job(job_id)
+    return job if job.status in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.DEAD) else None
+
+
+def test_a_handler_return_value_is_stored_as_the_result(grpc_server, store, make_worker):
+    port, notifier = grpc_server
+    seen = []
+    make_worker(port, {"email_send": lambda job: seen.append(job) or {"to": job.payload["to"], "ok": True}})
+
+    job = enqueue(store, notifier, payload={"to": "a@example.com"})
+
+    done = settled(store, job.id)
+    assert (done.status, done.attempts, done.result) == (JobStatus.SUCCEEDED, 1, {"to": "a@example.com", "ok": True})
+    [received] = seen
+    assert (received.id, received.type, received.queue, received.attempt) == (job.id, "email_send", "work", 1)
+    assert received.payload == {"to": "a@example.com"} and not received.is_last_attempt
+
+
+def test_a_result_that_is_not_json_is_dropped_and_the_job_still_succeeds(grpc_server, store, make_worker):
+    port, notifier = grpc_server
+    make_worker(port, {"email_send": lambda job: object()})
+
+    job = enqueue(store, notifier)
+
+    done = settled(store, job.id)
+    assert (done.status, done.result) == (JobStatus.SUCCEEDED, None)
+
+
+def test_a_raising_handler_nacks_with_the_message_and_a_traceback(grpc_server, store, make_worker):
+    port, notifier = grpc_server
+
+    def broken(job):
+        raise ValueError(f"cannot send to {job.payload['to']}")
+
+    make_worker(port, {"email_send": broken})
+
+    job = enqueue(store, notifier, payload={"to": "nobody"}, max_retries=0)
+
+    done = settled(store, job.id)
+    assert done.status is JobStatus.DEAD
+    assert done.last_error.startswith("ValueError: cannot send to nobody\n\nTraceback (most recent call last):")
+    assert "in broken" in done.last_error
+
+
+def test_an_unknown_job_type_is_nacked_with_a_clear_error(grpc_server, store, make_worker):
+    port, notifier = grpc_server
+    make_worker(port, {"email_send": lambda job: None})
+
+    job = enqueue(store, notifier, type="resize_image", max_retries=0)
+
+    done = settled(store, job.id)
+    assert done.status is JobStatus.DEAD
+    assert done.last_error == "no handler for job type 'resize_image' on worker test-worker (it handles: email_send)"
+
+
+def test_the_worker_leases_only_as_many_jobs_as_it_has_free_slots(grpc_server, store, make_worker):
+    port, notifier = grpc_server
+    release = threading.Event()
+    worker = make_worker(port, {"email_send": lambda job: release.wait(20)}, worker_max_jobs=2)
+    jobs = [enqueue(store, notifier) for _ in range(5)]
+
+    wait_until(lambda: worker.running_jobs == 2, what="two jobs running")
+    time.sleep(0.3)  # time enough for a third lease, if the worker wrongly asked for one
+    statuses = [store.get_job(job.id).status for job in jobs]
+
+    assert statuses.count(JobStatus.LEASED) + statuses.count(JobStatus.PROCESSING) == 2
+    assert statuses.count(JobStatus.PENDING) == 3
+    release.set()
+    assert all(settled(store, job.id).status is JobStatus.SUCCEEDED for job in jobs)
+
+
+def test_heartbeats_keep_a_job_longer_than_its_ttl_leased(grpc_server, store, make_worker):
+    port, notifier = grpc_server
+    make_worker(port, {"email_send": lambda job: time.sleep(2.6)}, worker_lease_ttl_seconds=2)
+
+    job = enqueue(store, notifier)
+
+    wait_until(lambda: store.get_job(job.id).status is JobStatus.PROCESSING, what="the first heartbeat")
+    done = settled(store, job.id)
+    assert (done.status, done.attempts) == (JobStatus.SUCCEEDED, 1)  # the ack came after the 2 s TTL
+
+
+def test_stop_finishes_running_jobs_within_the_grace_and_acks_them(grpc_server, store, make_worker):
+    port, notifier = grpc_server
+    started = threading.Event()
+    worker = make_worker(port, {"email_send": lambda job: started.set() or time.sleep(0.5)})
+    job = enqueue(store, notifier)
+    assert started.wait(20)
+
+    clean = worker.stop(grace=10)
+
+    assert clean is True
+    assert store.get_job(job.id).status is JobStatus.SUCCEEDED
+    later = enqueue(store, notifier)
+    time.sleep(0.3)
+    assert store.get_job(later.id).status is JobStatus.PENDING  # a stopped worker leases nothing
+
+
+def test_jobs_still_running_after_the_grace_are_nacked(grpc_server, store, make_worker):
+    port, notifier = grpc_server
+    started, release = threading.Event(), threading.Event()
+    worker = make_worker(port, {"email_send": lambda job: started.set() or release.wait(20)})
+    job = enqueue(store, notifier)
+    assert started.wait(20)
+
+    clean = worker.stop(grace=0.2)
+    release.set()
+
+    failed = store.get_job(job.id)
+    assert clean is False
+    assert failed.status is JobStatus.FAILED
+    assert failed.last_error == "worker test-worker stopped before the job finished"
+
+
+def test_the_worker_waits_for_a_late_server_and_its_ack_outlives_a_restart(server_settings, store, make_worker):
+    # Given a worker started before any server listens on its port
+    port = free_port()
+    address = f"127.0.0.1:{port}"
+    started, release = threading.Event(), threading.Event()
+    make_worker(port, {"email_send": lambda job: None, "slow": lambda job: started.set() or release.wait(20)})
+    first = factories.make_job(store, queue="work")
+
+    # When the server comes up, the worker connects and works
+    with running_server(server_settings, store, make_notifier(server_settings), address):
+        assert settled(store, first.id).status is JobStatus.SUCCEEDED
+        second = factories.make_job(store, queue="work", type="slow")
+        assert started.wait(20)
+    # ... the server goes away while a job runs, and the job finishes meanwhile
+    release.set()
+    time.sleep(0.5)  # the ack fails (UNAVAILABLE) and is retried
+
+    # Then once the server is back, the ack lands: nothing ran twice
+    with running_server(server_settings, store, make_notifier(server_settings), address):
+        done = settled(store, second.id)
+    assert (done.status, done.attempts) == (JobStatus.SUCCEEDED, 1)
