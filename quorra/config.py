@@ -49,6 +49,12 @@ def parse_address(address: str) -> tuple[str, int]:
     return host.strip("[]") or "0.0.0.0", int(port)
 
 
+def listen_address(address: str) -> str:
+    """The address a server binds: ':50051' -> '0.0.0.0:50051'; an IPv6 host stays bracketed."""
+    host, port = parse_address(address)
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 def dial_target(address: str) -> str:
     """The address a client dials: ':50051' (listen form) becomes 'localhost:50051'."""
     host, port = parse_address(address)

@@ -322,6 +322,7 @@ class Store:
             clock = self._clock(now)
             held = self._held_lease(conn, clock, job_id, lease_id)
             job = self._fail_attempt(conn, clock, held, error)
+        _log_failed_attempt(job)
         return job
 
     def release(self, job_id: str, lease_id: str) -> Job:
@@ -403,6 +404,8 @@ class Store:
                 query = query.with_for_update(skip_locked=True)
             expired = conn.execute(query).all()
             reaped = [self._fail_attempt(conn, clock, row, LEASE_EXPIRED) for row in expired]
+        for job in reaped:
+            _log_failed_attempt(job)
         return reaped
 
     def prune(self, finished_before: datetime, *, limit: int = 500) -> int:
@@ -503,10 +506,7 @@ class Store:
         updated = conn.execute(update(jobs).where(*guard).values(values).returning(*jobs.c)).one_or_none()
         if updated is None:  # cannot happen while we hold the row lock / write lock
             raise StaleLease(f"job {row.id} changed while it was being failed")
-        job = _to_job(updated)
-        event = "lease.expired" if error == LEASE_EXPIRED else f"job.{status.value}"
-        _log_transition("job attempt failed", event, job, error=job.last_error)
-        return job
+        return _to_job(updated)
 
     def _transition(self, conn, job_id: str, allowed, values: dict[str, Any], *, verb: str) -> Job:
         canonical = parse_job_id(job_id)
@@ -582,6 +582,13 @@ def _decode_cursor(cursor: str) -> tuple[datetime, str]:
         raise InvalidArgument("cursor is not one this server returned") from None
 
 
+def _log_failed_attempt(job: Job) -> None:
+    """Logged once the transaction committed: a process killed before its commit must not
+    leave a 'lease.expired' line for a reap that was rolled back (and redone by another)."""
+    event = "lease.expired" if job.last_error == LEASE_EXPIRED else f"job.{job.status.value}"
+    _log_transition("job attempt failed", event, job, error=job.last_error)
+
+
 def _log_transition(message: str, event: str, job: Job, *, level: int = logging.INFO, **extra: Any) -> None:
     logger.log(
         level,
@@ -593,6 +600,7 @@ def _log_transition(message: str, event: str, job: Job, *, level: int = logging.
             "job_type": job.type,
             "status": job.status.value,
             "attempt": job.attempts,
+            **({"worker_id": job.leased_by} if job.leased_by else {}),  # the worker that holds or held it
             **extra,
         },
     )

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from quorra.config import DEV_API_KEY, Settings, dial_target, parse_address
+from quorra.config import DEV_API_KEY, Settings, dial_target, listen_address, parse_address
 from quorra.errors import InvalidConfig
 
 
@@ -155,3 +155,11 @@ def test_parse_address_reads_host_and_port(address, host, port):
 def test_dial_target_turns_a_listen_address_into_one_a_client_can_dial():
     assert dial_target(":50051") == "localhost:50051"
     assert dial_target("grpc.internal:50051") == "grpc.internal:50051"
+
+
+@pytest.mark.parametrize(
+    ("address", "bound"),
+    [(":8080", "0.0.0.0:8080"), ("127.0.0.1:50051", "127.0.0.1:50051"), ("[::]:50051", "[::]:50051")],
+)
+def test_listen_address_fills_in_the_host_and_brackets_ipv6(address, bound):
+    assert listen_address(address) == bound

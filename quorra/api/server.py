@@ -20,7 +20,7 @@ from prometheus_client import multiprocess
 
 from quorra.api import create_app
 from quorra.api.services import EXTENSION, open_store, warn_dev_api_key
-from quorra.config import Settings, parse_address
+from quorra.config import Settings, listen_address
 from quorra.errors import DatabaseUnavailable, QuorraError
 from quorra.metrics import multiprocess_dir
 from quorra.store import Store
@@ -51,7 +51,7 @@ class WebServer(BaseApplication):
 
 def gunicorn_settings(settings: Settings) -> dict[str, Any]:
     return {
-        "bind": [bind_address(settings.http_addr)],
+        "bind": [listen_address(settings.http_addr)],
         "worker_class": "gthread",
         "workers": settings.web_workers,
         "threads": settings.web_threads,
@@ -66,11 +66,6 @@ def gunicorn_settings(settings: Settings) -> dict[str, Any]:
         "child_exit": child_exit,
         "worker_exit": worker_exit,
     }
-
-
-def bind_address(http_addr: str) -> str:
-    host, port = parse_address(http_addr)
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def check_database(settings: Settings) -> None:

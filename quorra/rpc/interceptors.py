@@ -118,6 +118,6 @@ def _final_code(context: grpc.ServicerContext, error: BaseException | None) -> g
     code = context.code()  # set by abort() or set_code()
     if isinstance(code, grpc.StatusCode):
         return code
-    if isinstance(error, GeneratorExit):
-        return grpc.StatusCode.CANCELLED  # gRPC closed the stream: the call went away
+    if isinstance(error, GeneratorExit) or not context.is_active():
+        return grpc.StatusCode.CANCELLED  # the caller went away (cancelled, deadline, disconnected)
     return grpc.StatusCode.UNKNOWN if error is not None else grpc.StatusCode.OK

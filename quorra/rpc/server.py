@@ -13,7 +13,6 @@ are refused with RESOURCE_EXHAUSTED instead of queueing behind the polls.
 from __future__ import annotations
 
 import logging
-import signal
 import sys
 import threading
 from collections.abc import Sequence
@@ -24,13 +23,14 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from quorra.config import Settings, parse_address
+from quorra.config import Settings, listen_address
 from quorra.errors import DatabaseUnavailable, QuorraError
 from quorra.migrate import ensure_at_head
 from quorra.notify import Notifier, make_notifier
 from quorra.rpc import quorra_pb2_grpc as pb2_grpc
 from quorra.rpc.interceptors import ApiKeyInterceptor, ObservingInterceptor
 from quorra.rpc.servicer import SERVICE_NAME, WorkerServicer
+from quorra.shutdown import ShutdownSignal
 from quorra.store import Store
 
 logger = logging.getLogger(__name__)
@@ -38,12 +38,6 @@ logger = logging.getLogger(__name__)
 HEALTH_CHECK_SECONDS = 2.0
 _SERVING = health_pb2.HealthCheckResponse.SERVING
 _NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
-
-
-def listen_address(address: str) -> str:
-    """':50051' -> '0.0.0.0:50051'; '[::]:50051' stays bracketed."""
-    host, port = parse_address(address)
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 class HealthMonitor:
@@ -151,20 +145,14 @@ def serve(settings: Settings) -> None:
     except RuntimeError as exc:  # grpc: the port is taken or the address is not ours
         store.close()
         sys.exit(f"quorra: cannot listen on {settings.grpc_addr}: {exc}")
-    stop = _stop_on_signals()
+    shutdown = ShutdownSignal()
     server.start()
     logger.info("grpc server started", extra={"event": "rpc.started", "port": port, "threads": settings.grpc_threads,
                                               "notifier": type(notifier).__name__})
-    while not stop.wait(1.0):
+    while not shutdown.wait(1.0):
         pass
     logger.info("grpc server stopping", extra={"event": "rpc.stopping", "grace_seconds": settings.shutdown_grace_seconds})
     server.stop(settings.shutdown_grace_seconds)
     store.close()
     logger.info("grpc server stopped", extra={"event": "rpc.stopped"})
 
-
-def _stop_on_signals() -> threading.Event:
-    stop = threading.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: stop.set())
-    return stop

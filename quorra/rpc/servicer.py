@@ -268,12 +268,15 @@ class WorkerServicer(pb2_grpc.WorkerServiceServicer):
                 self.waiting -= 1
 
     def _deliver(self, jobs: list[Job], args: LeaseArgs, context: grpc.ServicerContext) -> Iterator[pb2.Job]:
-        """Send the leased jobs. gRPC stops iterating (and closes this generator) when a send
-        fails or the call was cancelled: the leases not sent are handed back at once, so they
-        do not wait out their TTL (DESIGN: a lease committed but never delivered)."""
+        """Send the leased jobs, handing back at once those that cannot reach the worker
+        (DESIGN: a lease committed but never delivered): the call was cancelled before a
+        send, or gRPC stopped iterating (and closed this generator) because a send failed.
+        A send that fails without gRPC noticing in time is left to the lease's expiry."""
         sent = 0
         try:
             for job in jobs:
+                if not context.is_active():
+                    break
                 yield job_message(job)
                 sent += 1
         finally:

@@ -2,6 +2,7 @@
 user sees jobs succeed (and fail, retry and die) with nothing written yet.
 
     email_send    {"to", "subject", "body"}            logs the message (sends nothing)
+    reminder      {"message"}                          logs the message (GoQuorra's delayed example)
     webhook_call  {"url", "body"?, "headers"?, "timeout_seconds"?}
                                                        a real HTTP POST; non-2xx fails
     sleep         {"seconds"}                          sleeps (try heartbeats, shutdown)
@@ -35,6 +36,14 @@ def send_email(job: LeasedJob) -> dict[str, Any]:
                 extra={"event": "example.email_sent", "job_id": job.id, "to": job.payload.get("to"),
                        "subject": job.payload.get("subject"), "body_chars": len(body)})
     return {"delivered": False, "logged": True}
+
+
+@handler("reminder")
+def remind(job: LeasedJob) -> dict[str, Any]:
+    message = str(job.payload.get("message", ""))
+    logger.info("reminder (example handler: logged)",
+                extra={"event": "example.reminded", "job_id": job.id, "message_chars": len(message)})
+    return {"reminded": True}
 
 
 @handler("webhook_call")

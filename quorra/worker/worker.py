@@ -21,7 +21,6 @@ import json
 import logging
 import math
 import queue
-import signal
 import threading
 import time
 import traceback
@@ -36,6 +35,7 @@ from quorra.errors import InvalidConfig
 from quorra.jobs import check_portable_json
 from quorra.logs import configure_logging
 from quorra.rpc import quorra_pb2 as pb2
+from quorra.shutdown import ShutdownSignal
 from quorra.worker.client import LEASE_GONE_CODES, WorkerClient, status_code
 from quorra.worker.heartbeat import Heartbeats, Lease
 from quorra.worker.job import LeasedJob
@@ -103,7 +103,7 @@ class Worker:
         self._call_lock = threading.Lock()
         self._server_down = False
         self._closed = False
-        self._threads: list[threading.Thread] = []
+        self._lease_thread: threading.Thread | None = None
         self.client: WorkerClient | None = None
         self.heartbeats: Heartbeats | None = None
 
@@ -131,7 +131,7 @@ class Worker:
         self.heartbeats.start()
         for number in range(self.settings.worker_max_jobs):
             self._spawn(self._run_jobs, f"quorra-job-{number}")
-        self._spawn(self._lease_loop, "quorra-lease")
+        self._lease_thread = self._spawn(self._lease_loop, "quorra-lease")
         logger.info("worker started", extra={"event": "worker.started", "worker_id": self.worker_id, "target": target,
                                              "queues": list(self.settings.worker_queues),
                                              "max_jobs": self.settings.worker_max_jobs,
@@ -161,12 +161,10 @@ class Worker:
         """Work until SIGTERM or SIGINT (or a fatal refusal, which is raised), then stop."""
         if not logging.getLogger().handlers:
             configure_logging(self.settings, "worker")
-        signalled = threading.Event()
-        if threading.current_thread() is threading.main_thread():
-            for signum in (signal.SIGTERM, signal.SIGINT):
-                signal.signal(signum, lambda *_: signalled.set())
+        in_main_thread = threading.current_thread() is threading.main_thread()
+        shutdown = ShutdownSignal() if in_main_thread else ShutdownSignal(signals=())
         self.start()
-        while not signalled.wait(0.5) and not self._stopping.is_set():
+        while not shutdown.wait(0.5) and not self._stopping.is_set():
             pass
         self.stop()
         if self.error is not None:
@@ -176,15 +174,14 @@ class Worker:
     def running_jobs(self) -> int:
         return self._slots.busy
 
-    def _spawn(self, target: Callable[[], None], name: str) -> None:
+    def _spawn(self, target: Callable[[], None], name: str) -> threading.Thread:
         # Daemon threads: a handler still running after the grace period cannot hold up exit.
         thread = threading.Thread(target=target, name=name, daemon=True)
         thread.start()
-        self._threads.append(thread)
+        return thread
 
     def _close(self) -> None:
-        for thread in self._threads[-1:]:  # the lease loop ends once its call is cancelled
-            thread.join(timeout=2)
+        self._lease_thread.join(timeout=2)  # it ends once its call is cancelled or has ended
         for _ in range(self.settings.worker_max_jobs):
             self._jobs.put(None)
         self.heartbeats.stop()
@@ -201,6 +198,10 @@ class Worker:
                 self._give_up(exc)
             except grpc.RpcError:
                 pass  # only while stopping: the cancelled call, or a retry cut short
+            except Exception:  # a bug must not end leasing for good
+                logger.exception("lease loop failed", extra={"event": "worker.lease_failed",
+                                                             "worker_id": self.worker_id})
+                self._stopping.wait(1.0)
 
     def _lease_round(self) -> None:
         free = self._slots.wait_free(self._stopping)

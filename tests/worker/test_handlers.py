@@ -98,7 +98,7 @@ def test_flags_win_over_the_environment():
         assert worker.stop() == 0
 
     assert (started["worker_id"], started["queues"], started["max_jobs"]) == ("from-flag", ["a", "b"], 7)
-    assert started["job_types"] == ["email_send", "fail", "sleep", "webhook_call"]  # the examples by default
+    assert started["job_types"] == ["email_send", "fail", "reminder", "sleep", "webhook_call"]  # the examples by default
 
 
 # -- the built-in examples ------------------------------------------------------------------------
@@ -161,3 +161,13 @@ def test_sleep_stops_early_when_the_lease_is_lost():
     with pytest.raises(examples.JobFailed, match="lease was lost"):
         examples.sleep(job)
     assert examples.sleep(leased("sleep", {"seconds": 0.01})) == {"slept_seconds": 0.01}
+
+
+def test_email_send_and_reminder_log_their_job_and_succeed(caplog):
+    caplog.set_level("INFO", logger="quorra.worker.examples")
+    email = leased("email_send", {"to": "user@example.com", "subject": "Hi", "body": "Welcome"})
+    reminder = leased("reminder", {"message": "Time to review your dashboard!"})
+
+    assert examples.send_email(email) == {"delivered": False, "logged": True}
+    assert examples.remind(reminder) == {"reminded": True}
+    assert [r.job_id for r in caplog.records] == [email.id, reminder.id]

@@ -1,0 +1,187 @@
+"""A whole Quorra deployment as real processes, for the fault scenarios to break: `quorra
+grpc`, `quorra scheduler`, `quorra web` and `bin/quorra-worker`, each with its JSON log
+lines collected as they come (the scheduler and worker tests' harness), all on one
+database and killed at the end of the test."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+import requests
+
+from quorra.jobs import HOLDING_LEASE, Job, JobSpec
+from quorra.store import Store
+from tests.conftest import REPO, TEST_API_KEY, free_port
+from tests.faults import executions
+from tests.rpc.test_process import wait_serving
+from tests.scheduler.processes import SchedulerProcess
+from tests.worker.support import WorkerProcess, wait_until
+
+HANDLERS = "tests.faults.handlers"
+QUEUE = "faults"
+START_TIMEOUT_SECONDS = 30
+
+
+class QuorraProcess(WorkerProcess):
+    """`quorra <command>` (grpc, web) under the worker harness's log reader."""
+
+    def __init__(self, command: str, env: dict[str, str]):
+        self.popen = subprocess.Popen(
+            [sys.executable, "-m", "quorra.cli.admin", command], env=env, cwd=REPO,
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        )
+        self._start_reading()
+
+    def stop(self, timeout: float = 20.0) -> int:
+        """SIGTERM and the exit code; SIGKILL (and fail) if it does not exit in time."""
+        try:
+            return super().stop(timeout)
+        finally:
+            self.kill()  # joins the reader
+
+
+def base_env() -> dict[str, str]:
+    """This environment without any Quorra setting of its own."""
+    prefixes = ("QUORRA_", "REDIS_URL", "DATABASE_URL", "PROMETHEUS")
+    return {k: v for k, v in os.environ.items() if not k.startswith(prefixes)}
+
+
+@dataclass
+class Deployment:
+    """One database; any number of servers, schedulers and workers started on it."""
+
+    database_url: str
+    executions_path: Path
+    ttl_seconds: int = 2
+    interval_seconds: float = 0.25
+    redis_url: str | None = None
+    log_level: str = "info"
+    grpc_port: int = field(default_factory=free_port)
+    started: list[WorkerProcess | SchedulerProcess] = field(default_factory=list)
+    webs: list[QuorraProcess] = field(default_factory=list)
+    _serial: itertools.count = field(default_factory=itertools.count)
+
+    def env(self, **extra: str) -> dict[str, str]:
+        shared = {"DATABASE_URL": self.database_url, "QUORRA_API_KEY": TEST_API_KEY, "QUORRA_LOG_FORMAT": "json",
+                  "QUORRA_LOG_LEVEL": self.log_level, "QUORRA_POLL_INTERVAL": "0.2s", "QUORRA_SHUTDOWN_GRACE": "5s"}
+        if self.redis_url:
+            shared["REDIS_URL"] = self.redis_url
+        return base_env() | shared | extra
+
+    def _track(self, process):
+        self.started.append(process)
+        return process
+
+    # -- servers --------------------------------------------------------------------------
+
+    def start_grpc(self) -> QuorraProcess:
+        """`quorra grpc` on this deployment's port (the same after a restart); returns once
+        it answers SERVING."""
+        process = self._track(QuorraProcess("grpc", self.env(QUORRA_GRPC_ADDR=f"127.0.0.1:{self.grpc_port}")))
+        with grpc.insecure_channel(f"127.0.0.1:{self.grpc_port}") as channel:
+            wait_serving(channel, process.popen)
+        return process
+
+    def start_scheduler(self) -> SchedulerProcess:
+        interval = f"{self.interval_seconds}s"
+        extra = {"REDIS_URL": self.redis_url} if self.redis_url else {}
+        return self._track(SchedulerProcess(self.database_url, interval=interval, QUORRA_LOG_LEVEL=self.log_level,
+                                            **extra))
+
+    def start_web(self) -> tuple[QuorraProcess, str]:
+        """`quorra web` (gunicorn) on a free port; returns it and its base URL once healthy."""
+        port = free_port()
+        env = self.env(QUORRA_HTTP_ADDR=f"127.0.0.1:{port}", QUORRA_WEB_WORKERS="1", QUORRA_WEB_THREADS="4")
+        process = self._track(QuorraProcess("web", env))
+        self.webs.append(process)
+        base = f"http://127.0.0.1:{port}"
+        wait_until(lambda: process.popen.poll() is not None or _healthy(base), START_TIMEOUT_SECONDS, "web healthy")
+        assert process.popen.poll() is None, f"quorra web exited:\n{process.dump()}"
+        return process, base
+
+    # -- workers --------------------------------------------------------------------------
+
+    def start_worker(self, max_jobs: int = 5, **env: str) -> WorkerProcess:
+        """`bin/quorra-worker` with the recording handlers, an id of its own (fault-worker-N),
+        this deployment's TTL, on queue `faults`."""
+        worker_id = f"fault-worker-{next(self._serial)}"
+        process = WorkerProcess(
+            self.grpc_port, "--handlers", HANDLERS, "--queues", QUEUE, "--max-jobs", str(max_jobs),
+            "--lease-ttl", f"{self.ttl_seconds}s", "--id", worker_id,
+            **{executions.ENV: str(self.executions_path), "QUORRA_LOG_LEVEL": self.log_level, **env},
+        )
+        process.worker_id = worker_id
+        return self._track(process)
+
+    def close(self) -> None:
+        for web in self.webs:  # gunicorn: SIGTERM, so that its workers go with it
+            if web.popen.poll() is None:
+                web.stop()
+        for process in reversed(self.started):
+            if process.popen.poll() is None:
+                os.kill(process.popen.pid, signal.SIGCONT)  # a stopped process cannot die of SIGTERM
+            process.kill()
+
+
+def _healthy(base: str) -> bool:
+    try:
+        return requests.get(f"{base}/healthz", timeout=1).status_code == 200
+    except requests.RequestException:
+        return False
+
+
+# -- jobs, through the store ---------------------------------------------------------------------
+
+
+def enqueue(store: Store, count: int, *, seconds: float = 0.0, max_retries: int = 10) -> list[str]:
+    """`count` jobs of the recording handler on the faults queue, in batches of 1,000."""
+    spec = JobSpec.parse({"type": "record", "queue": QUEUE, "payload": {"seconds": seconds},
+                          "max_retries": max_retries})
+    ids: list[str] = []
+    for start in range(0, count, 1000):
+        ids += [job.id for job in store.enqueue_many([spec] * min(1000, count - start))]
+    return ids
+
+
+
+def held_leases(store: Store, worker_id: str | None = None) -> list[Job]:
+    """Jobs leased or processing now (by `worker_id`, if given)."""
+    held = []
+    for status in sorted(HOLDING_LEASE):
+        cursor = None
+        while True:
+            page = store.list_jobs(queue=QUEUE, status=status, limit=500, cursor=cursor)
+            held += [job for job in page.jobs if worker_id in (None, job.leased_by)]
+            if (cursor := page.next_cursor) is None:
+                break
+    return held
+
+
+def all_jobs(store: Store) -> dict[str, Job]:
+    """Every job of the faults queue, by id."""
+    found: dict[str, Job] = {}
+    cursor = None
+    while True:
+        page = store.list_jobs(queue=QUEUE, limit=500, cursor=cursor)
+        found |= {job.id: job for job in page.jobs}
+        if (cursor := page.next_cursor) is None:
+            return found
+
+
+def status_counts(store: Store) -> dict[str, int]:
+    return {count.status: count.count for count in store.queue_counts() if count.queue == QUEUE}
+
+
+def wait_all_succeeded(store: Store, jobs: int, timeout: float) -> float:
+    """Block until `jobs` jobs of the queue succeeded; the monotonic time it happened."""
+    wait_until(lambda: status_counts(store).get("succeeded", 0) >= jobs, timeout,
+               f"{jobs} jobs succeeded (now {status_counts(store)})")
+    return time.monotonic()

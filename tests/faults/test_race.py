@@ -1,0 +1,45 @@
+"""Race: 16 worker threads in 4 processes lease from one queue of 5,000 jobs on PostgreSQL
+at once. With no fault injected, every job runs exactly once."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+
+import pytest
+
+from tests.faults.executions import duplicates, per_job
+from tests.faults.processes import all_jobs, enqueue, status_counts, wait_all_succeeded
+
+pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.timeout(180)]
+
+JOBS = 5000
+PROCESSES = 4
+THREADS = 4  # per process: 16 in all
+
+
+def test_16_threads_in_4_processes_run_5000_jobs_exactly_once(figures, postgres_url, postgres_store, deploy,
+                                                               executions):
+    # Given 5,000 ready jobs
+    ids = enqueue(postgres_store, JOBS)
+    # No lease expires in this run (no fault at all), and no log line is read: warnings only.
+    cluster = deploy(postgres_url, ttl_seconds=30, log_level="warning")
+    cluster.start_grpc()
+    cluster.start_scheduler()
+
+    # When 4 worker processes of 4 threads each race for them
+    started = time.monotonic()
+    workers = [cluster.start_worker(THREADS) for _ in range(PROCESSES)]
+    finished = wait_all_succeeded(postgres_store, JOBS, timeout=150)
+
+    # Then each job ran exactly once, at its first attempt, and every process took part
+    runs = executions.all()
+    by_process = Counter(run.pid for run in runs)
+    figures.update(jobs=JOBS, processes=PROCESSES, threads=PROCESSES * THREADS, executions=len(runs),
+                   duplicates=duplicates(runs), jobs_per_second=round(JOBS / (finished - started)),
+                   per_process=sorted(by_process.values()))
+    assert len(runs) == JOBS and duplicates(runs) == 0
+    assert set(per_job(runs)) == set(ids)
+    assert status_counts(postgres_store) == {"succeeded": JOBS}
+    assert {job.attempts for job in all_jobs(postgres_store).values()} == {1}
+    assert set(by_process) == {worker.popen.pid for worker in workers}

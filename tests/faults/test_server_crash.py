@@ -1,0 +1,66 @@
+"""Server crash: the gRPC server is killed with SIGKILL twice in the middle of a run and
+restarted on the same port. Workers ride it out; every job succeeds, a job runs again only
+under a new lease, and no lease stays held past its expiry for longer than the scheduler
+takes to reap it."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from tests.faults.executions import duplicates, leases_run_twice, per_job
+from tests.faults.measure import LeaseWatch, ran_more_often_than_leased, seconds
+from tests.faults.processes import all_jobs, enqueue, status_counts, wait_all_succeeded
+from tests.worker.support import wait_until
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
+
+JOBS = 1000
+WORKERS = 3
+SLOTS = 5
+HANDLER_SECONDS = 0.02
+TTL_SECONDS = 2
+INTERVAL_SECONDS = 0.25
+KILL_AT = (0.3, 0.6)  # fractions of the jobs done
+SLACK_SECONDS = 1.5  # a loaded 2-core machine may run the scheduler late
+
+
+def test_kill_9_of_the_grpc_server_mid_run_loses_no_job(figures, database_url, store, deploy, executions):
+    # Given 1,000 jobs being run by three workers
+    ids = enqueue(store, JOBS, seconds=HANDLER_SECONDS)
+    cluster = deploy(database_url, ttl_seconds=TTL_SECONDS, interval_seconds=INTERVAL_SECONDS)
+    servers = [cluster.start_grpc()]
+    scheduler = cluster.start_scheduler()
+    workers = [cluster.start_worker(SLOTS) for _ in range(WORKERS)]
+
+    # When the server is killed with SIGKILL twice mid-run, and each time started again at once
+    outages = []
+    with LeaseWatch(store) as watch:
+        for fraction in KILL_AT:
+            wait_until(lambda f=fraction: status_counts(store).get("succeeded", 0) >= JOBS * f, timeout=60,
+                       what=f"{fraction:.0%} of the jobs done")
+            killed_at = time.monotonic()
+            servers[-1].kill()
+            servers.append(cluster.start_grpc())  # returns once it serves again
+            outages.append(time.monotonic() - killed_at)
+        wait_all_succeeded(store, JOBS, timeout=90)
+
+    # Then every job succeeded; a job ran again only under a new lease, and no lease stayed
+    # held past its expiry for more than two scheduler intervals
+    runs, jobs = executions.all(), all_jobs(store)
+    handed_back = [line for server in servers for line in server.events("lease.released")]
+    settle_events = {event: sum(len(w.events(event)) for w in workers)
+                     for event in ("job.settle_retry", "job.settle_failed", "job.settle_refused")}
+    figures.update(jobs=JOBS, server_kills=len(KILL_AT), outage_max_s=seconds(outages)["max"], executions=len(runs),
+                   duplicates=duplicates(runs), retried_jobs=sum(job.attempts > 1 for job in jobs.values()),
+                   reaped=len(scheduler.events("lease.expired")), acks_retried=settle_events["job.settle_retry"],
+                   acks_given_up=settle_events["job.settle_failed"], acks_refused=settle_events["job.settle_refused"],
+                   held_past_expiry_max_s=round(watch.max_overdue, 3), bound_s=2 * INTERVAL_SECONDS)
+    assert status_counts(store) == {"succeeded": JOBS}
+    assert set(per_job(runs)) == set(ids)
+    assert leases_run_twice(runs) == []
+    assert ran_more_often_than_leased(runs, jobs, handed_back) == []
+    assert watch.samples > 10
+    assert watch.max_overdue <= 2 * INTERVAL_SECONDS + SLACK_SECONDS
+    assert all(worker.popen.poll() is None for worker in workers)  # they outlived both crashes

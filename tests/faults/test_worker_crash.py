@@ -1,0 +1,77 @@
+"""Worker crash: four workers run 2,000 jobs while one of them is killed with SIGKILL every
+2 s (and replaced). No job is lost, only the jobs in flight at a kill run twice, and every
+lease a killed worker held is reclaimed within its TTL and two scheduler intervals."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from tests.faults.executions import duplicates, leases_run_twice, per_job
+from tests.faults.measure import (
+    kill_worker,
+    ran_more_often_than_leased,
+    reclaims,
+    seconds,
+    taken_back_at,
+)
+from tests.faults.processes import all_jobs, enqueue, status_counts
+
+pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.timeout(180)]
+
+JOBS = 2000
+WORKERS = 4
+SLOTS = 5  # jobs each worker runs at once
+HANDLER_SECONDS = 0.05  # so the run lasts long enough for several kills
+TTL_SECONDS = 2
+INTERVAL_SECONDS = 0.25
+KILL_EVERY_SECONDS = 2.0
+RUN_TIMEOUT_SECONDS = 120
+# The bound is TTL + 2 intervals; this covers a loaded 2-core machine scheduling the
+# scheduler and the test's log reader late (as in tests/scheduler/test_process.py).
+SLACK_SECONDS = 1.5
+
+
+def test_kill_9_of_a_worker_every_2_s_loses_no_job(figures, postgres_url, postgres_store, deploy, executions):
+    # Given 2,000 jobs, a gRPC server, a scheduler and four workers
+    store = postgres_store
+    ids = enqueue(store, JOBS, seconds=HANDLER_SECONDS)
+    cluster = deploy(postgres_url, ttl_seconds=TTL_SECONDS, interval_seconds=INTERVAL_SECONDS)
+    server = cluster.start_grpc()
+    scheduler = cluster.start_scheduler()
+    workers = [cluster.start_worker(SLOTS) for _ in range(WORKERS)]
+
+    # When the oldest worker is killed with SIGKILL every 2 s, and replaced, until all are done
+    kills = []
+    started = next_kill = time.monotonic()
+    while status_counts(store).get("succeeded", 0) < JOBS:
+        assert time.monotonic() - started < RUN_TIMEOUT_SECONDS, f"not done: {status_counts(store)}"
+        if time.monotonic() >= next_kill + KILL_EVERY_SECONDS:
+            kills.append(kill_worker(store, workers.pop(0)))
+            workers.append(cluster.start_worker(SLOTS))
+            next_kill = kills[-1].at
+        time.sleep(0.05)
+
+    # Then every job succeeded, only jobs in flight at a kill ran again (under a new lease),
+    # and each lease a killed worker held was reaped within TTL + 2 intervals of the kill
+    runs = executions.all()
+    jobs = all_jobs(store)
+    killed_jobs = {job.id for kill in kills for job in kill.held}
+    in_flight = sum(len(kill.held) for kill in kills)
+    reclaimed = reclaims(store, kills, taken_back_at(scheduler.events("lease.expired")),
+                         taken_back_at(server.events("lease.released"), given_back=1))
+    figures.update(jobs=JOBS, kills=len(kills), in_flight_at_kills=in_flight, executions=len(runs),
+                   duplicates=duplicates(runs), reaped=len(reclaimed.reaped),
+                   handed_back_undelivered=len(reclaimed.handed_back), acked_just_before_kill=reclaimed.acked_in_flight,
+                   reclaim_max_s=seconds(reclaimed.reaped)["max"], reclaim_p50_s=seconds(reclaimed.reaped)["p50"],
+                   bound_s=TTL_SECONDS + 2 * INTERVAL_SECONDS)
+    assert len(kills) >= 3 and in_flight > 0, "the run ended before the faults were meaningful"
+    assert status_counts(store) == {"succeeded": JOBS}
+    assert set(per_job(runs)) == set(ids)
+    assert duplicates(runs) <= in_flight
+    assert {job_id for job_id, count in per_job(runs).items() if count > 1} <= killed_jobs
+    assert leases_run_twice(runs) == []
+    assert ran_more_often_than_leased(runs, jobs, server.events("lease.released")) == []
+    assert reclaimed.unaccounted == []
+    assert max(reclaimed.seconds) <= TTL_SECONDS + 2 * INTERVAL_SECONDS + SLACK_SECONDS
