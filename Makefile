@@ -39,15 +39,18 @@ run: migrate
 test: install-dev
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# Generated gRPC code is left as protoc writes it.
+RUFF_FLAGS := --line-length 120 --extend-exclude 'quorra/rpc/quorra_pb2*'
 lint: install-dev
-	$(BIN)/ruff check quorra tests bench bin migrations
-	$(BIN)/ruff format --check quorra tests bench migrations
+	$(BIN)/ruff check $(RUFF_FLAGS) quorra tests bench bin migrations
+	$(BIN)/ruff format --check $(RUFF_FLAGS) quorra tests bench migrations
 
 proto: install-dev
 	$(BIN)/python -m quorra.rpc.codegen
 
 bench: install-dev
 	$(BIN)/python bench/lease_throughput.py
+	$(BIN)/python bench/wakeup_latency.py
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .ruff_cache var quorra.db quorra.db-wal quorra.db-shm quorra.db-scheduler.lock

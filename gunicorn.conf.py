@@ -6,14 +6,17 @@
 code, so an installed wheel needs no file. They come from the environment through
 quorra.config.Settings: QUORRA_HTTP_ADDR (bind), QUORRA_WEB_WORKERS, QUORRA_WEB_THREADS
 (gthread workers), QUORRA_SHUTDOWN_GRACE (graceful_timeout); the access log is off (the
-app logs each request as JSON); child_exit marks dead workers for prometheus_client's
-multiprocess mode when PROMETHEUS_MULTIPROC_DIR is set; on_starting refuses a database
-whose schema is not at head."""
+app logs each request as JSON); PROMETHEUS_MULTIPROC_DIR, when set, is made if missing and
+child_exit marks dead workers there for prometheus_client's multiprocess mode; on_starting
+refuses a database whose schema is not at head."""
 
-from quorra.api.server import gunicorn_settings
-from quorra.config import Settings
+from quorra.config import Settings, prepare_multiprocess_dir
 from quorra.logs import configure_logging
 
 _settings = Settings.from_env()
 configure_logging(_settings, "web")
+prepare_multiprocess_dir()  # before quorra.api declares its metrics, which opens files there
+
+from quorra.api.server import gunicorn_settings
+
 globals().update(gunicorn_settings(_settings))

@@ -163,3 +163,29 @@ def _describe(exc: ValidationError) -> str:
         field = str(error["loc"][0]) if error["loc"] else "?"
         lines.append(f"  {by_field.get(field, field)}: {error['msg']}")
     return "invalid configuration:\n" + "\n".join(lines)
+
+
+# -- prometheus_client's multi-process mode -----------------------------------------------------
+
+
+def multiprocess_dir(environ: Mapping[str, str] | None = None) -> str | None:
+    """PROMETHEUS_MULTIPROC_DIR. Not a Settings field: prometheus_client reads the variable
+    itself (at import) to pick its storage, and we must never disagree with it about the mode."""
+    environ = os.environ if environ is None else environ
+    return environ.get("PROMETHEUS_MULTIPROC_DIR") or environ.get("prometheus_multiproc_dir") or None
+
+
+def prepare_multiprocess_dir(environ: Mapping[str, str] | None = None) -> str | None:
+    """Create the metrics directory if it is missing; InvalidConfig if it cannot be a writable
+    directory. Server entry points call this before importing any metric, because
+    prometheus_client opens its files there as soon as a metric is declared."""
+    path = multiprocess_dir(environ)
+    if path is None:
+        return None
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as exc:
+        raise InvalidConfig(f"invalid configuration:\n  PROMETHEUS_MULTIPROC_DIR: cannot create {path}: {exc}") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise InvalidConfig(f"invalid configuration:\n  PROMETHEUS_MULTIPROC_DIR: {path} is not writable")
+    return path

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextvars
 import logging
 import sys
+from datetime import UTC, datetime
 
 from pythonjsonlogger.json import JsonFormatter
 
@@ -47,11 +48,18 @@ class TextFormatter(logging.Formatter):
         return line + "".join(f" {k}={v}" for k, v in extras.items())
 
 
+class _JsonFormatter(JsonFormatter):
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        """ISO 8601 in UTC to the millisecond, as the API writes times: lines of several
+        processes about one job can be put in order."""
+        moment = datetime.fromtimestamp(record.created, UTC)
+        return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
 def json_formatter() -> logging.Formatter:
-    return JsonFormatter(
+    return _JsonFormatter(
         "%(asctime)s %(levelname)s %(role)s %(name)s %(message)s",
         rename_fields={"asctime": "time", "levelname": "level", "name": "logger"},
-        datefmt="%Y-%m-%dT%H:%M:%S%z",
         json_ensure_ascii=False,
     )
 
@@ -66,5 +74,6 @@ def configure_logging(settings: Settings, role: str) -> None:
         root.removeHandler(existing)
     root.addHandler(handler)
     root.setLevel(settings.log_level.upper())
-    for noisy in ("alembic.runtime.migration", "urllib3", "werkzeug"):
+    for noisy in ("alembic", "urllib3", "werkzeug"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
+    logging.captureWarnings(True)  # a library's warning is a log line too, not raw stderr text

@@ -9,7 +9,6 @@ time (see ``QueueCollector``), not counted here.
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections.abc import Iterable
@@ -95,13 +94,7 @@ def jobs_pruned(count: int) -> None:
     JOBS_PRUNED.inc(count)
 
 
-# -- multi-process mode and the scrape-time queue gauges ----------------------------------
-
-
-def multiprocess_dir() -> str | None:
-    """PROMETHEUS_MULTIPROC_DIR, which prometheus_client reads itself (at import) to pick its
-    storage; we read the same variable so that we never disagree with it about the mode."""
-    return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or os.environ.get("prometheus_multiproc_dir") or None
+# -- the scrape-time queue gauges -----------------------------------------------------------------
 
 
 class QueueCollector:

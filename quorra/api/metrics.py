@@ -9,7 +9,7 @@ request metrics come from prometheus-flask-exporter, labelled by URL rule, not r
 
 from __future__ import annotations
 
-from flask import Flask, Response
+from flask import Flask, Response, request
 from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.multiprocess import MultiProcessCollector
@@ -17,15 +17,18 @@ from prometheus_flask_exporter import PrometheusMetrics
 from prometheus_flask_exporter.multiprocess import GunicornInternalPrometheusMetrics
 
 from quorra.api.request_context import route
-from quorra.metrics import QueueCollector, multiprocess_dir
+from quorra.config import multiprocess_dir
+from quorra.metrics import QueueCollector
 from quorra.store import Store
 
 QUEUE_STATS_TTL_SECONDS = 2.0
+HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
 def register_metrics(app: Flask, store: Store) -> None:
     http_registry = CollectorRegistry()
     http_metrics_exporter(http_registry).init_app(app)
+    app.before_request(_skip_made_up_methods)
     scrape = scrape_registry(http_registry, QueueCollector(store, ttl=QUEUE_STATS_TTL_SECONDS))
     app.add_url_rule("/metrics", "metrics", lambda: _exposition(scrape), methods=["GET"])
 
@@ -35,6 +38,13 @@ def http_metrics_exporter(registry: CollectorRegistry) -> PrometheusMetrics:
     of its own. Each app gets its own registry, so tests may build many apps."""
     exporter = GunicornInternalPrometheusMetrics if multiprocess_dir() else PrometheusMetrics
     return exporter.for_app_factory(path=None, registry=registry, group_by=route, defaults_prefix="quorra")
+
+
+def _skip_made_up_methods() -> None:
+    """A client may send any method name (answered 405); counting it would give it a series
+    of its own, so anyone could grow the label set without bound."""
+    if request.method not in HTTP_METHODS:
+        request.prom_do_not_track = True  # prometheus-flask-exporter's opt-out
 
 
 def scrape_registry(http_registry: CollectorRegistry, queues: QueueCollector) -> CollectorRegistry:

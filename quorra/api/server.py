@@ -20,9 +20,8 @@ from prometheus_client import multiprocess
 
 from quorra.api import create_app
 from quorra.api.services import EXTENSION, open_store, warn_dev_api_key
-from quorra.config import Settings, listen_address
+from quorra.config import Settings, listen_address, multiprocess_dir
 from quorra.errors import DatabaseUnavailable, QuorraError
-from quorra.metrics import multiprocess_dir
 from quorra.store import Store
 
 logger = logging.getLogger(__name__)

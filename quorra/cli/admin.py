@@ -16,7 +16,7 @@ import sys
 
 import click
 
-from quorra.config import Settings
+from quorra.config import Settings, prepare_multiprocess_dir
 from quorra.errors import InvalidConfig, QuorraError
 from quorra.logs import configure_logging
 
@@ -28,6 +28,18 @@ def load_settings(role: str) -> Settings:
         click.echo(exc.message, err=True)
         sys.exit(2)
     configure_logging(settings, role)
+    return settings
+
+
+def server_settings(role: str) -> Settings:
+    """load_settings, and the PROMETHEUS_MULTIPROC_DIR made if missing: before the server's
+    modules are imported, since declaring a metric opens a file there."""
+    settings = load_settings(role)
+    try:
+        prepare_multiprocess_dir()
+    except InvalidConfig as exc:
+        click.echo(exc.message, err=True)
+        sys.exit(2)
     return settings
 
 
@@ -73,25 +85,28 @@ def _safe_url(settings: Settings) -> str:
 @main.command()
 def web() -> None:
     """Serve the REST API (gunicorn, gthread workers) on QUORRA_HTTP_ADDR."""
+    settings = server_settings("web")
     from quorra.api.server import serve
 
-    serve(load_settings("web"))
+    serve(settings)
 
 
 @main.command("grpc")
 def grpc_command() -> None:
     """Serve the worker protocol on QUORRA_GRPC_ADDR."""
+    settings = server_settings("grpc")
     from quorra.rpc.server import serve
 
-    serve(load_settings("grpc"))
+    serve(settings)
 
 
 @main.command()
 def scheduler() -> None:
     """Reap expired leases, wake workers for due jobs, prune old jobs."""
+    settings = server_settings("scheduler")
     from quorra.scheduler import serve
 
-    serve(load_settings("scheduler"))
+    serve(settings)
 
 
 if __name__ == "__main__":

@@ -28,18 +28,21 @@ def figures(request, record_property):
     measured["duration_s"] = round(time.monotonic() - started, 1)
     for name, value in measured.items():
         record_property(name, value)
-    request.config.stash.setdefault(FIGURES, []).append((request.node.name, measured))
+    request.config.stash.setdefault(FIGURES, []).append((request.node.nodeid, measured))
 
 
 def pytest_terminal_summary(terminalreporter, config):
     measured = config.stash.get(FIGURES, [])
     if not measured:
         return
+    failed = {report.nodeid for report in terminalreporter.stats.get("failed", [])}
     terminalreporter.write_sep("=", "fault-injection figures")
-    for name, values in measured:
-        terminalreporter.write_line(f"{name}: " + ", ".join(f"{k}={v}" for k, v in values.items()))
+    for nodeid, values in measured:
+        outcome = "FAILED " if nodeid in failed else ""
+        terminalreporter.write_line(f"{outcome}{nodeid.rpartition('::')[2]}: " + ", ".join(f"{k}={v}" for k, v in values.items()))
     if os.environ.get(REPORT_ENV):
-        Path(os.environ[REPORT_ENV]).write_text(json.dumps(dict(measured), indent=2) + "\n")
+        report = {nodeid: {"failed": nodeid in failed, **values} for nodeid, values in measured}
+        Path(os.environ[REPORT_ENV]).write_text(json.dumps(report, indent=2) + "\n")
 
 
 @pytest.fixture

@@ -54,6 +54,21 @@ def base_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith(prefixes)}
 
 
+@dataclass(frozen=True)
+class Running:
+    """Every process of a deployment, as start_all started them."""
+
+    server: QuorraProcess
+    scheduler: SchedulerProcess
+    web: QuorraProcess
+    base: str  # the web's URL
+    workers: list[WorkerProcess]
+
+    @property
+    def processes(self) -> list:
+        return [self.server, self.scheduler, self.web, *self.workers]
+
+
 @dataclass
 class Deployment:
     """One database; any number of servers, schedulers and workers started on it."""
@@ -87,7 +102,10 @@ class Deployment:
         it answers SERVING."""
         process = self._track(QuorraProcess("grpc", self.env(QUORRA_GRPC_ADDR=f"127.0.0.1:{self.grpc_port}")))
         with grpc.insecure_channel(f"127.0.0.1:{self.grpc_port}") as channel:
-            wait_serving(channel, process.popen)
+            try:
+                wait_serving(channel, process.popen)
+            except AssertionError as exc:
+                raise AssertionError(f"{exc}\n{process.output()}\n{process.dump()}") from None
         return process
 
     def start_scheduler(self) -> SchedulerProcess:
@@ -109,17 +127,23 @@ class Deployment:
 
     # -- workers --------------------------------------------------------------------------
 
-    def start_worker(self, max_jobs: int = 5, **env: str) -> WorkerProcess:
+    def start_worker(self, max_jobs: int = 5, queue: str = QUEUE, **env: str) -> WorkerProcess:
         """`bin/quorra-worker` with the recording handlers, an id of its own (fault-worker-N),
-        this deployment's TTL, on queue `faults`."""
+        this deployment's TTL, on one queue."""
         worker_id = f"fault-worker-{next(self._serial)}"
         process = WorkerProcess(
-            self.grpc_port, "--handlers", HANDLERS, "--queues", QUEUE, "--max-jobs", str(max_jobs),
+            self.grpc_port, "--handlers", HANDLERS, "--queues", queue, "--max-jobs", str(max_jobs),
             "--lease-ttl", f"{self.ttl_seconds}s", "--id", worker_id,
             **{executions.ENV: str(self.executions_path), "QUORRA_LOG_LEVEL": self.log_level, **env},
         )
         process.worker_id = worker_id
         return self._track(process)
+
+    def start_all(self, workers: int) -> Running:
+        """The gRPC server, a scheduler, the web and `workers` workers."""
+        server, scheduler = self.start_grpc(), self.start_scheduler()
+        web, base = self.start_web()
+        return Running(server, scheduler, web, base, [self.start_worker() for _ in range(workers)])
 
     def close(self) -> None:
         for web in self.webs:  # gunicorn: SIGTERM, so that its workers go with it
@@ -165,19 +189,19 @@ def held_leases(store: Store, worker_id: str | None = None) -> list[Job]:
     return held
 
 
-def all_jobs(store: Store) -> dict[str, Job]:
-    """Every job of the faults queue, by id."""
+def all_jobs(store: Store, queue: str = QUEUE) -> dict[str, Job]:
+    """Every job of the queue, by id."""
     found: dict[str, Job] = {}
     cursor = None
     while True:
-        page = store.list_jobs(queue=QUEUE, limit=500, cursor=cursor)
+        page = store.list_jobs(queue=queue, limit=500, cursor=cursor)
         found |= {job.id: job for job in page.jobs}
         if (cursor := page.next_cursor) is None:
             return found
 
 
-def status_counts(store: Store) -> dict[str, int]:
-    return {count.status: count.count for count in store.queue_counts() if count.queue == QUEUE}
+def status_counts(store: Store, queue: str = QUEUE) -> dict[str, int]:
+    return {count.status: count.count for count in store.queue_counts() if count.queue == queue}
 
 
 def wait_all_succeeded(store: Store, jobs: int, timeout: float) -> float:

@@ -50,9 +50,8 @@ def _readiness(base: str) -> int:
 def test_database_restart_mid_run_loses_no_job(figures, private_postgres, private_store, deploy, executions):
     # Given a whole deployment on a private PostgreSQL, with jobs submitted every 20 ms
     cluster = deploy(private_postgres.url, ttl_seconds=TTL_SECONDS, interval_seconds=INTERVAL_SECONDS)
-    processes = [cluster.start_grpc(), cluster.start_scheduler()]
-    web, base = cluster.start_web()
-    workers = [cluster.start_worker() for _ in range(WORKERS)]
+    running = cluster.start_all(WORKERS)
+    base, workers = running.base, running.workers
     with Submitter(base) as submitter:
         time.sleep(STEADY_SECONDS)
 
@@ -79,12 +78,12 @@ def test_database_restart_mid_run_loses_no_job(figures, private_postgres, privat
                    recovered_after_s=round(recovered.sent_at - restarting_at, 3), executions=len(runs),
                    acks_retried=sum(len(w.events("job.settle_retry")) for w in workers),
                    acks_landed_reply_lost=outcomes["landed"], acks_failed_job_re_leased=outcomes["re-leased"],
-                   leadership_lost=len(processes[1].events("leadership.lost")))
+                   leadership_lost=len(running.scheduler.events("leadership.lost")))
     assert during == {503}
     assert {answer.status for answer in submitter.answers} == {201, 503}
     # ... and came back by itself: no process of Quorra restarted, gunicorn booted no new worker
-    assert all(p.popen.poll() is None for p in [*processes, web, *workers])
-    assert len([line for line in web.lines if line.record["message"].startswith("Booting worker")]) == 1
+    assert all(process.popen.poll() is None for process in running.processes)
+    assert len([line for line in running.web.lines if line.record["message"].startswith("Booting worker")]) == 1
     # ... no accepted job was lost, none was created without a 201, each ran once per lease
     assert status_counts(private_store) == {"succeeded": len(accepted)}
     assert set(jobs) == {answer.job_id for answer in accepted}

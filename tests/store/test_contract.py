@@ -199,9 +199,9 @@ def _cursor(value) -> str:
     [
         "garbage!",
         "e30",  # {}
-        _cursor(["2026-01-01T00:00:00", str(uuid.uuid4())]),  # naive time
+        _cursor(["2026-01-01T00:00:00", "6f1c2a9e-3b8d-4c1e-9a7f-2d5e8b0c4a13"]),  # naive time
         _cursor(["2026-01-01T00:00:00+00:00", "not-a-uuid"]),
-        _cursor(["yesterday", str(uuid.uuid4())]),
+        _cursor(["yesterday", "6f1c2a9e-3b8d-4c1e-9a7f-2d5e8b0c4a13"]),
         _cursor([1, 2]),
         _cursor(["2026-01-01T00:00:00+00:00"]),
     ],
