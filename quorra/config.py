@@ -161,7 +161,7 @@ def _describe(exc: ValidationError) -> str:
     lines = []
     for error in exc.errors(include_url=False):
         field = str(error["loc"][0]) if error["loc"] else "?"
-        lines.append(f"  {by_field.get(field, field)}: {error['msg']}")
+        lines.append(f"  {by_field.get(field, field)}: {error['msg'].removeprefix('Value error, ')}")
     return "invalid configuration:\n" + "\n".join(lines)
 
 

@@ -51,7 +51,7 @@ def taken_back_at(lines: list[LogLine], given_back: int = 0) -> dict[tuple[str, 
 @dataclass
 class Reclaims:
     reaped: list[float]  # kill -> reaped by the scheduler, per lease
-    handed_back: list[float]  # kill -> handed back by the server (the lease never reached the worker)
+    handed_back: list[float]  # kill -> handed back by the server (it could not send the lease)
     acked_in_flight: int  # leases settled by an ack the worker sent just before it died
     unaccounted: list[Job]  # none of these: stranded
 

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import itertools
 import os
+import random
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -48,6 +50,22 @@ class QuorraProcess(WorkerProcess):
             self.kill()  # joins the reader
 
 
+def restartable_port() -> int:
+    """A free port below the kernel's ephemeral range: while its server is down for a
+    restart, no outgoing connection and no bind(0) elsewhere on the machine can take it."""
+    ephemeral = Path("/proc/sys/net/ipv4/ip_local_port_range")
+    first_ephemeral = int(ephemeral.read_text().split()[0]) if ephemeral.exists() else 32768
+    for _ in range(100):
+        port = random.randrange(min(20000, first_ephemeral // 2), first_ephemeral)
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return port
+    return free_port()
+
+
 def base_env() -> dict[str, str]:
     """This environment without any Quorra setting of its own."""
     prefixes = ("QUORRA_", "REDIS_URL", "DATABASE_URL", "PROMETHEUS")
@@ -79,7 +97,7 @@ class Deployment:
     interval_seconds: float = 0.25
     redis_url: str | None = None
     log_level: str = "info"
-    grpc_port: int = field(default_factory=free_port)
+    grpc_port: int = field(default_factory=restartable_port)
     started: list[WorkerProcess | SchedulerProcess] = field(default_factory=list)
     webs: list[QuorraProcess] = field(default_factory=list)
     _serial: itertools.count = field(default_factory=itertools.count)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 
 import pytest
+import requests
 
 from tests.faults.executions import duplicates, per_job
 from tests.faults.measure import seconds
@@ -50,6 +51,7 @@ def test_redis_down_mid_run_leasing_never_stops(figures, postgres_url, postgres_
         private_redis.stop()
         down_at = time.monotonic()
         delayed = [submitter.submit(queue=LATER, delay_seconds=1) for _ in range(DELAYED_JOBS)]
+        readiness = requests.get(f"{running.base}/readyz", timeout=5).json()
         scheduler.wait_for("notify.channel_down", channel="redis")  # its wake-up for them fell back
         workers.append(cluster.start_worker(queue=LATER))
         time.sleep(max(0.0, PHASE_SECONDS - (time.monotonic() - down_at)))
@@ -72,8 +74,10 @@ def test_redis_down_mid_run_leasing_never_stops(figures, postgres_url, postgres_
                    start_latency_before_p50_s=seconds(_latencies(before, started))["p50"],
                    start_latency_outage_p50_s=seconds(_latencies(during, started))["p50"],
                    start_latency_outage_max_s=seconds(_latencies(during, started))["max"],
-                   fell_back=sum(bool(p.events("notify.channel_down")) for p in (web, server, scheduler)))
+                   fell_back=sum(bool(p.events("notify.channel_down")) for p in (web, server, scheduler)),
+                   readyz_during_outage=readiness["status"])
     assert {answer.status for answer in [*submitter.answers, *delayed]} == {201}
+    assert readiness == {"status": "degraded", "checks": {"database": "ok", "redis": "cannot be reached"}}
     assert status_counts(postgres_store, QUEUE) == {"succeeded": len(accepted)}
     assert status_counts(postgres_store, LATER) == {"succeeded": DELAYED_JOBS}
     assert set(per_job(runs)) == set(jobs) == {a.job_id for a in [*accepted, *delayed]}

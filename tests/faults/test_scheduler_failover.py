@@ -83,6 +83,19 @@ class Handover:
     leases: list[Job]  # taken just before the kill, expiring just after it
 
 
+def _kill_the_leader(cluster, schedulers: list[SchedulerProcess], worker: StalledWorker) -> Handover:
+    """After a while, lease a few jobs that expire right away, kill -9 the leader, start a
+    new follower, and wait for a survivor to lead."""
+    time.sleep(SECONDS_BETWEEN_KILLS)
+    [leader] = [s for s in schedulers if s.popen.poll() is None and s.events("leadership.acquired")]
+    due_now = worker.lease(HANDOVER_TTL_SECONDS)
+    killed_at = time.monotonic()
+    leader.kill()
+    schedulers.append(cluster.start_scheduler())
+    _, took_over_at = _new_leader(schedulers, after=killed_at)
+    return Handover(leader.popen.pid, killed_at, took_over_at - killed_at, due_now)
+
+
 def _reaps(schedulers: list[SchedulerProcess]) -> dict[tuple[str, int], list[tuple[int, float]]]:
     """(job_id, attempt) -> [(scheduler pid, received_at)] of every `lease.expired` line."""
     reaps: dict[tuple[str, int], list[tuple[int, float]]] = {}
@@ -106,22 +119,13 @@ def test_killing_the_leader_twice_under_expiring_leases(figures, postgres_url, p
     enqueue(store, 600, max_retries=100)
     cluster = deploy(postgres_url, interval_seconds=INTERVAL_SECONDS)
     schedulers = [cluster.start_scheduler(), cluster.start_scheduler()]
-    leader, _ = _new_leader(schedulers, after=0.0)
+    _new_leader(schedulers, after=0.0)
     monotonic_offset = time.time() - time.monotonic()
-    handovers: list[Handover] = []
 
     # When the leader is killed with SIGKILL just as some leases expire (and a new
     # follower is started), twice
     with StalledWorker(store) as worker:
-        for _ in range(KILLS):
-            time.sleep(SECONDS_BETWEEN_KILLS)
-            due_now = worker.lease(HANDOVER_TTL_SECONDS)
-            killed_at = time.monotonic()
-            leader.kill()
-            schedulers.append(cluster.start_scheduler())
-            new_leader, took_over_at = _new_leader(schedulers, after=killed_at)
-            handovers.append(Handover(leader.popen.pid, killed_at, took_over_at - killed_at, due_now))
-            leader = new_leader
+        handovers = [_kill_the_leader(cluster, schedulers, worker) for _ in range(KILLS)]
         time.sleep(SECONDS_BETWEEN_KILLS)
     expiry = {(job.id, job.attempts): job.lease_expires_at.timestamp() - monotonic_offset for job in worker.taken}
     wait_until(lambda: all(_reaped_in_database(store, lease) for lease in expiry), timeout=10,

@@ -48,11 +48,13 @@ class Submitter:
         self._thread.join(self.timeout + 5)
         self._session.close()
 
-    def submit(self, **fields) -> Answer:
+    def submit(self, session: requests.Session | None = None, **fields) -> Answer:
+        """One POST (from the calling thread: the thread's session is its own)."""
         body = self.payload | fields
         sent_at, sent_at_wall = time.monotonic(), time.time()
         try:
-            response = self._session.post(f"{self.base}/v1/jobs", json=body, headers=AUTH, timeout=self.timeout)
+            response = (session or requests).post(f"{self.base}/v1/jobs", json=body, headers=AUTH,
+                                                  timeout=self.timeout)
         except requests.RequestException:
             return Answer(sent_at, sent_at_wall, None, None, body)
         job_id = response.json().get("id") if response.status_code == 201 else None
@@ -60,7 +62,7 @@ class Submitter:
 
     def _run(self) -> None:
         while not self._stop.wait(self.every):
-            self.answers.append(self.submit())
+            self.answers.append(self.submit(self._session))
 
     def accepted(self) -> list[Answer]:
         return [answer for answer in list(self.answers) if answer.status == 201]
