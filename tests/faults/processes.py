@@ -10,8 +10,6 @@ import os
 import random
 import signal
 import socket
-import subprocess
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +19,8 @@ import requests
 
 from quorra.jobs import HOLDING_LEASE, Job, JobSpec
 from quorra.store import Store
-from tests.conftest import REPO, TEST_API_KEY, free_port
+from tests import processes
+from tests.conftest import TEST_API_KEY, free_port
 from tests.faults import executions
 from tests.rpc.test_process import wait_serving
 from tests.scheduler.processes import SchedulerProcess
@@ -32,16 +31,7 @@ QUEUE = "faults"
 START_TIMEOUT_SECONDS = 30
 
 
-class QuorraProcess(WorkerProcess):
-    """`quorra <command>` (grpc, web) under the worker harness's log reader."""
-
-    def __init__(self, command: str, env: dict[str, str]):
-        self.popen = subprocess.Popen(
-            [sys.executable, "-m", "quorra.cli.admin", command], env=env, cwd=REPO,
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-        )
-        self._start_reading()
-
+class QuorraProcess(processes.QuorraProcess):
     def stop(self, timeout: float = 20.0) -> int:
         """SIGTERM and the exit code; SIGKILL (and fail) if it does not exit in time."""
         try:

@@ -6,7 +6,6 @@ collected line by line (the scheduler tests' harness)."""
 from __future__ import annotations
 
 import shutil
-import subprocess
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -15,8 +14,9 @@ import requests
 from prometheus_client import CollectorRegistry
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from tests.api.test_server import AUTH, quorra, scrape, web_env
+from tests.api.test_server import AUTH, scrape, web_env
 from tests.conftest import free_port
+from tests.processes import QuorraProcess
 from tests.worker.support import WorkerProcess, wait_until
 
 SERVER_ROLES = ("web", "grpc", "scheduler")
@@ -27,15 +27,6 @@ Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 def sample(samples: Samples, name: str, **labels: str) -> float | None:
     return samples.get((name, tuple(sorted(labels.items()))))
-
-
-class ServerProcess(WorkerProcess):
-    """`quorra <role>` with its log lines collected as they come."""
-
-    def __init__(self, role: str, env: dict[str, str]):
-        self.role = role
-        self.popen = quorra(role, env=env, stdin=subprocess.DEVNULL, text=True)
-        self._start_reading()
 
 
 class Deployment:
@@ -53,7 +44,7 @@ class Deployment:
             QUORRA_POLL_INTERVAL="0.2s",
             QUORRA_LOG_LEVEL="info",
         )
-        self.servers = {role: ServerProcess(role, self.env) for role in SERVER_ROLES}
+        self.servers = {role: QuorraProcess(role, self.env) for role in SERVER_ROLES}
         self.workers: list[WorkerProcess] = []
 
     def wait_ready(self) -> None:

@@ -3,7 +3,6 @@ stop and restart, the REST API on a free port, and `bin/quorra-worker` as a subp
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import threading
@@ -17,7 +16,7 @@ from flask import Flask
 from werkzeug.serving import make_server
 
 from tests.conftest import REPO, TEST_API_KEY, free_port
-from tests.scheduler.processes import LogLine, SchedulerProcess
+from tests.processes import LoggedProcess, clean_environ
 
 
 def wait_until(condition: Callable[[], object], timeout: float = 20.0, what: str = "condition") -> object:
@@ -74,24 +73,11 @@ def serving(app: Flask) -> Iterator[str]:
         thread.join(10)
 
 
-class WorkerProcess(SchedulerProcess):
-    """`bin/quorra-worker` with JSON logs collected as they come (the scheduler tests'
-    process harness, pointed at another command)."""
+class WorkerProcess(LoggedProcess):
+    """`bin/quorra-worker` with JSON logs collected as they come."""
 
     def __init__(self, grpc_port: int, *args: str, **env: str):
-        environ = {k: v for k, v in os.environ.items() if not k.startswith(("QUORRA_", "REDIS_URL", "DATABASE_URL"))}
-        environ |= {"QUORRA_GRPC_ADDR": f"127.0.0.1:{grpc_port}", "QUORRA_API_KEY": TEST_API_KEY,
-                    "QUORRA_LOG_FORMAT": "json", "QUORRA_LOG_LEVEL": "info", **env}
-        self.popen = subprocess.Popen(
-            [sys.executable, str(REPO / "bin" / "quorra-worker"), *args], env=environ, cwd=REPO,
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-        )
-        self._start_reading()
-
-    def _start_reading(self) -> None:
-        self.lines: list[LogLine] = []
-        self.other_output: list[str] = []
-        self._arrived = threading.Condition()
-        self._ended = False
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
+        defaults = {"QUORRA_GRPC_ADDR": f"127.0.0.1:{grpc_port}", "QUORRA_API_KEY": TEST_API_KEY,
+                    "QUORRA_LOG_FORMAT": "json", "QUORRA_LOG_LEVEL": "info"}
+        environ = clean_environ(**(defaults | env))
+        super().__init__([sys.executable, str(REPO / "bin" / "quorra-worker"), *args], environ, cwd=REPO)
