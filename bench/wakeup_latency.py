@@ -11,7 +11,7 @@ waiting, repeat.
 
     redis    PostgreSQL + REDIS_URL: Redis pub/sub
     notify   PostgreSQL, no Redis: LISTEN/NOTIFY
-    polling  SQLite: the waiting lease re-checks every QUORRA_POLL_INTERVAL (default 0.5 s)
+    polling  SQLite: the waiting lease re-checks every QUORRA_POLL_INTERVAL (default 0.1 s)
 
 Needs a PostgreSQL server (--pg-url, trust auth; a database is created and dropped) and
 a Redis server (--redis-url) on this machine.
@@ -89,8 +89,15 @@ def _migrate(url: str) -> None:
 @contextmanager
 def servers(env: dict[str, str]) -> Iterator[None]:
     """`quorra web` and `quorra grpc`, ready to serve."""
-    processes = [subprocess.Popen([sys.executable, "-m", "quorra.cli.admin", role], env=env,
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for role in ("web", "grpc")]
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-m", "quorra.cli.admin", role],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for role in ("web", "grpc")
+    ]
     try:
         _wait_ready(env)
         yield
@@ -119,9 +126,14 @@ def _wait_ready(env: dict[str, str]) -> None:
 def measure(mode: str, jobs: int, pg_url: str, redis_url: str) -> tuple[list[float], list[float]]:
     with database(mode, pg_url) as database_url:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("QUORRA_", "REDIS_URL", "PROMETHEUS"))}
-        env |= {"DATABASE_URL": database_url, "QUORRA_API_KEY": API_KEY, "QUORRA_LOG_LEVEL": "warning",
-                "QUORRA_HTTP_ADDR": f"127.0.0.1:{free_port()}", "QUORRA_GRPC_ADDR": f"127.0.0.1:{free_port()}",
-                "QUORRA_WEB_WORKERS": "1"}
+        env |= {
+            "DATABASE_URL": database_url,
+            "QUORRA_API_KEY": API_KEY,
+            "QUORRA_LOG_LEVEL": "warning",
+            "QUORRA_HTTP_ADDR": f"127.0.0.1:{free_port()}",
+            "QUORRA_GRPC_ADDR": f"127.0.0.1:{free_port()}",
+            "QUORRA_WEB_WORKERS": "1",
+        }
         if mode == "redis":
             env["REDIS_URL"] = redis_url
         with servers(env):
@@ -139,8 +151,14 @@ def _latencies(env: dict[str, str], jobs: int) -> tuple[list[float], list[float]
 
     registry = HandlerRegistry()
     registry.register("bench", note_start)
-    settings = Settings(grpc_addr=env["QUORRA_GRPC_ADDR"], api_keys=(API_KEY,), worker_id="bench-worker",
-                        worker_queues=("bench",), worker_max_jobs=1, log_level="warning")
+    settings = Settings(
+        grpc_addr=env["QUORRA_GRPC_ADDR"],
+        api_keys=(API_KEY,),
+        worker_id="bench-worker",
+        worker_queues=("bench",),
+        worker_max_jobs=1,
+        log_level="warning",
+    )
     worker = Worker(settings, registry).start()
     session = requests.Session()
     latencies, returned = [], []
@@ -149,8 +167,12 @@ def _latencies(env: dict[str, str], jobs: int) -> tuple[list[float], list[float]
         for _ in range(jobs):
             started.clear()
             posted_at = time.perf_counter()
-            response = session.post(f"http://{env['QUORRA_HTTP_ADDR']}/v1/jobs", headers={"X-API-Key": API_KEY},
-                                    json={"type": "bench", "queue": "bench", "payload": {}}, timeout=10)
+            response = session.post(
+                f"http://{env['QUORRA_HTTP_ADDR']}/v1/jobs",
+                headers={"X-API-Key": API_KEY},
+                json={"type": "bench", "queue": "bench", "payload": {}},
+                timeout=10,
+            )
             response.raise_for_status()
             returned.append(time.perf_counter() - posted_at)
             if not started.wait(10):
@@ -171,7 +193,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=200)
     parser.add_argument("--modes", default=",".join(MODES))
-    parser.add_argument("--pg-url", default=os.environ.get("QUORRA_BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres"))
+    parser.add_argument(
+        "--pg-url", default=os.environ.get("QUORRA_BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+    )
     parser.add_argument("--redis-url", default=os.environ.get("QUORRA_BENCH_REDIS_URL", "redis://127.0.0.1:6379/0"))
     args = parser.parse_args()
     print(f"wake-up latency, POST -> handler start, {args.jobs} jobs per mode, one idle worker")
@@ -179,8 +203,12 @@ def main() -> None:
     for mode in args.modes.split(","):
         latencies, responses = measure(mode, args.jobs, args.pg_url, args.redis_url)
         ms = [seconds * 1000 for seconds in latencies]
-        print(f"{mode:<8} {statistics.median(ms):>10.1f} {percentile(ms, 0.99):>10.1f} {max(ms):>10.1f}"
-              f"   {statistics.median(responses) * 1000:>24.1f}", flush=True)
+        print(
+            f"{mode:<8} {statistics.median(ms):>10.1f} {percentile(ms, 0.99):>10.1f} {max(ms):>10.1f}"
+            f"   {statistics.median(responses) * 1000:>24.1f}",
+            flush=True,
+        )
+
 
 if __name__ == "__main__":
     main()

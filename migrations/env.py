@@ -2,6 +2,7 @@
 so this works from an installed wheel as well as from a checkout."""
 
 from alembic import context
+
 from quorra.db import make_engine
 from quorra.schema import metadata
 
@@ -9,8 +10,9 @@ config = context.config
 
 
 def run_migrations_offline() -> None:
-    context.configure(url=config.get_main_option("sqlalchemy.url"), target_metadata=metadata,
-                      literal_binds=True, render_as_batch=True)
+    context.configure(
+        url=config.get_main_option("sqlalchemy.url"), target_metadata=metadata, literal_binds=True, render_as_batch=True
+    )
     with context.begin_transaction():
         context.run_migrations()
 

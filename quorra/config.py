@@ -90,7 +90,7 @@ class Settings(BaseModel):
     # grpc: one thread per in-flight call; long polls hold theirs for up to lease_wait_max
     grpc_threads: int = Field(64, alias="QUORRA_GRPC_THREADS", ge=4, le=1024)
     lease_wait_max_seconds: Seconds = Field(30.0, alias="QUORRA_LEASE_WAIT_MAX")
-    poll_interval_seconds: Seconds = Field(0.5, alias="QUORRA_POLL_INTERVAL")
+    poll_interval_seconds: Seconds = Field(0.1, alias="QUORRA_POLL_INTERVAL")
     shutdown_grace_seconds: Seconds = Field(10.0, alias="QUORRA_SHUTDOWN_GRACE")
 
     # scheduler
@@ -110,7 +110,7 @@ class Settings(BaseModel):
     @classmethod
     def _known_database(cls, url: str) -> str:
         if url.startswith("postgres://"):  # GoQuorra's spelling; SQLAlchemy wants postgresql://
-            url = "postgresql://" + url[len("postgres://"):]
+            url = "postgresql://" + url[len("postgres://") :]
         if not url.startswith(("sqlite://", "postgresql://", "postgresql+psycopg2://")):
             raise ValueError("expected a sqlite:/// or postgresql:// URL")
         return url
@@ -185,7 +185,9 @@ def prepare_multiprocess_dir(environ: Mapping[str, str] | None = None) -> str | 
     try:
         os.makedirs(path, exist_ok=True)
     except OSError as exc:
-        raise InvalidConfig(f"invalid configuration:\n  PROMETHEUS_MULTIPROC_DIR: cannot create {path}: {exc}") from None
+        raise InvalidConfig(
+            f"invalid configuration:\n  PROMETHEUS_MULTIPROC_DIR: cannot create {path}: {exc}"
+        ) from None
     if not os.access(path, os.W_OK | os.X_OK):
         raise InvalidConfig(f"invalid configuration:\n  PROMETHEUS_MULTIPROC_DIR: {path} is not writable")
     return path

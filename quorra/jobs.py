@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import enum
 import json
+import math
 import uuid
 from dataclasses import asdict, dataclass
 from datetime import datetime
@@ -173,7 +174,7 @@ def check_portable_json(value: Any, depth: int = 0) -> None:
         if "\x00" in value:
             raise ValueError("strings may not contain the NUL character (\\u0000)")
     elif isinstance(value, float):
-        if value != value or value in (float("inf"), float("-inf")):
+        if not math.isfinite(value):
             raise ValueError("numbers must be finite")
     elif isinstance(value, dict):
         for key, item in value.items():

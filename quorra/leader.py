@@ -50,8 +50,13 @@ KEEPALIVE = (
 )
 
 _pg_locks = table(
-    "pg_locks", column("locktype"), column("pid"), column("granted"),
-    column("classid"), column("objid"), column("objsubid"),
+    "pg_locks",
+    column("locktype"),
+    column("pid"),
+    column("granted"),
+    column("classid"),
+    column("objid"),
+    column("objsubid"),
 )
 
 

@@ -36,10 +36,14 @@ JOBS_DEAD = Counter("quorra_jobs_dead", "Jobs moved to the dead-letter queue", _
 JOBS_CANCELLED = Counter("quorra_jobs_cancelled", "Jobs cancelled by a person", _JOB_LABELS)
 JOBS_RETRIED = Counter("quorra_jobs_retried", "Jobs put back in line by a person", _JOB_LABELS)
 LEASES_EXPIRED = Counter("quorra_leases_expired", "Leases reclaimed by the scheduler after they expired", ("queue",))
-LEASES_RELEASED = Counter("quorra_leases_released", "Leases handed back because they never reached a worker", ("queue",))
+LEASES_RELEASED = Counter(
+    "quorra_leases_released", "Leases handed back because they never reached a worker", ("queue",)
+)
 JOBS_PRUNED = Counter("quorra_jobs_pruned", "Finished jobs deleted after the retention period")
 
-JOB_WAIT = Histogram("quorra_job_wait_seconds", "Time from a job being due (run_at) to its lease", ("queue",), buckets=_BUCKETS)
+JOB_WAIT = Histogram(
+    "quorra_job_wait_seconds", "Time from a job being due (run_at) to its lease", ("queue",), buckets=_BUCKETS
+)
 JOB_DURATION = Histogram(
     "quorra_job_duration_seconds", "Time from lease to ack, nack or expiry", _JOB_LABELS, buckets=_BUCKETS
 )

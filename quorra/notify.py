@@ -281,7 +281,9 @@ class PgNotifier(HubNotifier):
                 self._notify(queue)
         except psycopg2.Error as exc:
             self._drop_publish_connection()
-            logger.warning("NOTIFY failed", extra={"event": "notify.publish_failed", "queue": queue, "error": str(exc)[:300]})
+            logger.warning(
+                "NOTIFY failed", extra={"event": "notify.publish_failed", "queue": queue, "error": str(exc)[:300]}
+            )
             self.hub.deliver(queue)  # at least this process's waiters
 
     def _notify(self, queue: str) -> None:

@@ -92,8 +92,9 @@ class Scheduler:
         reaped = [job for batch in batches for job in batch]
         if reaped:
             metrics.leases_expired(reaped)
-            logger.info("leases reaped", extra={"event": "leases.reaped", "count": len(reaped),
-                                                "batches": len(batches)})
+            logger.info(
+                "leases reaped", extra={"event": "leases.reaped", "count": len(reaped), "batches": len(batches)}
+            )
         return reaped
 
     def wake_due(self, now: datetime) -> list[str]:
@@ -117,8 +118,15 @@ class Scheduler:
         pruned = sum(batches)
         if pruned:
             metrics.jobs_pruned(pruned)
-            logger.info("prune finished", extra={"event": "prune.finished", "count": pruned,
-                                                 "batches": len(batches), "finished_before": before.isoformat()})
+            logger.info(
+                "prune finished",
+                extra={
+                    "event": "prune.finished",
+                    "count": pruned,
+                    "batches": len(batches),
+                    "finished_before": before.isoformat(),
+                },
+            )
         return pruned
 
     def _in_batches(self, take: Callable[[], Any], size: int, count: Callable[[Any], int]) -> list[Any]:
@@ -162,16 +170,19 @@ class Scheduler:
         self.leader.release()
         self._leading = False
         if was_leading:
-            logger.info("leadership released", extra={"event": "leadership.released", "owner": self.owner,
-                                                      "lock": self.leader.description})
+            logger.info(
+                "leadership released",
+                extra={"event": "leadership.released", "owner": self.owner, "lock": self.leader.description},
+            )
 
     # -- the loop -------------------------------------------------------------------------
 
     def run(self, stop: threading.Event) -> None:
         """Tick every interval until `stop` is set; then finish, and resign."""
         interval = self.settings.scheduler_interval_seconds
-        logger.info("scheduler started", extra={"event": "scheduler.started", "owner": self.owner,
-                                                "interval_seconds": interval})
+        logger.info(
+            "scheduler started", extra={"event": "scheduler.started", "owner": self.owner, "interval_seconds": interval}
+        )
         try:
             while not stop.is_set():
                 started = time.monotonic()
@@ -231,6 +242,8 @@ def _wait(thread: threading.Thread, stop: threading.Event, grace_seconds: float)
         thread.join(0.2)
     thread.join(grace_seconds)
     if thread.is_alive():
-        logger.error("scheduler did not stop within the grace period",
-                     extra={"event": "scheduler.stuck", "grace_seconds": grace_seconds})
+        logger.error(
+            "scheduler did not stop within the grace period",
+            extra={"event": "scheduler.stuck", "grace_seconds": grace_seconds},
+        )
     return stop.is_set() and not thread.is_alive()

@@ -23,7 +23,7 @@ import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, Engine, bindparam, delete, func, insert, literal, select, tuple_, update
@@ -55,7 +55,7 @@ LEASE_EXPIRED = "lease expired"
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 @dataclass(frozen=True)
@@ -283,9 +283,7 @@ class Store:
             rows.append(conn.execute(statement.returning(*jobs.c)).one())
         return rows
 
-    def extend_lease(
-        self, job_id: str, lease_id: str, ttl_seconds: float, *, now: datetime | None = None
-    ) -> Job:
+    def extend_lease(self, job_id: str, lease_id: str, ttl_seconds: float, *, now: datetime | None = None) -> Job:
         """Heartbeat: push the lease's expiry to now + ttl; a leased job becomes processing."""
         if ttl_seconds <= 0:
             raise InvalidArgument("ttl_seconds must be positive")

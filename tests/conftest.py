@@ -37,6 +37,7 @@ def free_port() -> int:
 
 # -- skips that CI refuses ----------------------------------------------------------------
 
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
     outcome = yield
@@ -55,6 +56,7 @@ def pytest_collection_modifyitems(items):
 
 
 # -- PostgreSQL -----------------------------------------------------------------------------
+
 
 def _admin_url() -> str:
     url = make_url(PG_URL).set(database="postgres", drivername="postgresql+psycopg2")
@@ -116,6 +118,7 @@ def empty_postgres_url(pg_admin, worker_id):
 
 # -- SQLite ---------------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="session")
 def sqlite_template(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("sqlite-template") / "template.db"
@@ -134,6 +137,7 @@ def sqlite_url(tmp_path, sqlite_template) -> str:
 
 
 # -- either backend ---------------------------------------------------------------------------
+
 
 @pytest.fixture(params=["sqlite", "postgres"])
 def database_url(request) -> str:
@@ -154,6 +158,7 @@ def settings(database_url) -> Settings:
 
 
 # -- Redis ------------------------------------------------------------------------------------
+
 
 @pytest.fixture
 def redis_url():

@@ -38,7 +38,12 @@ class LoggedProcess:
 
     def __init__(self, command: list[str], env: dict[str, str], cwd: Path | None = None):
         self.popen = subprocess.Popen(
-            command, env=env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            command,
+            env=env,
+            cwd=cwd,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
             text=True,
         )
         self.lines: list[LogLine] = []

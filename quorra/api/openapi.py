@@ -128,7 +128,9 @@ def _public_paths() -> dict[str, Any]:
     ready = {"200": _json(_ref("Readiness"), "Ready"), "503": _json(_ref("Error"), "Not ready; details per check")}
     return {
         "/healthz": public("The process is alive", "healthz", {"200": _json(_ref("Health"), "Alive")}),
-        "/readyz": public("The database answers (Redis, when configured, is reported; down = degraded)", "readyz", ready),
+        "/readyz": public(
+            "The database answers (Redis, when configured, is reported; down = degraded)", "readyz", ready
+        ),
         "/metrics": public("Prometheus metrics", "metrics", {"200": text}),
         "/openapi.json": public("This document", "openapi", {"200": _json({"type": "object"}, "OpenAPI 3.1")}),
         "/": _dashboard_path(),
@@ -145,8 +147,13 @@ def _dashboard_path() -> dict[str, Any]:
             "operationId": "dashboard",
             "security": [{"DashboardLogin": []}],
             "parameters": [
-                {"name": "status", "in": "query", "required": False, "schema": _ref("JobStatus"),
-                 "description": "show only recent jobs in this status"}
+                {
+                    "name": "status",
+                    "in": "query",
+                    "required": False,
+                    "schema": _ref("JobStatus"),
+                    "description": "show only recent jobs in this status",
+                }
             ],
             "responses": {
                 "200": body("text/html", "The dashboard page"),

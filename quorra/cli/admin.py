@@ -55,8 +55,12 @@ def main() -> None:
 
 
 @main.command()
-@click.option("--downgrade", "downgrade_to", metavar="REVISION",
-              help="go back to REVISION ('base' empties the schema) instead of upgrading")
+@click.option(
+    "--downgrade",
+    "downgrade_to",
+    metavar="REVISION",
+    help="go back to REVISION ('base' empties the schema) instead of upgrading",
+)
 def migrate(downgrade_to: str | None) -> None:
     """Upgrade the schema of DATABASE_URL to the latest revision."""
     from quorra import migrate as migrations

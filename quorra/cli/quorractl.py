@@ -70,7 +70,11 @@ def _describe_error(status: int, body: Any) -> str:
         error = body["error"]
         lines = [f"{status} {error.get('code')}: {error.get('message')}"]
         for detail in error.get("details") or []:
-            lines.append(f"  {detail.get('field', '')}: {detail.get('message', detail)}" if isinstance(detail, dict) else f"  {detail}")
+            lines.append(
+                f"  {detail.get('field', '')}: {detail.get('message', detail)}"
+                if isinstance(detail, dict)
+                else f"  {detail}"
+            )
         return "\n".join(lines)
     return f"{status}: {body}"
 
@@ -100,15 +104,22 @@ def main(ctx: click.Context, url: str, api_key: str) -> None:
 @click.option("--delay", "delay_seconds", type=int, default=0, show_default=True, help="seconds before it may run")
 @click.option("--max-retries", type=int, default=3, show_default=True)
 @click.pass_obj
-def enqueue(client: Client, job_type: str, payload: str, queue: str, priority: int, delay_seconds: int,
-            max_retries: int) -> None:
+def enqueue(
+    client: Client, job_type: str, payload: str, queue: str, priority: int, delay_seconds: int, max_retries: int
+) -> None:
     """Submit a job of JOB_TYPE."""
     try:
         decoded = json.loads(payload)
     except ValueError as exc:
         raise click.BadParameter(f"not JSON: {exc}", param_hint="--payload") from None
-    body = {"type": job_type, "payload": decoded, "queue": queue, "priority": priority,
-            "delay_seconds": delay_seconds, "max_retries": max_retries}
+    body = {
+        "type": job_type,
+        "payload": decoded,
+        "queue": queue,
+        "priority": priority,
+        "delay_seconds": delay_seconds,
+        "max_retries": max_retries,
+    }
     _print(client.call("POST", "/v1/jobs", json=body))
 
 
@@ -122,19 +133,24 @@ def get(client: Client, job_id: str) -> None:
 
 @main.command("list")
 @click.option("--queue")
-@click.option("--status", type=click.Choice(["pending", "leased", "processing", "succeeded", "failed", "dead", "cancelled"]))
+@click.option(
+    "--status", type=click.Choice(["pending", "leased", "processing", "succeeded", "failed", "dead", "cancelled"])
+)
 @click.option("--type", "job_type")
 @click.option("--limit", type=click.IntRange(1, 500), default=20, show_default=True)
 @click.option("--cursor", help="continue from the next_cursor of a previous page")
 @click.pass_obj
-def list_jobs(client: Client, queue: str | None, status: str | None, job_type: str | None, limit: int,
-              cursor: str | None) -> None:
+def list_jobs(
+    client: Client, queue: str | None, status: str | None, job_type: str | None, limit: int, cursor: str | None
+) -> None:
     """List jobs, newest first."""
     params = {"queue": queue, "status": status, "type": job_type, "limit": limit, "cursor": cursor}
     page = client.call("GET", "/v1/jobs", params={k: v for k, v in params.items() if v is not None})
     for job in page["jobs"]:
-        click.echo(f"{job['id']}  {job['status']:<10}  {job['queue']:<12}  {job['type']:<20}  "
-                   f"attempts={job['attempts']}  {job.get('last_error') or ''}".rstrip())
+        click.echo(
+            f"{job['id']}  {job['status']:<10}  {job['queue']:<12}  {job['type']:<20}  "
+            f"attempts={job['attempts']}  {job.get('last_error') or ''}".rstrip()
+        )
     if page.get("next_cursor"):
         click.echo(f"next page: --cursor {page['next_cursor']}", err=True)
 

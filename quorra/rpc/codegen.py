@@ -27,15 +27,17 @@ def generate(out_dir: Path, proto_dir: Path = PROTO_DIR) -> list[Path]:
     """Run protoc into `out_dir`; return the files written."""
     out_dir.mkdir(parents=True, exist_ok=True)
     well_known = resources.files("grpc_tools") / "_proto"
-    status = protoc.main([
-        "grpc_tools.protoc",
-        f"--proto_path={proto_dir}",
-        f"--proto_path={well_known}",
-        f"--python_out={out_dir}",
-        f"--pyi_out={out_dir}",
-        f"--grpc_python_out={out_dir}",
-        PROTO_NAME,
-    ])
+    status = protoc.main(
+        [
+            "grpc_tools.protoc",
+            f"--proto_path={proto_dir}",
+            f"--proto_path={well_known}",
+            f"--python_out={out_dir}",
+            f"--pyi_out={out_dir}",
+            f"--grpc_python_out={out_dir}",
+            PROTO_NAME,
+        ]
+    )
     if status != 0:
         raise RuntimeError(f"protoc failed with status {status}")
     _make_import_relative(out_dir / "quorra_pb2_grpc.py")

@@ -81,7 +81,9 @@ class ObservingInterceptor(grpc.ServerInterceptor):
         if handler is None:
             return None
         call_id = metadata_value(details, REQUEST_ID_HEADER) or uuid.uuid4().hex[:16]
-        return wrap_handler(handler, lambda behavior, streaming: _observed(behavior, streaming, details.method, call_id))
+        return wrap_handler(
+            handler, lambda behavior, streaming: _observed(behavior, streaming, details.method, call_id)
+        )
 
 
 def _observed(behavior: Behavior, streaming: bool, method: str, call_id: str) -> Behavior:

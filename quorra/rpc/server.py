@@ -68,8 +68,13 @@ class HealthMonitor:
             self._status = status
             for service in ("", SERVICE_NAME):
                 self.servicer.set(service, status)
-            logger.info("health changed", extra={"event": "rpc.health_changed",
-                                                 "status": health_pb2.HealthCheckResponse.ServingStatus.Name(status)})
+            logger.info(
+                "health changed",
+                extra={
+                    "event": "rpc.health_changed",
+                    "status": health_pb2.HealthCheckResponse.ServingStatus.Name(status),
+                },
+            )
 
     def _run(self) -> None:
         while True:
@@ -147,12 +152,20 @@ def serve(settings: Settings) -> None:
         sys.exit(f"quorra: cannot listen on {settings.grpc_addr}: {exc}")
     shutdown = ShutdownSignal()
     server.start()
-    logger.info("grpc server started", extra={"event": "rpc.started", "port": port, "threads": settings.grpc_threads,
-                                              "notifier": type(notifier).__name__})
+    logger.info(
+        "grpc server started",
+        extra={
+            "event": "rpc.started",
+            "port": port,
+            "threads": settings.grpc_threads,
+            "notifier": type(notifier).__name__,
+        },
+    )
     while not shutdown.wait(1.0):
         pass
-    logger.info("grpc server stopping", extra={"event": "rpc.stopping", "grace_seconds": settings.shutdown_grace_seconds})
+    logger.info(
+        "grpc server stopping", extra={"event": "rpc.stopping", "grace_seconds": settings.shutdown_grace_seconds}
+    )
     server.stop(settings.shutdown_grace_seconds)
     store.close()
     logger.info("grpc server stopped", extra={"event": "rpc.stopped"})
-

@@ -66,8 +66,10 @@ def wire_errors(context: grpc.ServicerContext, request: Any) -> Iterator[None]:
         yield
     except QuorraError as exc:
         status = STATUS_FOR_CODE.get(exc.code, grpc.StatusCode.INTERNAL)
-        logger.info("rpc refused", extra={"event": "rpc.refused", "code": status.name, "error": exc.message,
-                                          **_request_fields(request)})
+        logger.info(
+            "rpc refused",
+            extra={"event": "rpc.refused", "code": status.name, "error": exc.message, **_request_fields(request)},
+        )
         context.abort(status, exc.message)
     except Exception:
         logger.exception("rpc failed", extra={"event": "rpc.failed", **_request_fields(request)})
@@ -124,7 +126,9 @@ def _valid_worker_id(worker_id: str) -> bool:
 
 def parse_ttl(seconds: int) -> int:
     ttl = seconds or DEFAULT_TTL_SECONDS
-    _refuse_problems([] if 1 <= ttl <= MAX_TTL_SECONDS else [f"lease_ttl_seconds must be between 1 and {MAX_TTL_SECONDS}"])
+    _refuse_problems(
+        [] if 1 <= ttl <= MAX_TTL_SECONDS else [f"lease_ttl_seconds must be between 1 and {MAX_TTL_SECONDS}"]
+    )
     return ttl
 
 
@@ -290,8 +294,13 @@ class WorkerServicer(pb2_grpc.WorkerServiceServicer):
             except QuorraError as exc:
                 logger.warning(
                     "undelivered lease not handed back; it will expire",
-                    extra={"event": "lease.release_failed", "job_id": job.id, "queue": job.queue,
-                           "worker_id": worker_id, "error": exc.message},
+                    extra={
+                        "event": "lease.release_failed",
+                        "job_id": job.id,
+                        "queue": job.queue,
+                        "worker_id": worker_id,
+                        "error": exc.message,
+                    },
                 )
                 continue
             metrics.lease_released(released)

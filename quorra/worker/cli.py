@@ -21,15 +21,28 @@ EXAMPLES_MODULE = "quorra.worker.examples"
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--id", "worker_id", metavar="ID", help="worker id [QUORRA_WORKER_ID; default: host-pid]")
 @click.option("--queues", "worker_queues", metavar="A,B", help="queues to lease from [QUORRA_WORKER_QUEUES; default]")
-@click.option("--max-jobs", "worker_max_jobs", type=int, metavar="N",
-              help="jobs run at once [QUORRA_WORKER_MAX_JOBS; 5]")
-@click.option("--lease-ttl", "worker_lease_ttl_seconds", metavar="DURATION",
-              help="lease TTL, e.g. 30s [QUORRA_WORKER_LEASE_TTL; 30s]")
+@click.option(
+    "--max-jobs", "worker_max_jobs", type=int, metavar="N", help="jobs run at once [QUORRA_WORKER_MAX_JOBS; 5]"
+)
+@click.option(
+    "--lease-ttl",
+    "worker_lease_ttl_seconds",
+    metavar="DURATION",
+    help="lease TTL, e.g. 30s [QUORRA_WORKER_LEASE_TTL; 30s]",
+)
 @click.option("--grpc-addr", "grpc_addr", metavar="HOST:PORT", help="server [QUORRA_GRPC_ADDR; localhost:50051]")
-@click.option("--handlers", "worker_handlers", metavar="MODULES",
-              help="comma-separated handler modules [QUORRA_WORKER_HANDLERS; the built-in examples]")
-@click.option("--shutdown-grace", "worker_shutdown_grace_seconds", metavar="DURATION",
-              help="time for running jobs to finish on SIGTERM [QUORRA_WORKER_SHUTDOWN_GRACE; 25s]")
+@click.option(
+    "--handlers",
+    "worker_handlers",
+    metavar="MODULES",
+    help="comma-separated handler modules [QUORRA_WORKER_HANDLERS; the built-in examples]",
+)
+@click.option(
+    "--shutdown-grace",
+    "worker_shutdown_grace_seconds",
+    metavar="DURATION",
+    help="time for running jobs to finish on SIGTERM [QUORRA_WORKER_SHUTDOWN_GRACE; 25s]",
+)
 @click.version_option(package_name="quorra")
 def main(**options: object) -> None:
     """Lease jobs from a Quorra server and run their handlers."""

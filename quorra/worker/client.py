@@ -104,13 +104,15 @@ class WorkerClient:
         return self.stub.ExtendLease(request, metadata=self.metadata, timeout=self.call_timeout)
 
     def ack(self, job_id: str, lease_id: str, result_json: str, valid_until: Callable[[], float]) -> pb2.AckResponse:
-        request = pb2.JobAck(job_id=job_id, worker_id=self.worker_id, lease_id=lease_id, success=True,
-                             result_json=result_json)
+        request = pb2.JobAck(
+            job_id=job_id, worker_id=self.worker_id, lease_id=lease_id, success=True, result_json=result_json
+        )
         return self._settle(self.stub.AckJob, request, valid_until)
 
     def nack(self, job_id: str, lease_id: str, error: str, valid_until: Callable[[], float]) -> pb2.AckResponse:
-        request = pb2.JobAck(job_id=job_id, worker_id=self.worker_id, lease_id=lease_id, success=False,
-                             error_message=error)
+        request = pb2.JobAck(
+            job_id=job_id, worker_id=self.worker_id, lease_id=lease_id, success=False, error_message=error
+        )
         return self._settle(self.stub.NackJob, request, valid_until)
 
     def _settle(self, rpc, request: pb2.JobAck, valid_until: Callable[[], float]) -> pb2.AckResponse:
@@ -132,6 +134,11 @@ def _log_settle_retry(request: pb2.JobAck, state) -> None:
     error = state.outcome.exception()
     logger.warning(
         "settling a job failed; retrying while the lease lasts",
-        extra={"event": "job.settle_retry", "job_id": request.job_id, "worker_id": request.worker_id,
-               "attempt_number": state.attempt_number, "code": status_code(error).name},
+        extra={
+            "event": "job.settle_retry",
+            "job_id": request.job_id,
+            "worker_id": request.worker_id,
+            "attempt_number": state.attempt_number,
+            "code": status_code(error).name,
+        },
     )

@@ -32,17 +32,26 @@ class JobFailed(Exception):
 @handler("email_send")
 def send_email(job: LeasedJob) -> dict[str, Any]:
     body = str(job.payload.get("body", ""))
-    logger.info("email sent (example handler: logged, not delivered)",
-                extra={"event": "example.email_sent", "job_id": job.id, "to": job.payload.get("to"),
-                       "subject": job.payload.get("subject"), "body_chars": len(body)})
+    logger.info(
+        "email sent (example handler: logged, not delivered)",
+        extra={
+            "event": "example.email_sent",
+            "job_id": job.id,
+            "to": job.payload.get("to"),
+            "subject": job.payload.get("subject"),
+            "body_chars": len(body),
+        },
+    )
     return {"delivered": False, "logged": True}
 
 
 @handler("reminder")
 def remind(job: LeasedJob) -> dict[str, Any]:
     message = str(job.payload.get("message", ""))
-    logger.info("reminder (example handler: logged)",
-                extra={"event": "example.reminded", "job_id": job.id, "message_chars": len(message)})
+    logger.info(
+        "reminder (example handler: logged)",
+        extra={"event": "example.reminded", "job_id": job.id, "message_chars": len(message)},
+    )
     return {"reminded": True}
 
 

@@ -95,8 +95,10 @@ class Heartbeats:
             return
         lease.valid_until = sent_at + self.ttl_seconds
         lease.next_beat = sent_at + self.interval
-        logger.debug("lease extended", extra={"event": "lease.extended", "worker_id": self.client.worker_id,
-                                              **lease.job.log_fields()})
+        logger.debug(
+            "lease extended",
+            extra={"event": "lease.extended", "worker_id": self.client.worker_id, **lease.job.log_fields()},
+        )
 
     def _failed(self, lease: Lease, error: grpc.RpcError) -> None:
         if status_code(error) in LEASE_GONE_CODES:
@@ -104,10 +106,21 @@ class Heartbeats:
             self.untrack(lease.job.id)
             logger.warning(
                 "lease lost while the job runs; its ack will be refused",
-                extra={"event": "lease.lost", "worker_id": self.client.worker_id, "error": error.details(),
-                       **lease.job.log_fields()},
+                extra={
+                    "event": "lease.lost",
+                    "worker_id": self.client.worker_id,
+                    "error": error.details(),
+                    **lease.job.log_fields(),
+                },
             )
             return
         lease.next_beat = time.monotonic() + min(self.interval, RETRY_BEAT_SECONDS)
-        logger.info("heartbeat failed; retrying", extra={"event": "lease.extend_failed", "code": error.code().name,
-                                                         "worker_id": self.client.worker_id, **lease.job.log_fields()})
+        logger.info(
+            "heartbeat failed; retrying",
+            extra={
+                "event": "lease.extend_failed",
+                "code": error.code().name,
+                "worker_id": self.client.worker_id,
+                **lease.job.log_fields(),
+            },
+        )

@@ -132,10 +132,17 @@ class Worker:
         for number in range(self.settings.worker_max_jobs):
             self._spawn(self._run_jobs, f"quorra-job-{number}")
         self._lease_thread = self._spawn(self._lease_loop, "quorra-lease")
-        logger.info("worker started", extra={"event": "worker.started", "worker_id": self.worker_id, "target": target,
-                                             "queues": list(self.settings.worker_queues),
-                                             "max_jobs": self.settings.worker_max_jobs,
-                                             "job_types": self.registry.job_types})
+        logger.info(
+            "worker started",
+            extra={
+                "event": "worker.started",
+                "worker_id": self.worker_id,
+                "target": target,
+                "queues": list(self.settings.worker_queues),
+                "max_jobs": self.settings.worker_max_jobs,
+                "job_types": self.registry.job_types,
+            },
+        )
         return self
 
     def stop(self, grace: float | None = None) -> bool:
@@ -147,14 +154,20 @@ class Worker:
         self._stopping.set()
         self._slots.wake()
         self._cancel_lease_call()
-        logger.info("worker stopping", extra={"event": "worker.stopping", "worker_id": self.worker_id,
-                                              "running": self._slots.busy, "grace_seconds": grace})
+        logger.info(
+            "worker stopping",
+            extra={
+                "event": "worker.stopping",
+                "worker_id": self.worker_id,
+                "running": self._slots.busy,
+                "grace_seconds": grace,
+            },
+        )
         finished = self._slots.wait_idle(grace)
         if not finished:
             self._abandon_running()
         self._close()
-        logger.info("worker stopped", extra={"event": "worker.stopped", "worker_id": self.worker_id,
-                                             "clean": finished})
+        logger.info("worker stopped", extra={"event": "worker.stopped", "worker_id": self.worker_id, "clean": finished})
         return finished
 
     def run(self) -> None:
@@ -199,8 +212,9 @@ class Worker:
             except grpc.RpcError:
                 pass  # only while stopping: the cancelled call, or a retry cut short
             except Exception:  # a bug must not end leasing for good
-                logger.exception("lease loop failed", extra={"event": "worker.lease_failed",
-                                                             "worker_id": self.worker_id})
+                logger.exception(
+                    "lease loop failed", extra={"event": "worker.lease_failed", "worker_id": self.worker_id}
+                )
                 self._stopping.wait(1.0)
 
     def _lease_round(self) -> None:
@@ -230,19 +244,28 @@ class Worker:
     def _server_unreachable(self, error: BaseException) -> None:
         if not self._server_down and not self._stopping.is_set():
             self._server_down = True
-            logger.warning("server unreachable; retrying with backoff",
-                           extra={"event": "worker.server_unreachable", "worker_id": self.worker_id,
-                                  "code": status_code(error).name, "target": self.client.target})
+            logger.warning(
+                "server unreachable; retrying with backoff",
+                extra={
+                    "event": "worker.server_unreachable",
+                    "worker_id": self.worker_id,
+                    "code": status_code(error).name,
+                    "target": self.client.target,
+                },
+            )
 
     def _server_reachable(self) -> None:
         if self._server_down:
             self._server_down = False
-            logger.info("server reachable again", extra={"event": "worker.server_reachable",
-                                                         "worker_id": self.worker_id})
+            logger.info(
+                "server reachable again", extra={"event": "worker.server_reachable", "worker_id": self.worker_id}
+            )
 
     def _give_up(self, error: InvalidConfig) -> None:
-        logger.error("worker cannot lease jobs; stopping", extra={"event": "worker.refused",
-                                                                  "worker_id": self.worker_id, "error": error.message})
+        logger.error(
+            "worker cannot lease jobs; stopping",
+            extra={"event": "worker.refused", "worker_id": self.worker_id, "error": error.message},
+        )
         self.error = error
         self._stopping.set()
 
@@ -254,8 +277,10 @@ class Worker:
             try:
                 self._run_one(message, received_at)
             except Exception:  # never lose the pool thread (and with it a slot) to a bug
-                logger.exception("job runner failed", extra={"event": "worker.runner_failed", "job_id": message.id,
-                                                             "worker_id": self.worker_id})
+                logger.exception(
+                    "job runner failed",
+                    extra={"event": "worker.runner_failed", "job_id": message.id, "worker_id": self.worker_id},
+                )
             finally:
                 self._slots.give()
 
@@ -276,15 +301,23 @@ class Worker:
         try:
             self.client.nack(message.id, message.lease_id, f"unreadable job: {error}", lambda: deadline)
         except grpc.RpcError as exc:
-            logger.warning("unreadable job not nacked", extra={"event": "job.settle_failed", "job_id": message.id,
-                                                               "worker_id": self.worker_id, "code": exc.code().name})
+            logger.warning(
+                "unreadable job not nacked",
+                extra={
+                    "event": "job.settle_failed",
+                    "job_id": message.id,
+                    "worker_id": self.worker_id,
+                    "code": exc.code().name,
+                },
+            )
 
     def _execute(self, job: LeasedJob) -> Outcome:
         function = self.registry.get(job.type)
         if function is None:
             handled = ", ".join(self.registry.job_types) or "none"
-            return Outcome(False, error=f"no handler for job type {job.type!r} on worker {self.worker_id}"
-                                        f" (it handles: {handled})")
+            return Outcome(
+                False, error=f"no handler for job type {job.type!r} on worker {self.worker_id} (it handles: {handled})"
+            )
         logger.info("job started", extra={"event": "job.started", **self._fields(job)})
         started = time.perf_counter()
         try:
@@ -303,8 +336,10 @@ class Worker:
             check_portable_json(value)
             return json.dumps(value, allow_nan=False, ensure_ascii=False, separators=(",", ":"))
         except (TypeError, ValueError, RecursionError) as exc:
-            logger.warning("result is not JSON; the job is acked without it",
-                           extra={"event": "job.result_dropped", "error": str(exc)[:200], **self._fields(job)})
+            logger.warning(
+                "result is not JSON; the job is acked without it",
+                extra={"event": "job.result_dropped", "error": str(exc)[:200], **self._fields(job)},
+            )
             return ""
 
     def _log_outcome(self, job: LeasedJob, outcome: Outcome, seconds: float) -> None:
@@ -312,8 +347,10 @@ class Worker:
         if outcome.succeeded:
             logger.info("job handled", extra={"event": "job.handled", **fields})
         else:
-            logger.info("job handler failed", extra={"event": "job.handler_failed",
-                                                     "error": outcome.error.partition("\n")[0][:500], **fields})
+            logger.info(
+                "job handler failed",
+                extra={"event": "job.handler_failed", "error": outcome.error.partition("\n")[0][:500], **fields},
+            )
 
     # -- settling --------------------------------------------------------------------------------
 
@@ -336,18 +373,23 @@ class Worker:
         except grpc.RpcError as exc:
             if status_code(exc) is not grpc.StatusCode.INVALID_ARGUMENT or not outcome.result_json:
                 raise
-            logger.warning("the server refused the result; acking without it",
-                           extra={"event": "job.result_refused", "error": exc.details(), **self._fields(job)})
+            logger.warning(
+                "the server refused the result; acking without it",
+                extra={"event": "job.result_refused", "error": exc.details(), **self._fields(job)},
+            )
             return self.client.ack(job.id, job.lease_id, "", valid_until)
 
     def _settle_failed(self, job: LeasedJob, error: grpc.RpcError) -> None:
         fields = {"code": error.code().name, "error": error.details(), **self._fields(job)}
         if status_code(error) in LEASE_GONE_CODES:
-            logger.warning("settle refused: the lease is no longer held", extra={"event": "job.settle_refused",
-                                                                                  **fields})
+            logger.warning(
+                "settle refused: the lease is no longer held", extra={"event": "job.settle_refused", **fields}
+            )
         else:
-            logger.error("settle failed; the job will run again once its lease expires",
-                         extra={"event": "job.settle_failed", **fields})
+            logger.error(
+                "settle failed; the job will run again once its lease expires",
+                extra={"event": "job.settle_failed", **fields},
+            )
 
     def _abandon_running(self) -> None:
         """The grace period is over: nack what still runs, so it is retried soon."""

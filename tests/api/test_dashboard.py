@@ -31,7 +31,7 @@ def test_dashboard_shows_queue_counts_and_recent_jobs_without_payloads(client, s
     assert pending.id in page and dead.id in page
     assert "hunter2" not in page
     assert '<meta http-equiv="refresh" content="5">' in page
-    email_row = page[page.index("<td>email</td>"):].split("</tr>")[0]
+    email_row = page[page.index("<td>email</td>") :].split("</tr>")[0]
     assert '<td class="n pending">1</td>' in email_row
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 
 from quorra.api import create_app
-from tests.api.conftest import assert_error
 from tests.conftest import free_port
 
 

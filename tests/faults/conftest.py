@@ -39,7 +39,9 @@ def pytest_terminal_summary(terminalreporter, config):
     terminalreporter.write_sep("=", "fault-injection figures")
     for nodeid, values in measured:
         outcome = "FAILED " if nodeid in failed else ""
-        terminalreporter.write_line(f"{outcome}{nodeid.rpartition('::')[2]}: " + ", ".join(f"{k}={v}" for k, v in values.items()))
+        terminalreporter.write_line(
+            f"{outcome}{nodeid.rpartition('::')[2]}: " + ", ".join(f"{k}={v}" for k, v in values.items())
+        )
     if os.environ.get(REPORT_ENV):
         report = {nodeid: {"failed": nodeid in failed, **values} for nodeid, values in measured}
         Path(os.environ[REPORT_ENV]).write_text(json.dumps(report, indent=2) + "\n")

@@ -54,8 +54,10 @@ class PrivatePostgres:
         return self
 
     def start(self) -> None:
-        options = (f"-p {self.port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={self.directory}"
-                   " -c fsync=off -c full_page_writes=off")
+        options = (
+            f"-p {self.port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={self.directory}"
+            " -c fsync=off -c full_page_writes=off"
+        )
         self._pg_ctl("start", "-l", str(self.directory / "server.log"), "-o", options)
 
     def stop(self, mode: str = "fast") -> None:

@@ -93,8 +93,14 @@ class Deployment:
     _serial: itertools.count = field(default_factory=itertools.count)
 
     def env(self, **extra: str) -> dict[str, str]:
-        shared = {"DATABASE_URL": self.database_url, "QUORRA_API_KEY": TEST_API_KEY, "QUORRA_LOG_FORMAT": "json",
-                  "QUORRA_LOG_LEVEL": self.log_level, "QUORRA_POLL_INTERVAL": "0.2s", "QUORRA_SHUTDOWN_GRACE": "5s"}
+        shared = {
+            "DATABASE_URL": self.database_url,
+            "QUORRA_API_KEY": TEST_API_KEY,
+            "QUORRA_LOG_FORMAT": "json",
+            "QUORRA_LOG_LEVEL": self.log_level,
+            "QUORRA_POLL_INTERVAL": "0.2s",
+            "QUORRA_SHUTDOWN_GRACE": "5s",
+        }
         if self.redis_url:
             shared["REDIS_URL"] = self.redis_url
         return base_env() | shared | extra
@@ -119,8 +125,9 @@ class Deployment:
     def start_scheduler(self) -> SchedulerProcess:
         interval = f"{self.interval_seconds}s"
         extra = {"REDIS_URL": self.redis_url} if self.redis_url else {}
-        return self._track(SchedulerProcess(self.database_url, interval=interval, QUORRA_LOG_LEVEL=self.log_level,
-                                            **extra))
+        return self._track(
+            SchedulerProcess(self.database_url, interval=interval, QUORRA_LOG_LEVEL=self.log_level, **extra)
+        )
 
     def start_web(self) -> tuple[QuorraProcess, str]:
         """`quorra web` (gunicorn) on a free port; returns it and its base URL once healthy."""
@@ -140,8 +147,17 @@ class Deployment:
         this deployment's TTL, on one queue."""
         worker_id = f"fault-worker-{next(self._serial)}"
         process = WorkerProcess(
-            self.grpc_port, "--handlers", HANDLERS, "--queues", queue, "--max-jobs", str(max_jobs),
-            "--lease-ttl", f"{self.ttl_seconds}s", "--id", worker_id,
+            self.grpc_port,
+            "--handlers",
+            HANDLERS,
+            "--queues",
+            queue,
+            "--max-jobs",
+            str(max_jobs),
+            "--lease-ttl",
+            f"{self.ttl_seconds}s",
+            "--id",
+            worker_id,
             **{executions.ENV: str(self.executions_path), "QUORRA_LOG_LEVEL": self.log_level, **env},
         )
         process.worker_id = worker_id
@@ -175,13 +191,13 @@ def _healthy(base: str) -> bool:
 
 def enqueue(store: Store, count: int, *, seconds: float = 0.0, max_retries: int = 10) -> list[str]:
     """`count` jobs of the recording handler on the faults queue, in batches of 1,000."""
-    spec = JobSpec.parse({"type": "record", "queue": QUEUE, "payload": {"seconds": seconds},
-                          "max_retries": max_retries})
+    spec = JobSpec.parse(
+        {"type": "record", "queue": QUEUE, "payload": {"seconds": seconds}, "max_retries": max_retries}
+    )
     ids: list[str] = []
     for start in range(0, count, 1000):
         ids += [job.id for job in store.enqueue_many([spec] * min(1000, count - start))]
     return ids
-
 
 
 def held_leases(store: Store, worker_id: str | None = None) -> list[Job]:
@@ -214,6 +230,9 @@ def status_counts(store: Store, queue: str = QUEUE) -> dict[str, int]:
 
 def wait_all_succeeded(store: Store, jobs: int, timeout: float) -> float:
     """Block until `jobs` jobs of the queue succeeded; the monotonic time it happened."""
-    wait_until(lambda: status_counts(store).get("succeeded", 0) >= jobs, timeout,
-               f"{jobs} jobs succeeded (now {status_counts(store)})")
+    wait_until(
+        lambda: status_counts(store).get("succeeded", 0) >= jobs,
+        timeout,
+        f"{jobs} jobs succeeded (now {status_counts(store)})",
+    )
     return time.monotonic()

@@ -62,8 +62,11 @@ def test_database_restart_mid_run_loses_no_job(figures, private_postgres, privat
         time.sleep(max(0.0, OUTAGE_SECONDS - (time.monotonic() - stopped_at)))
         restarting_at = time.monotonic()
         private_postgres.start()
-        recovered = wait_until(lambda: [a for a in submitter.accepted() if a.sent_at > restarting_at], timeout=30,
-                               what="a job accepted after the restart")[0]
+        recovered = wait_until(
+            lambda: [a for a in submitter.accepted() if a.sent_at > restarting_at],
+            timeout=30,
+            what="a job accepted after the restart",
+        )[0]
         wait_until(lambda: _readiness(base) == 200, timeout=30, what="/readyz answers 200")
         time.sleep(STEADY_SECONDS)
 
@@ -73,12 +76,18 @@ def test_database_restart_mid_run_loses_no_job(figures, private_postgres, privat
     wait_all_succeeded(private_store, len(accepted), timeout=60)
     runs, jobs = executions.all(), all_jobs(private_store)
     outcomes = unsettled_acks(workers, jobs)
-    figures.update(outage_s=round(restarting_at - stopped_at, 1), submitted=len(submitter.answers),
-                   accepted=len(accepted), refused_503=sum(a.status == 503 for a in submitter.answers),
-                   recovered_after_s=round(recovered.sent_at - restarting_at, 3), executions=len(runs),
-                   acks_retried=sum(len(w.events("job.settle_retry")) for w in workers),
-                   acks_landed_reply_lost=outcomes["landed"], acks_failed_job_re_leased=outcomes["re-leased"],
-                   leadership_lost=len(running.scheduler.events("leadership.lost")))
+    figures.update(
+        outage_s=round(restarting_at - stopped_at, 1),
+        submitted=len(submitter.answers),
+        accepted=len(accepted),
+        refused_503=sum(a.status == 503 for a in submitter.answers),
+        recovered_after_s=round(recovered.sent_at - restarting_at, 3),
+        executions=len(runs),
+        acks_retried=sum(len(w.events("job.settle_retry")) for w in workers),
+        acks_landed_reply_lost=outcomes["landed"],
+        acks_failed_job_re_leased=outcomes["re-leased"],
+        leadership_lost=len(running.scheduler.events("leadership.lost")),
+    )
     assert during == {503}
     assert {answer.status for answer in submitter.answers} == {201, 503}
     # ... and came back by itself: no process of Quorra restarted, gunicorn booted no new worker

@@ -18,8 +18,9 @@ PROCESSES = 4
 THREADS = 4  # per process: 16 in all
 
 
-def test_16_threads_in_4_processes_run_5000_jobs_exactly_once(figures, postgres_url, postgres_store, deploy,
-                                                               executions):
+def test_16_threads_in_4_processes_run_5000_jobs_exactly_once(
+    figures, postgres_url, postgres_store, deploy, executions
+):
     # Given 5,000 ready jobs
     ids = enqueue(postgres_store, JOBS)
     # No lease expires in this run (no fault at all), and no log line is read: warnings only.
@@ -35,9 +36,15 @@ def test_16_threads_in_4_processes_run_5000_jobs_exactly_once(figures, postgres_
     # Then each job ran exactly once, at its first attempt, and every process took part
     runs = executions.all()
     by_process = Counter(run.pid for run in runs)
-    figures.update(jobs=JOBS, processes=PROCESSES, threads=PROCESSES * THREADS, executions=len(runs),
-                   duplicates=duplicates(runs), jobs_per_second=round(JOBS / (finished - started)),
-                   per_process=sorted(by_process.values()))
+    figures.update(
+        jobs=JOBS,
+        processes=PROCESSES,
+        threads=PROCESSES * THREADS,
+        executions=len(runs),
+        duplicates=duplicates(runs),
+        jobs_per_second=round(JOBS / (finished - started)),
+        per_process=sorted(by_process.values()),
+    )
     assert len(runs) == JOBS and duplicates(runs) == 0
     assert set(per_job(runs)) == set(ids)
     assert status_counts(postgres_store) == {"succeeded": JOBS}

@@ -38,8 +38,9 @@ def private_redis(tmp_path):
     server.stop()
 
 
-def test_redis_down_mid_run_leasing_never_stops(figures, postgres_url, postgres_store, private_redis, deploy,
-                                                executions):
+def test_redis_down_mid_run_leasing_never_stops(
+    figures, postgres_url, postgres_store, private_redis, deploy, executions
+):
     # Given a deployment whose wake-ups go over a private Redis, and jobs submitted every 20 ms
     cluster = deploy(postgres_url, redis_url=private_redis.url)
     running = cluster.start_all(WORKERS)
@@ -56,8 +57,11 @@ def test_redis_down_mid_run_leasing_never_stops(figures, postgres_url, postgres_
         workers.append(cluster.start_worker(queue=LATER))
         time.sleep(max(0.0, PHASE_SECONDS - (time.monotonic() - down_at)))
         during = submitter.between(down_at, time.monotonic())
-        wait_until(lambda: set(per_job(executions.all())) >= {a.job_id for a in during + delayed}, timeout=20,
-                   what="every job submitted during the outage ran while Redis was still down")
+        wait_until(
+            lambda: set(per_job(executions.all())) >= {a.job_id for a in during + delayed},
+            timeout=20,
+            what="every job submitted during the outage ran while Redis was still down",
+        )
         up_at = time.monotonic()
         private_redis.start()
         server.wait_for("notify.channel_up", channel="redis")
@@ -69,13 +73,18 @@ def test_redis_down_mid_run_leasing_never_stops(figures, postgres_url, postgres_
     runs, jobs = executions.all(), all_jobs(postgres_store) | all_jobs(postgres_store, LATER)
     started = {run.job_id: run.started_at for run in runs}
     before = [a for a in accepted if a.sent_at < down_at]
-    figures.update(submitted=len(submitter.answers) + DELAYED_JOBS, outage_s=round(up_at - down_at, 1),
-                   during_outage=len(during) + DELAYED_JOBS, executions=len(runs), duplicates=duplicates(runs),
-                   start_latency_before_p50_s=seconds(_latencies(before, started))["p50"],
-                   start_latency_outage_p50_s=seconds(_latencies(during, started))["p50"],
-                   start_latency_outage_max_s=seconds(_latencies(during, started))["max"],
-                   fell_back=sum(bool(p.events("notify.channel_down")) for p in (web, server, scheduler)),
-                   readyz_during_outage=readiness["status"])
+    figures.update(
+        submitted=len(submitter.answers) + DELAYED_JOBS,
+        outage_s=round(up_at - down_at, 1),
+        during_outage=len(during) + DELAYED_JOBS,
+        executions=len(runs),
+        duplicates=duplicates(runs),
+        start_latency_before_p50_s=seconds(_latencies(before, started))["p50"],
+        start_latency_outage_p50_s=seconds(_latencies(during, started))["p50"],
+        start_latency_outage_max_s=seconds(_latencies(during, started))["max"],
+        fell_back=sum(bool(p.events("notify.channel_down")) for p in (web, server, scheduler)),
+        readyz_during_outage=readiness["status"],
+    )
     assert {answer.status for answer in [*submitter.answers, *delayed]} == {201}
     assert readiness == {"status": "degraded", "checks": {"database": "ok", "redis": "cannot be reached"}}
     assert status_counts(postgres_store, QUEUE) == {"succeeded": len(accepted)}

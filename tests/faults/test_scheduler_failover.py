@@ -67,8 +67,12 @@ def _new_leader(schedulers: list[SchedulerProcess], after: float) -> tuple[Sched
     """The scheduler that took the leadership first after `after` (monotonic), and when."""
 
     def acquired():
-        found = [(line.received_at, s) for s in schedulers for line in s.events("leadership.acquired")
-                 if line.received_at > after]
+        found = [
+            (line.received_at, s)
+            for s in schedulers
+            for line in s.events("leadership.acquired")
+            if line.received_at > after
+        ]
         return min(found, key=lambda pair: pair[0]) if found else None
 
     at, leader = wait_until(acquired, timeout=20, what="a new leader")
@@ -102,7 +106,8 @@ def _reaps(schedulers: list[SchedulerProcess]) -> dict[tuple[str, int], list[tup
     for scheduler in schedulers:
         for line in scheduler.events("lease.expired"):
             reaps.setdefault((line.record["job_id"], line.record["attempt"]), []).append(
-                (scheduler.popen.pid, line.received_at))
+                (scheduler.popen.pid, line.received_at)
+            )
     return reaps
 
 
@@ -128,8 +133,9 @@ def test_killing_the_leader_twice_under_expiring_leases(figures, postgres_url, p
         handovers = [_kill_the_leader(cluster, schedulers, worker) for _ in range(KILLS)]
         time.sleep(SECONDS_BETWEEN_KILLS)
     expiry = {(job.id, job.attempts): job.lease_expires_at.timestamp() - monotonic_offset for job in worker.taken}
-    wait_until(lambda: all(_reaped_in_database(store, lease) for lease in expiry), timeout=10,
-               what="every lease reaped")
+    wait_until(
+        lambda: all(_reaped_in_database(store, lease) for lease in expiry), timeout=10, what="every lease reaped"
+    )
 
     # Then each lease was reaped once, by one scheduler, within two intervals of its expiry;
     # those expiring at a kill by a survivor
@@ -138,12 +144,19 @@ def test_killing_the_leader_twice_under_expiring_leases(figures, postgres_url, p
     at_kill = [(reaps[(job.id, job.attempts)], h) for h in handovers for job in h.leases]
     after_kill = [at - h.killed_at for lines, h in at_kill for _, at in lines]
     by_scheduler = Counter(pid for lines in reaps.values() for pid, _ in lines)
-    figures.update(schedulers=len(schedulers), kills=KILLS, leases=len(expiry),
-                   reaped=sum(map(len, reaps.values())), reaped_twice=sum(len(v) > 1 for v in reaps.values()),
-                   reaped_by=sorted(by_scheduler.values()),
-                   handover_max_s=seconds([h.took_seconds for h in handovers])["max"],
-                   reap_after_expiry_max_s=seconds(delays)["max"], reap_after_expiry_p50_s=seconds(delays)["p50"],
-                   reap_after_kill_max_s=seconds(after_kill)["max"], bound_s=2 * INTERVAL_SECONDS)
+    figures.update(
+        schedulers=len(schedulers),
+        kills=KILLS,
+        leases=len(expiry),
+        reaped=sum(map(len, reaps.values())),
+        reaped_twice=sum(len(v) > 1 for v in reaps.values()),
+        reaped_by=sorted(by_scheduler.values()),
+        handover_max_s=seconds([h.took_seconds for h in handovers])["max"],
+        reap_after_expiry_max_s=seconds(delays)["max"],
+        reap_after_expiry_p50_s=seconds(delays)["p50"],
+        reap_after_kill_max_s=seconds(after_kill)["max"],
+        bound_s=2 * INTERVAL_SECONDS,
+    )
     assert set(reaps) <= set(expiry) and {len(lines) for lines in reaps.values()} == {1}  # never twice
     # A leader killed between its commit and its log line leaves a reap without a line; only
     # a lease that expired before a kill can be one of those.

@@ -43,8 +43,11 @@ def test_kill_9_of_the_grpc_server_mid_run_loses_no_job(figures, database_url, s
     outages = []
     with LeaseWatch(store) as watch:
         for fraction in KILL_AT:
-            wait_until(lambda f=fraction: status_counts(store).get("succeeded", 0) >= JOBS * f, timeout=60,
-                       what=f"{fraction:.0%} of the jobs done")
+            wait_until(
+                lambda f=fraction: status_counts(store).get("succeeded", 0) >= JOBS * f,
+                timeout=60,
+                what=f"{fraction:.0%} of the jobs done",
+            )
             killed_at = time.monotonic()
             servers[-1].kill()
             servers.append(cluster.start_grpc())  # returns once it serves again
@@ -56,12 +59,20 @@ def test_kill_9_of_the_grpc_server_mid_run_loses_no_job(figures, database_url, s
     runs, jobs = executions.all(), all_jobs(store)
     handed_back = [line for server in servers for line in server.events("lease.released")]
     outcomes = unsettled_acks(workers, jobs)
-    figures.update(jobs=JOBS, server_kills=len(KILL_AT), outage_max_s=seconds(outages)["max"], executions=len(runs),
-                   duplicates=duplicates(runs), retried_jobs=sum(job.attempts > 1 for job in jobs.values()),
-                   reaped=len(scheduler.events("lease.expired")),
-                   acks_retried=sum(len(w.events("job.settle_retry")) for w in workers),
-                   acks_landed_reply_lost=outcomes["landed"], acks_failed_job_re_leased=outcomes["re-leased"],
-                   held_past_expiry_max_s=round(watch.max_overdue, 3), bound_s=2 * INTERVAL_SECONDS)
+    figures.update(
+        jobs=JOBS,
+        server_kills=len(KILL_AT),
+        outage_max_s=seconds(outages)["max"],
+        executions=len(runs),
+        duplicates=duplicates(runs),
+        retried_jobs=sum(job.attempts > 1 for job in jobs.values()),
+        reaped=len(scheduler.events("lease.expired")),
+        acks_retried=sum(len(w.events("job.settle_retry")) for w in workers),
+        acks_landed_reply_lost=outcomes["landed"],
+        acks_failed_job_re_leased=outcomes["re-leased"],
+        held_past_expiry_max_s=round(watch.max_overdue, 3),
+        bound_s=2 * INTERVAL_SECONDS,
+    )
     assert status_counts(store) == {"succeeded": JOBS}
     assert set(per_job(runs)) == set(ids)
     assert leases_run_twice(runs) == []

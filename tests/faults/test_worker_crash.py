@@ -59,13 +59,25 @@ def test_kill_9_of_a_worker_every_2_s_loses_no_job(figures, postgres_url, postgr
     jobs = all_jobs(store)
     killed_jobs = {job.id for kill in kills for job in kill.held}
     in_flight = sum(len(kill.held) for kill in kills)
-    reclaimed = reclaims(store, kills, taken_back_at(scheduler.events("lease.expired")),
-                         taken_back_at(server.events("lease.released"), given_back=1))
-    figures.update(jobs=JOBS, kills=len(kills), in_flight_at_kills=in_flight, executions=len(runs),
-                   duplicates=duplicates(runs), reaped=len(reclaimed.reaped),
-                   handed_back_undelivered=len(reclaimed.handed_back), acked_just_before_kill=reclaimed.acked_in_flight,
-                   reclaim_max_s=seconds(reclaimed.reaped)["max"], reclaim_p50_s=seconds(reclaimed.reaped)["p50"],
-                   bound_s=TTL_SECONDS + 2 * INTERVAL_SECONDS)
+    reclaimed = reclaims(
+        store,
+        kills,
+        taken_back_at(scheduler.events("lease.expired")),
+        taken_back_at(server.events("lease.released"), given_back=1),
+    )
+    figures.update(
+        jobs=JOBS,
+        kills=len(kills),
+        in_flight_at_kills=in_flight,
+        executions=len(runs),
+        duplicates=duplicates(runs),
+        reaped=len(reclaimed.reaped),
+        handed_back_undelivered=len(reclaimed.handed_back),
+        acked_just_before_kill=reclaimed.acked_in_flight,
+        reclaim_max_s=seconds(reclaimed.reaped)["max"],
+        reclaim_p50_s=seconds(reclaimed.reaped)["p50"],
+        bound_s=TTL_SECONDS + 2 * INTERVAL_SECONDS,
+    )
     assert len(kills) >= 3 and in_flight > 0, "the run ended before the faults were meaningful"
     assert status_counts(store) == {"succeeded": JOBS}
     assert set(per_job(runs)) == set(ids)

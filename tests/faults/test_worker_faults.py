@@ -30,8 +30,9 @@ def test_sigterm_with_10_jobs_in_flight_acks_all_10_and_exits_0(figures, databas
     # Then it exits 0 once all 10 are acked, each run exactly once
     jobs = [store.get_job(job_id) for job_id in ids]
     settled = [line.record for line in worker.events("job.settled")]
-    figures.update(jobs=10, in_flight_at_sigterm=10, acked=len(settled), executions=executions.count(),
-                   exit_code=exit_code)
+    figures.update(
+        jobs=10, in_flight_at_sigterm=10, acked=len(settled), executions=executions.count(), exit_code=exit_code
+    )
     assert exit_code == 0
     assert [(job.status, job.attempts) for job in jobs] == [(JobStatus.SUCCEEDED, 1)] * 10
     assert sorted(line["job_id"] for line in settled) == sorted(ids)
@@ -40,7 +41,9 @@ def test_sigterm_with_10_jobs_in_flight_acks_all_10_and_exits_0(figures, databas
     assert worker.wait_for("worker.stopped").record["clean"] is True
 
 
-def test_ack_of_a_stalled_worker_after_its_lease_was_taken_over_is_refused(figures, database_url, store, deploy, executions):
+def test_ack_of_a_stalled_worker_after_its_lease_was_taken_over_is_refused(
+    figures, database_url, store, deploy, executions
+):
     # Given two workers and a scheduler, and a job that one of them (A) has started
     [job_id] = enqueue(store, 1, seconds=1.0)
     cluster = deploy(database_url, ttl_seconds=2)
@@ -61,13 +64,16 @@ def test_ack_of_a_stalled_worker_after_its_lease_was_taken_over_is_refused(figur
     # Then A's ack is refused, B's ack stands, and the job ran once per lease
     job = store.get_job(job_id)
     runs = executions.of(job_id)
-    figures.update(jobs=1, stalls=1, executions=len(runs), duplicates=len(runs) - 1,
-                   refused_code=refused.record["code"])
+    figures.update(
+        jobs=1, stalls=1, executions=len(runs), duplicates=len(runs) - 1, refused_code=refused.record["code"]
+    )
     assert reaped.record["attempt"] == 1
     assert settled.record["status"] == "succeeded" and settled.record["attempt"] == 2
     assert refused.record["code"] == "FAILED_PRECONDITION"
     assert (job.status, job.attempts, job.result) == (JobStatus.SUCCEEDED, 2, {"pid": other.popen.pid})
     assert [(run.pid, run.attempt) for run in sorted(runs, key=lambda r: r.attempt)] == [
-        (stalled.popen.pid, 1), (other.popen.pid, 2)]
+        (stalled.popen.pid, 1),
+        (other.popen.pid, 2),
+    ]
     assert len({run.lease_id for run in runs}) == 2
     assert store.get_job(job_id) == job  # the refused ack changed nothing

@@ -53,8 +53,7 @@ class Submitter:
         body = self.payload | fields
         sent_at, sent_at_wall = time.monotonic(), time.time()
         try:
-            response = (session or requests).post(f"{self.base}/v1/jobs", json=body, headers=AUTH,
-                                                  timeout=self.timeout)
+            response = (session or requests).post(f"{self.base}/v1/jobs", json=body, headers=AUTH, timeout=self.timeout)
         except requests.RequestException:
             return Answer(sent_at, sent_at_wall, None, None, body)
         job_id = response.json().get("id") if response.status_code == 201 else None

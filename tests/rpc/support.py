@@ -46,14 +46,16 @@ def stub_on(port: int) -> Iterator[pb2_grpc.WorkerServiceStub]:
 
 
 def lease(stub, queue: str, *, max_jobs: int = 1, ttl: int = 30, wait: float = 0.0, **fields) -> list[pb2.Job]:
-    request = pb2.LeaseRequest(worker_id="raw-stub", queue=queue, max_jobs=max_jobs, lease_ttl_seconds=ttl,
-                               wait_seconds=wait, **fields)
+    request = pb2.LeaseRequest(
+        worker_id="raw-stub", queue=queue, max_jobs=max_jobs, lease_ttl_seconds=ttl, wait_seconds=wait, **fields
+    )
     return list(stub.LeaseJobs(request, metadata=AUTH, timeout=wait + 10))
 
 
 def ack(stub, job: pb2.Job, *, lease_id: str | None = None, result_json: str = "") -> pb2.AckResponse:
-    request = pb2.JobAck(job_id=job.id, worker_id="raw-stub", lease_id=lease_id or job.lease_id, success=True,
-                         result_json=result_json)
+    request = pb2.JobAck(
+        job_id=job.id, worker_id="raw-stub", lease_id=lease_id or job.lease_id, success=True, result_json=result_json
+    )
     return stub.AckJob(request, metadata=AUTH, timeout=10)
 
 
@@ -63,8 +65,9 @@ def nack(stub, job: pb2.Job, error: str = "boom") -> pb2.AckResponse:
 
 
 def extend(stub, job: pb2.Job, ttl: int = 30, *, lease_id: str | None = None) -> pb2.ExtendLeaseResponse:
-    request = pb2.ExtendLeaseRequest(job_id=job.id, worker_id="raw-stub", lease_id=lease_id or job.lease_id,
-                                     lease_ttl_seconds=ttl)
+    request = pb2.ExtendLeaseRequest(
+        job_id=job.id, worker_id="raw-stub", lease_id=lease_id or job.lease_id, lease_ttl_seconds=ttl
+    )
     return stub.ExtendLease(request, metadata=AUTH, timeout=10)
 
 

@@ -21,10 +21,23 @@ from tests.rpc.support import AUTH
 
 def start_grpc(database_url: str, port: int, **env: str) -> subprocess.Popen:
     environ = {k: v for k, v in os.environ.items() if not k.startswith(("QUORRA_", "REDIS_URL", "PROMETHEUS"))}
-    environ |= {"DATABASE_URL": database_url, "QUORRA_GRPC_ADDR": f"127.0.0.1:{port}",
-                "QUORRA_API_KEY": TEST_API_KEY, "QUORRA_LOG_FORMAT": "text", "QUORRA_SHUTDOWN_GRACE": "5s", **env}
-    return subprocess.Popen([sys.executable, "-m", "quorra.cli.admin", "grpc"], env=environ, cwd=REPO,
-                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    environ |= {
+        "DATABASE_URL": database_url,
+        "QUORRA_GRPC_ADDR": f"127.0.0.1:{port}",
+        "QUORRA_API_KEY": TEST_API_KEY,
+        "QUORRA_LOG_FORMAT": "text",
+        "QUORRA_SHUTDOWN_GRACE": "5s",
+        **env,
+    }
+    return subprocess.Popen(
+        [sys.executable, "-m", "quorra.cli.admin", "grpc"],
+        env=environ,
+        cwd=REPO,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def wait_serving(channel: grpc.Channel, process: subprocess.Popen) -> None:
@@ -47,8 +60,7 @@ def test_sigterm_lets_a_long_poll_end_and_exits_0(database_url, tmp_path, multip
     with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
         wait_serving(channel, process)
         stub = pb2_grpc.WorkerServiceStub(channel)
-        poll = stub.LeaseJobs(pb2.LeaseRequest(worker_id="w", queue="idle", wait_seconds=30), metadata=AUTH,
-                              timeout=40)
+        poll = stub.LeaseJobs(pb2.LeaseRequest(worker_id="w", queue="idle", wait_seconds=30), metadata=AUTH, timeout=40)
         time.sleep(0.3)  # the poll is waiting on the server by now
         process.send_signal(signal.SIGTERM)
 

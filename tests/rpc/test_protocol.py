@@ -150,8 +150,7 @@ def test_a_long_poll_is_woken_by_a_publish(server_settings, store):
     notifier = PollingNotifier(interval=60)
     patient = server_settings.model_copy(update={"lease_wait_max_seconds": 10})
     with running_server(patient, store, notifier) as (_, port), stub_on(port) as stub:
-        call = stub.LeaseJobs(pb2.LeaseRequest(worker_id="w", queue="wake", wait_seconds=10), metadata=AUTH,
-                              timeout=20)
+        call = stub.LeaseJobs(pb2.LeaseRequest(worker_id="w", queue="wake", wait_seconds=10), metadata=AUTH, timeout=20)
         time.sleep(0.3)  # the call is waiting by now
         job = factories.make_job(store, queue="wake")
         notifier.publish("wake")

@@ -57,7 +57,9 @@ def test_any_configured_key_is_accepted(store, settings, notifier):
     two_keys = rpc_settings(settings, api_keys=("first-key", "second-key"))
     with running_server(two_keys, store, notifier) as (_, port), stub_on(port) as stub:
         for key in two_keys.api_keys:
-            assert list(stub.LeaseJobs(pb2.LeaseRequest(worker_id="w", queue="q"), metadata=(("x-api-key", key),))) == []
+            assert (
+                list(stub.LeaseJobs(pb2.LeaseRequest(worker_id="w", queue="q"), metadata=(("x-api-key", key),))) == []
+            )
 
 
 def test_health_answers_without_a_key_and_reflection_lists_the_services(server):
@@ -67,8 +69,9 @@ def test_health_answers_without_a_key_and_reflection_lists_the_services(server):
         overall = health.Check(health_pb2.HealthCheckRequest(service=""), timeout=10)
         worker = health.Check(health_pb2.HealthCheckRequest(service=SERVICE_NAME), timeout=10)
         reflection = reflection_pb2_grpc.ServerReflectionStub(channel)
-        [answer] = reflection.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]),
-                                                   metadata=AUTH, timeout=10)
+        [answer] = reflection.ServerReflectionInfo(
+            iter([reflection_pb2.ServerReflectionRequest(list_services="")]), metadata=AUTH, timeout=10
+        )
 
     assert overall.status == worker.status == health_pb2.HealthCheckResponse.SERVING
     names = {service.name for service in answer.list_services_response.service}
@@ -79,8 +82,10 @@ def test_health_is_not_serving_while_the_database_is_unreachable():
     url = f"postgresql://postgres@127.0.0.1:{free_port()}/nowhere"
     unreachable = Store.from_url(url)
     settings = rpc_settings(Settings(database_url=url, api_keys=(TEST_API_KEY,)))
-    with running_server(settings, unreachable, PollingNotifier(1.0)) as (_, port), \
-            grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+    with (
+        running_server(settings, unreachable, PollingNotifier(1.0)) as (_, port),
+        grpc.insecure_channel(f"127.0.0.1:{port}") as channel,
+    ):
         answer = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=""), timeout=10)
     unreachable.close()
 
@@ -92,8 +97,12 @@ def test_too_many_long_polls_are_refused_while_acks_are_still_served(settings, s
     small = rpc_settings(settings, grpc_threads=4, lease_wait_max_seconds=30)
     assert max_waiting_leases(4) == 2
     with running_server(small, store, notifier) as (server, port), stub_on(port) as stub:
-        polls = [stub.LeaseJobs(pb2.LeaseRequest(worker_id=f"w{n}", queue="idle", wait_seconds=30), metadata=AUTH,
-                                timeout=40) for n in range(2)]
+        polls = [
+            stub.LeaseJobs(
+                pb2.LeaseRequest(worker_id=f"w{n}", queue="idle", wait_seconds=30), metadata=AUTH, timeout=40
+            )
+            for n in range(2)
+        ]
         _wait_until(lambda: server.servicer.waiting == 2)
 
         # When a third worker long-polls, and a worker acks
@@ -148,15 +157,15 @@ def test_a_lease_whose_send_fails_is_handed_back(settings, store, notifier):
     small = factories.make_job(store, queue="send", priority=3)
     big = factories.make_job(store, queue="send", priority=2, payload={"blob": "x" * 5000})
     last = factories.make_job(store, queue="send", priority=1)
-    server, port = create_server(rpc_settings(settings), store, notifier, "127.0.0.1:0",
-                                 grpc_options=[("grpc.max_send_message_length", 2000)])
+    server, port = create_server(
+        rpc_settings(settings), store, notifier, "127.0.0.1:0", grpc_options=[("grpc.max_send_message_length", 2000)]
+    )
     server.start()
     try:
         # When a worker leases all three: the first is sent, the second's send fails
         received = []
         with stub_on(port) as stub:
-            call = stub.LeaseJobs(pb2.LeaseRequest(worker_id="w", queue="send", max_jobs=3), metadata=AUTH,
-                                  timeout=10)
+            call = stub.LeaseJobs(pb2.LeaseRequest(worker_id="w", queue="send", max_jobs=3), metadata=AUTH, timeout=10)
             with pytest.raises(grpc.RpcError):
                 received.extend(call)
         # Then the job after the failed send is handed back at once (the failed one itself
@@ -172,10 +181,11 @@ def test_a_lease_whose_send_fails_is_handed_back(settings, store, notifier):
 
 
 def test_a_cancelled_long_poll_leases_nothing(settings, store, notifier):
-    with running_server(rpc_settings(settings, lease_wait_max_seconds=30), store, notifier) as (_, port), \
-            stub_on(port) as stub:
-        call = stub.LeaseJobs(pb2.LeaseRequest(worker_id="w", queue="gone", wait_seconds=30), metadata=AUTH,
-                              timeout=40)
+    with (
+        running_server(rpc_settings(settings, lease_wait_max_seconds=30), store, notifier) as (_, port),
+        stub_on(port) as stub,
+    ):
+        call = stub.LeaseJobs(pb2.LeaseRequest(worker_id="w", queue="gone", wait_seconds=30), metadata=AUTH, timeout=40)
         time.sleep(0.3)
         call.cancel()
         time.sleep(0.2)
@@ -201,8 +211,7 @@ def test_calls_are_counted_by_method_and_code(stub, store):
 def test_stopping_ends_long_polls_at_once_and_refuses_new_calls(settings, store):
     server_settings = rpc_settings(settings, lease_wait_max_seconds=30)
     with running_server(server_settings, store, PollingNotifier(60)) as (server, port), stub_on(port) as stub:
-        poll = stub.LeaseJobs(pb2.LeaseRequest(worker_id="w", queue="idle", wait_seconds=30), metadata=AUTH,
-                              timeout=40)
+        poll = stub.LeaseJobs(pb2.LeaseRequest(worker_id="w", queue="idle", wait_seconds=30), metadata=AUTH, timeout=40)
         time.sleep(0.3)
         started = time.monotonic()
         stopper = threading.Thread(target=server.stop, args=(20,))

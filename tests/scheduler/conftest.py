@@ -32,8 +32,9 @@ def make_scheduler(settings, store, database_url):
     made: list[Scheduler] = []
 
     def make(**settings_overrides) -> Scheduler:
-        scheduler = Scheduler(settings.model_copy(update=settings_overrides), store, RecordingNotifier(),
-                              make_leader(database_url))
+        scheduler = Scheduler(
+            settings.model_copy(update=settings_overrides), store, RecordingNotifier(), make_leader(database_url)
+        )
         made.append(scheduler)
         return scheduler
 

@@ -169,8 +169,9 @@ def test_leader_session_lets_the_server_notice_a_vanished_host_quickly(pg_leader
     pg_leader.hold()
     conn = pg_leader._connection()
 
-    idle, probes = (conn.exec_driver_sql(f"SHOW {name}").scalar() for name in ("tcp_keepalives_idle",
-                                                                               "tcp_keepalives_count"))
+    idle, probes = (
+        conn.exec_driver_sql(f"SHOW {name}").scalar() for name in ("tcp_keepalives_idle", "tcp_keepalives_count")
+    )
 
     assert (idle, probes) == ("5", "3")
 

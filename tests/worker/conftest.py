@@ -37,8 +37,14 @@ def api_url(server_settings, store):
 
 
 def worker_settings(port: int, **fields) -> Settings:
-    defaults = {"grpc_addr": f"127.0.0.1:{port}", "api_keys": (TEST_API_KEY,), "worker_id": "test-worker",
-                "worker_queues": ("work",), "worker_max_jobs": 2, "log_format": "text"}
+    defaults = {
+        "grpc_addr": f"127.0.0.1:{port}",
+        "api_keys": (TEST_API_KEY,),
+        "worker_id": "test-worker",
+        "worker_queues": ("work",),
+        "worker_max_jobs": 2,
+        "log_format": "text",
+    }
     return Settings(**(defaults | fields))
 
 

@@ -39,9 +39,22 @@ class PrivateRedis:
 
     def start(self) -> None:
         self.process = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", str(self.directory)],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            [
+                "redis-server",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.directory),
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         client = redis.Redis.from_url(self.url, socket_connect_timeout=0.5)
         wait_until(lambda: _answers(client), timeout=10, what=f"redis-server on port {self.port}")
@@ -77,7 +90,11 @@ class WorkerProcess(LoggedProcess):
     """`bin/quorra-worker` with JSON logs collected as they come."""
 
     def __init__(self, grpc_port: int, *args: str, **env: str):
-        defaults = {"QUORRA_GRPC_ADDR": f"127.0.0.1:{grpc_port}", "QUORRA_API_KEY": TEST_API_KEY,
-                    "QUORRA_LOG_FORMAT": "json", "QUORRA_LOG_LEVEL": "info"}
+        defaults = {
+            "QUORRA_GRPC_ADDR": f"127.0.0.1:{grpc_port}",
+            "QUORRA_API_KEY": TEST_API_KEY,
+            "QUORRA_LOG_FORMAT": "json",
+            "QUORRA_LOG_LEVEL": "info",
+        }
         environ = clean_environ(**(defaults | env))
         super().__init__([sys.executable, str(REPO / "bin" / "quorra-worker"), *args], environ, cwd=REPO)

@@ -36,8 +36,14 @@ def test_posted_jobs_succeed_or_walk_through_failed_to_dead(api_url, grpc_server
     worker = WorkerProcess(port, "--queues", "default,mail", "--max-jobs", "4")
     try:
         # Given the README's job and a job whose handler always fails
-        email = post(api_url, type="email_send", queue="mail", priority=10, max_retries=3,
-                     payload={"to": "user@example.com", "subject": "Welcome", "body": "Your job queue is ready."})
+        email = post(
+            api_url,
+            type="email_send",
+            queue="mail",
+            priority=10,
+            max_retries=3,
+            payload={"to": "user@example.com", "subject": "Welcome", "body": "Your job queue is ready."},
+        )
         failing = post(api_url, type="fail", payload={"message": "always"}, max_retries=2)
 
         # When the worker runs them, and we watch the failing one over REST
@@ -45,8 +51,11 @@ def test_posted_jobs_succeed_or_walk_through_failed_to_dead(api_url, grpc_server
 
         # Then the email succeeded at once, and the failure went failed(2 s) -> failed(4 s) -> dead
         done = get(api_url, email)
-        assert (done["status"], done["attempts"], done["result"]) == ("succeeded", 1, {"delivered": False,
-                                                                                       "logged": True})
+        assert (done["status"], done["attempts"], done["result"]) == (
+            "succeeded",
+            1,
+            {"delivered": False, "logged": True},
+        )
         failed = {state["attempts"]: state for state in seen if state["status"] == "failed"}
         assert sorted(failed) == [1, 2]
         assert seconds_between(failed[1]["updated_at"], failed[1]["run_at"]) == 2

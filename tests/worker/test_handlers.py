@@ -23,9 +23,19 @@ from tests.worker.support import WorkerProcess
 
 
 def leased(job_type: str = "t", payload: dict | None = None, attempt: int = 1) -> LeasedJob:
-    return LeasedJob(id="00000000-0000-0000-0000-000000000001", type=job_type, queue="q", payload=payload or {},
-                     priority=0, attempt=attempt, max_retries=3, lease_id="l", lease_expires_at=None,
-                     created_at=None, run_at=None)
+    return LeasedJob(
+        id="00000000-0000-0000-0000-000000000001",
+        type=job_type,
+        queue="q",
+        payload=payload or {},
+        priority=0,
+        attempt=attempt,
+        max_retries=3,
+        lease_id="l",
+        lease_expires_at=None,
+        created_at=None,
+        run_at=None,
+    )
 
 
 def test_a_module_s_marked_functions_are_its_handlers():
@@ -69,8 +79,10 @@ def test_the_worker_decorator_registers_and_marks_the_function():
 
 
 def test_importing_the_sdk_loads_no_database_or_web_code():
-    code = ("import sys, quorra.worker; "
-            "print(sorted({m.split('.')[0] for m in sys.modules} & {'sqlalchemy', 'flask', 'psycopg2', 'alembic'}))")
+    code = (
+        "import sys, quorra.worker; "
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'sqlalchemy', 'flask', 'psycopg2', 'alembic'}))"
+    )
 
     output = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
 
@@ -79,8 +91,12 @@ def test_importing_the_sdk_loads_no_database_or_web_code():
 
 @pytest.mark.parametrize(
     ("args", "problem"),
-    [(["--max-jobs", "0"], "QUORRA_WORKER_MAX_JOBS"), (["--lease-ttl", "soon"], "QUORRA_WORKER_LEASE_TTL"),
-     (["--queues", "bad name"], "QUORRA_WORKER_QUEUES"), (["--handlers", "no.such.module"], "cannot import")],
+    [
+        (["--max-jobs", "0"], "QUORRA_WORKER_MAX_JOBS"),
+        (["--lease-ttl", "soon"], "QUORRA_WORKER_LEASE_TTL"),
+        (["--queues", "bad name"], "QUORRA_WORKER_QUEUES"),
+        (["--handlers", "no.such.module"], "cannot import"),
+    ],
 )
 def test_bad_configuration_exits_2_with_the_reason(args, problem):
     result = CliRunner().invoke(main, args, env={"QUORRA_GRPC_ADDR": f"127.0.0.1:{free_port()}"})
@@ -90,15 +106,31 @@ def test_bad_configuration_exits_2_with_the_reason(args, problem):
 
 
 def test_flags_win_over_the_environment():
-    worker = WorkerProcess(free_port(), "--id", "from-flag", "--queues", "a,b", "--max-jobs", "7",
-                           QUORRA_WORKER_ID="from-env", QUORRA_WORKER_QUEUES="env", QUORRA_WORKER_MAX_JOBS="2")
+    worker = WorkerProcess(
+        free_port(),
+        "--id",
+        "from-flag",
+        "--queues",
+        "a,b",
+        "--max-jobs",
+        "7",
+        QUORRA_WORKER_ID="from-env",
+        QUORRA_WORKER_QUEUES="env",
+        QUORRA_WORKER_MAX_JOBS="2",
+    )
     try:
         started = worker.wait_for("worker.started").record
     finally:
         assert worker.stop() == 0
 
     assert (started["worker_id"], started["queues"], started["max_jobs"]) == ("from-flag", ["a", "b"], 7)
-    assert started["job_types"] == ["email_send", "fail", "reminder", "sleep", "webhook_call"]  # the examples by default
+    assert started["job_types"] == [
+        "email_send",
+        "fail",
+        "reminder",
+        "sleep",
+        "webhook_call",
+    ]  # the examples by default
 
 
 # -- the built-in examples ------------------------------------------------------------------------

@@ -18,8 +18,9 @@ from tests.worker.support import PrivateRedis, serving, wait_until
 pytestmark = pytest.mark.redis
 
 
-def test_jobs_keep_flowing_while_redis_is_down_and_after_it_returns(server_settings, store, tmp_path, make_worker,
-                                                                    caplog):
+def test_jobs_keep_flowing_while_redis_is_down_and_after_it_returns(
+    server_settings, store, tmp_path, make_worker, caplog
+):
     caplog.set_level(logging.INFO, logger="quorra.notify")
     redis_server = PrivateRedis(tmp_path)
     redis_server.start()
@@ -33,22 +34,30 @@ def test_jobs_keep_flowing_while_redis_is_down_and_after_it_returns(server_setti
             handled.append(job.id)
 
     try:
-        with running_server(settings, store, server_notifier) as (_, port), \
-                serving(create_app(settings, store=store, notifier=api_notifier)) as api_url:
+        with (
+            running_server(settings, store, server_notifier) as (_, port),
+            serving(create_app(settings, store=store, notifier=api_notifier)) as api_url,
+        ):
             make_worker(port, {"email_send": record}, worker_queues=("default",), worker_max_jobs=4)
 
             def post_and_finish(count: int) -> list[str]:
                 ids = [_post(api_url) for _ in range(count)]
-                wait_until(lambda: all(store.get_job(i).status.value == "succeeded" for i in ids), timeout=30,
-                           what="every job succeeded")
+                wait_until(
+                    lambda: all(store.get_job(i).status.value == "succeeded" for i in ids),
+                    timeout=30,
+                    what="every job succeeded",
+                )
                 return ids
 
             before = post_and_finish(5)
             redis_server.stop()
             during = post_and_finish(10)
             redis_server.start()
-            wait_until(lambda: api_notifier.health.is_up and server_notifier.health.is_up, timeout=30,
-                       what="both notifiers back on Redis")
+            wait_until(
+                lambda: api_notifier.health.is_up and server_notifier.health.is_up,
+                timeout=30,
+                what="both notifiers back on Redis",
+            )
             after = post_and_finish(5)
     finally:
         api_notifier.close()
@@ -63,7 +72,11 @@ def test_jobs_keep_flowing_while_redis_is_down_and_after_it_returns(server_setti
 
 
 def _post(api_url: str) -> str:
-    response = requests.post(f"{api_url}/v1/jobs", json={"type": "email_send", "payload": {"to": "a@example.com"}},
-                             headers={"X-API-Key": TEST_API_KEY}, timeout=10)
+    response = requests.post(
+        f"{api_url}/v1/jobs",
+        json={"type": "email_send", "payload": {"to": "a@example.com"}},
+        headers={"X-API-Key": TEST_API_KEY},
+        timeout=10,
+    )
     assert response.status_code == 201, response.text
     return response.json()["id"]
