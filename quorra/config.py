@@ -7,6 +7,7 @@ Tests build ``Settings(...)`` directly with field names.
 
 from __future__ import annotations
 
+import hmac
 import os
 import re
 import socket
@@ -141,6 +142,16 @@ class Settings(BaseModel):
     @property
     def uses_dev_api_key(self) -> bool:
         return DEV_API_KEY in self.api_keys
+
+    def accepts_api_key(self, given: str) -> bool:
+        """Compare with every configured key in constant time and never stop at the first
+        match, so the response time tells nothing about which key matched or how much of one.
+        The REST API, the dashboard and the gRPC server all check keys through this."""
+        given_bytes = given.encode()
+        matched = False
+        for key in self.api_keys:
+            matched |= hmac.compare_digest(given_bytes, key.encode())
+        return matched and bool(given)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:

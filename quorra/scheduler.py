@@ -15,7 +15,6 @@ are guarded statements on locked rows, and a wake-up is only a hint.
 from __future__ import annotations
 
 import logging
-import signal
 import sys
 import threading
 import time
@@ -31,6 +30,7 @@ from quorra.jobs import Job
 from quorra.leader import Leader, make_leader, owner_id
 from quorra.migrate import ensure_at_head
 from quorra.notify import Notifier, make_notifier
+from quorra.shutdown import ShutdownSignal
 from quorra.store import Store
 
 logger = logging.getLogger(__name__)
@@ -210,13 +210,11 @@ def serve(settings: Settings) -> None:
     store = Store.from_url(settings.database_url, pool_size=2, application_name="quorra-scheduler")
     leader = _leader_for(store, settings)
     notifier = make_notifier(settings)
-    stop = threading.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: stop.set())
+    shutdown, stop = ShutdownSignal(), threading.Event()
     scheduler = Scheduler(settings, store, notifier, leader)
     thread = threading.Thread(target=scheduler.run, args=(stop,), name="scheduler", daemon=True)
     thread.start()
-    if not _wait(thread, stop, settings.shutdown_grace_seconds):
+    if not _wait(thread, shutdown, stop, settings.shutdown_grace_seconds):
         sys.exit(1)  # the loop still uses the pools; exiting frees them and the lock anyway
     for closable in (leader, notifier, store):
         closable.close()
@@ -235,15 +233,16 @@ def _leader_for(store: Store, settings: Settings) -> Leader:
         sys.exit(f"quorra: {exc.message}")
 
 
-def _wait(thread: threading.Thread, stop: threading.Event, grace_seconds: float) -> bool:
-    """Block until a signal sets `stop` (the loop runs in `thread`, so the signal handler
-    never interrupts a holder of the event's lock), then allow the loop `grace_seconds`."""
-    while thread.is_alive() and not stop.is_set():
-        thread.join(0.2)
+def _wait(thread: threading.Thread, shutdown: ShutdownSignal, stop: threading.Event, grace_seconds: float) -> bool:
+    """Block until a signal arrives, set `stop` here (never in the handler: a second signal
+    landing inside Event.set() would deadlock on its lock), then allow the loop `grace_seconds`."""
+    while thread.is_alive() and not shutdown.wait(0.2):
+        pass
+    stop.set()
     thread.join(grace_seconds)
     if thread.is_alive():
         logger.error(
             "scheduler did not stop within the grace period",
             extra={"event": "scheduler.stuck", "grace_seconds": grace_seconds},
         )
-    return stop.is_set() and not thread.is_alive()
+    return shutdown.received is not None and not thread.is_alive()

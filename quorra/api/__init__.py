@@ -12,7 +12,6 @@ from flask import Flask
 
 from quorra import dashboard
 from quorra.api import health, jobs, openapi, queues
-from quorra.api.auth import key_matches
 from quorra.api.errors import register_error_handlers
 from quorra.api.metrics import register_metrics
 from quorra.api.request_context import register_request_context
@@ -43,7 +42,7 @@ def create_app(settings: Settings | None = None, store: Store | None = None, not
     app.extensions[EXTENSION] = services
     register_request_context(app)
     register_blueprints(app)
-    dashboard.init_app(app, services.store, lambda key: key_matches(key, settings.api_keys))
+    dashboard.init_app(app, services.store, settings.accepts_api_key)
     register_metrics(app, services.store)
     register_error_handlers(app)
     return app

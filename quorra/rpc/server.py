@@ -122,7 +122,7 @@ def create_server(
     servicer = WorkerServicer(settings, store, notifier)
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=settings.grpc_threads, thread_name_prefix="quorra-rpc"),
-        interceptors=[ObservingInterceptor(), ApiKeyInterceptor(settings.api_keys)],
+        interceptors=[ObservingInterceptor(), ApiKeyInterceptor(settings.accepts_api_key)],
         maximum_concurrent_rpcs=settings.grpc_threads,
         # so_reuseport=0: a second server on a taken port must fail, not share it.
         options=[("grpc.so_reuseport", 0), *grpc_options],

@@ -3,6 +3,7 @@ within two intervals, SIGTERM exits 0."""
 
 from __future__ import annotations
 
+import sys
 import time
 
 import pytest
@@ -14,6 +15,7 @@ from quorra.jobs import JobStatus
 from quorra.notify import make_notifier
 from quorra.store import LEASE_EXPIRED, Store
 from tests import factories
+from tests.processes import LoggedProcess, clean_environ
 from tests.scheduler.processes import SchedulerProcess
 
 INTERVAL_SECONDS = 0.2
@@ -99,6 +101,38 @@ def test_sigterm_stops_a_follower_with_exit_0(start_scheduler):
     assert follower.stop() == 0
     assert follower.events("leadership.released") == []
     assert leader.stop() == 0
+
+
+# `quorra scheduler` whose main thread receives SIGINT the moment it enters Event.set() on
+# its stop event: deterministically, a second signal arriving while the first is handled.
+SECOND_SIGNAL_INSIDE_EVENT_SET = """
+import signal, sys
+def trace(frame, event, arg):
+    if event == "call" and frame.f_code.co_name == "notify_all" and frame.f_back.f_code.co_name == "set":
+        if frame.f_back.f_back.f_code.co_filename.endswith("scheduler.py"):
+            sys.settrace(None)
+            signal.raise_signal(signal.SIGINT)
+sys.settrace(trace)
+from quorra.cli.admin import main
+main(["scheduler"])
+"""
+
+
+def test_a_second_signal_during_shutdown_still_exits_0(database_url):
+    # Given a leading scheduler whose next Event.set() in its main thread is hit by SIGINT
+    environ = clean_environ(DATABASE_URL=database_url, QUORRA_SCHEDULER_INTERVAL="0.2s", QUORRA_LOG_FORMAT="json")
+    process = LoggedProcess([sys.executable, "-c", SECOND_SIGNAL_INSIDE_EVENT_SET], environ)
+    try:
+        process.wait_for("leadership.acquired")
+
+        # When it gets SIGTERM (as under honcho after a Ctrl-C: SIGINT and SIGTERM together)
+        exit_code = process.stop()
+
+        # Then the second signal neither deadlocks nor interrupts the graceful stop
+        assert exit_code == 0
+        process.wait_for("leadership.released")
+    finally:
+        process.kill()
 
 
 def test_scheduler_refuses_a_database_that_is_not_migrated(tmp_path):
