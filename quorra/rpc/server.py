@@ -59,11 +59,7 @@ class HealthMonitor:
         self.servicer.enter_graceful_shutdown()
 
     def check(self) -> None:
-        try:
-            self.store.ping()
-            status = _SERVING
-        except DatabaseUnavailable:
-            status = _NOT_SERVING
+        status = _SERVING if self._database_answers() else _NOT_SERVING
         if status != self._status and not self._stopped.is_set():
             self._status = status
             for service in ("", SERVICE_NAME):
@@ -75,6 +71,16 @@ class HealthMonitor:
                     "status": health_pb2.HealthCheckResponse.ServingStatus.Name(status),
                 },
             )
+
+    def _database_answers(self) -> bool:
+        try:
+            self.store.ping()
+        except DatabaseUnavailable:
+            return False
+        except Exception:  # whatever stops the database answering, the monitor must live on
+            logger.warning("database check failed", extra={"event": "rpc.health_check_failed"}, exc_info=True)
+            return False
+        return True
 
     def _run(self) -> None:
         while True:

@@ -92,6 +92,22 @@ def test_health_is_not_serving_while_the_database_is_unreachable():
     assert answer.status == health_pb2.HealthCheckResponse.NOT_SERVING
 
 
+def test_health_is_not_serving_when_the_database_file_is_not_a_database(tmp_path):
+    garbage = tmp_path / "garbage.db"
+    garbage.write_bytes(b"this is not an SQLite database" * 100)
+    url = f"sqlite:///{garbage}"
+    broken = Store.from_url(url)
+    settings = rpc_settings(Settings(database_url=url, api_keys=(TEST_API_KEY,)))
+    with (
+        running_server(settings, broken, PollingNotifier(1.0)) as (_, port),
+        grpc.insecure_channel(f"127.0.0.1:{port}") as channel,
+    ):
+        answer = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=""), timeout=10)
+    broken.close()
+
+    assert answer.status == health_pb2.HealthCheckResponse.NOT_SERVING
+
+
 def test_too_many_long_polls_are_refused_while_acks_are_still_served(settings, store, notifier):
     # Given a 4-thread server whose long polls may hold 2 threads
     small = rpc_settings(settings, grpc_threads=4, lease_wait_max_seconds=30)
