@@ -65,10 +65,6 @@ TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
 # leased -> pending is the hand-back of a lease that was never delivered (no attempt spent).
 
 
-def can_transition(source: JobStatus, target: JobStatus) -> bool:
-    return target in TRANSITIONS[source]
-
-
 def backoff_seconds(attempts: int) -> int:
     """Delay before the next try after `attempts` failed: 2, 4, 8 ... capped at an hour."""
     return MAX_BACKOFF_SECONDS if attempts >= 12 else min(2**attempts, MAX_BACKOFF_SECONDS)
