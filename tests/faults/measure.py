@@ -107,17 +107,13 @@ def unsettled_acks(workers, jobs: dict[str, Job]) -> Counter[str]:
     return outcomes
 
 
-class LeaseWatch:
-    """Samples the held leases every `every` seconds in a thread and keeps the longest time
-    any of them was seen held past its lease_expires_at (on the store's clock)."""
+class Ticker:
+    """Calls `tick()` every `every` seconds in a daemon thread while inside a `with` block."""
 
-    def __init__(self, store: Store, every: float = 0.1):
-        self.store = store
+    def __init__(self, every: float):
         self.every = every
-        self.max_overdue = 0.0
-        self.samples = 0
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="lease-watch", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=type(self).__name__, daemon=True)
 
     def __enter__(self) -> Self:
         self._thread.start()
@@ -129,10 +125,27 @@ class LeaseWatch:
 
     def _run(self) -> None:
         while not self._stop.wait(self.every):
-            try:
-                self._sample()
-            except DatabaseUnavailable:
-                continue  # a scenario that stops the database: sample again once it is back
+            self.tick()
+
+    def tick(self) -> None:
+        raise NotImplementedError
+
+
+class LeaseWatch(Ticker):
+    """Samples the held leases every `every` seconds in a thread and keeps the longest time
+    any of them was seen held past its lease_expires_at (on the store's clock)."""
+
+    def __init__(self, store: Store, every: float = 0.1):
+        super().__init__(every)
+        self.store = store
+        self.max_overdue = 0.0
+        self.samples = 0
+
+    def tick(self) -> None:
+        try:
+            self._sample()
+        except DatabaseUnavailable:
+            pass  # a scenario that stops the database: sample again once it is back
 
     def _sample(self) -> None:
         now = self.store.database_now()

@@ -10,13 +10,12 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass
-from typing import Self
 
 import pytest
 
 from quorra.jobs import HOLDING_LEASE, Job
 from quorra.store import Store
-from tests.faults.measure import seconds
+from tests.faults.measure import Ticker, seconds
 from tests.faults.processes import QUEUE, enqueue
 from tests.scheduler.processes import SchedulerProcess
 from tests.worker.support import wait_until
@@ -33,24 +32,15 @@ SECONDS_BETWEEN_KILLS = 2.0
 SLACK_SECONDS = 1.5  # a loaded 2-core machine may run a process late (tests/scheduler/test_process.py)
 
 
-class StalledWorker:
+class StalledWorker(Ticker):
     """Leases a few jobs every LEASE_EVERY_SECONDS with a short TTL and never settles them,
     so that leases expire all the time."""
 
     def __init__(self, store: Store):
+        super().__init__(LEASE_EVERY_SECONDS)
         self.store = store
         self.taken: list[Job] = []
         self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="stalled-worker", daemon=True)
-
-    def __enter__(self) -> Self:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_exc) -> None:
-        self._stop.set()
-        self._thread.join(10)
 
     def lease(self, ttl_seconds: float = LEASE_TTL_SECONDS) -> list[Job]:
         jobs = self.store.lease_jobs([QUEUE], "stalled-worker", LEASES_PER_ROUND, ttl_seconds)
@@ -58,9 +48,8 @@ class StalledWorker:
             self.taken += jobs
         return jobs
 
-    def _run(self) -> None:
-        while not self._stop.wait(LEASE_EVERY_SECONDS):
-            self.lease()
+    def tick(self) -> None:
+        self.lease()
 
 
 def _new_leader(schedulers: list[SchedulerProcess], after: float) -> tuple[SchedulerProcess, float]:
