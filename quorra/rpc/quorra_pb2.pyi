@@ -2,6 +2,7 @@ import datetime
 
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from collections.abc import Iterable as _Iterable, Mapping as _Mapping
@@ -100,3 +101,59 @@ class ExtendLeaseResponse(_message.Message):
     status: str
     lease_expires_at: _timestamp_pb2.Timestamp
     def __init__(self, job_id: _Optional[str] = ..., status: _Optional[str] = ..., lease_expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class Settlement(_message.Message):
+    __slots__ = ("job_id", "lease_id", "success", "error_message", "result_json")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    LEASE_ID_FIELD_NUMBER: _ClassVar[int]
+    SUCCESS_FIELD_NUMBER: _ClassVar[int]
+    ERROR_MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    RESULT_JSON_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    lease_id: str
+    success: bool
+    error_message: str
+    result_json: str
+    def __init__(self, job_id: _Optional[str] = ..., lease_id: _Optional[str] = ..., success: _Optional[bool] = ..., error_message: _Optional[str] = ..., result_json: _Optional[str] = ...) -> None: ...
+
+class SettleRequest(_message.Message):
+    __slots__ = ("worker_id", "settlements")
+    WORKER_ID_FIELD_NUMBER: _ClassVar[int]
+    SETTLEMENTS_FIELD_NUMBER: _ClassVar[int]
+    worker_id: str
+    settlements: _containers.RepeatedCompositeFieldContainer[Settlement]
+    def __init__(self, worker_id: _Optional[str] = ..., settlements: _Optional[_Iterable[_Union[Settlement, _Mapping]]] = ...) -> None: ...
+
+class SettleResult(_message.Message):
+    __slots__ = ("job_id", "outcome", "status", "attempts", "run_at", "error")
+    class Outcome(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        OUTCOME_UNSPECIFIED: _ClassVar[SettleResult.Outcome]
+        SETTLED: _ClassVar[SettleResult.Outcome]
+        STALE_LEASE: _ClassVar[SettleResult.Outcome]
+        NOT_FOUND: _ClassVar[SettleResult.Outcome]
+        INVALID: _ClassVar[SettleResult.Outcome]
+    OUTCOME_UNSPECIFIED: SettleResult.Outcome
+    SETTLED: SettleResult.Outcome
+    STALE_LEASE: SettleResult.Outcome
+    NOT_FOUND: SettleResult.Outcome
+    INVALID: SettleResult.Outcome
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    OUTCOME_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
+    RUN_AT_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    outcome: SettleResult.Outcome
+    status: str
+    attempts: int
+    run_at: _timestamp_pb2.Timestamp
+    error: str
+    def __init__(self, job_id: _Optional[str] = ..., outcome: _Optional[_Union[SettleResult.Outcome, str]] = ..., status: _Optional[str] = ..., attempts: _Optional[int] = ..., run_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., error: _Optional[str] = ...) -> None: ...
+
+class SettleResponse(_message.Message):
+    __slots__ = ("results",)
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[SettleResult]
+    def __init__(self, results: _Optional[_Iterable[_Union[SettleResult, _Mapping]]] = ...) -> None: ...

@@ -54,6 +54,11 @@ class WorkerServiceStub:
                 request_serializer=quorra__pb2.ExtendLeaseRequest.SerializeToString,
                 response_deserializer=quorra__pb2.ExtendLeaseResponse.FromString,
                 _registered_method=True)
+        self.SettleJobs = channel.unary_unary(
+                '/quorra.v1.WorkerService/SettleJobs',
+                request_serializer=quorra__pb2.SettleRequest.SerializeToString,
+                response_deserializer=quorra__pb2.SettleResponse.FromString,
+                _registered_method=True)
 
 
 class WorkerServiceServicer:
@@ -91,6 +96,17 @@ class WorkerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SettleJobs(self, request, context):
+        """Settle many leases in one call: each settlement is an ack (success) or a nack. The
+        reply holds one result per settlement, in the same order; a stale or unknown lease
+        is reported in its own result and never fails its neighbours. A whole-call error
+        (UNAUTHENTICATED, INVALID_ARGUMENT for a malformed request, UNAVAILABLE) settles
+        nothing.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_WorkerServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -113,6 +129,11 @@ def add_WorkerServiceServicer_to_server(servicer, server):
                     servicer.ExtendLease,
                     request_deserializer=quorra__pb2.ExtendLeaseRequest.FromString,
                     response_serializer=quorra__pb2.ExtendLeaseResponse.SerializeToString,
+            ),
+            'SettleJobs': grpc.unary_unary_rpc_method_handler(
+                    servicer.SettleJobs,
+                    request_deserializer=quorra__pb2.SettleRequest.FromString,
+                    response_serializer=quorra__pb2.SettleResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -223,6 +244,33 @@ class WorkerService:
             '/quorra.v1.WorkerService/ExtendLease',
             quorra__pb2.ExtendLeaseRequest.SerializeToString,
             quorra__pb2.ExtendLeaseResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SettleJobs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/quorra.v1.WorkerService/SettleJobs',
+            quorra__pb2.SettleRequest.SerializeToString,
+            quorra__pb2.SettleResponse.FromString,
             options,
             channel_credentials,
             insecure,
