@@ -17,6 +17,7 @@ after that are nacked ("worker stopped") so that they are retried.
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import math
@@ -36,6 +37,7 @@ from quorra.jobs import check_portable_json
 from quorra.logs import configure_logging
 from quorra.rpc import quorra_pb2 as pb2
 from quorra.shutdown import ShutdownSignal
+from quorra.worker.aio import CoroutineRunner
 from quorra.worker.client import LEASE_GONE_CODES, WorkerClient, status_code
 from quorra.worker.heartbeat import Heartbeats, Lease
 from quorra.worker.job import LeasedJob
@@ -106,6 +108,7 @@ class Worker:
         self._lease_thread: threading.Thread | None = None
         self.client: WorkerClient | None = None
         self.heartbeats: Heartbeats | None = None
+        self._coroutines = CoroutineRunner()
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Worker:
@@ -199,6 +202,7 @@ class Worker:
             self._jobs.put(None)
         self.heartbeats.stop()
         self._closed = True
+        self._coroutines.close()  # cancels the async jobs nacked at the end of the grace
         self.client.close()
 
     # -- leasing --------------------------------------------------------------------------------
@@ -322,8 +326,10 @@ class Worker:
         started = time.perf_counter()
         try:
             value = function(job)
-        except Exception as exc:  # noqa: BLE001 - any failure of a handler is the job's failure
-            outcome = Outcome(False, error=describe_exception(exc))
+            if inspect.isawaitable(value):  # an async def handler: run it on the worker's loop
+                value = self._coroutines.run(value)
+        except BaseException as exc:  # noqa: BLE001 - even SystemExit: a handler never ends its job thread
+            outcome = Outcome(False, error=encodable(describe_exception(exc)))
         else:
             outcome = Outcome(True, result_json=self._result_json(job, value))
         self._log_outcome(job, outcome, time.perf_counter() - started)
@@ -334,10 +340,12 @@ class Worker:
             return ""
         try:
             check_portable_json(value)
-            return json.dumps(value, allow_nan=False, ensure_ascii=False, separators=(",", ":"))
-        except (TypeError, ValueError, RecursionError) as exc:
+            text = json.dumps(value, allow_nan=False, ensure_ascii=False, separators=(",", ":"))
+            text.encode("utf-8")  # a lone surrogate (e.g. from os.fsdecode) cannot go on the wire
+            return text
+        except Exception as exc:  # noqa: BLE001 - whatever the value, the job is still acked
             logger.warning(
-                "result is not JSON; the job is acked without it",
+                "result is not JSON (or not UTF-8); the job is acked without it",
                 extra={"event": "job.result_dropped", "error": str(exc)[:200], **self._fields(job)},
             )
             return ""
@@ -407,9 +415,14 @@ class Worker:
         return {"worker_id": self.worker_id, **job.log_fields()}
 
 
+def encodable(text: str) -> str:
+    """`text` with what UTF-8 cannot carry (lone surrogates) escaped as `\\udcff`."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def describe_exception(exc: BaseException) -> str:
     """`Type: message`, then the end of the traceback (bounded), for the job's last_error."""
-    message = f"{type(exc).__name__}: {exc}"
+    message = "".join(traceback.format_exception_only(exc)).rstrip("\n")  # survives a broken __str__
     trace = "".join(traceback.format_exception(exc))
     if len(trace) > MAX_TRACEBACK_CHARS:
         trace = "...\n" + trace[-MAX_TRACEBACK_CHARS:]

@@ -3,8 +3,11 @@ heartbeats, reconnection, ack retries and graceful stop. Each test runs on both 
 
 from __future__ import annotations
 
+import os
 import threading
 import time
+
+import pytest
 
 from quorra.jobs import JobStatus
 from quorra.notify import make_notifier
@@ -160,3 +163,53 @@ def test_the_worker_waits_for_a_late_server_and_its_ack_outlives_a_restart(serve
     with running_server(server_settings, store, make_notifier(server_settings), address):
         done = settled(store, second.id)
     assert (done.status, done.attempts) == (JobStatus.SUCCEEDED, 1)
+
+
+def test_a_result_that_cannot_be_encoded_is_dropped_and_the_job_still_succeeds(grpc_server, store, make_worker):
+    port, notifier = grpc_server
+    make_worker(port, {"email_send": lambda job: {"file": os.fsdecode(b"report-\xff.csv")}})
+
+    job = enqueue(store, notifier)
+
+    done = settled(store, job.id)
+    assert (done.status, done.attempts, done.result) == (JobStatus.SUCCEEDED, 1, None)
+
+
+def test_an_error_that_cannot_be_encoded_is_escaped_and_the_job_nacked(grpc_server, store, make_worker):
+    port, notifier = grpc_server
+
+    def broken(job):
+        raise FileNotFoundError(os.fsdecode(b"report-\xff.csv"))
+
+    make_worker(port, {"email_send": broken})
+
+    job = enqueue(store, notifier, max_retries=0)
+
+    done = settled(store, job.id)
+    assert (done.status, done.attempts) == (JobStatus.DEAD, 1)
+    assert done.last_error.startswith("FileNotFoundError: report-\\udcff.csv\n\nTraceback")
+
+
+class Unprintable(Exception):
+    def __str__(self):
+        raise RuntimeError("no text for you")
+
+
+@pytest.mark.parametrize(
+    ("raised", "error"),
+    [(Unprintable(), "tests.worker.test_worker.Unprintable: <exception str() failed>"), (SystemExit(3), "SystemExit: 3")],
+)
+def test_whatever_a_handler_raises_the_job_is_nacked_and_the_thread_lives_on(
+    grpc_server, store, make_worker, raised, error
+):
+    port, notifier = grpc_server
+
+    def broken(job):
+        raise raised
+
+    make_worker(port, {"broken": broken, "fine": lambda job: "ok"}, worker_max_jobs=1)
+
+    failed = enqueue(store, notifier, type="broken", max_retries=0)
+    assert settled(store, failed.id).last_error.startswith(f"{error}\n\nTraceback")
+    fine = enqueue(store, notifier, type="fine")
+    assert settled(store, fine.id).result == "ok"  # the only job thread survived
