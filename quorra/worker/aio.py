@@ -81,7 +81,7 @@ class CoroutineRunner:
             loop.run_forever()
             loop.run_until_complete(_cancel_remaining())
             loop.run_until_complete(loop.shutdown_asyncgens())
-        except Exception:  # noqa: BLE001 - the loop ends with the worker either way
+        except Exception:  # the loop ends with the worker either way
             logger.exception("event loop ended badly", extra={"event": "worker.loop_failed"})
         finally:
             loop.close()

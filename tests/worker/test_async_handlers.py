@@ -120,5 +120,8 @@ def test_an_async_job_still_running_after_the_grace_is_nacked_and_cancelled(grpc
 
     failed = store.get_job(job.id)
     assert clean is False
-    assert (failed.status, failed.last_error) == (JobStatus.FAILED, "worker test-worker stopped before the job finished")
+    assert (failed.status, failed.last_error) == (
+        JobStatus.FAILED,
+        "worker test-worker stopped before the job finished",
+    )
     assert cancelled.wait(10)

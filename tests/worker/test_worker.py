@@ -197,7 +197,10 @@ class Unprintable(Exception):
 
 @pytest.mark.parametrize(
     ("raised", "error"),
-    [(Unprintable(), "tests.worker.test_worker.Unprintable: <exception str() failed>"), (SystemExit(3), "SystemExit: 3")],
+    [
+        (Unprintable(), "tests.worker.test_worker.Unprintable: <exception str() failed>"),
+        (SystemExit(3), "SystemExit: 3"),
+    ],
 )
 def test_whatever_a_handler_raises_the_job_is_nacked_and_the_thread_lives_on(
     grpc_server, store, make_worker, raised, error
