@@ -106,6 +106,9 @@ class Settings(BaseModel):
     worker_lease_ttl_seconds: Seconds = Field(30.0, alias="QUORRA_WORKER_LEASE_TTL")
     worker_handlers: Names = Field((), alias="QUORRA_WORKER_HANDLERS")
     worker_shutdown_grace_seconds: Seconds = Field(25.0, alias="QUORRA_WORKER_SHUTDOWN_GRACE")
+    # the completer: finished jobs are settled in one SettleJobs call per batch
+    worker_settle_batch: int = Field(100, alias="QUORRA_WORKER_SETTLE_BATCH", ge=1, le=1000)
+    worker_settle_interval_seconds: Seconds = Field(0.005, alias="QUORRA_WORKER_SETTLE_INTERVAL")
 
     @field_validator("database_url")
     @classmethod

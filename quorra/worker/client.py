@@ -7,6 +7,8 @@ retry rules (tenacity) for each verb.
 - AckJob / NackJob: retried while the failure is transient and the lease may still be
   held (`valid_until`); FAILED_PRECONDITION or NOT_FOUND mean the lease is gone (expired,
   reclaimed, cancelled) and are not retried.
+- SettleJobs: a batch of acks and nacks, retried as AckJob / NackJob while one of its
+  leases may still be held.
 - ExtendLease: one attempt; the heartbeat loop decides what to do next.
 """
 
@@ -115,7 +117,12 @@ class WorkerClient:
         )
         return self._settle(self.stub.NackJob, request, valid_until)
 
-    def _settle(self, rpc, request: pb2.JobAck, valid_until: Callable[[], float]) -> pb2.AckResponse:
+    def settle_batch(self, settlements: list[pb2.Settlement], valid_until: Callable[[], float]) -> pb2.SettleResponse:
+        """SettleJobs: one call for many outcomes, one result each (UNIMPLEMENTED on an older server)."""
+        request = pb2.SettleRequest(worker_id=self.worker_id, settlements=settlements)
+        return self._settle(self.stub.SettleJobs, request, valid_until)
+
+    def _settle(self, rpc, request, valid_until: Callable[[], float]):
         retrying = Retrying(
             retry=retry_if_exception(is_retryable_settle_error),
             wait=SETTLE_BACKOFF,
@@ -125,18 +132,20 @@ class WorkerClient:
         )
         return retrying(self._call_within, rpc, request, valid_until)
 
-    def _call_within(self, rpc, request: pb2.JobAck, valid_until: Callable[[], float]) -> pb2.AckResponse:
+    def _call_within(self, rpc, request, valid_until: Callable[[], float]):
         timeout = max(0.5, min(self.call_timeout, valid_until() - time.monotonic()))
         return rpc(request, metadata=self.metadata, timeout=timeout)
 
 
-def _log_settle_retry(request: pb2.JobAck, state) -> None:
+def _log_settle_retry(request: pb2.JobAck | pb2.SettleRequest, state) -> None:
     error = state.outcome.exception()
+    jobs = [s.job_id for s in request.settlements] if isinstance(request, pb2.SettleRequest) else [request.job_id]
     logger.warning(
-        "settling a job failed; retrying while the lease lasts",
+        "settling failed; retrying while the lease lasts",
         extra={
             "event": "job.settle_retry",
-            "job_id": request.job_id,
+            "job_id": jobs[0] if len(jobs) == 1 else None,
+            "jobs": len(jobs),
             "worker_id": request.worker_id,
             "attempt_number": state.attempt_number,
             "code": status_code(error).name,

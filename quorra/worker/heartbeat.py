@@ -28,6 +28,7 @@ class Lease:
     job: LeasedJob
     valid_until: float
     next_beat: float = field(default=0.0)
+    settling: bool = False  # its outcome was handed to the completer
 
 
 class Heartbeats:

@@ -26,7 +26,6 @@ import threading
 import time
 import traceback
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import grpc
@@ -38,8 +37,9 @@ from quorra.logs import configure_logging
 from quorra.rpc import quorra_pb2 as pb2
 from quorra.shutdown import ShutdownSignal
 from quorra.worker.aio import CoroutineRunner
-from quorra.worker.client import LEASE_GONE_CODES, WorkerClient, status_code
-from quorra.worker.heartbeat import Heartbeats, Lease
+from quorra.worker.client import WorkerClient, status_code
+from quorra.worker.completer import Completer, Outcome
+from quorra.worker.heartbeat import Heartbeats
 from quorra.worker.job import LeasedJob
 from quorra.worker.registry import Handler, HandlerRegistry, handler
 
@@ -48,29 +48,35 @@ logger = logging.getLogger(__name__)
 LEASE_WAIT_SECONDS = 30.0  # how long one LeaseJobs call may wait for a job (the server caps it)
 MAX_TRACEBACK_CHARS = 4000
 ABANDON_SETTLE_SECONDS = 2.0  # time left to nack the jobs still running when the grace ends
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """What to report for one attempt: an ack with a result, or a nack with an error."""
-
-    succeeded: bool
-    result_json: str = ""
-    error: str = ""
+LEASE_LINGER_SECONDS = 0.005  # with a slot free, how long to wait for the others before leasing
 
 
 class Slots:
-    """How many jobs this worker runs at once; the lease loop waits for a free one."""
+    """How many jobs this worker runs at once; the lease loop waits for a free one.
 
-    def __init__(self, size: int):
+    A slot is free again as soon as its handler returns, not once the settle is answered:
+    the completer holds the outcome (and the heartbeats the lease) until then, so the
+    thread may run the next job meanwhile. Holding the slot through the flush would add
+    the flush interval and a round trip to every job and lease in lockstep with the
+    settles. What bounds the outcomes waiting to be settled is `backlog_full`: the lease
+    loop also waits while the completer has too many."""
+
+    def __init__(self, size: int, backlog_full: Callable[[], bool] = lambda: False):
         self.size = size
         self.busy = 0
+        self._backlog_full = backlog_full
         self._condition = threading.Condition()
 
-    def wait_free(self, stopping: threading.Event) -> int:
+    def wait_free(self, stopping: threading.Event, linger: float = 0.0) -> int:
+        """Wait for a free slot, then up to `linger` for the others (fast jobs free them
+        within moments), so that one lease fills the slots rather than one per job."""
         with self._condition:
-            self._condition.wait_for(lambda: self.busy < self.size or stopping.is_set())
+            self._condition.wait_for(lambda: self._can_lease() or stopping.is_set())
+            self._condition.wait_for(lambda: self.busy == 0 or stopping.is_set(), linger)
             return self.size - self.busy
+
+    def _can_lease(self) -> bool:
+        return self.busy < self.size and not self._backlog_full()
 
     def take(self) -> None:
         with self._condition:
@@ -98,7 +104,7 @@ class Worker:
         self.ttl_seconds = max(1, math.ceil(settings.worker_lease_ttl_seconds))
         self.error: BaseException | None = None  # why the lease loop gave up, if it did
         self._stopping = threading.Event()
-        self._slots = Slots(settings.worker_max_jobs)
+        self._slots = Slots(settings.worker_max_jobs, self._backlog_full)
         self._jobs: queue.Queue[tuple[pb2.Job, float] | None] = queue.Queue()
         self._call: Any = None
         self._delivering = False  # the current lease call has sent at least one job
@@ -108,6 +114,7 @@ class Worker:
         self._lease_thread: threading.Thread | None = None
         self.client: WorkerClient | None = None
         self.heartbeats: Heartbeats | None = None
+        self.completer: Completer | None = None
         self._coroutines = CoroutineRunner()
 
     @classmethod
@@ -132,6 +139,14 @@ class Worker:
         self.client = WorkerClient(target, self.settings.api_keys[0], self.worker_id)
         self.heartbeats = Heartbeats(self.client, self.ttl_seconds)
         self.heartbeats.start()
+        self.completer = Completer(
+            self.client,
+            self.heartbeats,
+            interval=self.settings.worker_settle_interval_seconds,
+            batch_size=self.settings.worker_settle_batch,
+            on_drained=self._slots.wake,
+        )
+        self.completer.start()
         for number in range(self.settings.worker_max_jobs):
             self._spawn(self._run_jobs, f"quorra-job-{number}")
         self._lease_thread = self._spawn(self._lease_loop, "quorra-lease")
@@ -169,6 +184,7 @@ class Worker:
         finished = self._slots.wait_idle(grace)
         if not finished:
             self._abandon_running()
+        self.completer.close(deadline=time.monotonic() + ABANDON_SETTLE_SECONDS)
         self._close()
         logger.info("worker stopped", extra={"event": "worker.stopped", "worker_id": self.worker_id, "clean": finished})
         return finished
@@ -189,6 +205,10 @@ class Worker:
     @property
     def running_jobs(self) -> int:
         return self._slots.busy
+
+    def _backlog_full(self) -> bool:
+        """Too many outcomes wait to be settled: lease nothing more until some are."""
+        return self.completer is not None and self.completer.backlog >= 2 * self.settings.worker_settle_batch
 
     def _spawn(self, target: Callable[[], None], name: str) -> threading.Thread:
         # Daemon threads: a handler still running after the grace period cannot hold up exit.
@@ -222,7 +242,7 @@ class Worker:
                 self._stopping.wait(1.0)
 
     def _lease_round(self) -> None:
-        free = self._slots.wait_free(self._stopping)
+        free = self._slots.wait_free(self._stopping, LEASE_LINGER_SECONDS)
         if self._stopping.is_set():
             return
         call = self.client.lease(self.settings.worker_queues, free, self.ttl_seconds, LEASE_WAIT_SECONDS)
@@ -296,9 +316,12 @@ class Worker:
             return
         lease = self.heartbeats.track(job, received_at)
         try:
-            self._settle(lease, self._execute(job))
-        finally:
+            outcome = self._execute(job)
+        except BaseException:
             self.heartbeats.untrack(job.id)
+            raise
+        if not self._closed:  # once closed, the grace period ended: the job was nacked already
+            self.completer.settle(lease, outcome)  # the heartbeats go on until it is settled
 
     def _nack_unreadable(self, message: pb2.Job, received_at: float, error: Exception) -> None:
         deadline = received_at + self.ttl_seconds
@@ -360,55 +383,14 @@ class Worker:
                 extra={"event": "job.handler_failed", "error": outcome.error.partition("\n")[0][:500], **fields},
             )
 
-    # -- settling --------------------------------------------------------------------------------
-
-    def _settle(self, lease: Lease, outcome: Outcome) -> None:
-        if self._closed:
-            return  # the grace period ended: the job was nacked already
-        try:
-            reply = self._send_outcome(lease, outcome)
-        except grpc.RpcError as exc:
-            self._settle_failed(lease.job, exc)
-            return
-        logger.info("job settled", extra={"event": "job.settled", "status": reply.status, **self._fields(lease.job)})
-
-    def _send_outcome(self, lease: Lease, outcome: Outcome) -> pb2.AckResponse:
-        job, valid_until = lease.job, (lambda: lease.valid_until)
-        if not outcome.succeeded:
-            return self.client.nack(job.id, job.lease_id, outcome.error, valid_until)
-        try:
-            return self.client.ack(job.id, job.lease_id, outcome.result_json, valid_until)
-        except grpc.RpcError as exc:
-            if status_code(exc) is not grpc.StatusCode.INVALID_ARGUMENT or not outcome.result_json:
-                raise
-            logger.warning(
-                "the server refused the result; acking without it",
-                extra={"event": "job.result_refused", "error": exc.details(), **self._fields(job)},
-            )
-            return self.client.ack(job.id, job.lease_id, "", valid_until)
-
-    def _settle_failed(self, job: LeasedJob, error: grpc.RpcError) -> None:
-        fields = {"code": error.code().name, "error": error.details(), **self._fields(job)}
-        if status_code(error) in LEASE_GONE_CODES:
-            logger.warning(
-                "settle refused: the lease is no longer held", extra={"event": "job.settle_refused", **fields}
-            )
-        else:
-            logger.error(
-                "settle failed; the job will run again once its lease expires",
-                extra={"event": "job.settle_failed", **fields},
-            )
+    # -- shutdown --------------------------------------------------------------------------------
 
     def _abandon_running(self) -> None:
-        """The grace period is over: nack what still runs, so it is retried soon."""
-        error = f"worker {self.worker_id} stopped before the job finished"
+        """The grace period is over: nack what still runs, so it is retried soon (the
+        completer sends these nacks with the last outcomes, before the worker exits)."""
+        outcome = Outcome(False, error=f"worker {self.worker_id} stopped before the job finished")
         for lease in self.heartbeats.running():
-            deadline = min(lease.valid_until, time.monotonic() + ABANDON_SETTLE_SECONDS)
-            try:
-                self.client.nack(lease.job.id, lease.job.lease_id, error, lambda d=deadline: d)
-            except grpc.RpcError as exc:
-                self._settle_failed(lease.job, exc)
-            else:
+            if self.completer.settle(lease, outcome):
                 logger.warning("job abandoned at shutdown", extra={"event": "job.abandoned", **self._fields(lease.job)})
 
     def _fields(self, job: LeasedJob) -> dict[str, Any]:
@@ -422,8 +404,15 @@ def encodable(text: str) -> str:
 
 def describe_exception(exc: BaseException) -> str:
     """`Type: message`, then the end of the traceback (bounded), for the job's last_error."""
-    message = "".join(traceback.format_exception_only(exc)).rstrip("\n")  # survives a broken __str__
+    message = f"{type(exc).__name__}: {_text_of(exc)}"
     trace = "".join(traceback.format_exception(exc))
     if len(trace) > MAX_TRACEBACK_CHARS:
         trace = "...\n" + trace[-MAX_TRACEBACK_CHARS:]
     return f"{message}\n\n{trace}"
+
+
+def _text_of(exc: BaseException) -> str:
+    try:
+        return str(exc)
+    except Exception:  # noqa: BLE001 - a broken __str__ must not keep the job from being nacked
+        return "<exception str() failed>"

@@ -198,7 +198,7 @@ class Unprintable(Exception):
 @pytest.mark.parametrize(
     ("raised", "error"),
     [
-        (Unprintable(), "tests.worker.test_worker.Unprintable: <exception str() failed>"),
+        (Unprintable(), "Unprintable: <exception str() failed>"),
         (SystemExit(3), "SystemExit: 3"),
     ],
 )
