@@ -70,9 +70,20 @@ def backoff_seconds(attempts: int) -> int:
     return MAX_BACKOFF_SECONDS if attempts >= 12 else min(2**attempts, MAX_BACKOFF_SECONDS)
 
 
+def retries_remain(attempts, max_retries):
+    """True while a failed job may be retried. Written with one operator so the store can
+    apply the same rule to SQL columns (``retries_remain(jobs.c.attempts, ...)``)."""
+    return attempts <= max_retries
+
+
 def status_after_failure(attempts: int, max_retries: int) -> JobStatus:
     """A failed attempt is retried while attempts <= max_retries, then the job is dead."""
-    return S.FAILED if attempts <= max_retries else S.DEAD
+    return S.FAILED if retries_remain(attempts, max_retries) else S.DEAD
+
+
+# backoff_seconds(n) == MAX_BACKOFF_SECONDS for every n >= BACKOFF_CAPPED_FROM (a test checks it);
+# the store derives its SQL backoff table from backoff_seconds over 0 .. BACKOFF_CAPPED_FROM - 1.
+BACKOFF_CAPPED_FROM = 12
 
 
 @dataclass(frozen=True)

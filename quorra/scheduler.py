@@ -23,11 +23,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from quorra import metrics
 from quorra.config import Settings
 from quorra.errors import DatabaseUnavailable, QuorraError
 from quorra.jobs import Job
 from quorra.leader import Leader, make_leader, owner_id
+from quorra.manager import JobManager
 from quorra.migrate import ensure_at_head
 from quorra.notify import Notifier, make_notifier
 from quorra.shutdown import ShutdownSignal
@@ -61,12 +61,20 @@ class Scheduler:
 
     def __init__(self, settings: Settings, store: Store, notifier: Notifier, leader: Leader):
         self.settings = settings
-        self.store = store
-        self.notifier = notifier
+        self.store = store  # the clock (database_now) only; every change goes through the manager
+        self.manager = JobManager(store, notifier)
         self.leader = leader
         self.owner = owner_id()
         self._leading: bool | None = None  # None until the first attempt
         self._woken_until: datetime | None = None
+
+    @property
+    def notifier(self) -> Notifier:
+        return self.manager.notifier
+
+    @notifier.setter
+    def notifier(self, notifier: Notifier) -> None:
+        self.manager.notifier = notifier
 
     # -- one tick -----------------------------------------------------------------------
 
@@ -88,10 +96,9 @@ class Scheduler:
         """Settle expired leases as failed attempts. A reaped job is retried after its
         backoff (at least 2 s), so its wake-up is wake_due's, once that run_at passes."""
         size = self.reap_batch_size
-        batches = self._in_batches(lambda: self.store.reap_expired_leases(now=now, limit=size), size, len)
+        batches = self._in_batches(lambda: self.manager.reap_expired(now=now, limit=size), size, len)
         reaped = [job for batch in batches for job in batch]
         if reaped:
-            metrics.leases_expired(reaped)
             logger.info(
                 "leases reaped", extra={"event": "leases.reaped", "count": len(reaped), "batches": len(batches)}
             )
@@ -102,9 +109,7 @@ class Scheduler:
         after = now - timedelta(seconds=WAKE_LOOKBACK_SECONDS)
         if self._woken_until is not None:
             after = max(after, self._woken_until - timedelta(seconds=WAKE_OVERLAP_SECONDS))
-        queues = self.store.queues_due_between(after, now=now)
-        for queue in queues:
-            self.notifier.publish(queue)
+        queues = self.manager.wake_due(after, now=now)
         self._woken_until = now
         if queues:
             logger.debug("queues woken", extra={"event": "queues.woken", "queues": queues})
@@ -114,10 +119,9 @@ class Scheduler:
         """Delete succeeded and cancelled jobs that finished more than the retention ago."""
         before = now - timedelta(seconds=self.settings.retention_seconds)
         size = self.settings.prune_batch_size
-        batches = self._in_batches(lambda: self.store.prune(before, limit=size), size, int)
+        batches = self._in_batches(lambda: self.manager.prune(before, limit=size), size, int)
         pruned = sum(batches)
         if pruned:
-            metrics.jobs_pruned(pruned)
             logger.info(
                 "prune finished",
                 extra={

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import enum
 import json
 import logging
 import uuid
@@ -26,13 +27,33 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, bindparam, delete, func, insert, literal, select, tuple_, update
+from sqlalchemy import (
+    Boolean,
+    Connection,
+    Engine,
+    Text,
+    Uuid,
+    and_,
+    bindparam,
+    case,
+    cast,
+    delete,
+    func,
+    insert,
+    literal,
+    not_,
+    select,
+    tuple_,
+    update,
+)
 from sqlalchemy import exc as sa_exc
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.sql.elements import ColumnElement
 
 from quorra.db import make_engine
 from quorra.errors import DatabaseUnavailable, IllegalTransition, InvalidArgument, JobNotFound, StaleLease
 from quorra.jobs import (
+    BACKOFF_CAPPED_FROM,
     CANCELLABLE,
     HOLDING_LEASE,
     LEASABLE,
@@ -43,6 +64,7 @@ from quorra.jobs import (
     backoff_seconds,
     check_portable_json,
     parse_job_id,
+    retries_remain,
     status_after_failure,
 )
 from quorra.schema import UTCDateTime, jobs
@@ -69,6 +91,45 @@ class QueueCount:
     queue: str
     status: str
     count: int
+
+
+@dataclass(frozen=True)
+class Settlement:
+    """One settle of a held lease in a batch: an ack (`success`, with its result) or a nack
+    (with its error)."""
+
+    job_id: str
+    lease_id: str
+    success: bool
+    result: Any = None
+    error: str = "failed"
+
+
+class SettleOutcome(str, enum.Enum):
+    SETTLED = "settled"  # the job is succeeded, failed (retry scheduled) or dead
+    STALE_LEASE = "stale_lease"  # the lease is no longer held by this worker
+    NOT_FOUND = "not_found"  # no job has this id
+    INVALID = "invalid"  # this settlement cannot be applied as given (e.g. its result)
+
+
+@dataclass(frozen=True)
+class SettleResult:
+    """What became of one settlement; `job` is the settled job when SETTLED."""
+
+    job_id: str
+    outcome: SettleOutcome
+    job: Job | None = None
+    error: str | None = None
+
+    def job_or_raise(self) -> Job:
+        """The settled job, or the error a single ack/nack raises for this outcome."""
+        if self.job is not None:
+            return self.job
+        error = {
+            SettleOutcome.NOT_FOUND: JobNotFound,
+            SettleOutcome.INVALID: InvalidArgument,
+        }
+        raise error.get(self.outcome, StaleLease)(self.error)
 
 
 class _Clock:
@@ -283,7 +344,15 @@ class Store:
             rows.append(conn.execute(statement.returning(*jobs.c)).one())
         return rows
 
-    def extend_lease(self, job_id: str, lease_id: str, ttl_seconds: float, *, now: datetime | None = None) -> Job:
+    def extend_lease(
+        self,
+        job_id: str,
+        lease_id: str,
+        ttl_seconds: float,
+        *,
+        worker_id: str | None = None,
+        now: datetime | None = None,
+    ) -> Job:
         """Heartbeat: push the lease's expiry to now + ttl; a leased job becomes processing."""
         if ttl_seconds <= 0:
             raise InvalidArgument("ttl_seconds must be positive")
@@ -294,34 +363,94 @@ class Store:
                 "lease_expires_at": clock.after(ttl_seconds),
                 "updated_at": clock.now(),
             }
-            job = self._update_held_lease(conn, clock, job_id, lease_id, values)
+            job = self._update_held_lease(conn, clock, job_id, lease_id, values, worker_id)
         _log_transition("lease extended", "lease.extended", job, level=logging.DEBUG)
         return job
 
-    def ack(self, job_id: str, lease_id: str, result: Any = None, *, now: datetime | None = None) -> Job:
+    def ack(
+        self,
+        job_id: str,
+        lease_id: str,
+        result: Any = None,
+        *,
+        worker_id: str | None = None,
+        now: datetime | None = None,
+    ) -> Job:
         """The attempt succeeded: the job is done, with the handler's result if any."""
         _check_result(result)
-        with self._transaction() as conn:
-            clock = self._clock(now)
-            values = {
-                "status": JobStatus.SUCCEEDED.value,
-                "result": result,
-                "lease_expires_at": None,
-                "finished_at": clock.now(),
-                "updated_at": clock.now(),
-            }
-            job = self._update_held_lease(conn, clock, job_id, lease_id, values)
-        _log_transition("job succeeded", "job.succeeded", job)
-        return job
+        settlement = Settlement(job_id, lease_id, success=True, result=result)
+        return self.settle_many([settlement], worker_id=worker_id, now=now)[0].job_or_raise()
 
-    def nack(self, job_id: str, lease_id: str, error: str, *, now: datetime | None = None) -> Job:
+    def nack(
+        self,
+        job_id: str,
+        lease_id: str,
+        error: str,
+        *,
+        worker_id: str | None = None,
+        now: datetime | None = None,
+    ) -> Job:
         """The attempt failed: retry after the backoff, or dead when out of retries."""
+        settlement = Settlement(job_id, lease_id, success=False, error=error)
+        return self.settle_many([settlement], worker_id=worker_id, now=now)[0].job_or_raise()
+
+    def settle_many(
+        self,
+        settlements: Sequence[Settlement],
+        *,
+        worker_id: str | None = None,
+        now: datetime | None = None,
+    ) -> list[SettleResult]:
+        """Acks and nacks of held leases in one transaction (one UPDATE on PostgreSQL), with
+        one result per settlement, in order: a stale or unknown lease never fails its
+        neighbours. With `worker_id`, a lease counts as held only by the worker it went to."""
+        checked = _check_settlements(settlements)
+        valid = [item for item in checked if isinstance(item, Settlement)]
         with self._transaction() as conn:
             clock = self._clock(now)
-            held = self._held_lease(conn, clock, job_id, lease_id)
-            job = self._fail_attempt(conn, clock, held, error)
-        _log_failed_attempt(job)
-        return job
+            settled = self._settle(conn, clock, valid, worker_id) if valid else {}
+            unsettled = self._statuses(conn, [item.job_id for item in valid if item.job_id not in settled])
+        results = [_settle_result(item, settled, unsettled) for item in checked]
+        for result in results:
+            if result.job is not None:
+                _log_settled(result.job)
+        return results
+
+    def _settle(self, conn, clock, settlements: list[Settlement], worker_id: str | None) -> dict[str, Job]:
+        if self.dialect == "postgresql":
+            rows = conn.execute(_settle_statement(clock, worker_id), _settle_arrays(settlements)).all()
+            return {job.id: job for job in map(_to_job, rows)}
+        settled = {}
+        for item in settlements:  # SQLite: BEGIN IMMEDIATE holds the only write lock
+            row = conn.execute(select(jobs).where(*self._lease_guard(clock, item.job_id, item.lease_id, worker_id)))
+            held = row.one_or_none()
+            if held is not None:
+                settled[item.job_id] = self._settle_row(conn, clock, held, item)
+        return settled
+
+    def _settle_row(self, conn, clock: _Clock, row, item: Settlement) -> Job:
+        if not item.success:
+            return self._fail_attempt(conn, clock, row, item.error)
+        values = {
+            "status": JobStatus.SUCCEEDED.value,
+            "result": item.result,
+            "lease_expires_at": None,
+            "finished_at": clock.now(),
+            "updated_at": clock.now(),
+        }
+        guard = [
+            jobs.c.id == row.id,
+            jobs.c.lease_id == row.lease_id,
+            _status_in(HOLDING_LEASE),
+        ]
+        return _to_job(conn.execute(update(jobs).where(*guard).values(values).returning(*jobs.c)).one())
+
+    def _statuses(self, conn, job_ids: list[str]) -> dict[str, str]:
+        """The status of each of these jobs that exists."""
+        if not job_ids:
+            return {}
+        rows = conn.execute(select(jobs.c.id, jobs.c.status).where(jobs.c.id.in_(job_ids))).all()
+        return {str(uuid.UUID(str(job_id))): status for job_id, status in rows}
 
     def release(self, job_id: str, lease_id: str) -> Job:
         """Hand back a lease that never reached its worker: the job is ready again and the
@@ -454,31 +583,26 @@ class Store:
             raise JobNotFound(f"no job has the id {job_id!r}")
         return row
 
-    def _lease_guard(self, clock: _Clock, job_id: str, lease_id: str) -> list[ColumnElement]:
-        return [
+    def _lease_guard(
+        self, clock: _Clock, job_id: str, lease_id: str, worker_id: str | None = None
+    ) -> list[ColumnElement]:
+        guard = [
             jobs.c.id == job_id,
             jobs.c.lease_id == lease_id,
             _status_in(HOLDING_LEASE),
             jobs.c.lease_expires_at > clock.now(),
         ]
+        if worker_id is not None:
+            guard.append(jobs.c.leased_by == worker_id)
+        return guard
 
-    def _update_held_lease(self, conn, clock, job_id, lease_id, values) -> Job:
+    def _update_held_lease(self, conn, clock, job_id, lease_id, values, worker_id: str | None = None) -> Job:
         job_id, lease_id = _lease_ids(job_id, lease_id)
-        statement = update(jobs).where(*self._lease_guard(clock, job_id, lease_id)).values(values)
+        statement = update(jobs).where(*self._lease_guard(clock, job_id, lease_id, worker_id)).values(values)
         row = conn.execute(statement.returning(*jobs.c)).one_or_none()
         if row is None:
             raise self._why_not_held(conn, job_id)
         return _to_job(row)
-
-    def _held_lease(self, conn, clock, job_id, lease_id):
-        job_id, lease_id = _lease_ids(job_id, lease_id)
-        query = select(jobs).where(*self._lease_guard(clock, job_id, lease_id))
-        if self.dialect == "postgresql":
-            query = query.with_for_update()
-        row = conn.execute(query).one_or_none()
-        if row is None:
-            raise self._why_not_held(conn, job_id)
-        return row
 
     def _why_not_held(self, conn, job_id: str) -> Exception:
         row = self._fetch(conn, job_id)  # raises JobNotFound
@@ -492,7 +616,7 @@ class Store:
         values: dict[str, Any] = {
             "status": status.value,
             # PostgreSQL text cannot hold NUL; SQLite can: store the same on both.
-            "last_error": (error or "failed").replace("\x00", "\ufffd")[:MAX_ERROR_CHARS],
+            "last_error": _error_text(error),
             "lease_expires_at": None,
             "updated_at": clock.now(),
         }
@@ -516,6 +640,164 @@ class Store:
             current = self._fetch(conn, canonical)
             raise IllegalTransition(f"cannot {verb} a job that is {current.status}")
         return _to_job(row)
+
+
+# -- settling many leases ------------------------------------------------------------------------
+
+_SETTLE_COLUMNS = (
+    ("job_id", Uuid(as_uuid=False)),
+    ("lease_id", Uuid(as_uuid=False)),
+    ("success", Boolean),
+)
+
+
+def _error_text(error: str | None) -> str:
+    # PostgreSQL text cannot hold NUL; SQLite can: store the same on both.
+    return (error or "failed").replace("\x00", "\ufffd")[:MAX_ERROR_CHARS]
+
+
+def _check_settlements(
+    settlements: Sequence[Settlement],
+) -> list[Settlement | SettleResult]:
+    """Each settlement in canonical form, or its result when it can be decided without the
+    database (a malformed id, a result no backend can store, a job named twice)."""
+    seen: set[str] = set()
+    checked: list[Settlement | SettleResult] = []
+    for item in settlements:
+        checked.append(_check_settlement(item, seen))
+    return checked
+
+
+def _check_settlement(item: Settlement, seen: set[str]) -> Settlement | SettleResult:
+    job_id, lease_id = parse_job_id(item.job_id), parse_job_id(item.lease_id)
+    if job_id is None:
+        return SettleResult(
+            item.job_id,
+            SettleOutcome.NOT_FOUND,
+            error=f"no job has the id {item.job_id!r}",
+        )
+    if lease_id is None:
+        return SettleResult(
+            job_id,
+            SettleOutcome.STALE_LEASE,
+            error=f"{item.lease_id!r} is not a lease id",
+        )
+    if job_id in seen:
+        return SettleResult(
+            job_id,
+            SettleOutcome.INVALID,
+            error="this job is settled more than once in the batch",
+        )
+    seen.add(job_id)
+    if item.success:
+        try:
+            _check_result(item.result)
+        except InvalidArgument as exc:
+            return SettleResult(job_id, SettleOutcome.INVALID, error=exc.message)
+    return Settlement(
+        job_id,
+        lease_id,
+        item.success,
+        item.result if item.success else None,
+        _error_text(item.error),
+    )
+
+
+def _settle_result(item: Settlement | SettleResult, settled: dict[str, Job], statuses: dict[str, str]) -> SettleResult:
+    if isinstance(item, SettleResult):
+        return item
+    if item.job_id in settled:
+        return SettleResult(item.job_id, SettleOutcome.SETTLED, job=settled[item.job_id])
+    if item.job_id not in statuses:
+        return SettleResult(
+            item.job_id,
+            SettleOutcome.NOT_FOUND,
+            error=f"no job has the id {item.job_id!r}",
+        )
+    return SettleResult(
+        item.job_id,
+        SettleOutcome.STALE_LEASE,
+        error=_stale_message(item.job_id, statuses[item.job_id]),
+    )
+
+
+def _stale_message(job_id: str, status: str) -> str:
+    if status in _values(HOLDING_LEASE):
+        return f"job {job_id} is held under another lease or by another worker, or this lease expired"
+    return f"job {job_id} is {status}; its lease is no longer held"
+
+
+def _settle_arrays(settlements: list[Settlement]) -> dict[str, list[Any]]:
+    """The batch as one array per column, unnested by the statement: one statement shape
+    whatever the batch size, so SQLAlchemy and PostgreSQL compile and plan it once."""
+    return {
+        "job_ids": [item.job_id for item in settlements],
+        "lease_ids": [item.lease_id for item in settlements],
+        "successes": [item.success for item in settlements],
+        "results": [json.dumps(item.result) if item.success else None for item in settlements],
+        "errors": [None if item.success else item.error for item in settlements],
+    }
+
+
+def _settle_statement(clock: _Clock, worker_id: str | None):
+    """UPDATE jobs ... FROM unnest(:job_ids, :lease_ids, ...) under the lease guard per row.
+    A nack's next status and backoff follow quorra.jobs (retries_remain, backoff_seconds)."""
+    given = (
+        func.unnest(
+            bindparam("job_ids", type_=ARRAY(Text)),
+            bindparam("lease_ids", type_=ARRAY(Text)),
+            bindparam("successes", type_=ARRAY(Boolean)),
+            bindparam("results", type_=ARRAY(Text)),
+            bindparam("errors", type_=ARRAY(Text)),
+        )
+        .table_valued("job_id", "lease_id", "success", "result", "error")
+        .render_derived(name="given")
+    )
+    now = clock.now()
+    success = given.c.success.is_(True)
+    retry = and_(not_(success), retries_remain(jobs.c.attempts, jobs.c.max_retries))
+    values = {
+        "status": case(
+            (success, JobStatus.SUCCEEDED.value),
+            (
+                retries_remain(jobs.c.attempts, jobs.c.max_retries),
+                JobStatus.FAILED.value,
+            ),
+            else_=JobStatus.DEAD.value,
+        ),
+        "result": case((success, cast(given.c.result, JSONB)), else_=jobs.c.result),
+        "last_error": case((success, jobs.c.last_error), else_=given.c.error),
+        "run_at": case((retry, now + _backoff_interval(jobs.c.attempts)), else_=jobs.c.run_at),
+        "finished_at": case((retry, jobs.c.finished_at), else_=now),
+        "lease_expires_at": None,
+        "updated_at": now,
+    }
+    guard = [
+        jobs.c.id == cast(given.c.job_id, Uuid(as_uuid=False)),
+        jobs.c.lease_id == cast(given.c.lease_id, Uuid(as_uuid=False)),
+        _status_in(HOLDING_LEASE),
+        jobs.c.lease_expires_at > now,
+    ]
+    if worker_id is not None:
+        guard.append(jobs.c.leased_by == worker_id)
+    return update(jobs).where(*guard).values(values).returning(*jobs.c)
+
+
+def _backoff_interval(attempts) -> ColumnElement:
+    """backoff_seconds(attempts) as SQL, tabulated from the Python rule itself."""
+    seconds = case(
+        {n: backoff_seconds(n) for n in range(BACKOFF_CAPPED_FROM)},
+        value=attempts,
+        else_=backoff_seconds(BACKOFF_CAPPED_FROM),
+    )
+    return func.make_interval(0, 0, 0, 0, 0, 0, seconds)
+
+
+def _log_settled(job: Job) -> None:
+    if job.status is JobStatus.SUCCEEDED:
+        _log_transition("job succeeded", "job.succeeded", job)
+    else:
+        _log_failed_attempt(job)
 
 
 def _values(statuses) -> list[str]:

@@ -1,16 +1,15 @@
 """/v1/jobs: submit (one or a batch), read, list, cancel and retry jobs. Thin views:
-parse -> store verb -> metrics and wake-ups -> JSON. The rules live in quorra.jobs."""
+parse -> manager verb (which counts metrics and wakes workers) -> JSON; reads go to the
+store directly. The rules live in quorra.jobs."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 from flask import Blueprint, request, url_for
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from quorra import metrics
 from quorra.api.auth import require_api_key
 from quorra.api.body import read_json
 from quorra.api.services import services
@@ -37,8 +36,7 @@ bp.before_request(require_api_key)
 def enqueue():
     limit = services().settings.max_payload_bytes
     spec = JobSpec.parse(read_json(limit), max_payload_bytes=limit)
-    job = services().store.enqueue(spec)
-    _created([job])
+    job = services().manager.enqueue(spec)
     return created_json(job), 201, {"Location": url_for(".get_job", job_id=job.id)}
 
 
@@ -46,8 +44,7 @@ def enqueue():
 def enqueue_batch():
     limit = services().settings.max_payload_bytes
     specs = parse_batch(read_json(limit * BATCH_BODY_FACTOR), max_payload_bytes=limit)
-    created = services().store.enqueue_many(specs)
-    _created(created)
+    created = services().manager.enqueue_many(specs)
     return {"jobs": [created_json(job) for job in created]}, 201
 
 
@@ -64,22 +61,12 @@ def list_jobs():
 
 @bp.post("/<job_id>/cancel")
 def cancel(job_id: str):
-    job = services().store.cancel(job_id)
-    metrics.job_cancelled(job)
-    return job_json(job)
+    return job_json(services().manager.cancel(job_id))
 
 
 @bp.post("/<job_id>/retry")
 def retry(job_id: str):
-    job = services().store.retry(job_id)
-    metrics.job_retried(job)
-    services().publish([job.queue])
-    return job_json(job)
-
-
-def _created(jobs: Sequence[Job]) -> None:
-    metrics.jobs_created(jobs)
-    services().publish(job.queue for job in jobs)
+    return job_json(services().manager.retry(job_id))
 
 
 class ListQuery(BaseModel):

@@ -1,17 +1,18 @@
-"""What the views share, built once per app by ``create_app``: settings, the store, the
+"""What the views share, built once per app by ``create_app``: settings, the store (for
+reads), the job manager (for every change of state, with its metrics and wake-ups), the
 notifier and (when REDIS_URL is set) a Redis client for the readiness check."""
 
 from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Iterable
 from dataclasses import dataclass
 
 import redis
 from flask import current_app
 
 from quorra.config import Settings
+from quorra.manager import JobManager
 from quorra.migrate import ensure_at_head
 from quorra.notify import Notifier
 from quorra.store import Store
@@ -29,14 +30,9 @@ class Services:
     notifier: Notifier
     redis: redis.Redis | None = None
 
-    def publish(self, queues: Iterable[str]) -> None:
-        """Wake the workers of each queue. Best effort: the job is already committed, and a
-        lost wake-up only costs the workers one poll interval, so it never fails a request."""
-        for queue in sorted(set(queues)):
-            try:
-                self.notifier.publish(queue)
-            except Exception:  # see the docstring
-                logger.warning("wake-up not published", extra={"event": "notify.failed", "queue": queue}, exc_info=True)
+    @functools.cached_property
+    def manager(self) -> JobManager:
+        return JobManager(self.store, self.notifier)
 
     def close(self) -> None:
         self.notifier.close()

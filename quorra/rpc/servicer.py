@@ -1,4 +1,4 @@
-"""The worker protocol's verbs. Each RPC parses its request, calls one store verb and
+"""The worker protocol's verbs. Each RPC parses its request, calls one manager verb and
 answers with a pb2 message; errors from ``quorra.errors`` become gRPC status codes through
 the one table below. Unknown exceptions become INTERNAL, logged with their traceback and
 never echoed to the worker."""
@@ -18,14 +18,14 @@ from typing import Any
 
 import grpc
 
-from quorra import metrics
 from quorra.config import Settings
 from quorra.errors import InvalidArgument, QuorraError
 from quorra.jobs import NAME_PATTERN, Job, JobStatus, check_portable_json
+from quorra.manager import JobManager
 from quorra.notify import Notifier
 from quorra.rpc import quorra_pb2 as pb2
 from quorra.rpc import quorra_pb2_grpc as pb2_grpc
-from quorra.store import Store
+from quorra.store import Settlement, SettleOutcome, SettleResult, Store
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +33,7 @@ SERVICE_NAME = pb2.DESCRIPTOR.services_by_name["WorkerService"].full_name
 DEFAULT_TTL_SECONDS = 30
 MAX_TTL_SECONDS = 86400
 MAX_JOBS_PER_LEASE = 1000
+MAX_SETTLEMENTS = 1000
 MAX_QUEUES_PER_LEASE = 100
 MAX_WORKER_ID_CHARS = 200
 DEADLINE_MARGIN_SECONDS = 1.0  # end a long poll this long before the worker's own deadline
@@ -146,6 +147,33 @@ def parse_result(text: str, max_bytes: int) -> Any:
     return result
 
 
+def parse_settle(request: pb2.SettleRequest, max_bytes: int) -> list[Settlement | SettleResult]:
+    """A SettleRequest: the whole call is refused (INVALID_ARGUMENT) only for a missing
+    worker_id or a wrong count; a bad result is that settlement's own INVALID result."""
+    problems = []
+    if not _valid_worker_id(request.worker_id):
+        problems.append(f"worker_id is required (1-{MAX_WORKER_ID_CHARS} characters)")
+    if not 1 <= len(request.settlements) <= MAX_SETTLEMENTS:
+        problems.append(f"settlements must hold 1 to {MAX_SETTLEMENTS} items")
+    _refuse_problems(problems)
+    return [_settlement(item, max_bytes) for item in request.settlements]
+
+
+def _settlement(item: pb2.Settlement, max_bytes: int) -> Settlement | SettleResult:
+    if not item.success:
+        return Settlement(
+            item.job_id,
+            item.lease_id,
+            success=False,
+            error=item.error_message or "failed",
+        )
+    try:
+        result = parse_result(item.result_json, max_bytes)
+    except InvalidArgument as exc:
+        return SettleResult(item.job_id, SettleOutcome.INVALID, error=exc.message)
+    return Settlement(item.job_id, item.lease_id, success=True, result=result)
+
+
 def _refuse_problems(problems: Sequence[str]) -> None:
     if problems:
         raise InvalidArgument("; ".join(problems), details=list(problems))
@@ -170,6 +198,27 @@ def job_message(job: Job) -> pb2.Job:
     )
 
 
+_OUTCOMES = {
+    SettleOutcome.SETTLED: pb2.SettleResult.SETTLED,
+    SettleOutcome.STALE_LEASE: pb2.SettleResult.STALE_LEASE,
+    SettleOutcome.NOT_FOUND: pb2.SettleResult.NOT_FOUND,
+    SettleOutcome.INVALID: pb2.SettleResult.INVALID,
+}
+
+
+def settle_result_message(result: SettleResult) -> pb2.SettleResult:
+    reply = pb2.SettleResult(
+        job_id=result.job_id,
+        outcome=_OUTCOMES[result.outcome],
+        error=result.error or "",
+    )
+    if result.job is not None:
+        reply.status, reply.attempts = result.job.status.value, result.job.attempts
+        if result.job.status is JobStatus.FAILED:
+            reply.run_at.FromDatetime(result.job.run_at)
+    return reply
+
+
 def settled_message(job: Job) -> pb2.AckResponse:
     reply = pb2.AckResponse(job_id=job.id, status=job.status.value, attempts=job.attempts)
     if job.status is JobStatus.FAILED:
@@ -188,8 +237,8 @@ def max_waiting_leases(threads: int) -> int:
 class WorkerServicer(pb2_grpc.WorkerServiceServicer):
     def __init__(self, settings: Settings, store: Store, notifier: Notifier):
         self.settings = settings
-        self.store = store
-        self.notifier = notifier
+        self.manager = JobManager(store, notifier)
+        self.notifier = notifier  # for long polls: listen/wait
         self.max_waiting = max_waiting_leases(settings.grpc_threads)
         self.waiting = 0  # long polls waiting now
         self._waiting_lock = threading.Lock()
@@ -209,20 +258,27 @@ class WorkerServicer(pb2_grpc.WorkerServiceServicer):
     def AckJob(self, request: pb2.JobAck, context: grpc.ServicerContext) -> pb2.AckResponse:
         with wire_errors(context, request):
             result = parse_result(request.result_json, self.settings.max_payload_bytes)
-            job = self.store.ack(request.job_id, request.lease_id, result)
-            metrics.job_settled(job)
+            job = self.manager.ack(request.job_id, request.lease_id, result, worker_id=request.worker_id)
             return settled_message(job)
 
     def NackJob(self, request: pb2.JobAck, context: grpc.ServicerContext) -> pb2.AckResponse:
         with wire_errors(context, request):
-            job = self.store.nack(request.job_id, request.lease_id, request.error_message or "failed")
-            metrics.job_settled(job)
+            error = request.error_message or "failed"
+            job = self.manager.nack(request.job_id, request.lease_id, error, worker_id=request.worker_id)
             return settled_message(job)
+
+    def SettleJobs(self, request: pb2.SettleRequest, context: grpc.ServicerContext) -> pb2.SettleResponse:
+        with wire_errors(context, request):
+            parsed = parse_settle(request, self.settings.max_payload_bytes)
+            valid = [item for item in parsed if isinstance(item, Settlement)]
+            settled = iter(self.manager.settle_many(valid, worker_id=request.worker_id))
+            results = [item if isinstance(item, SettleResult) else next(settled) for item in parsed]
+            return pb2.SettleResponse(results=[settle_result_message(result) for result in results])
 
     def ExtendLease(self, request: pb2.ExtendLeaseRequest, context: grpc.ServicerContext) -> pb2.ExtendLeaseResponse:
         with wire_errors(context, request):
             ttl = parse_ttl(request.lease_ttl_seconds)
-            job = self.store.extend_lease(request.job_id, request.lease_id, ttl)
+            job = self.manager.extend(request.job_id, request.lease_id, ttl, worker_id=request.worker_id)
             return pb2.ExtendLeaseResponse(
                 job_id=job.id, status=job.status.value, lease_expires_at=job.lease_expires_at
             )
@@ -230,9 +286,7 @@ class WorkerServicer(pb2_grpc.WorkerServiceServicer):
     # -- leasing with a long poll ------------------------------------------------------------
 
     def _lease(self, args: LeaseArgs) -> list[Job]:
-        jobs = self.store.lease_jobs(args.queues, args.worker_id, args.max_jobs, args.ttl_seconds)
-        metrics.jobs_leased(jobs)
-        return jobs
+        return self.manager.lease(args.queues, args.worker_id, args.max_jobs, args.ttl_seconds)
 
     def _lease_when_ready(self, args: LeaseArgs, context: grpc.ServicerContext) -> list[Job]:
         """Lease now; if nothing is ready, wait for a wake-up (or the notifier's re-check
@@ -285,23 +339,4 @@ class WorkerServicer(pb2_grpc.WorkerServiceServicer):
                 sent += 1
         finally:
             if sent < len(jobs):
-                self._release(jobs[sent:], args.worker_id)
-
-    def _release(self, jobs: list[Job], worker_id: str) -> None:
-        for job in jobs:
-            try:
-                released = self.store.release(job.id, job.lease_id)
-            except QuorraError as exc:
-                logger.warning(
-                    "undelivered lease not handed back; it will expire",
-                    extra={
-                        "event": "lease.release_failed",
-                        "job_id": job.id,
-                        "queue": job.queue,
-                        "worker_id": worker_id,
-                        "error": exc.message,
-                    },
-                )
-                continue
-            metrics.lease_released(released)
-            self.notifier.publish(released.queue)
+                self.manager.release_many(jobs[sent:])
