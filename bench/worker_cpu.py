@@ -1,0 +1,148 @@
+"""Worker SDK cost: CPU per no-op job in the worker processes (and in the gRPC server),
+and end-to-end jobs/s, against a real `quorra grpc` on a throwaway PostgreSQL database.
+Not part of the test run; it prints figures and asserts nothing.
+
+    python bench/worker_cpu.py                                  # 5,000 jobs, 2 workers x 10 slots
+    python bench/worker_cpu.py --jobs 10000 --workers 2 --max-jobs 10
+    python bench/worker_cpu.py --worker-src /tmp/quorra-before  # another checkout's worker SDK
+
+The workers start idle; then all jobs are enqueued in one transaction and the clock runs
+until every one is `succeeded`. CPU is user + system time from /proc over that span.
+`--worker-src` puts a directory holding another `quorra` package first on the workers'
+PYTHONPATH (the server stays this checkout's), to compare two versions of the SDK.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+from quorra import migrate
+from quorra.jobs import JobSpec
+from quorra.store import Store
+
+DEFAULT_POSTGRES = "postgresql://postgres@127.0.0.1:5432/postgres"
+REPO = Path(__file__).resolve().parent.parent
+QUEUE = "bench_noop"
+HANDLERS = 'from quorra.worker import handler\n\n\n@handler("noop")\ndef noop(job):\n    return None\n'
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def main() -> None:
+    options = parse_args()
+    with throwaway_postgres(os.environ.get("QUORRA_BENCH_DATABASE_URL", DEFAULT_POSTGRES)) as url:
+        store = Store.from_url(url)
+        migrate.upgrade(store.engine)
+        with tempfile.TemporaryDirectory(prefix="quorra-bench-") as directory:
+            (Path(directory) / "noop_handlers.py").write_text(HANDLERS)
+            run(store, url, Path(directory), options)
+        store.engine.dispose()
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--jobs", type=int, default=5000)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--max-jobs", type=int, default=10)
+    parser.add_argument("--log-level", default="warning", help="the workers' QUORRA_LOG_LEVEL")
+    parser.add_argument("--worker-src", default=None, help="a directory holding the quorra package the workers run")
+    return parser.parse_args()
+
+
+def run(store: Store, url: str, directory: Path, options: argparse.Namespace) -> None:
+    port = free_port()
+    env = os.environ | {"DATABASE_URL": url, "QUORRA_GRPC_ADDR": f"127.0.0.1:{port}", "QUORRA_LOG_LEVEL": "warning"}
+    server = subprocess.Popen([str(REPO / ".venv/bin/quorra"), "grpc"], env=env, stdout=subprocess.DEVNULL)
+    workers = [start_worker(env, directory, options, n) for n in range(options.workers)]
+    try:
+        time.sleep(3.0)  # connected and waiting on their long polls
+        before = {p.pid: cpu_seconds(p.pid) for p in (server, *workers)}
+        started = time.monotonic()
+        store.enqueue_many([JobSpec.parse({"type": "noop", "queue": QUEUE, "payload": {}})] * options.jobs)
+        wait_all_succeeded(store, options.jobs)
+        elapsed = time.monotonic() - started
+        after = {p.pid: cpu_seconds(p.pid) for p in (server, *workers)}
+    finally:
+        for process in (*workers, server):
+            process.terminate()
+        for process in (*workers, server):
+            process.wait(30)
+    report(options, elapsed, {pid: after[pid] - before[pid] for pid in before}, server.pid)
+
+
+def start_worker(env: dict, directory: Path, options: argparse.Namespace, number: int) -> subprocess.Popen:
+    path = [str(directory)] + ([options.worker_src] if options.worker_src else [])
+    worker_env = env | {
+        "PYTHONPATH": os.pathsep.join(path),
+        "QUORRA_WORKER_ID": f"bench-{number}",
+        "QUORRA_LOG_LEVEL": options.log_level,
+    }
+    command = [sys.executable, str(REPO / "bin/quorra-worker"), "--handlers", "noop_handlers"]
+    command += ["--queues", QUEUE, "--max-jobs", str(options.max_jobs)]
+    return subprocess.Popen(command, env=worker_env, cwd=directory, stdout=subprocess.DEVNULL)
+
+
+def wait_all_succeeded(store: Store, count: int, timeout: float = 600.0) -> None:
+    deadline = time.monotonic() + timeout
+    query = text("SELECT count(*) FROM jobs WHERE queue = :queue AND status = 'succeeded'")
+    while time.monotonic() < deadline:
+        with store.engine.connect() as conn:
+            if conn.execute(query, {"queue": QUEUE}).scalar_one() >= count:
+                return
+        time.sleep(0.05)
+    raise SystemExit(f"not all {count} jobs succeeded within {timeout} s")
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICK  # utime, stime
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def report(options: argparse.Namespace, elapsed: float, cpu: dict[int, float], server_pid: int) -> None:
+    jobs = options.jobs
+    worker_cpu = sum(seconds for pid, seconds in cpu.items() if pid != server_pid)
+    print(
+        f"{jobs} no-op jobs, {options.workers} workers x {options.max_jobs} slots, worker log level {options.log_level}"
+    )
+    print(f"  end to end:        {jobs / elapsed:8.0f} jobs/s ({elapsed:.2f} s)")
+    print(f"  worker CPU/job:    {worker_cpu / jobs * 1000:8.3f} ms (all workers, {worker_cpu:.2f} s)")
+    print(f"  gRPC server CPU/job: {cpu[server_pid] / jobs * 1000:6.3f} ms ({cpu[server_pid]:.2f} s)")
+
+
+@contextmanager
+def throwaway_postgres(server_url: str) -> Iterator[str]:
+    """A new database beside the one `server_url` names, dropped afterwards."""
+    name = f"quorra_bench_worker_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+    admin = create_engine(make_url(server_url).set(drivername="postgresql+psycopg2"), isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+        try:
+            yield make_url(server_url).set(database=name).render_as_string(hide_password=False)
+        finally:
+            with admin.connect() as conn:
+                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    finally:
+        admin.dispose()
+
+
+if __name__ == "__main__":
+    main()
