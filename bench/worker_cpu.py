@@ -47,7 +47,10 @@ def main() -> None:
         migrate.upgrade(store.engine)
         with tempfile.TemporaryDirectory(prefix="quorra-bench-") as directory:
             (Path(directory) / "noop_handlers.py").write_text(HANDLERS)
+            metrics = Path(directory) / "metrics"
+            metrics.mkdir()
             run(store, url, Path(directory), options)
+            print_calls(metrics, options.jobs)
         store.engine.dispose()
 
 
@@ -63,7 +66,12 @@ def parse_args() -> argparse.Namespace:
 
 def run(store: Store, url: str, directory: Path, options: argparse.Namespace) -> None:
     port = free_port()
-    env = os.environ | {"DATABASE_URL": url, "QUORRA_GRPC_ADDR": f"127.0.0.1:{port}", "QUORRA_LOG_LEVEL": "warning"}
+    env = os.environ | {
+        "PROMETHEUS_MULTIPROC_DIR": str(directory / "metrics"),
+        "DATABASE_URL": url,
+        "QUORRA_GRPC_ADDR": f"127.0.0.1:{port}",
+        "QUORRA_LOG_LEVEL": "warning",
+    }
     server = subprocess.Popen([str(REPO / ".venv/bin/quorra"), "grpc"], env=env, stdout=subprocess.DEVNULL)
     workers = [start_worker(env, directory, options, n) for n in range(options.workers)]
     try:
@@ -103,6 +111,22 @@ def wait_all_succeeded(store: Store, count: int, timeout: float = 600.0) -> None
                 return
         time.sleep(0.05)
     raise SystemExit(f"not all {count} jobs succeeded within {timeout} s")
+
+
+def print_calls(metrics: Path, jobs: int) -> None:
+    """gRPC calls per job, by method, from the server's multiprocess metric files."""
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics)
+    from prometheus_client import CollectorRegistry, multiprocess
+
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry)
+    calls: dict[str, float] = {}
+    for family in registry.collect():
+        for sample in family.samples:
+            if sample.name == "quorra_grpc_requests_total":
+                calls[sample.labels["method"]] = calls.get(sample.labels["method"], 0) + sample.value
+    summary = ", ".join(f"{method} {count:.0f} ({count / jobs:.3f}/job)" for method, count in sorted(calls.items()))
+    print(f"  gRPC calls: {summary}")
 
 
 def cpu_seconds(pid: int) -> float:
