@@ -102,6 +102,9 @@ class Heartbeats:
         )
 
     def _failed(self, lease: Lease, error: grpc.RpcError) -> None:
+        if status_code(error) in LEASE_GONE_CODES and lease.settling:
+            self.untrack(lease.job.id)  # its settle landed while this beat was on its way: not a loss
+            return
         if status_code(error) in LEASE_GONE_CODES:
             lease.job.lease_lost.set()
             self.untrack(lease.job.id)

@@ -130,4 +130,4 @@ def test_a_server_without_settle_jobs_is_settled_one_job_at_a_time(older_server,
     statuses = [settled(store, job.id).status for job in later]
     assert statuses == [JobStatus.SUCCEEDED, JobStatus.DEAD] * 2
     assert (len(acks), len(nacks)) == (3, 2)
-    assert worker.heartbeats.running() == []
+    wait_until(lambda: worker.heartbeats.running() == [], what="every lease let go once its settle was answered")
