@@ -9,10 +9,18 @@ from typing import Any
 from flask import Blueprint
 
 from quorra import __version__
-from quorra.api.errors import STATUS_BY_CODE
 from quorra.api.cursor import MAC_BYTES
+from quorra.api.errors import STATUS_BY_CODE
 from quorra.api.jobs import BATCH_BODY_FACTOR, BODIES
-from quorra.jobs import MAX_BATCH_SIZE, MAX_PAYLOAD_DEPTH, MAX_QUEUE_CHARS, MAX_TYPE_CHARS, NAME_PATTERN, JobSpec, JobStatus
+from quorra.jobs import (
+    MAX_BATCH_SIZE,
+    MAX_PAYLOAD_DEPTH,
+    MAX_QUEUE_CHARS,
+    MAX_TYPE_CHARS,
+    NAME_PATTERN,
+    JobSpec,
+    JobStatus,
+)
 from quorra.store import MAX_LIST_LIMIT
 
 bp = Blueprint("openapi", __name__)
@@ -165,8 +173,8 @@ def _dashboard_path() -> dict[str, Any]:
                     "name": "status",
                     "in": "query",
                     "required": False,
-                    "schema": _ref("JobStatus"),
-                    "description": "show only recent jobs in this status",
+                    "schema": {"type": "string"},
+                    "description": "show only recent jobs in this status (a JobStatus; any other value shows all)",
                 }
             ],
             "responses": {
@@ -233,7 +241,7 @@ def _job_spec_schema() -> dict[str, Any]:
     schema = JobSpec.model_json_schema()
     schema["description"] = (
         "A job to run. Unknown fields are refused; integer fields take JSON numbers without a fraction "
-        "(10 or 10.0, never 10.5, \"10\" or true)."
+        '(10 or 10.0, never 10.5, "10" or true).'
     )
     schema["properties"]["payload"] = {
         "type": "object",

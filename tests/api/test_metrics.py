@@ -95,7 +95,11 @@ def test_http_requests_are_grouped_by_url_rule_not_raw_path(client, store):
     assert not any(route and route.startswith("/v1/jobs/") and "<" not in route for route in routes)
     assert (
         sample(
-            samples, "quorra_http_request_duration_seconds_count", method="GET", route="/v1/jobs/<uuid:job_id>", status="200"
+            samples,
+            "quorra_http_request_duration_seconds_count",
+            method="GET",
+            route="/v1/jobs/<uuid:job_id>",
+            status="200",
         )
         == 3
     )

@@ -13,7 +13,12 @@ from tests import factories
 from tests.rpc.support import AUTH, ack, lease
 
 C = grpc.StatusCode
-UNPAIRED_SURROGATES = ['"\\ud800"', '{"a": ["\\udfff"]}', '{"\\ud800": 1}', '{"ok": "\\ud83d\\ude00", "bad": "\\ud83d"}']
+UNPAIRED_SURROGATES = [
+    '"\\ud800"',
+    '{"a": ["\\udfff"]}',
+    '{"\\ud800": 1}',
+    '{"ok": "\\ud83d\\ude00", "bad": "\\ud83d"}',
+]
 
 
 def refusal(call, *args, **kwargs) -> grpc.RpcError:
