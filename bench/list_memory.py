@@ -2,9 +2,9 @@
 
 Fills a SQLite database with N jobs of 1 MiB payloads, then, each in a fresh process (so the
 peak is that request's own), answers one list request through the real Flask app and prints
-the response size and the process's peak RSS growth.
+the response size and the process's RSS before the request and its peak RSS.
 
-    .venv/bin/python bench/list_memory.py [--jobs 270] [--limit 300]
+    .venv/bin/python bench/list_memory.py [--jobs 270] [--limit 300] [--query limit=300 ...]
 """
 
 from __future__ import annotations
@@ -48,26 +48,35 @@ def measure(url: str, query: str) -> dict:
     app = create_app(Settings(database_url=url, api_keys=(KEY,), log_level="error"))
     client = app.test_client()
     client.get("/v1/jobs?limit=1", headers={"X-API-Key": KEY})  # warm up: imports, pool
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    before = _rss_mb()
     started = time.perf_counter()
     response = client.get(f"/v1/jobs?{query}", headers={"X-API-Key": KEY})
     seconds = time.perf_counter() - started
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     body = response.get_json()
     return {
         "query": query,
         "status": response.status_code,
         "jobs": len(body["jobs"]),
         "response_mb": round(len(response.get_data()) / 1e6, 2),
-        "peak_rss_growth_mb": round((peak - before) / 1024, 1),
+        "rss_before_mb": round(before, 1),
+        "peak_rss_mb": round(peak, 1),
         "seconds": round(seconds, 2),
     }
+
+
+def _rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--jobs", type=int, default=270)
     parser.add_argument("--limit", type=int, default=300)
+    parser.add_argument("--query", action="append", help="a query to measure (default: without and with bodies)")
     parser.add_argument("--measure", nargs=2, metavar=("URL", "QUERY"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.measure:
@@ -77,11 +86,8 @@ def main() -> None:
         url = f"sqlite:///{Path(tmp) / 'bench.db'}"
         fill(url, args.jobs)
         print(f"{args.jobs} jobs of 1 MiB; GET /v1/jobs?...")
-        for query in (
-            f"limit={args.limit}",
-            f"limit={args.limit}&include=payload",
-            f"limit={args.limit}&include=payload,result",
-        ):
+        limit = f"limit={args.limit}"
+        for query in args.query or (limit, f"{limit}&include=payload", f"{limit}&include=payload,result"):
             out = subprocess.run(
                 [sys.executable, __file__, "--measure", url, query], capture_output=True, text=True, check=True
             )
