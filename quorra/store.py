@@ -182,23 +182,24 @@ class Store:
         where = _list_filters(queue, status, type, cursor)
         with self._transaction() as conn:
             if bodies and max_bytes is not None:
-                rows, more = self._list_within_bytes(conn, where, limit, max_bytes)
+                rows, next_cursor = self._list_within_bytes(conn, where, limit, max_bytes)
             else:
-                rows, more = self._list_rows(conn, where, limit, bodies)
-        page = [_to_job(row) for row in rows]
-        return JobPage(page, ListPosition(page[-1].created_at, page[-1].id) if more else None)
+                rows, next_cursor = self._list_rows(conn, where, limit, bodies)
+        return JobPage([_to_job(row) for row in rows], next_cursor)
 
     def _list_rows(self, conn, where, limit: int, bodies: bool):
         columns = list(jobs.c) if bodies else [_no_body(c) if c.name in _BODIES else c for c in jobs.c]
         rows = conn.execute(select(*columns).where(*where).order_by(*_NEWEST_FIRST).limit(limit + 1)).all()
-        return rows[:limit], len(rows) > limit
+        return rows[:limit], _position(rows[limit - 1]) if len(rows) > limit else None
 
     def _list_within_bytes(self, conn, where, limit: int, max_bytes: int):
-        sizes = select(jobs.c.id, self._bodies_bytes()).where(*where).order_by(*_NEWEST_FIRST).limit(limit + 1)
-        candidates = conn.execute(sizes).all()
-        chosen = _ids_within(candidates[:limit], max_bytes)
-        rows = conn.execute(select(jobs).where(jobs.c.id.in_(chosen)).order_by(*_NEWEST_FIRST)).all()
-        return rows, len(chosen) < len(candidates)
+        keys_and_sizes = select(jobs.c.created_at, jobs.c.id, self._bodies_bytes())
+        candidates = conn.execute(keys_and_sizes.where(*where).order_by(*_NEWEST_FIRST).limit(limit + 1)).all()
+        chosen = _leading_within(candidates[:limit], max_bytes)
+        ids = [candidate.id for candidate in chosen]
+        rows = conn.execute(select(jobs).where(jobs.c.id.in_(ids)).order_by(*_NEWEST_FIRST)).all()
+        # The cursor comes from the candidates: a chosen job pruned meanwhile cannot end the list early.
+        return rows, _position(chosen[-1]) if len(chosen) < len(candidates) else None
 
     def _bodies_bytes(self) -> ColumnElement:
         """The JSON size of a job's payload plus its result, computed by the database."""
@@ -621,15 +622,20 @@ def _no_body(column) -> ColumnElement:
     return literal(None, column.type).label(column.name)
 
 
-def _ids_within(candidates, max_bytes: int) -> list:
-    """The leading ids whose bodies fit in max_bytes together; the first one always does."""
+def _leading_within(candidates, max_bytes: int) -> list:
+    """The leading (created_at, id, size) rows whose sizes fit in max_bytes together; the
+    first one always does, so every page makes progress."""
     chosen, total = [], 0
-    for job_id, size in candidates:
-        total += size
+    for candidate in candidates:
+        total += candidate[2]
         if chosen and total > max_bytes:
             break
-        chosen.append(job_id)
+        chosen.append(candidate)
     return chosen
+
+
+def _position(row) -> ListPosition:
+    return ListPosition(row.created_at, str(uuid.UUID(str(row.id))))
 
 
 def _log_failed_attempt(job: Job) -> None:
