@@ -55,6 +55,7 @@ def measure(url: str, query: str) -> dict:
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     body = response.get_json()
     return {
+        "code": str(Path(sys.modules["quorra.store"].__file__).parent),
         "query": query,
         "status": response.status_code,
         "jobs": len(body["jobs"]),
