@@ -17,12 +17,13 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 
 from quorra.errors import InvalidConfig
+from quorra.jobs import MAX_QUEUE_CHARS, is_valid_name
 
 DEV_API_KEY = "dev-api-key-change-in-production"
+MIN_SECRET_CHARS = 16
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
-_NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,100}$")
 
 
 def parse_duration(value: object) -> object:
@@ -83,6 +84,10 @@ class Settings(BaseModel):
     log_format: Literal["json", "text"] = Field("json", alias="QUORRA_LOG_FORMAT")
     api_keys: Names = Field((DEV_API_KEY,), alias="QUORRA_API_KEY", min_length=1)
     max_payload_bytes: int = Field(1024 * 1024, alias="QUORRA_MAX_PAYLOAD_BYTES", ge=1024)
+    # Signs list cursors (comma list: the first signs, all verify). Unset: derived from the API keys.
+    secret_keys: Names = Field((), alias="QUORRA_SECRET_KEY", repr=False)
+    # The most payload and result bytes one page of GET /v1/jobs?include=... may carry.
+    list_max_bytes: int = Field(4 * 1024 * 1024, alias="QUORRA_LIST_MAX_BYTES", ge=64 * 1024)
 
     # web: gunicorn gthread workers
     web_workers: int = Field(2, alias="QUORRA_WEB_WORKERS", ge=1, le=64)
@@ -137,10 +142,26 @@ class Settings(BaseModel):
     @field_validator("worker_queues")
     @classmethod
     def _queue_names(cls, queues: tuple[str, ...]) -> tuple[str, ...]:
-        bad = [q for q in queues if not _NAME.match(q)]
+        bad = [q for q in queues if not is_valid_name(q, MAX_QUEUE_CHARS)]
         if bad:
             raise ValueError(f"invalid queue names {bad}: use letters, digits and _.:- (1-100 chars)")
         return queues
+
+    @field_validator("secret_keys")
+    @classmethod
+    def _long_secrets(cls, keys: tuple[str, ...]) -> tuple[str, ...]:
+        if any(len(key) < MIN_SECRET_CHARS for key in keys):
+            raise ValueError(f"each key must have at least {MIN_SECRET_CHARS} characters")
+        return keys
+
+    @property
+    def cursor_keys(self) -> tuple[bytes, ...]:
+        """The keys that sign list cursors: QUORRA_SECRET_KEY, or else one derived from each
+        API key (an HMAC, so a cursor tells nothing about the key). Every web process of a
+        deployment shares its API keys, so they agree on cursors without more configuration."""
+        if self.secret_keys:
+            return tuple(key.encode() for key in self.secret_keys)
+        return tuple(hmac.digest(key.encode(), b"quorra list cursor key", "sha256") for key in self.api_keys)
 
     @property
     def uses_dev_api_key(self) -> bool:

@@ -18,19 +18,55 @@ from __future__ import annotations
 import enum
 import json
 import math
+import re
 import uuid
 from dataclasses import asdict, dataclass
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictInt,
+    StrictStr,
+    ValidationError,
+    field_validator,
+)
 
 from quorra.errors import InvalidJobSpec
 
 MAX_BACKOFF_SECONDS = 3600
 MAX_PAYLOAD_DEPTH = 32
 MAX_BATCH_SIZE = 1000
+MAX_QUEUE_CHARS = 100
+MAX_TYPE_CHARS = 200
+# Queue and type names. NAME_PATTERN is the JSON Schema (ECMA-262) spelling, used by pydantic
+# (whose Rust engine reads `$` as the end of the text) and by the OpenAPI document. Python code
+# checks names with is_valid_name: Python's `$` also matches before a trailing newline, so a
+# `re.match` of NAME_PATTERN would take "x\n".
 NAME_PATTERN = r"^[A-Za-z0-9_.:-]+$"
+_NAME = re.compile(r"[A-Za-z0-9_.:-]+")
+
+
+def is_valid_name(text: object, max_chars: int = MAX_QUEUE_CHARS) -> bool:
+    """A queue or type name: 1 to `max_chars` characters from A-Z a-z 0-9 _ . : -"""
+    return isinstance(text, str) and len(text) <= max_chars and _NAME.fullmatch(text) is not None
+
+
+def _integral_number(value: object) -> object:
+    """JSON has one number type, and JSON Schema counts 396.0 as an integer: take it as 396.
+    1.5 stays a float (refused by StrictInt), and so do booleans and strings."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+# An integer field of a JSON body: a JSON number without a fraction, never a bool or a string.
+JsonInt = Annotated[StrictInt, BeforeValidator(_integral_number)]
+QueueName = Annotated[StrictStr, Field(min_length=1, max_length=MAX_QUEUE_CHARS, pattern=NAME_PATTERN)]
+TypeName = Annotated[StrictStr, Field(min_length=1, max_length=MAX_TYPE_CHARS, pattern=NAME_PATTERN)]
 
 
 class JobStatus(str, enum.Enum):
@@ -93,7 +129,7 @@ class Job:
     id: str
     type: str
     queue: str
-    payload: dict[str, Any]
+    payload: dict[str, Any] | None  # None when a list left the bodies out
     priority: int
     status: JobStatus
     attempts: int
@@ -119,17 +155,17 @@ class JobSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    type: StrictStr = Field(min_length=1, max_length=200, pattern=NAME_PATTERN)
+    type: TypeName
     payload: dict[str, Any]
-    queue: StrictStr = Field("default", min_length=1, max_length=100, pattern=NAME_PATTERN)
-    priority: StrictInt = Field(0, ge=-1000, le=1000)
-    delay_seconds: StrictInt = Field(0, ge=0, le=366 * 86400)
-    max_retries: StrictInt = Field(3, ge=0, le=100)
+    queue: QueueName = "default"
+    priority: JsonInt = Field(0, ge=-1000, le=1000)
+    delay_seconds: JsonInt = Field(0, ge=0, le=366 * 86400)
+    max_retries: JsonInt = Field(3, ge=0, le=100)
 
     @field_validator("payload")
     @classmethod
     def _portable_json(cls, payload: dict[str, Any]) -> dict[str, Any]:
-        check_portable_json(payload)
+        check_portable_json(payload, "payload")
         return payload
 
     @classmethod
@@ -171,25 +207,67 @@ def parse_batch(data: object, *, max_payload_bytes: int | None = None) -> list[J
     return specs
 
 
-def check_portable_json(value: Any, depth: int = 0) -> None:
-    """Refuse what one of our databases would store differently or not at all:
-    NUL characters (PostgreSQL jsonb rejects them, SQLite keeps them), nesting deeper
-    than MAX_PAYLOAD_DEPTH, and non-finite floats."""
+def check_portable_json(value: Any, name: str = "value") -> None:
+    """Refuse what one of our databases would store differently or not at all, saying where
+    (``payload.items[2].name: ...``): NUL characters (PostgreSQL jsonb rejects them, SQLite
+    keeps them), unpaired UTF-16 surrogates (``"\\ud800"`` decodes to a str that neither
+    database can store as UTF-8), nesting deeper than MAX_PAYLOAD_DEPTH, and non-finite floats."""
+    try:
+        _check_portable(value, 0)
+    except NotPortable as exc:
+        raise ValueError(f"{_printable(name + exc.where)}: {exc.reason}") from None
+
+
+class NotPortable(ValueError):
+    """Raised deep in a JSON value; each level adds its key on the way out, so the happy
+    path builds no path strings."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+        self.where = ""
+
+    def inside(self, step: str) -> NotPortable:
+        self.where = step + self.where
+        return self
+
+
+def _check_portable(value: Any, depth: int) -> None:
     if depth > MAX_PAYLOAD_DEPTH:
-        raise ValueError(f"nested deeper than {MAX_PAYLOAD_DEPTH} levels")
+        raise NotPortable(f"nested deeper than {MAX_PAYLOAD_DEPTH} levels")
     if isinstance(value, str):
-        if "\x00" in value:
-            raise ValueError("strings may not contain the NUL character (\\u0000)")
-    elif isinstance(value, float):
-        if not math.isfinite(value):
-            raise ValueError("numbers must be finite")
+        _check_text(value)
+    elif isinstance(value, float) and not math.isfinite(value):
+        raise NotPortable("numbers must be finite")
     elif isinstance(value, dict):
         for key, item in value.items():
-            check_portable_json(key, depth + 1)
-            check_portable_json(item, depth + 1)
+            try:
+                _check_text(key, " (the key)")
+                _check_portable(item, depth + 1)
+            except NotPortable as exc:
+                raise exc.inside(f".{key}") from None
     elif isinstance(value, list):
-        for item in value:
-            check_portable_json(item, depth + 1)
+        for index, item in enumerate(value):
+            try:
+                _check_portable(item, depth + 1)
+            except NotPortable as exc:
+                raise exc.inside(f"[{index}]") from None
+
+
+# json.loads joins a valid pair (\\ud83d\\ude00) into one character: a surrogate left is unpaired.
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _check_text(text: str, what: str = "") -> None:
+    if "\x00" in text:
+        raise NotPortable(f"strings may not contain the NUL character (\\u0000){what}")
+    if _SURROGATE.search(text):
+        raise NotPortable(f"strings may not contain an unpaired UTF-16 surrogate (\\ud800-\\udfff){what}")
+
+
+def _printable(path: str) -> str:
+    """A path as it may be echoed to a client: NULs and lone surrogates in key names escaped."""
+    return path.encode("utf-8", "backslashreplace").decode("utf-8").replace("\x00", "\\u0000")
 
 
 def describe_errors(exc: ValidationError) -> list[dict[str, str]]:

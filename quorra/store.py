@@ -15,8 +15,6 @@ embedded on one host, the process clock. Methods that depend on time take an opt
 
 from __future__ import annotations
 
-import base64
-import binascii
 import enum
 import json
 import logging
@@ -25,12 +23,13 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import (
     Boolean,
     Connection,
     Engine,
+    LargeBinary,
     Text,
     Uuid,
     and_,
@@ -80,10 +79,17 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+class ListPosition(NamedTuple):
+    """Where a page of the newest-first list ended: the keyset (created_at, id) of its last job."""
+
+    created_at: datetime
+    id: str
+
+
 @dataclass(frozen=True)
 class JobPage:
     jobs: list[Job]
-    next_cursor: str | None
+    next_cursor: ListPosition | None  # None on the last page
 
 
 @dataclass(frozen=True)
@@ -210,27 +216,47 @@ class Store:
         status: JobStatus | str | None = None,
         type: str | None = None,
         limit: int = 50,
-        cursor: str | None = None,
+        cursor: ListPosition | None = None,
+        bodies: bool = True,
+        max_bytes: int | None = None,
     ) -> JobPage:
-        """Newest first, `limit` at a time; pass `next_cursor` back for the next page."""
+        """Newest first, `limit` at a time; pass `next_cursor` back for the next page.
+
+        Without `bodies`, payload and result are left out (None), and never read. With them,
+        `max_bytes` bounds their total JSON size: the page ends early, after at least one job,
+        before the job that would pass it (sizes are measured in the database first, so no
+        more than a page's worth of bodies is ever read)."""
         if not 1 <= limit <= MAX_LIST_LIMIT:
             raise InvalidArgument(f"limit must be between 1 and {MAX_LIST_LIMIT}")
-        query = select(jobs).order_by(jobs.c.created_at.desc(), jobs.c.id.desc()).limit(limit + 1)
-        if queue is not None:
-            query = query.where(jobs.c.queue == queue)
-        if status is not None:
-            query = query.where(jobs.c.status == _status(status).value)
-        if type is not None:
-            query = query.where(jobs.c.type == type)
-        if cursor is not None:
-            created_at, last_id = _decode_cursor(cursor)
-            after = tuple_(literal(created_at, UTCDateTime), literal(last_id, jobs.c.id.type))
-            query = query.where(tuple_(jobs.c.created_at, jobs.c.id) < after)
+        where = _list_filters(queue, status, type, cursor)
         with self._transaction() as conn:
-            rows = conn.execute(query).all()
-        page = [_to_job(row) for row in rows[:limit]]
-        next_cursor = _encode_cursor(page[-1]) if len(rows) > limit else None
-        return JobPage(page, next_cursor)
+            if bodies and max_bytes is not None:
+                rows, next_cursor = self._list_within_bytes(conn, where, limit, max_bytes)
+            else:
+                rows, next_cursor = self._list_rows(conn, where, limit, bodies)
+        return JobPage([_to_job(row) for row in rows], next_cursor)
+
+    def _list_rows(self, conn, where, limit: int, bodies: bool):
+        columns = list(jobs.c) if bodies else [_no_body(c) if c.name in _BODIES else c for c in jobs.c]
+        rows = conn.execute(select(*columns).where(*where).order_by(*_NEWEST_FIRST).limit(limit + 1)).all()
+        return rows[:limit], _position(rows[limit - 1]) if len(rows) > limit else None
+
+    def _list_within_bytes(self, conn, where, limit: int, max_bytes: int):
+        keys_and_sizes = select(jobs.c.created_at, jobs.c.id, self._bodies_bytes())
+        candidates = conn.execute(keys_and_sizes.where(*where).order_by(*_NEWEST_FIRST).limit(limit + 1)).all()
+        chosen = _leading_within(candidates[:limit], max_bytes)
+        ids = [candidate.id for candidate in chosen]
+        rows = conn.execute(select(jobs).where(jobs.c.id.in_(ids)).order_by(*_NEWEST_FIRST)).all()
+        # The cursor comes from the candidates: a chosen job pruned meanwhile cannot end the list early.
+        return rows, _position(chosen[-1]) if len(chosen) < len(candidates) else None
+
+    def _bodies_bytes(self) -> ColumnElement:
+        """The JSON size of a job's payload plus its result, computed by the database."""
+        if self.dialect == "postgresql":
+            size = [func.octet_length(cast(jobs.c[name], Text)) for name in _BODIES]
+        else:
+            size = [func.length(cast(jobs.c[name], LargeBinary)) for name in _BODIES]
+        return func.coalesce(size[0], 0) + func.coalesce(size[1], 0)
 
     def queue_counts(self) -> list[QueueCount]:
         """How many jobs each queue holds in each status (GoQuorra's /v1/queues)."""
@@ -844,22 +870,42 @@ def _to_job(row) -> Job:
     return Job(**data)
 
 
-def _encode_cursor(job: Job) -> str:
-    raw = json.dumps([job.created_at.isoformat(), job.id]).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+_NEWEST_FIRST = (jobs.c.created_at.desc(), jobs.c.id.desc())
+_BODIES = ("payload", "result")
 
 
-def _decode_cursor(cursor: str) -> tuple[datetime, str]:
-    try:
-        padded = cursor + "=" * (-len(cursor) % 4)
-        created_at, job_id = json.loads(base64.urlsafe_b64decode(padded.encode()))
-        when = datetime.fromisoformat(created_at)
-        canonical = parse_job_id(job_id)
-        if canonical is None or when.tzinfo is None:
-            raise ValueError
-        return when, canonical
-    except (ValueError, TypeError, binascii.Error, UnicodeDecodeError):
-        raise InvalidArgument("cursor is not one this server returned") from None
+def _list_filters(queue, status, type, cursor: ListPosition | None) -> list[ColumnElement]:
+    where = []
+    if queue is not None:
+        where.append(jobs.c.queue == queue)
+    if status is not None:
+        where.append(jobs.c.status == _status(status).value)
+    if type is not None:
+        where.append(jobs.c.type == type)
+    if cursor is not None:
+        after = tuple_(literal(cursor.created_at, UTCDateTime), literal(cursor.id, jobs.c.id.type))
+        where.append(tuple_(jobs.c.created_at, jobs.c.id) < after)
+    return where
+
+
+def _no_body(column) -> ColumnElement:
+    return literal(None, column.type).label(column.name)
+
+
+def _leading_within(candidates, max_bytes: int) -> list:
+    """The leading (created_at, id, size) rows whose sizes fit in max_bytes together; the
+    first one always does, so every page makes progress."""
+    chosen, total = [], 0
+    for candidate in candidates:
+        total += candidate[2]
+        if chosen and total > max_bytes:
+            break
+        chosen.append(candidate)
+    return chosen
+
+
+def _position(row) -> ListPosition:
+    return ListPosition(row.created_at, str(uuid.UUID(str(row.id))))
 
 
 def _log_failed_attempt(job: Job) -> None:

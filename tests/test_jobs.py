@@ -88,9 +88,17 @@ def test_job_spec_refuses_booleans_for_integers(field, value):
 
 
 @pytest.mark.parametrize("field", ["priority", "delay_seconds", "max_retries"])
-@pytest.mark.parametrize("value", ["1", 1.0, 1.5, None])
+@pytest.mark.parametrize("value", ["1", 1.5, -0.5, None, [1], float("inf")])
 def test_job_spec_refuses_integers_in_another_type(field, value):
     assert fields(VALID | {field: value}) == [field]
+
+
+@pytest.mark.parametrize("field", ["priority", "delay_seconds", "max_retries"])
+def test_job_spec_takes_a_json_number_without_a_fraction_as_an_integer(field):
+    # JSON has one number type and JSON Schema (our OpenAPI document) calls 396.0 an integer
+    job = JobSpec.parse(VALID | {field: 10.0})
+
+    assert getattr(job, field) == 10 and type(getattr(job, field)) is int
 
 
 @pytest.mark.parametrize(

@@ -12,6 +12,7 @@ from flask import Flask
 
 from quorra import dashboard
 from quorra.api import health, jobs, openapi, queues
+from quorra.api.auth import register_auth
 from quorra.api.errors import register_error_handlers
 from quorra.api.metrics import register_metrics
 from quorra.api.request_context import register_request_context
@@ -44,6 +45,7 @@ def create_app(settings: Settings | None = None, store: Store | None = None, not
     register_blueprints(app)
     dashboard.init_app(app, services.store, settings.accepts_api_key)
     register_metrics(app, services.store)
+    register_auth(app)
     register_error_handlers(app)
     return app
 

@@ -1,6 +1,8 @@
 """Reading a JSON request body safely: JSON content type only (415), a size limit checked
 on Content-Length before reading and on the bytes actually read, so a chunked body
-cannot slip past it (413), and malformed or absurdly nested JSON refused as a 400."""
+cannot slip past it (413), and malformed or absurdly nested JSON refused as a 400, as is an
+object that repeats a key (parsers disagree on which value wins, so the client's intent is
+unknowable)."""
 
 from __future__ import annotations
 
@@ -45,11 +47,27 @@ def read_body(limit: int) -> bytes:
 
 def decode_json(raw: bytes) -> Any:
     try:
-        return json.loads(raw)
+        return json.loads(raw, object_pairs_hook=_object_without_repeated_keys)
     except RecursionError:
         raise InvalidArgument("the JSON body is nested too deeply") from None
     except ValueError as exc:  # JSONDecodeError, undecodable bytes, over-long integers
         raise InvalidArgument("the body is not valid JSON", details=[{"field": "", "message": str(exc)}]) from None
+
+
+def _object_without_repeated_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj = dict(pairs)
+    if len(obj) < len(pairs):
+        seen: set[str] = set()
+        repeated = next(key for key, _ in pairs if key in seen or seen.add(key))
+        raise InvalidArgument(
+            "the body repeats a key in one JSON object",
+            details=[{"field": _escaped(repeated), "message": "given more than once in the same object"}],
+        )
+    return obj
+
+
+def _escaped(text: str) -> str:
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def _too_large(limit: int) -> PayloadTooLarge:

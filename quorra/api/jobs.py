@@ -5,20 +5,22 @@ store directly. The rules live in quorra.jobs."""
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any, Literal
 
 from flask import Blueprint, request, url_for
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 
 from quorra.api.auth import require_api_key
 from quorra.api.body import read_json
+from quorra.api.cursor import CursorCodec
 from quorra.api.services import services
 from quorra.errors import InvalidArgument
 from quorra.jobs import (
-    NAME_PATTERN,
     Job,
     JobSpec,
     JobStatus,
+    QueueName,
+    TypeName,
     describe_errors,
     parse_batch,
 )
@@ -48,15 +50,29 @@ def enqueue_batch():
     return {"jobs": [created_json(job) for job in created]}, 201
 
 
-@bp.get("/<job_id>")
-def get_job(job_id: str):
-    return job_json(services().store.get_job(job_id))
+@bp.get("/<uuid:job_id>")  # a uuid, so that GET /v1/jobs/batch is no route (Allow: POST)
+def get_job(job_id):
+    return job_json(services().store.get_job(str(job_id)))
 
 
 @bp.get("")
 def list_jobs():
-    page = services().store.list_jobs(**ListQuery.parse(request.args))
-    return {"jobs": [job_json(job) for job in page.jobs], "next_cursor": page.next_cursor}
+    query = ListQuery.parse(request.args)
+    settings = services().settings
+    codec = CursorCodec(settings.cursor_keys)
+    page = services().store.list_jobs(
+        queue=query.queue,
+        status=query.status,
+        type=query.type,
+        limit=query.limit,
+        cursor=codec.decode(query.cursor) if query.cursor else None,
+        bodies=bool(query.include),
+        max_bytes=settings.list_max_bytes,
+    )
+    return {
+        "jobs": [job_json(job, query.include) for job in page.jobs],
+        "next_cursor": codec.encode(page.next_cursor) if page.next_cursor else None,
+    }
 
 
 @bp.post("/<job_id>/cancel")
@@ -69,26 +85,42 @@ def retry(job_id: str):
     return job_json(services().manager.retry(job_id))
 
 
+BODIES = ("payload", "result")
+
+
+def _comma_list(value: object) -> object:
+    return value.split(",") if isinstance(value, str) else value
+
+
 class ListQuery(BaseModel):
     """The query string of GET /v1/jobs. Unknown parameters are refused, so a typo such as
     ?state=dead is an error rather than a silently unfiltered list."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    queue: str | None = Field(None, min_length=1, max_length=100, pattern=NAME_PATTERN)
+    queue: QueueName | None = None
     status: JobStatus | None = None
-    type: str | None = Field(None, min_length=1, max_length=200, pattern=NAME_PATTERN)
+    type: TypeName | None = None
     limit: int = Field(50, ge=1, le=MAX_LIST_LIMIT)
     cursor: str | None = Field(None, min_length=1, max_length=500)
+    # Payloads and results are left out unless asked for: a page of big jobs is a big page.
+    include: Annotated[tuple[Literal[BODIES], ...], BeforeValidator(_comma_list)] = ()
+
+    @field_validator("include")
+    @classmethod
+    def _each_once(cls, include: tuple[str, ...]) -> tuple[str, ...]:
+        if len(set(include)) < len(include):
+            raise ValueError("name payload and result at most once each")
+        return include
 
     @classmethod
-    def parse(cls, args) -> dict[str, Any]:
+    def parse(cls, args) -> ListQuery:
         repeated = sorted(name for name in args if len(args.getlist(name)) > 1)
         if repeated:
             details = [{"field": name, "message": "given more than once"} for name in repeated]
             raise InvalidArgument("invalid query parameters", details=details)
         try:
-            return cls.model_validate(args.to_dict()).model_dump()
+            return cls.model_validate(args.to_dict())
         except ValidationError as exc:
             raise InvalidArgument("invalid query parameters", details=describe_errors(exc)) from None
 
@@ -104,8 +136,17 @@ def created_json(job: Job) -> dict[str, Any]:
     return {"id": job.id, "status": job.status.value, "run_at": timestamp(job.run_at)}
 
 
-def job_json(job: Job) -> dict[str, Any]:
-    """Every field a client may read; the lease id stays private to the worker holding it."""
+def job_json(job: Job, include: Sequence[str] = BODIES) -> dict[str, Any]:
+    """Every field a client may read, the bodies (payload, result) only if included; the
+    lease id stays private to the worker holding it."""
+    body = _job_fields(job)
+    for name in BODIES:
+        if name not in include:
+            del body[name]
+    return body
+
+
+def _job_fields(job: Job) -> dict[str, Any]:
     return {
         "id": job.id,
         "type": job.type,

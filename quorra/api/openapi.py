@@ -9,9 +9,18 @@ from typing import Any
 from flask import Blueprint
 
 from quorra import __version__
+from quorra.api.cursor import MAC_BYTES
 from quorra.api.errors import STATUS_BY_CODE
-from quorra.api.jobs import BATCH_BODY_FACTOR
-from quorra.jobs import MAX_BATCH_SIZE, NAME_PATTERN, JobSpec, JobStatus
+from quorra.api.jobs import BATCH_BODY_FACTOR, BODIES
+from quorra.jobs import (
+    MAX_BATCH_SIZE,
+    MAX_PAYLOAD_DEPTH,
+    MAX_QUEUE_CHARS,
+    MAX_TYPE_CHARS,
+    NAME_PATTERN,
+    JobSpec,
+    JobStatus,
+)
 from quorra.store import MAX_LIST_LIMIT
 
 bp = Blueprint("openapi", __name__)
@@ -57,12 +66,25 @@ def _list_parameters() -> list[dict[str, Any]]:
         return {"name": name, "in": "query", "required": False, "schema": schema, "description": description}
 
     return [
-        query("queue", {**_NAME, "maxLength": 100}, "Only jobs of this queue"),
+        query("queue", {**_NAME, "maxLength": MAX_QUEUE_CHARS}, "Only jobs of this queue"),
         query("status", {"type": "string", "enum": [s.value for s in JobStatus]}, "Only jobs in this status"),
-        query("type", {**_NAME, "maxLength": 200}, "Only jobs of this type"),
+        query("type", {**_NAME, "maxLength": MAX_TYPE_CHARS}, "Only jobs of this type"),
         query("limit", {"type": "integer", "minimum": 1, "maximum": MAX_LIST_LIMIT, "default": 50}, "Page size"),
-        query("cursor", {"type": "string", "minLength": 1, "maxLength": 500}, "next_cursor of the previous page"),
+        query("cursor", {"type": "string", "minLength": 1, "maxLength": 500}, _CURSOR),
+        {**query("include", _INCLUDE, _INCLUDE_TEXT), "style": "form", "explode": False},
     ]
+
+
+_CURSOR = (
+    "The next_cursor of the previous page, exactly as returned (an opaque token, signed by the "
+    f"server with a {MAC_BYTES * 8}-bit HMAC). Any other value is a 400."
+)
+_INCLUDE = {"type": "array", "minItems": 1, "uniqueItems": True, "items": {"type": "string", "enum": list(BODIES)}}
+_INCLUDE_TEXT = (
+    "Comma list of the bodies to return with each job (payload, result); left out by default. "
+    "With bodies, a page also ends early once their JSON reaches QUORRA_LIST_MAX_BYTES "
+    "(at least one job per page); next_cursor continues from there."
+)
 
 
 def _job_actions() -> dict[str, Any]:
@@ -151,8 +173,8 @@ def _dashboard_path() -> dict[str, Any]:
                     "name": "status",
                     "in": "query",
                     "required": False,
-                    "schema": _ref("JobStatus"),
-                    "description": "show only recent jobs in this status",
+                    "schema": {"type": "string"},
+                    "description": "show only recent jobs in this status (a JobStatus; any other value shows all)",
                 }
             ],
             "responses": {
@@ -165,6 +187,13 @@ def _dashboard_path() -> dict[str, Any]:
 
 def _timestamp(nullable: bool = False) -> dict[str, Any]:
     return {"type": ["string", "null"] if nullable else "string", "format": "date-time"}
+
+
+def _job_list_item_schema() -> dict[str, Any]:
+    schema = _job_schema()
+    schema["required"] = [name for name in schema["required"] if name not in BODIES]
+    schema["description"] = "A job as listed: payload and result only when asked for with include"
+    return schema
 
 
 def _job_schema() -> dict[str, Any]:
@@ -190,9 +219,36 @@ def _job_schema() -> dict[str, Any]:
     return {"type": "object", "required": list(properties), "properties": properties}
 
 
+# A string our databases can store: no NUL (PostgreSQL jsonb refuses it). Unpaired UTF-16
+# surrogates are refused too, but they are no Unicode text, so no schema string holds one.
+_STORABLE_TEXT = {"type": "string", "pattern": "^[^\\u0000]*$"}
+
+
+def _portable_json_schema() -> dict[str, Any]:
+    value = _ref("PortableJson")
+    return {
+        "description": f"Any JSON value, nested at most {MAX_PAYLOAD_DEPTH} levels, whose strings hold no NUL",
+        "anyOf": [
+            {"type": ["null", "boolean", "number"]},
+            _STORABLE_TEXT,
+            {"type": "array", "items": value},
+            {"type": "object", "additionalProperties": value, "propertyNames": _STORABLE_TEXT},
+        ],
+    }
+
+
 def _job_spec_schema() -> dict[str, Any]:
     schema = JobSpec.model_json_schema()
-    schema["description"] = "A job to run. Unknown fields are refused; integers must be JSON integers."
+    schema["description"] = (
+        "A job to run. Unknown fields are refused; integer fields take JSON numbers without a fraction "
+        '(10 or 10.0, never 10.5, "10" or true).'
+    )
+    schema["properties"]["payload"] = {
+        "type": "object",
+        "description": "At most QUORRA_MAX_PAYLOAD_BYTES once encoded",
+        "additionalProperties": _ref("PortableJson"),
+        "propertyNames": _STORABLE_TEXT,
+    }
     return schema
 
 
@@ -215,8 +271,9 @@ def _listing_schemas() -> dict[str, Any]:
         "required": ["queue", "status", "count"],
         "properties": {"queue": {"type": "string"}, "status": _ref("JobStatus"), "count": {"type": "integer"}},
     }
-    jobs = {"type": "array", "items": _ref("Job")}
+    jobs = {"type": "array", "items": _ref("JobListItem")}
     return {
+        "JobListItem": _job_list_item_schema(),
         "JobList": {
             "type": "object",
             "required": ["jobs", "next_cursor"],
@@ -247,6 +304,7 @@ def _schemas() -> dict[str, Any]:
     return {
         "JobStatus": {"type": "string", "enum": [s.value for s in JobStatus]},
         "Job": _job_schema(),
+        "PortableJson": _portable_json_schema(),
         **_submission_schemas(),
         **_listing_schemas(),
         "Health": _object_of("status", {"type": "string", "const": "ok"}),

@@ -2,14 +2,17 @@
 Read-only, through the Store only; it never shows payloads or results.
 
 Browsers cannot send X-API-Key, so the dashboard asks for HTTP Basic credentials: any user
-name, and one of the API keys as the password."""
+name, and one of the API keys as the password. Every answer forbids framing (clickjacking),
+MIME sniffing, and any script or outside resource (a Content-Security-Policy that admits only
+the page's own stylesheet, by a nonce fresh for each response)."""
 
 from __future__ import annotations
 
+import secrets
 from collections import defaultdict
 from collections.abc import Callable
 
-from flask import Blueprint, Flask, Response, current_app, render_template, request
+from flask import Blueprint, Flask, Response, current_app, g, render_template, request
 
 from quorra.jobs import JobStatus
 from quorra.store import Store
@@ -24,6 +27,24 @@ bp = Blueprint("dashboard", __name__, template_folder="templates")
 def init_app(app: Flask, store: Store, key_matches: Callable[[str], bool]) -> None:
     app.extensions[EXTENSION] = (store, key_matches)
     app.register_blueprint(bp)
+
+
+@bp.before_request
+def make_style_nonce() -> None:
+    g.csp_nonce = secrets.token_urlsafe(16)
+
+
+@bp.after_request
+def add_security_headers(response: Response) -> Response:
+    nonce = g.get("csp_nonce", "")
+    response.headers["Content-Security-Policy"] = (
+        f"default-src 'none'; style-src 'nonce-{nonce}'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+    )
+    response.headers["X-Frame-Options"] = "DENY"
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    response.headers["Referrer-Policy"] = "no-referrer"
+    response.headers["Cache-Control"] = "no-store"
+    return response
 
 
 @bp.before_request
@@ -49,8 +70,9 @@ def overview():
         "dashboard.html",
         queues=_queue_table(store),
         columns=STATUS_COLUMNS,
-        jobs=store.list_jobs(status=status, limit=RECENT_JOBS).jobs,
+        jobs=store.list_jobs(status=status, limit=RECENT_JOBS, bodies=False).jobs,
         status=status,
+        csp_nonce=g.csp_nonce,
     )
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import re
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -20,7 +19,7 @@ import grpc
 
 from quorra.config import Settings
 from quorra.errors import InvalidArgument, QuorraError
-from quorra.jobs import NAME_PATTERN, Job, JobStatus, check_portable_json
+from quorra.jobs import MAX_QUEUE_CHARS, Job, JobStatus, check_portable_json, is_valid_name
 from quorra.manager import JobManager
 from quorra.notify import Notifier
 from quorra.rpc import quorra_pb2 as pb2
@@ -37,7 +36,6 @@ MAX_SETTLEMENTS = 1000
 MAX_QUEUES_PER_LEASE = 100
 MAX_WORKER_ID_CHARS = 200
 DEADLINE_MARGIN_SECONDS = 1.0  # end a long poll this long before the worker's own deadline
-_NAME = re.compile(NAME_PATTERN)
 
 
 class TooManyWaiters(QuorraError):
@@ -109,7 +107,7 @@ def parse_lease(request: pb2.LeaseRequest, max_wait_seconds: float) -> LeaseArgs
 
 
 def _lease_problems(args: LeaseArgs) -> list[str]:
-    bad_queues = [q for q in args.queues if len(q) > 100 or not _NAME.match(q)]
+    bad_queues = [q for q in args.queues if not is_valid_name(q, MAX_QUEUE_CHARS)]
     checks = [
         (_valid_worker_id(args.worker_id), f"worker_id is required (1-{MAX_WORKER_ID_CHARS} characters)"),
         (1 <= len(args.queues) <= MAX_QUEUES_PER_LEASE, f"name 1 to {MAX_QUEUES_PER_LEASE} queues (queue or queues)"),
@@ -141,7 +139,7 @@ def parse_result(text: str, max_bytes: int) -> Any:
         raise InvalidArgument(f"result_json is larger than {max_bytes} bytes")
     try:
         result = json.loads(text)
-        check_portable_json(result)
+        check_portable_json(result, "result_json")
     except (ValueError, RecursionError) as exc:
         raise InvalidArgument(f"result_json is not storable JSON: {str(exc)[:200]}") from None
     return result

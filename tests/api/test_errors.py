@@ -17,7 +17,7 @@ from tests.conftest import TEST_API_KEY, free_port
 
 
 def test_an_unknown_route_is_a_json_404(sqlite_client):
-    assert_error(sqlite_client.get("/v2/nothing"), 404, "not_found")
+    assert_error(sqlite_client.get("/v2/nothing", headers=AUTH), 404, "not_found")
 
 
 def test_a_wrong_method_is_a_json_405_with_allow(sqlite_client):

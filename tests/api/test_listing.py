@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import base64
+import json
+
 import pytest
 
+from quorra.api import create_app
 from tests.api.conftest import AUTH, assert_error
 from tests.factories import make_job
 
@@ -84,3 +88,115 @@ def test_bad_query_parameters_are_a_400_naming_the_parameter(client):
 
         named = [detail["field"] for detail in error["details"] or []]
         assert query.split("=")[0] in named or query.startswith("cursor"), (query, error)
+
+
+# -- cursors: only the ones this deployment handed out ------------------------------------------
+
+A_UUID = "6f1c2a9e-3b8d-4c1e-9a7f-2d5e8b0c4a13"
+
+
+def unsigned(value) -> str:
+    """A cursor as the server once made them: base64url of JSON, no signature."""
+    return base64.urlsafe_b64encode(json.dumps(value).encode()).decode().rstrip("=")
+
+
+FORGED = [
+    unsigned(["0001-01-01T00:00:00+01:00", A_UUID]),  # once an OverflowError: a 500
+    unsigned("9999-12-31T23:59:59-01:00"),
+    unsigned(["9999-12-31T23:59:59-01:00", A_UUID]),
+    unsigned(["2030-01-01T00:00:00+00:00", A_UUID]),  # well formed, made up: once a 200
+    unsigned(["2030-01-01T00:00:00+00:00", A_UUID]) + ".AAAAAAAAAAAAAAAAAAAAAA",
+    "garbage!",
+    "x.y.z",
+    "é.é",
+]
+
+
+@pytest.mark.parametrize("cursor", FORGED)
+def test_a_cursor_this_server_did_not_hand_out_is_a_400(client, cursor):
+    response = client.get("/v1/jobs", query_string={"cursor": cursor}, headers=AUTH)
+
+    error = assert_error(response, 400, "invalid_argument")
+    assert error["details"][0]["field"] == "cursor"
+
+
+def first_cursor(client, store) -> str:
+    for _ in range(3):
+        make_job(store)
+    body = client.get("/v1/jobs?limit=1", headers=AUTH).get_json()
+    assert body["next_cursor"]
+    return body["next_cursor"]
+
+
+def test_a_tampered_cursor_is_a_400(client, store):
+    cursor = first_cursor(client, store)
+    body, mac = cursor.split(".")
+    position = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
+    position[0] = "2999-01-01T00:00:00+00:00"
+
+    response = client.get("/v1/jobs", query_string={"cursor": f"{unsigned(position)}.{mac}"}, headers=AUTH)
+
+    assert_error(response, 400, "invalid_argument")
+
+
+def other_app(settings, store, notifier, **changes):
+    return create_app(settings.model_copy(update=changes), store=store, notifier=notifier).test_client()
+
+
+def test_every_web_process_with_the_same_api_keys_accepts_the_cursors_of_the_others(client, settings, store, notifier):
+    cursor = first_cursor(client, store)
+
+    response = other_app(settings, store, notifier).get("/v1/jobs", query_string={"cursor": cursor}, headers=AUTH)
+
+    assert response.status_code == 200 and len(response.get_json()["jobs"]) == 2
+
+
+def test_a_cursor_signed_with_another_deployments_secret_is_a_400(client, settings, store, notifier):
+    cursor = first_cursor(client, store)
+    elsewhere = other_app(settings, store, notifier, secret_keys=("another-deployment-secret",))
+
+    assert_error(elsewhere.get("/v1/jobs", query_string={"cursor": cursor}, headers=AUTH), 400, "invalid_argument")
+
+
+def test_a_rotated_secret_still_accepts_cursors_of_the_old_one(settings, store, notifier):
+    old = other_app(settings, store, notifier, secret_keys=("the-old-secret-key",))
+    rotated = other_app(settings, store, notifier, secret_keys=("the-new-secret-key", "the-old-secret-key"))
+    retired = other_app(settings, store, notifier, secret_keys=("the-new-secret-key",))
+    cursor = first_cursor(old, store)
+
+    assert rotated.get("/v1/jobs", query_string={"cursor": cursor}, headers=AUTH).status_code == 200
+    assert retired.get("/v1/jobs", query_string={"cursor": cursor}, headers=AUTH).status_code == 400
+
+
+# -- bodies and the page's byte budget ----------------------------------------------------------
+
+
+def test_the_list_leaves_payload_and_result_out_unless_included(client, store):
+    make_job(store, payload={"to": "a@example.com"})
+
+    [plain] = client.get("/v1/jobs", headers=AUTH).get_json()["jobs"]
+    [full] = client.get("/v1/jobs?include=payload,result", headers=AUTH).get_json()["jobs"]
+    [payload_only] = client.get("/v1/jobs?include=payload", headers=AUTH).get_json()["jobs"]
+
+    assert "payload" not in plain and "result" not in plain and plain["status"] == "pending"
+    assert full["payload"] == {"to": "a@example.com"} and full["result"] is None
+    assert "payload" in payload_only and "result" not in payload_only
+    assert set(full) == set(client.get(f"/v1/jobs/{full['id']}", headers=AUTH).get_json())
+
+
+@pytest.mark.parametrize("include", ["", "payload,payload", "lease_id", "payload,"])
+def test_include_names_payload_or_result_once_each(client, include):
+    error = assert_error(client.get(f"/v1/jobs?include={include}", headers=AUTH), 400, "invalid_argument")
+
+    assert error["details"][0]["field"].startswith("include")
+
+
+def test_a_page_with_bodies_stops_at_the_byte_budget_and_next_cursor_continues(settings, store, notifier):
+    made = {make_job(store, payload={"blob": "x" * 40_000, "n": n}).id for n in range(6)}
+    client = other_app(settings, store, notifier, list_max_bytes=100_000)
+
+    pages = list_all(client, include="payload", limit=500)
+
+    assert [len(page) for page in pages] == [2, 2, 2]
+    assert {job["id"] for page in pages for job in page} == made
+    assert all(len(job["payload"]["blob"]) == 40_000 for page in pages for job in page)

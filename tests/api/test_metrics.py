@@ -91,11 +91,15 @@ def test_http_requests_are_grouped_by_url_rule_not_raw_path(client, store):
     routes = {
         dict(labels).get("route") for name, labels in samples if name == "quorra_http_request_duration_seconds_count"
     }
-    assert "/v1/jobs/<job_id>" in routes
+    assert "/v1/jobs/<uuid:job_id>" in routes
     assert not any(route and route.startswith("/v1/jobs/") and "<" not in route for route in routes)
     assert (
         sample(
-            samples, "quorra_http_request_duration_seconds_count", method="GET", route="/v1/jobs/<job_id>", status="200"
+            samples,
+            "quorra_http_request_duration_seconds_count",
+            method="GET",
+            route="/v1/jobs/<uuid:job_id>",
+            status="200",
         )
         == 3
     )

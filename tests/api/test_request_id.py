@@ -36,10 +36,11 @@ def test_each_request_gets_its_own_generated_id(sqlite_client):
 
 
 @pytest.mark.parametrize(
-    ("method", "path", "status"), [("get", "/nowhere", 404), ("get", "/v1/queues", 401), ("delete", "/v1/queues", 405)]
+    ("method", "path", "key", "status"),
+    [("get", "/nowhere", True, 404), ("get", "/v1/queues", False, 401), ("delete", "/v1/queues", True, 405)],
 )
-def test_error_responses_carry_the_request_id_too(sqlite_client, method, path, status):
-    response = getattr(sqlite_client, method)(path, headers={"X-Request-ID": "trace-me"})
+def test_error_responses_carry_the_request_id_too(sqlite_client, method, path, key, status):
+    response = getattr(sqlite_client, method)(path, headers={"X-Request-ID": "trace-me", **(AUTH if key else {})})
 
     assert response.status_code == status
     assert response.headers["X-Request-ID"] == "trace-me"

@@ -1,0 +1,32 @@
+"""Schemathesis hooks for the conformance run (loaded through SCHEMATHESIS_HOOKS).
+
+A list cursor is an opaque token: any string is well formed, but only one the server signed
+is valid, which no JSON Schema can say. So a generated cursor is sent only if it verifies
+with the test server's keys (in practice: the next_cursor the stateful phase carries over);
+made-up ones are dropped here, and tests/api/test_listing.py proves they are a 400."""
+
+from __future__ import annotations
+
+import schemathesis
+
+from quorra.api.cursor import CursorCodec
+from quorra.config import Settings
+from quorra.errors import InvalidArgument
+from tests.conftest import TEST_API_KEY
+
+_CODEC = CursorCodec(Settings(api_keys=(TEST_API_KEY,)).cursor_keys)
+
+
+def _is_ours(cursor: object) -> bool:
+    try:
+        _CODEC.decode(str(cursor))
+    except InvalidArgument:
+        return False
+    return True
+
+
+@schemathesis.hook
+def filter_case(context, case):
+    # filter_case, not filter_query: it applies to the coverage phase too
+    query = case.query or {}
+    return "cursor" not in query or _is_ours(query["cursor"])
