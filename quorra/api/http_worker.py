@@ -27,12 +27,12 @@ from __future__ import annotations
 
 import errno
 import logging
+import selectors
 import socket
 import sys
 import time
 from dataclasses import dataclass
 from functools import partial
-import selectors
 
 from gunicorn.workers.gthread import TConn, ThreadWorker
 
