@@ -10,6 +10,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -68,29 +69,31 @@ def _quorra_web(database_url: str, env_overrides: dict[str, str]) -> Iterator[st
         "DATABASE_URL": database_url,
         "QUORRA_HTTP_ADDR": f"127.0.0.1:{port}",
         "QUORRA_API_KEY": API_KEY,
-        "QUORRA_LOG_LEVEL": "warning",
         **env_overrides,
     }
     command = [sys.executable, "-m", "quorra.cli.admin", "web"]
-    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}"
-    try:
-        _wait_healthy(base, process)
-        yield base
-    finally:
-        process.terminate()
+    # The server's log (info: one line per request) goes to a file, read if it fails to start.
+    with tempfile.TemporaryFile() as log:
+        process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=log)
         try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+            _wait_healthy(base, process, log)
+            yield base
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
 
 
-def _wait_healthy(base: str, process: subprocess.Popen) -> None:
+def _wait_healthy(base: str, process: subprocess.Popen, log) -> None:
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise SystemExit("quorra web exited early")
+            log.seek(0)
+            raise SystemExit(f"quorra web exited early: {log.read().decode()[-3000:]}")
         try:
             if requests.get(f"{base}/healthz", timeout=1).ok:
                 return
