@@ -64,18 +64,19 @@ def connect(port: int) -> socket.socket:
 
 
 def read_response(sock: socket.socket) -> tuple[int, dict[str, str], bytes]:
-    """One HTTP/1.1 response with a Content-Length (all of Quorra's are)."""
-    data = b""
-    while b"\r\n\r\n" not in data:
-        chunk = sock.recv(65536)
-        if not chunk:
-            raise ConnectionError(f"closed after {data!r}")
-        data += chunk
-    head, _, body = data.partition(b"\r\n\r\n")
+    """One HTTP/1.1 response with a Content-Length (all of Quorra's are), and not a byte of
+    the next one: the head is read byte by byte, the body to its exact length."""
+    head = b""
+    while not head.endswith(b"\r\n\r\n"):
+        byte = sock.recv(1)
+        if not byte:
+            raise ConnectionError(f"closed after {head!r}")
+        head += byte
     lines = head.decode("latin-1").split("\r\n")
-    headers = {name.lower(): value.strip() for name, _, value in (line.partition(":") for line in lines[1:])}
+    headers = {name.lower(): value.strip() for name, _, value in (line.partition(":") for line in lines[1:] if line)}
+    body = b""
     while len(body) < int(headers.get("content-length", 0)):
-        chunk = sock.recv(65536)
+        chunk = sock.recv(int(headers["content-length"]) - len(body))
         if not chunk:
             raise ConnectionError("closed in the body")
         body += chunk
@@ -294,3 +295,33 @@ def wait_for_lock_waiter(conn) -> None:
     while conn.execute(query).scalar() == 0:
         assert time.monotonic() < deadline, "the request never reached the database"
         time.sleep(0.05)
+
+
+# -- the connection cap ----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def web_with_four_connections(sqlite_url):
+    """Four connections per worker; idle keep-alive and unfinished heads would wait a minute."""
+    slow = {"QUORRA_WEB_HEADER_TIMEOUT": "60", "QUORRA_WEB_KEEPALIVE": "60"}
+    base, port, process = start_web(sqlite_url, QUORRA_WEB_THREADS="1", QUORRA_WEB_MAX_CONNECTIONS="4", **slow)
+    yield base, port
+    stop_web(process)
+
+
+def test_at_the_connection_cap_an_idle_keep_alive_connection_gives_way_to_a_new_client(web_with_four_connections):
+    base, port = web_with_four_connections
+    idle = [connect(port) for _ in range(3)]
+    for sock in idle:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert read_response(sock)[0] == 200  # now idle, kept alive
+    silent = connect(port)  # the fourth connection: never finishes a request
+    silent.sendall(b"GET /healthz HTTP/1.1\r\n")
+    try:
+        answered = requests.get(f"{base}/healthz", timeout=DEADLINE_SECONDS)
+
+        assert answered.status_code == 200
+        assert closed_by_server(idle[0])  # the oldest idle one made room
+    finally:
+        for sock in [*idle, silent]:
+            sock.close()
