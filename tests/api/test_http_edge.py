@@ -16,12 +16,13 @@ import requests
 from sqlalchemy import text
 
 from quorra.db import make_engine
-from tests.api.test_server import AUTH, quorra, wait_until_healthy, web_env
+from tests.api.test_server import AUTH, quorra, web_env
 from tests.conftest import free_port
 
 THREADS = 2
 MAX_PAYLOAD_BYTES = 64 * 1024  # so the largest body a route takes (a batch) is 640 KiB
 DEADLINE_SECONDS = 30
+START_SECONDS = 120  # gunicorn boots slowly on a machine at a load average of 30
 
 
 def start_web(database_url: str, **extra: str):
@@ -38,6 +39,20 @@ def start_web(database_url: str, **extra: str):
     base = f"http://127.0.0.1:{port}"
     wait_until_healthy(base, process)
     return base, port, process
+
+
+def wait_until_healthy(base: str, process: subprocess.Popen) -> None:
+    deadline = time.monotonic() + START_SECONDS
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"quorra web exited early: {process.communicate()[1].decode()[-3000:]}")
+        try:
+            if requests.get(f"{base}/healthz", timeout=5).status_code == 200:
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.2)
+    raise AssertionError(f"quorra web did not become healthy in {START_SECONDS} s")
 
 
 def stop_web(process) -> None:
