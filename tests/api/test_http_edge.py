@@ -33,6 +33,7 @@ def start_web(database_url: str, **extra: str):
         "QUORRA_WEB_HEADER_TIMEOUT": "2",
         "QUORRA_WEB_BODY_TIMEOUT": "2",
         "QUORRA_MAX_PAYLOAD_BYTES": str(MAX_PAYLOAD_BYTES),
+        "QUORRA_LOG_LEVEL": "warning",  # stderr is a pipe nobody reads until the end: no line per request
     }
     env = web_env(database_url, port, **(settings | extra))
     process = quorra("web", env=env)
