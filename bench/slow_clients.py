@@ -1,8 +1,8 @@
 """Slow HTTP clients against `quorra web`: availability and latency of normal requests
 while N sockets trickle their requests in (slowloris).
 
-    python bench/slow_clients.py                       # N = 16, 50, 100, 200; 20 s each
-    python bench/slow_clients.py --sockets 100 --seconds 30 --url http://127.0.0.1:8080
+    python -m bench.slow_clients                       # N = 16, 50, 100, 200; 20 s each
+    python -m bench.slow_clients --sockets 100 --seconds 30 --url http://127.0.0.1:8080
 
 Half the slow sockets send a request head one header line every --interval seconds (and
 never finish it), the other half send a complete head announcing a 1 KiB body and then
