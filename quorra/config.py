@@ -92,6 +92,13 @@ class Settings(BaseModel):
     # web: gunicorn gthread workers
     web_workers: int = Field(2, alias="QUORRA_WEB_WORKERS", ge=1, le=64)
     web_threads: int = Field(8, alias="QUORRA_WEB_THREADS", ge=1, le=256)
+    # web: reading requests and bounding work (per worker; see quorra/api/http_worker.py)
+    web_header_timeout_seconds: Seconds = Field(10.0, alias="QUORRA_WEB_HEADER_TIMEOUT")
+    web_body_timeout_seconds: Seconds = Field(30.0, alias="QUORRA_WEB_BODY_TIMEOUT")
+    web_keepalive_seconds: Seconds = Field(5.0, alias="QUORRA_WEB_KEEPALIVE")
+    web_max_connections: int = Field(1000, alias="QUORRA_WEB_MAX_CONNECTIONS", ge=1, le=100_000)
+    web_queue: int = Field(64, alias="QUORRA_WEB_QUEUE", ge=0, le=100_000)
+    web_buffer_bytes: int = Field(64 * 1024 * 1024, alias="QUORRA_WEB_BUFFER_BYTES", ge=1024 * 1024)
 
     # grpc: one thread per in-flight call; long polls hold theirs for up to lease_wait_max
     grpc_threads: int = Field(64, alias="QUORRA_GRPC_THREADS", ge=4, le=1024)

@@ -19,6 +19,8 @@ from gunicorn.app.base import BaseApplication
 from prometheus_client import multiprocess
 
 from quorra.api import create_app
+from quorra.api.http_worker import WebLimits, worker_class
+from quorra.api.jobs import BATCH_BODY_FACTOR
 from quorra.api.services import EXTENSION, open_store, warn_dev_api_key
 from quorra.config import Settings, listen_address, multiprocess_dir
 from quorra.errors import DatabaseUnavailable, QuorraError
@@ -51,9 +53,11 @@ class WebServer(BaseApplication):
 def gunicorn_settings(settings: Settings) -> dict[str, Any]:
     return {
         "bind": [listen_address(settings.http_addr)],
-        "worker_class": "gthread",
+        "worker_class": worker_class(web_limits(settings)),
         "workers": settings.web_workers,
         "threads": settings.web_threads,
+        "worker_connections": settings.web_max_connections,
+        "keepalive": max(1, math.ceil(settings.web_keepalive_seconds)),
         "graceful_timeout": max(1, math.ceil(settings.shutdown_grace_seconds)),
         "accesslog": None,  # the app logs each request itself, as JSON
         "errorlog": "-",
@@ -65,6 +69,16 @@ def gunicorn_settings(settings: Settings) -> dict[str, Any]:
         "child_exit": child_exit,
         "worker_exit": worker_exit,
     }
+
+
+def web_limits(settings: Settings) -> WebLimits:
+    return WebLimits(
+        header_timeout=settings.web_header_timeout_seconds,
+        body_timeout=settings.web_body_timeout_seconds,
+        max_body_bytes=settings.max_payload_bytes * BATCH_BODY_FACTOR,  # the largest body a route takes
+        buffer_bytes=settings.web_buffer_bytes,
+        queue=settings.web_queue,
+    )
 
 
 def check_database(settings: Settings) -> None:

@@ -162,8 +162,10 @@ def test_gunicorn_conf_applies_the_same_settings_to_plain_gunicorn(tmp_path):
     env = web_env(f"sqlite:///{tmp_path / 'q.db'}", 8123, QUORRA_WEB_WORKERS="3", QUORRA_SHUTDOWN_GRACE="2.5")
     read = (
         "import json, runpy; ns = runpy.run_path('gunicorn.conf.py');"
-        "print(json.dumps({k: ns[k] for k in ('bind', 'workers', 'threads', 'worker_class', 'graceful_timeout',"
-        " 'accesslog')} | {'hooks': [callable(ns[h]) for h in ('on_starting', 'child_exit', 'worker_exit')]}))"
+        "from gunicorn.workers.gthread import ThreadWorker;"
+        "print(json.dumps({k: ns[k] for k in ('bind', 'workers', 'threads', 'graceful_timeout',"
+        " 'accesslog')} | {'hooks': [callable(ns[h]) for h in ('on_starting', 'child_exit', 'worker_exit')]}"
+        " | {'gthread': issubclass(ns['worker_class'], ThreadWorker), 'queue': ns['worker_class'].limits.queue}))"
     )
 
     output = subprocess.run(
@@ -174,7 +176,8 @@ def test_gunicorn_conf_applies_the_same_settings_to_plain_gunicorn(tmp_path):
         "bind": ["127.0.0.1:8123"],
         "workers": 3,
         "threads": 2,
-        "worker_class": "gthread",
+        "gthread": True,
+        "queue": 64,
         "graceful_timeout": 3,
         "accesslog": None,
         "hooks": [True, True, True],
