@@ -1,11 +1,11 @@
 """One REST load-generating process: `--threads` keep-alive connections (http.client, far
-lighter than requests), each sending one request after another between two wall-clock
-instants shared by every process of the run. Prints JSON: requests done, errors, latencies
-(ms) and the CPU this process used, so the caller can see whether the client was the
-bottleneck.
+lighter than requests), each sending one request after another within a wall-clock window
+shared by every process of the run. It prints `ready`, reads `<start unix time> <end unix
+time>` from stdin, and prints JSON: requests done, errors, latencies (ms) and the CPU this
+process used in the window, so the caller can see whether the client was the bottleneck.
 
-    python bench/loadgen.py --url http://127.0.0.1:8080 --mode get --ids-file ids.txt \
-        --start-at 1700000000.5 --end-at 1700000005.5
+    echo "$(date +%s) $(($(date +%s) + 5))" | python bench/loadgen.py --url http://127.0.0.1:8080 \
+        --api-key KEY --mode get --ids-file ids.txt
 """
 
 from __future__ import annotations
@@ -15,29 +15,32 @@ import http.client
 import json
 import os
 import random
+import sys
 import threading
 import time
+from pathlib import Path
 from urllib.parse import urlsplit
-
-from stack import API_KEY
 
 SUBMIT_BODY = json.dumps({"type": "bench.noop", "queue": "bench-rest", "payload": {"n": 1}}).encode()
 
 
 def main() -> None:
     options = parse_args()
-    ids = open(options.ids_file).read().split() if options.ids_file else []
+    ids = Path(options.ids_file).read_text().split() if options.ids_file else []
+    print("ready", flush=True)
+    options.start_at, options.end_at = (float(word) for word in sys.stdin.readline().split())
     results: list[tuple[int, int, list[float]]] = []
     threads = [
-        threading.Thread(target=lambda: results.append(run_connection(options, ids)))
-        for _ in range(options.threads)
+        threading.Thread(target=lambda: results.append(run_connection(options, ids))) for _ in range(options.threads)
     ]
-    cpu_before = os.times()
     for thread in threads:
         thread.start()
+    time.sleep(max(0.0, options.start_at - time.time()))
+    cpu_before = os.times()
+    time.sleep(max(0.0, options.end_at - time.time()))
+    cpu_after = os.times()
     for thread in threads:
         thread.join()
-    cpu_after = os.times()
     print(
         json.dumps(
             {
@@ -56,8 +59,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--mode", choices=("submit", "get"), required=True)
     parser.add_argument("--ids-file", help="job ids to GET, whitespace-separated")
     parser.add_argument("--threads", type=int, default=8)
-    parser.add_argument("--start-at", type=float, required=True, help="unix time the measured window opens")
-    parser.add_argument("--end-at", type=float, required=True, help="unix time the measured window closes")
+    parser.add_argument("--api-key", required=True)
     return parser.parse_args()
 
 
@@ -68,7 +70,7 @@ def run_connection(options: argparse.Namespace, ids: list[str]) -> tuple[int, in
     done, errors, latencies = 0, 0, []
     while (now := time.time()) < options.end_at:
         started = time.perf_counter()
-        ok = send(conn, options.mode, ids)
+        ok = send(conn, options.mode, ids, options.api_key)
         elapsed_ms = (time.perf_counter() - started) * 1000
         if now < options.start_at:
             continue
@@ -83,8 +85,8 @@ def run_connection(options: argparse.Namespace, ids: list[str]) -> tuple[int, in
     return done, errors, latencies
 
 
-def send(conn: http.client.HTTPConnection, mode: str, ids: list[str]) -> bool:
-    headers = {"X-API-Key": API_KEY}
+def send(conn: http.client.HTTPConnection, mode: str, ids: list[str], api_key: str) -> bool:
+    headers = {"X-API-Key": api_key}
     try:
         if mode == "submit":
             headers["Content-Type"] = "application/json"

@@ -32,4 +32,3 @@ def noop(job) -> None:
     started = time.time()
     submitted = job.payload.get("submitted_at", "-")
     os.write(_RECORD_FD, f"{job.id} {started:.6f} {submitted}\n".encode())
-

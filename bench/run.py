@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import statistics
@@ -142,7 +143,7 @@ def run_w3(bench: Bench, runs: int, results: dict) -> None:
         f" inserted and analysed in {seconds:.1f} s",
         flush=True,
     )
-    results["W3"] = repeat("W3", runs, lambda n: w1_run(bench, f"w3-r{n}"))
+    results["W3"] = repeat("W3", runs, lambda n: w1_run(bench, f"w3-r{n}", note_memory=False))
 
 
 RUNNERS: dict[str, Callable[[Bench, int, dict], None]] = {
@@ -223,7 +224,7 @@ def print_table(summary: dict, memory_mb: dict[str, float]) -> None:
 
 
 def _number(value: float) -> str:
-    if value != value:  # NaN: nothing measured
+    if math.isnan(value):  # nothing measured
         return "-"
     if float(value).is_integer() or abs(value) >= 100:
         return f"{value:,.0f}"
@@ -243,7 +244,7 @@ def describe_machine() -> dict:
 
 def _git(*args: str) -> str:
     try:
-        return subprocess.run(["git", *args], capture_output=True, text=True, cwd=BENCH_DIR).stdout.strip()
+        return subprocess.run(["git", *args], capture_output=True, text=True, cwd=BENCH_DIR, check=False).stdout.strip()
     except OSError:
         return "unknown"
 

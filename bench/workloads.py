@@ -23,6 +23,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Self
 from urllib.parse import urlsplit
 
 from sqlalchemy import text
@@ -55,7 +56,9 @@ class Sizes:
 
     @classmethod
     def quick(cls) -> Sizes:
-        return cls(w1_jobs=2_000, w2_jobs=200, w3_pending=100_000, w3_finished=20_000, w4_leases=1_000, rest_seconds=2.0)
+        return cls(
+            w1_jobs=2_000, w2_jobs=200, w3_pending=100_000, w3_finished=20_000, w4_leases=1_000, rest_seconds=2.0
+        )
 
 
 @dataclass
@@ -72,9 +75,9 @@ class Bench:
 # -- W1 throughput -----------------------------------------------------------------------------
 
 
-def w1_run(bench: Bench, queue: str) -> dict[str, float]:
+def w1_run(bench: Bench, queue: str, note_memory: bool = True) -> dict[str, float]:
     """Enqueue through POST /v1/jobs/batch, then 2 worker processes drain the queue; every
-    job must run exactly once."""
+    job must run exactly once. `note_memory`: keep the processes' peak RSS (W1's alone)."""
     count = bench.sizes.w1_jobs
     ids, enqueue_seconds = enqueue_batches(bench.stack, queue, count, bench.sizes.enqueue_clients)
     with tempfile.TemporaryDirectory(prefix="quorra-bench-records-") as record_dir:
@@ -82,12 +85,13 @@ def w1_run(bench: Bench, queue: str) -> dict[str, float]:
         try:
             wait_for_records(record_dir, count, workers)
             finished_at = wait_all_succeeded(bench.stack, queue, count)
-            for worker in workers:
+            for worker in workers if note_memory else []:
                 bench.note_peak("worker", peak_rss_mb(worker.pid))
         finally:
             stop_processes(workers)
         records = read_records(record_dir)
-    note_server_memory(bench)
+    if note_memory:
+        note_server_memory(bench)
     first_start = min(started for _, started, _ in records)
     return {
         "enqueue_jobs_per_s": count / enqueue_seconds,
@@ -125,7 +129,7 @@ class IdleWorkers:
         self.bench, self.queue = bench, queue
         self.record_dir = tempfile.mkdtemp(prefix="quorra-bench-records-")
 
-    def __enter__(self) -> IdleWorkers:
+    def __enter__(self) -> Self:
         stack = self.bench.stack
         self.workers = stack.start_workers(WORKER_PROCESSES, self.queue, Path(self.record_dir), 10)
         ids, _ = enqueue_batches(stack, self.queue, 20, 1)
@@ -160,8 +164,8 @@ def w2_run(bench: Bench, idle: IdleWorkers) -> dict[str, float]:
 
 def paced_submits(stack: Stack, queue: str, count: int, rate: float) -> tuple[list[str], list[float], float]:
     """POST /v1/jobs `count` times on a fixed schedule (open loop: a slow answer does not
-    delay the next submit, up to 16 in flight). Returns ids, POST latencies and send span."""
-    connections = 16
+    delay the next submit, up to 50 in flight). Returns ids, POST latencies and send span."""
+    connections = 50
     begin = time.time() + 0.2
     ids: list[str] = []
     post_ms: list[float] = []
@@ -254,12 +258,26 @@ def rest_run(bench: Bench, mode: str, ids_file: str) -> dict[str, float]:
     """`rest_clients` keep-alive connections spread over `rest_processes` client processes,
     all measuring the same wall-clock window."""
     sizes = bench.sizes
-    start_at = time.time() + 3.0  # the client processes start meanwhile
-    end_at = start_at + sizes.rest_seconds
     command = [sys.executable, str(BENCH_DIR / "loadgen.py"), "--url", bench.stack.base_url, "--mode", mode]
-    command += ["--ids-file", ids_file, "--threads", str(sizes.rest_clients // sizes.rest_processes)]
-    command += ["--start-at", str(start_at), "--end-at", str(end_at)]
-    clients = [subprocess.Popen(command, stdout=subprocess.PIPE) for _ in range(sizes.rest_processes)]
+    command += [
+        "--api-key",
+        API_KEY,
+        "--ids-file",
+        ids_file,
+        "--threads",
+        str(sizes.rest_clients // sizes.rest_processes),
+    ]
+    clients = [
+        subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        for _ in range(sizes.rest_processes)
+    ]
+    for client in clients:
+        if client.stdout.readline().strip() != "ready":
+            raise RuntimeError("a REST client process did not start")
+    start_at = time.time() + 0.5  # every connection open and going by then
+    for client in clients:
+        client.stdin.write(f"{start_at} {start_at + sizes.rest_seconds}\n")
+        client.stdin.flush()
     outputs = [json.loads(client.communicate(timeout=sizes.rest_seconds + 120)[0]) for client in clients]
     latencies = [ms for output in outputs for ms in output["latencies_ms"]]
     return {
