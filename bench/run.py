@@ -96,13 +96,21 @@ def main() -> None:
 
 
 def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small counts, 1 run: a fast check")
     parser.add_argument("--workloads", default=",".join(WORKLOADS), help="comma list of " + ",".join(WORKLOADS))
     parser.add_argument("--runs", type=int, help="runs of each workload (default 3; 1 with --quick)")
     parser.add_argument("--json", help="where to write the figures (default bench/results/<time>.json)")
-    parser.add_argument("--pg-url", default=os.environ.get("QUORRA_BENCH_DATABASE_URL", DEFAULT_PG))
-    parser.add_argument("--redis-url", default=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
+    parser.add_argument(
+        "--pg-url",
+        default=os.environ.get("QUORRA_BENCH_DATABASE_URL", DEFAULT_PG),
+        help="PostgreSQL server to create the throwaway database on [QUORRA_BENCH_DATABASE_URL; %(default)s]",
+    )
+    parser.add_argument(
+        "--redis-url",
+        default=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"),
+        help="Redis for the wake-ups [REDIS_URL; %(default)s]",
+    )
     parser.add_argument("--no-redis", action="store_true", help="no REDIS_URL: wake-ups by LISTEN/NOTIFY")
     options = parser.parse_args()
     options.workloads = [name.strip().upper() for name in options.workloads.split(",") if name.strip()]

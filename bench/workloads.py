@@ -12,6 +12,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -139,6 +140,7 @@ class IdleWorkers:
 
     def __exit__(self, *exc_info) -> None:
         stop_processes(self.workers)
+        shutil.rmtree(self.record_dir, ignore_errors=True)
 
 
 def w2_run(bench: Bench, idle: IdleWorkers) -> dict[str, float]:
