@@ -79,6 +79,9 @@ MEMORY_TARGETS = {"web worker": "<= 120", "grpc": "<= 150", "worker": "<= 100"}
 
 def main() -> None:
     options = parse_args()
+    if options.render:
+        render(options.render)
+        return
     sizes = Sizes.quick() if options.quick else Sizes()
     machine = describe_machine()
     results: dict[str, list[dict[str, float]]] = {}
@@ -112,6 +115,7 @@ def parse_args() -> argparse.Namespace:
         help="Redis for the wake-ups [REDIS_URL; %(default)s]",
     )
     parser.add_argument("--no-redis", action="store_true", help="no REDIS_URL: wake-ups by LISTEN/NOTIFY")
+    parser.add_argument("--render", metavar="JSON", help="run nothing: print an earlier run's table as Markdown")
     options = parser.parse_args()
     options.workloads = [name.strip().upper() for name in options.workloads.split(",") if name.strip()]
     unknown = set(options.workloads) - set(WORKLOADS)
@@ -214,7 +218,22 @@ def print_machine(machine: dict, options: argparse.Namespace, sizes: Sizes) -> N
     )
 
 
-def print_table(summary: dict, memory_mb: dict[str, float]) -> None:
+def print_table(summary: dict, memory_mb: dict[str, float], markdown: bool = False) -> None:
+    rows = table_rows(summary, memory_mb)
+    print()
+    if markdown:
+        print(
+            "\n".join(f"| {' | '.join(row)} |" for row in rows[:1] + [("---", "---:", "---:", "---", "---")] + rows[1:])
+        )
+        return
+    widths = [max(len(row[i]) for row in rows) for i in range(5)]
+    for n, row in enumerate(rows):
+        print(" | ".join(cell.rjust(w) if 0 < i < 3 else cell.ljust(w) for i, (cell, w) in enumerate(zip(row, widths))))
+        if n == 0:
+            print("-+-".join("-" * w for w in widths))
+
+
+def table_rows(summary: dict, memory_mb: dict[str, float]) -> list[tuple[str, ...]]:
     rows = [("figure", "median", "runs: min - max", "unit", "target")]
     for workload, key, label, unit, target in FIGURES:
         figure = summary.get(workload, {}).get(key)
@@ -223,12 +242,20 @@ def print_table(summary: dict, memory_mb: dict[str, float]) -> None:
             rows.append((label, _number(figure["median"]), spread, unit, target))
     for role, megabytes in sorted(memory_mb.items()):
         rows.append((f"peak RSS during W1: {role}", _number(megabytes), "", "MB", MEMORY_TARGETS.get(role, "")))
-    widths = [max(len(row[i]) for row in rows) for i in range(5)]
-    print()
-    for n, row in enumerate(rows):
-        print(" | ".join(cell.rjust(w) if 0 < i < 3 else cell.ljust(w) for i, (cell, w) in enumerate(zip(row, widths))))
-        if n == 0:
-            print("-+-".join("-" * w for w in widths))
+    return rows
+
+
+def render(path: str) -> None:
+    """--render: the table of an earlier run, from its JSON, as Markdown (for the README)."""
+    document = json.loads(Path(path).read_text())
+    machine = document["machine"]
+    print(
+        f"{machine['commit']}, {machine['cores']} cores, Python {machine['python']},"
+        f" PostgreSQL {machine.get('postgresql')}, load average {machine['load_average_start']} at the start,"
+        f" {machine.get('load_average_end')} at the end; {document['options']['runs']} run(s) each,"
+        f" {'--quick' if document['options']['quick'] else 'full'} sizes"
+    )
+    print_table(document["summary"], document["peak_rss_mb"], markdown=True)
 
 
 def _number(value: float) -> str:
