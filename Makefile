@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 METRICS_DIR ?= $(CURDIR)/var/prometheus
 PYTEST_ARGS ?=
 
-.PHONY: run test lint migrate proto clean install install-dev bench
+.PHONY: run test lint migrate proto clean install install-dev bench bench-micro
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -48,7 +48,14 @@ lint: install-dev
 proto: install-dev
 	$(BIN)/python -m quorra.rpc.codegen
 
+# The end-to-end benchmark on a stack of its own (README, "Performance"); not part of `make test`.
+# Options go in BENCH_ARGS, e.g. make bench BENCH_ARGS="--quick" or BENCH_ARGS="--workloads W1,W2 --runs 5".
+BENCH_ARGS ?=
 bench: install-dev
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
+
+# The older, narrower benchmarks: store lease+ack throughput in-process, and wake-up latency per channel.
+bench-micro: install-dev
 	$(BIN)/python bench/lease_throughput.py
 	$(BIN)/python bench/wakeup_latency.py
 
