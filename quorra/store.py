@@ -31,6 +31,7 @@ from sqlalchemy import (
     Boolean,
     Connection,
     Engine,
+    LargeBinary,
     Text,
     Uuid,
     bindparam,
@@ -40,6 +41,7 @@ from sqlalchemy import (
     func,
     insert,
     literal,
+    or_,
     select,
     tuple_,
     update,
@@ -144,6 +146,13 @@ class _Clock:
         if self.fixed is None:
             return func.now() + timedelta(seconds=seconds) if seconds else func.now()
         return literal(self.fixed + timedelta(seconds=seconds), UTCDateTime)
+
+    def expiry_after(self, seconds: float) -> ColumnElement:
+        """A lease expiry: from the clock as the statement runs (clock_timestamp()), not the
+        transaction's start (now()), so time spent before the UPDATE is not lost from it."""
+        if self.fixed is None:
+            return func.clock_timestamp() + timedelta(seconds=seconds)
+        return self.after(seconds)
 
 
 class Store:
@@ -273,18 +282,21 @@ class Store:
         max_jobs: int,
         ttl_seconds: float,
         *,
+        max_bytes: int | None = None,
         now: datetime | None = None,
     ) -> list[Job]:
         """Lease up to `max_jobs` ready jobs of `queues`, best first; each gets its own
-        new lease_id and one more attempt."""
+        new lease_id and one more attempt. With `max_bytes`, the batch stops before the job
+        whose payload would take it past that many bytes (the first job always comes)."""
         if not queues or max_jobs < 1 or ttl_seconds <= 0:
             raise InvalidArgument("lease needs at least one queue, max_jobs >= 1 and a positive ttl")
+        ask = (list(queues), worker_id, max_jobs, ttl_seconds, max_bytes)
         with self._transaction() as conn:
             clock = self._clock(now)
             if self.dialect == "postgresql":
-                rows = self._lease_skip_locked(conn, clock, list(queues), worker_id, max_jobs, ttl_seconds)
+                rows = self._lease_skip_locked(conn, clock, *ask)
             else:
-                rows = self._lease_one_by_one(conn, clock, list(queues), worker_id, max_jobs, ttl_seconds)
+                rows = self._lease_one_by_one(conn, clock, *ask)
         leased = sorted((_to_job(row) for row in rows), key=lambda j: (-j.priority, j.run_at, j.id))
         for job in leased:
             _log_transition("job leased", "job.leased", job, worker_id=worker_id)
@@ -308,22 +320,29 @@ class Store:
             "leased_by": worker_id,
             "attempts": jobs.c.attempts + 1,
             "leased_at": clock.now(),
-            "lease_expires_at": clock.after(ttl_seconds),
+            "lease_expires_at": clock.expiry_after(ttl_seconds),
             "updated_at": clock.now(),
         }
 
-    def _lease_skip_locked(self, conn, clock, queues, worker_id, max_jobs, ttl_seconds):
+    def _lease_skip_locked(self, conn, clock, queues, worker_id, max_jobs, ttl_seconds, max_bytes):
         # The CTE form: LIMIT inside IN (SELECT ... SKIP LOCKED) may lock more rows than asked.
-        ready = self._ready_ids(clock, queues, max_jobs).with_for_update(skip_locked=True).cte("ready")
+        ready = self._ready_ids(clock, queues, max_jobs).with_for_update(skip_locked=True)
+        if max_bytes is not None:
+            ready = _within_budget(ready, max_bytes)
+        ready = ready.cte("ready")
         values = self._lease_values(clock, worker_id, ttl_seconds) | {"lease_id": func.gen_random_uuid()}
         statement = update(jobs).where(jobs.c.id == ready.c.id).values(values).returning(*jobs.c)
         return conn.execute(statement).all()
 
-    def _lease_one_by_one(self, conn, clock, queues, worker_id, max_jobs, ttl_seconds):
+    def _lease_one_by_one(self, conn, clock, queues, worker_id, max_jobs, ttl_seconds, max_bytes):
         # SQLite: BEGIN IMMEDIATE already holds the only write lock, so nobody races us.
         values = self._lease_values(clock, worker_id, ttl_seconds)
-        rows = []
-        for job_id in conn.execute(self._ready_ids(clock, queues, max_jobs)).scalars().all():
+        rows, taken = [], 0
+        ready = self._ready_ids(clock, queues, max_jobs).add_columns(_payload_bytes(self.dialect))
+        for job_id, size in conn.execute(ready).all():
+            if max_bytes is not None and rows and taken + size > max_bytes:
+                break
+            taken += size
             statement = update(jobs).where(jobs.c.id == job_id).values(values | {"lease_id": str(uuid.uuid4())})
             rows.append(conn.execute(statement.returning(*jobs.c)).one())
         return rows
@@ -344,7 +363,7 @@ class Store:
             clock = self._clock(now)
             values = {
                 "status": JobStatus.PROCESSING.value,
-                "lease_expires_at": clock.after(ttl_seconds),
+                "lease_expires_at": clock.expiry_after(ttl_seconds),
                 "updated_at": clock.now(),
             }
             job = self._update_held_lease(conn, clock, job_id, lease_id, values, worker_id)
@@ -807,6 +826,26 @@ def _settle_statement(clock: _Clock, check_worker: bool):
     if check_worker:
         guard.append(jobs.c.leased_by == bindparam("worker_id", type_=Text))
     return update(jobs).where(*guard).values(values).returning(*jobs.c)
+
+
+def _payload_bytes(dialect: str) -> ColumnElement:
+    """The size of a job's payload as JSON text, in bytes (about what a lease sends)."""
+    if dialect == "postgresql":
+        return func.octet_length(cast(jobs.c.payload, Text)).label("size")
+    return func.length(cast(jobs.c.payload, LargeBinary)).label("size")  # SQLite: its UTF-8 bytes
+
+
+def _within_budget(ready, max_bytes: int):
+    """Of the ready (locked) rows, best first, those whose payloads fit in max_bytes
+    together; the first always, so one large job is never stuck."""
+    sized = ready.add_columns(jobs.c.priority, jobs.c.run_at, _payload_bytes("postgresql")).subquery("sized")
+    order = (sized.c.priority.desc(), sized.c.run_at, sized.c.id)
+    ranked = select(
+        sized.c.id,
+        func.sum(sized.c.size).over(order_by=order).label("running"),
+        func.row_number().over(order_by=order).label("position"),
+    ).subquery("ranked")
+    return select(ranked.c.id).where(or_(ranked.c.running <= max_bytes, ranked.c.position == 1))
 
 
 def _failure_values(clock: _Clock) -> dict[str, Any]:
