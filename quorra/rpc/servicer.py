@@ -37,8 +37,8 @@ MAX_SETTLEMENTS = 1000
 MAX_QUEUES_PER_LEASE = 100
 MAX_WORKER_ID_CHARS = 200
 DEADLINE_MARGIN_SECONDS = 1.0  # end a long poll this long before the worker's own deadline
-# A lease is sent only while at least this much of it is left (at most half its TTL);
-# one that is nearly expired when its turn to be sent comes is handed back instead.
+# A lease is sent only while at least this much of it is left (at most a tenth of its
+# TTL); one that is nearly expired when its turn to be sent comes is handed back instead.
 DELIVERY_MARGIN_SECONDS = 1.0
 _NAME = re.compile(NAME_PATTERN)
 
@@ -300,7 +300,7 @@ class WorkerServicer(pb2_grpc.WorkerServiceServicer):
         jobs = self.manager.lease(
             args.queues, args.worker_id, args.max_jobs, args.ttl_seconds, max_bytes=self.settings.lease_max_bytes
         )
-        margin = min(args.ttl_seconds / 2, DELIVERY_MARGIN_SECONDS)
+        margin = min(args.ttl_seconds / 10, DELIVERY_MARGIN_SECONDS)
         return LeaseBatch(jobs, deliver_by=started + args.ttl_seconds - margin)
 
     def _lease_when_ready(self, args: LeaseArgs, context: grpc.ServicerContext) -> LeaseBatch:
