@@ -105,6 +105,9 @@ class Settings(BaseModel):
     lease_wait_max_seconds: Seconds = Field(30.0, alias="QUORRA_LEASE_WAIT_MAX")
     poll_interval_seconds: Seconds = Field(0.1, alias="QUORRA_POLL_INTERVAL")
     shutdown_grace_seconds: Seconds = Field(10.0, alias="QUORRA_SHUTDOWN_GRACE")
+    # the payload bytes one LeaseJobs batch may carry (the first job always comes): bounds the
+    # gRPC server's memory whatever max_jobs a worker asks for
+    lease_max_bytes: int = Field(8 * 1024 * 1024, alias="QUORRA_LEASE_MAX_BYTES", ge=1024)
 
     # scheduler
     scheduler_interval_seconds: Seconds = Field(1.0, alias="QUORRA_SCHEDULER_INTERVAL")

@@ -32,7 +32,6 @@ from sqlalchemy import (
     LargeBinary,
     Text,
     Uuid,
-    and_,
     bindparam,
     case,
     cast,
@@ -40,7 +39,7 @@ from sqlalchemy import (
     func,
     insert,
     literal,
-    not_,
+    or_,
     select,
     tuple_,
     update,
@@ -153,6 +152,13 @@ class _Clock:
             return func.now() + timedelta(seconds=seconds) if seconds else func.now()
         return literal(self.fixed + timedelta(seconds=seconds), UTCDateTime)
 
+    def expiry_after(self, seconds: float) -> ColumnElement:
+        """A lease expiry: from the clock as the statement runs (clock_timestamp()), not the
+        transaction's start (now()), so time spent before the UPDATE is not lost from it."""
+        if self.fixed is None:
+            return func.clock_timestamp() + timedelta(seconds=seconds)
+        return self.after(seconds)
+
 
 class Store:
     """Jobs in one SQL database. Thread-safe: each call takes its own connection."""
@@ -179,29 +185,15 @@ class Store:
             return []
         with self._transaction() as conn:
             clock = self._clock(now)
-            rows = [self._new_row(spec, clock) for spec in specs]
-            created = conn.execute(insert(jobs).values(rows).returning(*jobs.c)).all()
+            rows = [_new_row(spec, clock) for spec in specs]
+            # executemany of one prebuilt INSERT: SQLAlchemy's insertmanyvalues batches the rows
+            # into multi-row INSERTs and compiles once per shape (insert().values(list) never caches).
+            created = conn.execute(_INSERT_AT_DB_TIME if clock.fixed is None else _INSERT, rows).all()
         by_id = {str(uuid.UUID(str(row.id))): row for row in created}
         result = [_to_job(by_id[row["id"]]) for row in rows]
         for job in result:
             _log_transition("job enqueued", "job.enqueued", job)
         return result
-
-    @staticmethod
-    def _new_row(spec: JobSpec, clock: _Clock) -> dict[str, Any]:
-        return {
-            "id": str(uuid.uuid4()),
-            "type": spec.type,
-            "queue": spec.queue,
-            "payload": spec.payload,
-            "priority": spec.priority,
-            "status": JobStatus.PENDING.value,
-            "attempts": 0,
-            "max_retries": spec.max_retries,
-            "run_at": clock.after(spec.delay_seconds),
-            "created_at": clock.now(),
-            "updated_at": clock.now(),
-        }
 
     # -- reading ----------------------------------------------------------------------
 
@@ -315,18 +307,21 @@ class Store:
         max_jobs: int,
         ttl_seconds: float,
         *,
+        max_bytes: int | None = None,
         now: datetime | None = None,
     ) -> list[Job]:
         """Lease up to `max_jobs` ready jobs of `queues`, best first; each gets its own
-        new lease_id and one more attempt."""
+        new lease_id and one more attempt. With `max_bytes`, the batch stops before the job
+        whose payload would take it past that many bytes (the first job always comes)."""
         if not queues or max_jobs < 1 or ttl_seconds <= 0:
             raise InvalidArgument("lease needs at least one queue, max_jobs >= 1 and a positive ttl")
+        ask = (list(queues), worker_id, max_jobs, ttl_seconds, max_bytes)
         with self._transaction() as conn:
             clock = self._clock(now)
             if self.dialect == "postgresql":
-                rows = self._lease_skip_locked(conn, clock, list(queues), worker_id, max_jobs, ttl_seconds)
+                rows = self._lease_skip_locked(conn, clock, *ask)
             else:
-                rows = self._lease_one_by_one(conn, clock, list(queues), worker_id, max_jobs, ttl_seconds)
+                rows = self._lease_one_by_one(conn, clock, *ask)
         leased = sorted((_to_job(row) for row in rows), key=lambda j: (-j.priority, j.run_at, j.id))
         for job in leased:
             _log_transition("job leased", "job.leased", job, worker_id=worker_id)
@@ -350,22 +345,29 @@ class Store:
             "leased_by": worker_id,
             "attempts": jobs.c.attempts + 1,
             "leased_at": clock.now(),
-            "lease_expires_at": clock.after(ttl_seconds),
+            "lease_expires_at": clock.expiry_after(ttl_seconds),
             "updated_at": clock.now(),
         }
 
-    def _lease_skip_locked(self, conn, clock, queues, worker_id, max_jobs, ttl_seconds):
+    def _lease_skip_locked(self, conn, clock, queues, worker_id, max_jobs, ttl_seconds, max_bytes):
         # The CTE form: LIMIT inside IN (SELECT ... SKIP LOCKED) may lock more rows than asked.
-        ready = self._ready_ids(clock, queues, max_jobs).with_for_update(skip_locked=True).cte("ready")
+        ready = self._ready_ids(clock, queues, max_jobs).with_for_update(skip_locked=True)
+        if max_bytes is not None:
+            ready = _within_budget(ready, max_bytes)
+        ready = ready.cte("ready")
         values = self._lease_values(clock, worker_id, ttl_seconds) | {"lease_id": func.gen_random_uuid()}
         statement = update(jobs).where(jobs.c.id == ready.c.id).values(values).returning(*jobs.c)
         return conn.execute(statement).all()
 
-    def _lease_one_by_one(self, conn, clock, queues, worker_id, max_jobs, ttl_seconds):
+    def _lease_one_by_one(self, conn, clock, queues, worker_id, max_jobs, ttl_seconds, max_bytes):
         # SQLite: BEGIN IMMEDIATE already holds the only write lock, so nobody races us.
         values = self._lease_values(clock, worker_id, ttl_seconds)
-        rows = []
-        for job_id in conn.execute(self._ready_ids(clock, queues, max_jobs)).scalars().all():
+        rows, taken = [], 0
+        ready = self._ready_ids(clock, queues, max_jobs).add_columns(_payload_bytes(self.dialect))
+        for job_id, size in conn.execute(ready).all():
+            if max_bytes is not None and rows and taken + size > max_bytes:
+                break
+            taken += size
             statement = update(jobs).where(jobs.c.id == job_id).values(values | {"lease_id": str(uuid.uuid4())})
             rows.append(conn.execute(statement.returning(*jobs.c)).one())
         return rows
@@ -386,7 +388,7 @@ class Store:
             clock = self._clock(now)
             values = {
                 "status": JobStatus.PROCESSING.value,
-                "lease_expires_at": clock.after(ttl_seconds),
+                "lease_expires_at": clock.expiry_after(ttl_seconds),
                 "updated_at": clock.now(),
             }
             job = self._update_held_lease(conn, clock, job_id, lease_id, values, worker_id)
@@ -444,7 +446,11 @@ class Store:
 
     def _settle(self, conn, clock, settlements: list[Settlement], worker_id: str | None) -> dict[str, Job]:
         if self.dialect == "postgresql":
-            rows = conn.execute(_settle_statement(clock, worker_id), _settle_arrays(settlements)).all()
+            check_worker = worker_id is not None
+            statement = (
+                _SETTLE_AT_DB_TIME[check_worker] if clock.fixed is None else _settle_statement(clock, check_worker)
+            )
+            rows = conn.execute(statement, _settle_arrays(settlements) | {"worker_id": worker_id}).all()
             return {job.id: job for job in map(_to_job, rows)}
         settled = {}
         for item in settlements:  # SQLite: BEGIN IMMEDIATE holds the only write lock
@@ -547,19 +553,27 @@ class Store:
         retried with backoff or dead, exactly as a nack would do."""
         with self._transaction() as conn:
             clock = self._clock(now)
-            query = (
-                select(jobs)
-                .where(_status_in(HOLDING_LEASE), jobs.c.lease_expires_at <= clock.now())
-                .order_by(jobs.c.lease_expires_at)
-                .limit(limit)
-            )
-            if self.dialect == "postgresql":
-                query = query.with_for_update(skip_locked=True)
-            expired = conn.execute(query).all()
-            reaped = [self._fail_attempt(conn, clock, row, LEASE_EXPIRED) for row in expired]
+            rows = conn.execute(self._reap_statement(clock, limit)).all()
+        reaped = sorted(map(_to_job, rows), key=lambda job: (job.updated_at, job.id))
         for job in reaped:
             _log_failed_attempt(job)
         return reaped
+
+    def _reap_statement(self, clock: _Clock, limit: int):
+        """One set-based UPDATE per batch: the oldest expired leases, failed as a nack would."""
+        expired = (
+            select(jobs.c.id)
+            .where(_status_in(HOLDING_LEASE), jobs.c.lease_expires_at <= clock.now())
+            .order_by(jobs.c.lease_expires_at)
+            .limit(limit)
+        )
+        if self.dialect == "postgresql":  # the CTE form, so LIMIT bounds the rows locked
+            expired = expired.with_for_update(skip_locked=True).cte("expired")
+            statement = update(jobs).where(jobs.c.id == expired.c.id)
+        else:
+            statement = update(jobs).where(jobs.c.id.in_(expired.scalar_subquery()))
+        values = _failure_values(clock) | {"last_error": LEASE_EXPIRED}
+        return statement.where(_status_in(HOLDING_LEASE)).values(values).returning(*jobs.c)
 
     def prune(self, finished_before: datetime, *, limit: int = 500) -> int:
         """Delete up to `limit` succeeded or cancelled jobs that finished before the given
@@ -668,6 +682,43 @@ class Store:
         return _to_job(row)
 
 
+# -- prebuilt statements ------------------------------------------------------------------------
+# Built once: SQLAlchemy memoizes a statement object's cache key, so the hot verbs neither
+# rebuild their statement nor recompute its key per call (issue #9: 8.7 % of the gRPC profile).
+
+_INSERT = insert(jobs).returning(*jobs.c)
+_INSERT_AT_DB_TIME = (
+    insert(jobs)
+    .values(
+        run_at=func.now() + func.make_interval(0, 0, 0, 0, 0, 0, bindparam("delay_seconds")),
+        created_at=func.now(),
+        updated_at=func.now(),
+    )
+    .returning(*jobs.c)
+)
+
+
+def _new_row(spec: JobSpec, clock: _Clock) -> dict[str, Any]:
+    row = {
+        "id": str(uuid.uuid4()),
+        "type": spec.type,
+        "queue": spec.queue,
+        "payload": spec.payload,
+        "priority": spec.priority,
+        "status": JobStatus.PENDING.value,
+        "attempts": 0,
+        "max_retries": spec.max_retries,
+    }
+    if clock.fixed is None:  # PostgreSQL time: now() + delay, computed by the database
+        return row | {"delay_seconds": spec.delay_seconds}
+    created_at = clock.fixed
+    return row | {
+        "run_at": created_at + timedelta(seconds=spec.delay_seconds),
+        "created_at": created_at,
+        "updated_at": created_at,
+    }
+
+
 # -- settling many leases ------------------------------------------------------------------------
 
 _SETTLE_COLUMNS = (
@@ -765,7 +816,7 @@ def _settle_arrays(settlements: list[Settlement]) -> dict[str, list[Any]]:
     }
 
 
-def _settle_statement(clock: _Clock, worker_id: str | None):
+def _settle_statement(clock: _Clock, check_worker: bool):
     """UPDATE jobs ... FROM unnest(:job_ids, :lease_ids, ...) under the lease guard per row.
     A nack's next status and backoff follow quorra.jobs (retries_remain, backoff_seconds)."""
     given = (
@@ -779,34 +830,68 @@ def _settle_statement(clock: _Clock, worker_id: str | None):
         .table_valued("job_id", "lease_id", "success", "result", "error")
         .render_derived(name="given")
     )
-    now = clock.now()
     success = given.c.success.is_(True)
-    retry = and_(not_(success), retries_remain(jobs.c.attempts, jobs.c.max_retries))
+    failure = _failure_values(clock)
     values = {
-        "status": case(
-            (success, JobStatus.SUCCEEDED.value),
-            (
-                retries_remain(jobs.c.attempts, jobs.c.max_retries),
-                JobStatus.FAILED.value,
-            ),
-            else_=JobStatus.DEAD.value,
-        ),
+        "status": case((success, JobStatus.SUCCEEDED.value), else_=failure["status"]),
+        "run_at": case((success, jobs.c.run_at), else_=failure["run_at"]),
         "result": case((success, cast(given.c.result, JSONB)), else_=jobs.c.result),
         "last_error": case((success, jobs.c.last_error), else_=given.c.error),
-        "run_at": case((retry, now + _backoff_interval(jobs.c.attempts)), else_=jobs.c.run_at),
-        "finished_at": case((retry, jobs.c.finished_at), else_=now),
+        "finished_at": case((success, clock.now()), else_=failure["finished_at"]),
         "lease_expires_at": None,
-        "updated_at": now,
+        "updated_at": clock.now(),
     }
+    now = clock.now()
     guard = [
         jobs.c.id == cast(given.c.job_id, Uuid(as_uuid=False)),
         jobs.c.lease_id == cast(given.c.lease_id, Uuid(as_uuid=False)),
         _status_in(HOLDING_LEASE),
         jobs.c.lease_expires_at > now,
     ]
-    if worker_id is not None:
-        guard.append(jobs.c.leased_by == worker_id)
+    if check_worker:
+        guard.append(jobs.c.leased_by == bindparam("worker_id", type_=Text))
     return update(jobs).where(*guard).values(values).returning(*jobs.c)
+
+
+def _payload_bytes(dialect: str) -> ColumnElement:
+    """The size of a job's payload as JSON text, in bytes (about what a lease sends)."""
+    if dialect == "postgresql":
+        return func.octet_length(cast(jobs.c.payload, Text)).label("size")
+    return func.length(cast(jobs.c.payload, LargeBinary)).label("size")  # SQLite: its UTF-8 bytes
+
+
+def _within_budget(ready, max_bytes: int):
+    """Of the ready (locked) rows, best first, those whose payloads fit in max_bytes
+    together; the first always, so one large job is never stuck."""
+    sized = ready.add_columns(jobs.c.priority, jobs.c.run_at, _payload_bytes("postgresql")).subquery("sized")
+    order = (sized.c.priority.desc(), sized.c.run_at, sized.c.id)
+    ranked = select(
+        sized.c.id,
+        func.sum(sized.c.size).over(order_by=order).label("running"),
+        func.row_number().over(order_by=order).label("position"),
+    ).subquery("ranked")
+    return select(ranked.c.id).where(or_(ranked.c.running <= max_bytes, ranked.c.position == 1))
+
+
+def _failure_values(clock: _Clock) -> dict[str, Any]:
+    """A failed attempt (nack or expiry) as SQL over the row's own attempts: failed with a
+    retry after the backoff while retries remain, else dead. The rule is quorra.jobs'."""
+    retry = retries_remain(jobs.c.attempts, jobs.c.max_retries)
+    return {
+        "status": case((retry, JobStatus.FAILED.value), else_=JobStatus.DEAD.value),
+        "run_at": case((retry, _retry_at(clock)), else_=jobs.c.run_at),
+        "finished_at": case((retry, jobs.c.finished_at), else_=clock.now()),
+        "lease_expires_at": None,
+        "updated_at": clock.now(),
+    }
+
+
+def _retry_at(clock: _Clock) -> ColumnElement:
+    """now + backoff_seconds(attempts), tabulated from the Python rule itself."""
+    if clock.fixed is None:
+        return func.now() + _backoff_interval(jobs.c.attempts)
+    times = {n: clock.after(backoff_seconds(n)) for n in range(BACKOFF_CAPPED_FROM)}
+    return case(times, value=jobs.c.attempts, else_=clock.after(backoff_seconds(BACKOFF_CAPPED_FROM)))
 
 
 def _backoff_interval(attempts) -> ColumnElement:
@@ -930,3 +1015,7 @@ def _log_transition(message: str, event: str, job: Job, *, level: int = logging.
             **extra,
         },
     )
+
+
+# Built last: they use the helpers above.
+_SETTLE_AT_DB_TIME = {check: _settle_statement(_Clock("postgresql", None), check) for check in (False, True)}

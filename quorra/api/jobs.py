@@ -4,6 +4,7 @@ store directly. The rules live in quorra.jobs."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 

@@ -143,7 +143,8 @@ def create_server(
 
 def serve(settings: Settings) -> None:
     """`quorra grpc`: serve until SIGTERM or SIGINT, then stop gracefully and return (exit 0)."""
-    store = Store.from_url(settings.database_url, application_name="quorra-grpc")
+    # A connection per call thread, so no call opens one of its own (issue #9).
+    store = Store.from_url(settings.database_url, pool_size=settings.grpc_threads, application_name="quorra-grpc")
     try:
         store.ping()
         ensure_at_head(store.engine)

@@ -36,6 +36,9 @@ MAX_SETTLEMENTS = 1000
 MAX_QUEUES_PER_LEASE = 100
 MAX_WORKER_ID_CHARS = 200
 DEADLINE_MARGIN_SECONDS = 1.0  # end a long poll this long before the worker's own deadline
+# A lease is sent only while at least this much of it is left (at most a tenth of its
+# TTL); one that is nearly expired when its turn to be sent comes is handed back instead.
+DELIVERY_MARGIN_SECONDS = 1.0
 
 
 class TooManyWaiters(QuorraError):
@@ -227,6 +230,12 @@ def settled_message(job: Job) -> pb2.AckResponse:
 # -- the servicer ---------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class LeaseBatch:
+    jobs: list[Job]
+    deliver_by: float  # time.monotonic() after which a lease of this batch is handed back, not sent
+
+
 def max_waiting_leases(threads: int) -> int:
     """Long polls may hold all threads but a quarter (at least 2), kept for acks and extends."""
     return max(1, threads - max(2, threads // 4))
@@ -250,8 +259,8 @@ class WorkerServicer(pb2_grpc.WorkerServiceServicer):
     def LeaseJobs(self, request: pb2.LeaseRequest, context: grpc.ServicerContext) -> Iterator[pb2.Job]:
         with wire_errors(context, request):
             args = parse_lease(request, self.settings.lease_wait_max_seconds)
-            jobs = self._lease_when_ready(args, context)
-        yield from self._deliver(jobs, args, context)
+            batch = self._lease_when_ready(args, context)
+        yield from self._deliver(batch, context)
 
     def AckJob(self, request: pb2.JobAck, context: grpc.ServicerContext) -> pb2.AckResponse:
         with wire_errors(context, request):
@@ -283,24 +292,30 @@ class WorkerServicer(pb2_grpc.WorkerServiceServicer):
 
     # -- leasing with a long poll ------------------------------------------------------------
 
-    def _lease(self, args: LeaseArgs) -> list[Job]:
-        return self.manager.lease(args.queues, args.worker_id, args.max_jobs, args.ttl_seconds)
+    def _lease(self, args: LeaseArgs) -> LeaseBatch:
+        # The expiry is computed inside the statement, so it is at most TTL after `started`.
+        started = time.monotonic()
+        jobs = self.manager.lease(
+            args.queues, args.worker_id, args.max_jobs, args.ttl_seconds, max_bytes=self.settings.lease_max_bytes
+        )
+        margin = min(args.ttl_seconds / 10, DELIVERY_MARGIN_SECONDS)
+        return LeaseBatch(jobs, deliver_by=started + args.ttl_seconds - margin)
 
-    def _lease_when_ready(self, args: LeaseArgs, context: grpc.ServicerContext) -> list[Job]:
+    def _lease_when_ready(self, args: LeaseArgs, context: grpc.ServicerContext) -> LeaseBatch:
         """Lease now; if nothing is ready, wait for a wake-up (or the notifier's re-check
         time) and try again until the wait is over. No transaction spans a wait."""
-        jobs = self._lease(args)
+        batch = self._lease(args)
         deadline = time.monotonic() + self._wait_seconds(args, context)
-        if jobs or deadline <= time.monotonic() or self._stopping.is_set():
-            return jobs
+        if batch.jobs or deadline <= time.monotonic() or self._stopping.is_set():
+            return batch
         with self._wait_slot():
             subscription = self.notifier.listen(args.queues)
-            jobs = self._lease(args)  # a publish between the first lease and listen() is not lost
-            while not jobs and self._may_wait(context, deadline):
+            batch = self._lease(args)  # a publish between the first lease and listen() is not lost
+            while not batch.jobs and self._may_wait(context, deadline):
                 subscription.wait(deadline - time.monotonic())
                 if self._may_wait(context, math.inf):
-                    jobs = self._lease(args)
-        return jobs
+                    batch = self._lease(args)
+        return batch
 
     def _wait_seconds(self, args: LeaseArgs, context: grpc.ServicerContext) -> float:
         remaining = context.time_remaining()
@@ -323,15 +338,16 @@ class WorkerServicer(pb2_grpc.WorkerServiceServicer):
             with self._waiting_lock:
                 self.waiting -= 1
 
-    def _deliver(self, jobs: list[Job], args: LeaseArgs, context: grpc.ServicerContext) -> Iterator[pb2.Job]:
+    def _deliver(self, batch: LeaseBatch, context: grpc.ServicerContext) -> Iterator[pb2.Job]:
         """Send the leased jobs, handing back at once those that cannot reach the worker
         (DESIGN: a lease committed but never delivered): the call was cancelled before a
-        send, or gRPC stopped iterating (and closed this generator) because a send failed.
+        send, gRPC stopped iterating (and closed this generator) because a send failed, or
+        the lease is (nearly) expired by now, e.g. after a pause between commit and send.
         A send that fails without gRPC noticing in time is left to the lease's expiry."""
-        sent = 0
+        jobs, sent = batch.jobs, 0
         try:
             for job in jobs:
-                if not context.is_active():
+                if not context.is_active() or time.monotonic() > batch.deliver_by:
                     break
                 yield job_message(job)
                 sent += 1
