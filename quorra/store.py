@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, bindparam, delete, func, insert, literal, select, tuple_, update
+from sqlalchemy import Connection, Engine, Select, bindparam, delete, func, insert, literal, select, tuple_, union_all, update
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -234,28 +234,39 @@ class Store:
         new lease_id and one more attempt."""
         if not queues or max_jobs < 1 or ttl_seconds <= 0:
             raise InvalidArgument("lease needs at least one queue, max_jobs >= 1 and a positive ttl")
+        queues = list(dict.fromkeys(queues))  # each queue once: one index scan each
         with self._transaction() as conn:
             clock = self._clock(now)
             if self.dialect == "postgresql":
-                rows = self._lease_skip_locked(conn, clock, list(queues), worker_id, max_jobs, ttl_seconds)
+                rows = self._lease_skip_locked(conn, clock, queues, worker_id, max_jobs, ttl_seconds)
             else:
-                rows = self._lease_one_by_one(conn, clock, list(queues), worker_id, max_jobs, ttl_seconds)
+                rows = self._lease_one_by_one(conn, clock, queues, worker_id, max_jobs, ttl_seconds)
         leased = sorted((_to_job(row) for row in rows), key=lambda j: (-j.priority, j.run_at, j.id))
         for job in leased:
             _log_transition("job leased", "job.leased", job, worker_id=worker_id)
         return leased
 
     def _ready_ids(self, clock: _Clock, queues: list[str], max_jobs: int):
-        return (
-            select(jobs.c.id)
-            .where(
-                jobs.c.queue.in_(queues),
-                _status_in(LEASABLE),
-                jobs.c.run_at <= clock.now(),
-            )
-            .order_by(jobs.c.priority.desc(), jobs.c.run_at, jobs.c.id)
-            .limit(max_jobs)
-        )
+        """PostgreSQL: the ready jobs to lease, locked, best first, as one CTE. Priority
+        levels are walked from the top (a recursive CTE of index probes, so delayed jobs
+        of a higher priority are stepped over, not scanned); at each level every queue
+        gives its first ready jobs (an index range scan under SKIP LOCKED, so up to
+        max_jobs per queue are locked), merged by run_at, id; the walk stops at max_jobs."""
+        levels = _top_level(queues, None).cte("levels", recursive=True)
+        below = select(_top_level(queues, levels.c.priority).scalar_subquery())
+        levels = levels.union_all(below.where(levels.c.priority.is_not(None)))
+        at_level = _ready_at_level(clock, queues, levels.c.priority, max_jobs, lock=True).lateral("at_level")
+        ready = select(at_level.c.id).select_from(levels.join(at_level, literal(True))).limit(max_jobs)
+        return ready.cte("ready").prefix_with("MATERIALIZED")  # computed once, never re-run per row
+
+    def _ready_ids_level_by_level(self, conn, clock: _Clock, queues: list[str], max_jobs: int) -> list[str]:
+        """SQLite: the same walk as _ready_ids, one priority level per statement."""
+        ids: list[str] = []
+        level = conn.execute(_top_level(queues, None)).scalar()
+        while level is not None and len(ids) < max_jobs:
+            ids += conn.execute(_ready_at_level(clock, queues, level, max_jobs - len(ids), lock=False)).scalars()
+            level = conn.execute(_top_level(queues, level)).scalar()
+        return ids
 
     def _lease_values(self, clock: _Clock, worker_id: str, ttl_seconds: float) -> dict[str, Any]:
         return {
@@ -269,7 +280,7 @@ class Store:
 
     def _lease_skip_locked(self, conn, clock, queues, worker_id, max_jobs, ttl_seconds):
         # The CTE form: LIMIT inside IN (SELECT ... SKIP LOCKED) may lock more rows than asked.
-        ready = self._ready_ids(clock, queues, max_jobs).with_for_update(skip_locked=True).cte("ready")
+        ready = self._ready_ids(clock, queues, max_jobs)
         values = self._lease_values(clock, worker_id, ttl_seconds) | {"lease_id": func.gen_random_uuid()}
         statement = update(jobs).where(jobs.c.id == ready.c.id).values(values).returning(*jobs.c)
         return conn.execute(statement).all()
@@ -278,7 +289,7 @@ class Store:
         # SQLite: BEGIN IMMEDIATE already holds the only write lock, so nobody races us.
         values = self._lease_values(clock, worker_id, ttl_seconds)
         rows = []
-        for job_id in conn.execute(self._ready_ids(clock, queues, max_jobs)).scalars().all():
+        for job_id in self._ready_ids_level_by_level(conn, clock, queues, max_jobs):
             statement = update(jobs).where(jobs.c.id == job_id).values(values | {"lease_id": str(uuid.uuid4())})
             rows.append(conn.execute(statement.returning(*jobs.c)).one())
         return rows
@@ -526,6 +537,37 @@ def _status_in(statuses) -> ColumnElement:
     """`status IN ('failed', 'pending')` with the values inline: SQLite uses a partial index
     only when the query's terms match its WHERE, and a bound parameter never does."""
     return jobs.c.status.in_(bindparam(None, _values(statuses), literal_execute=True))
+
+
+def _top_level(queues: list[str], below) -> Select:
+    """The highest priority any of `queues` holds among waiting jobs (ready or delayed),
+    below `below` if given: one probe of ix_jobs_ready per queue."""
+    probes = []
+    for queue in queues:
+        probe = select(jobs.c.priority).where(jobs.c.queue == queue, _status_in(LEASABLE)).correlate_except(jobs)
+        if below is not None:
+            probe = probe.where(jobs.c.priority < below)
+        probes.append(select(probe.order_by(jobs.c.priority.desc()).limit(1).scalar_subquery().label("priority")))
+    return select(func.max(union_all(*probes).subquery().c.priority).label("priority"))
+
+
+def _ready_at_level(clock: _Clock, queues: list[str], priority, max_jobs: int, *, lock: bool) -> Select:
+    """The first ready jobs of priority `priority`, by run_at then id: a range scan of
+    ix_jobs_ready per queue, merged."""
+    branches = []
+    for queue in queues:
+        branch = (
+            select(jobs.c.id, jobs.c.run_at)
+            .where(jobs.c.queue == queue, _status_in(LEASABLE), jobs.c.priority == priority)
+            .where(jobs.c.run_at <= clock.now())
+            .order_by(jobs.c.run_at, jobs.c.id)
+            .limit(max_jobs)
+            .correlate_except(jobs)
+        )
+        branch = branch.with_for_update(skip_locked=True) if lock else branch
+        branches.append(select(branch.subquery()))
+    merged = union_all(*branches).subquery()
+    return select(merged.c.id).order_by(merged.c.run_at, merged.c.id).limit(max_jobs)
 
 
 def _status(status: JobStatus | str) -> JobStatus:
