@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import json
 import logging
 import uuid
@@ -26,7 +27,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Select, bindparam, delete, func, insert, literal, select, tuple_, union_all, update
+from sqlalchemy import CTE, Connection, Engine, Select, bindparam, delete, func, insert, literal, select, tuple_, union_all, update
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -247,25 +248,19 @@ class Store:
         return leased
 
     def _ready_ids(self, clock: _Clock, queues: list[str], max_jobs: int):
-        """PostgreSQL: the ready jobs to lease, locked, best first, as one CTE. Priority
-        levels are walked from the top (a recursive CTE of index probes, so delayed jobs
-        of a higher priority are stepped over, not scanned); at each level every queue
-        gives its first ready jobs (an index range scan under SKIP LOCKED, so up to
-        max_jobs per queue are locked), merged by run_at, id; the walk stops at max_jobs."""
-        levels = _top_level(queues, None).cte("levels", recursive=True)
-        below = select(_top_level(queues, levels.c.priority).scalar_subquery())
-        levels = levels.union_all(below.where(levels.c.priority.is_not(None)))
-        at_level = _ready_at_level(clock, queues, levels.c.priority, max_jobs, lock=True).lateral("at_level")
-        ready = select(at_level.c.id).select_from(levels.join(at_level, literal(True))).limit(max_jobs)
-        return ready.cte("ready").prefix_with("MATERIALIZED")  # computed once, never re-run per row
+        """PostgreSQL: the ready jobs to lease, locked, best first, as one CTE and its
+        parameters. See _ready_cte."""
+        return _ready_cte(len(queues), clock.fixed is not None), _ready_params(clock, queues, max_jobs)
 
     def _ready_ids_level_by_level(self, conn, clock: _Clock, queues: list[str], max_jobs: int) -> list[str]:
-        """SQLite: the same walk as _ready_ids, one priority level per statement."""
+        """SQLite: the same walk as _ready_cte, one priority level per statement."""
+        top, below, at_level = _level_walk(len(queues))
+        params = _ready_params(clock, queues, max_jobs)
         ids: list[str] = []
-        level = conn.execute(_top_level(queues, None)).scalar()
+        level = conn.execute(top, params).scalar()
         while level is not None and len(ids) < max_jobs:
-            ids += conn.execute(_ready_at_level(clock, queues, level, max_jobs - len(ids), lock=False)).scalars()
-            level = conn.execute(_top_level(queues, level)).scalar()
+            ids += conn.execute(at_level, params | {"priority": level, "max_jobs": max_jobs - len(ids)}).scalars()
+            level = conn.execute(below, params | {"below": level}).scalar()
         return ids
 
     def _lease_values(self, clock: _Clock, worker_id: str, ttl_seconds: float) -> dict[str, Any]:
@@ -280,10 +275,10 @@ class Store:
 
     def _lease_skip_locked(self, conn, clock, queues, worker_id, max_jobs, ttl_seconds):
         # The CTE form: LIMIT inside IN (SELECT ... SKIP LOCKED) may lock more rows than asked.
-        ready = self._ready_ids(clock, queues, max_jobs)
+        ready, params = self._ready_ids(clock, queues, max_jobs)
         values = self._lease_values(clock, worker_id, ttl_seconds) | {"lease_id": func.gen_random_uuid()}
         statement = update(jobs).where(jobs.c.id == ready.c.id).values(values).returning(*jobs.c)
-        return conn.execute(statement).all()
+        return conn.execute(statement, params).all()
 
     def _lease_one_by_one(self, conn, clock, queues, worker_id, max_jobs, ttl_seconds):
         # SQLite: BEGIN IMMEDIATE already holds the only write lock, so nobody races us.
@@ -539,35 +534,69 @@ def _status_in(statuses) -> ColumnElement:
     return jobs.c.status.in_(bindparam(None, _values(statuses), literal_execute=True))
 
 
-def _top_level(queues: list[str], below) -> Select:
-    """The highest priority any of `queues` holds among waiting jobs (ready or delayed),
-    below `below` if given: one probe of ix_jobs_ready per queue."""
+# The lease's ready-jobs query, built once per number of queues (and per kind of clock):
+# the queue names, the level, the batch size and a fixed `now` are bound parameters.
+
+
+def _ready_params(clock: _Clock, queues: list[str], max_jobs: int) -> dict[str, Any]:
+    params: dict[str, Any] = {f"queue_{n}": queue for n, queue in enumerate(queues)} | {"max_jobs": max_jobs}
+    return params | ({"now": clock.fixed} if clock.fixed is not None else {})
+
+
+@functools.lru_cache(maxsize=64)
+def _ready_cte(queue_count: int, fixed_now: bool) -> CTE:
+    """Priority levels are walked from the top (a recursive CTE of index probes, so delayed
+    jobs of a higher priority are stepped over, not scanned); at each level every queue
+    gives its first ready jobs (an index range scan under SKIP LOCKED, so up to max_jobs
+    per queue are locked), merged by run_at, id; the walk stops at max_jobs."""
+    levels = _top_level(queue_count, None).cte("levels", recursive=True)
+    below = select(_top_level(queue_count, levels.c.priority).scalar_subquery())
+    levels = levels.union_all(below.where(levels.c.priority.is_not(None)))
+    now = bindparam("now", type_=UTCDateTime) if fixed_now else func.now()
+    at_level = _ready_at_level(queue_count, levels.c.priority, now, lock=True).lateral("at_level")
+    ready = select(at_level.c.id).select_from(levels.join(at_level, literal(True))).limit(bindparam("max_jobs"))
+    return ready.cte("ready").prefix_with("MATERIALIZED")  # computed once, never re-run per row
+
+
+@functools.lru_cache(maxsize=64)
+def _level_walk(queue_count: int) -> tuple[Select, Select, Select]:
+    """SQLite's walk, a statement per step: the top level, the next level below, the ready
+    jobs of one level."""
+    now = bindparam("now", type_=UTCDateTime)
+    at_level = _ready_at_level(queue_count, bindparam("priority"), now, lock=False)
+    return _top_level(queue_count, None), _top_level(queue_count, bindparam("below")), at_level
+
+
+def _top_level(queue_count: int, below) -> Select:
+    """The highest priority any queue holds among waiting jobs (ready or delayed), below
+    `below` if given: one probe of ix_jobs_ready per queue."""
     probes = []
-    for queue in queues:
-        probe = select(jobs.c.priority).where(jobs.c.queue == queue, _status_in(LEASABLE)).correlate_except(jobs)
+    for n in range(queue_count):
+        probe = select(jobs.c.priority).where(jobs.c.queue == bindparam(f"queue_{n}"), _status_in(LEASABLE))
         if below is not None:
             probe = probe.where(jobs.c.priority < below)
-        probes.append(select(probe.order_by(jobs.c.priority.desc()).limit(1).scalar_subquery().label("priority")))
+        probe = probe.order_by(jobs.c.priority.desc()).limit(1).correlate_except(jobs)
+        probes.append(select(probe.scalar_subquery().label("priority")))
     return select(func.max(union_all(*probes).subquery().c.priority).label("priority"))
 
 
-def _ready_at_level(clock: _Clock, queues: list[str], priority, max_jobs: int, *, lock: bool) -> Select:
-    """The first ready jobs of priority `priority`, by run_at then id: a range scan of
+def _ready_at_level(queue_count: int, priority, now, *, lock: bool) -> Select:
+    """The first ready jobs of one priority, by run_at then id: a range scan of
     ix_jobs_ready per queue, merged."""
     branches = []
-    for queue in queues:
+    for n in range(queue_count):
         branch = (
             select(jobs.c.id, jobs.c.run_at)
-            .where(jobs.c.queue == queue, _status_in(LEASABLE), jobs.c.priority == priority)
-            .where(jobs.c.run_at <= clock.now())
+            .where(jobs.c.queue == bindparam(f"queue_{n}"), _status_in(LEASABLE), jobs.c.priority == priority)
+            .where(jobs.c.run_at <= now)
             .order_by(jobs.c.run_at, jobs.c.id)
-            .limit(max_jobs)
+            .limit(bindparam("max_jobs"))
             .correlate_except(jobs)
         )
         branch = branch.with_for_update(skip_locked=True) if lock else branch
         branches.append(select(branch.subquery()))
     merged = union_all(*branches).subquery()
-    return select(merged.c.id).order_by(merged.c.run_at, merged.c.id).limit(max_jobs)
+    return select(merged.c.id).order_by(merged.c.run_at, merged.c.id).limit(bindparam("max_jobs"))
 
 
 def _status(status: JobStatus | str) -> JobStatus:
