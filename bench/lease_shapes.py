@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
 import time
 from collections.abc import Callable
@@ -30,7 +29,7 @@ from quorra.schema import jobs
 from quorra.store import Store
 
 sys.path.insert(0, os.path.dirname(__file__))
-from lease_throughput import DEFAULT_POSTGRES, throwaway_postgres, throwaway_sqlite  # noqa: E402
+from lease_throughput import DEFAULT_POSTGRES, throwaway_postgres, throwaway_sqlite
 
 BATCH = 10
 TTL_SECONDS = 300

@@ -27,9 +27,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import CTE, Connection, Engine, Select, bindparam, delete, func, insert, literal, select, tuple_, union_all, update
+from sqlalchemy import Connection, Engine, bindparam, delete, func, insert, literal, select, tuple_, union_all, update
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy.sql.selectable import CTE, Select
 
 from quorra.db import make_engine
 from quorra.errors import DatabaseUnavailable, IllegalTransition, InvalidArgument, JobNotFound, StaleLease
