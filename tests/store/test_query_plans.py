@@ -192,6 +192,25 @@ def _assert_searches_ready_index(plan: str, shape: str) -> None:
             assert line in searches or line.endswith("(id=?)"), (shape, plan)
 
 
+def test_wake_up_query_reads_ix_jobs_due(store):
+    # Given full queues of every shape (analysed on PostgreSQL)
+    _fill(store)
+    if store.dialect == "postgresql":
+        with store.engine.begin() as conn:
+            conn.exec_driver_sql("ANALYZE jobs")
+    # When the scheduler asks which queues have jobs that fell due in the last tick
+    with statements_sent(store) as sent:
+        store.queues_due_between(store.database_now() - timedelta(seconds=1))
+    # Then the database reads that window of ix_jobs_due, not every waiting job
+    statement, parameters = the_one(sent, "DISTINCT")
+    if store.dialect == "sqlite":
+        assert "SEARCH jobs USING INDEX ix_jobs_due (run_at>? AND run_at<?)" in query_plan(store, statement, parameters)
+        return
+    nodes = list(_plan_nodes(_analysed_plan(store, statement, parameters)))
+    assert {node.get("Index Name") for node in nodes if "Scan" in node["Node Type"]} == {"ix_jobs_due"}, nodes
+    assert max(_rows_handled(node) for node in nodes) <= 10, nodes
+
+
 def test_reaper_query_reads_the_lease_expiry_index(store):
     # Given busy queues with held leases
     _busy_queues(store)
