@@ -10,19 +10,21 @@ the test run; it prints figures and asserts nothing.
 
     python bench/lease_shapes.py                                  # PostgreSQL, 1,000,000 rows
     python bench/lease_shapes.py --backends sqlite,postgres --rows 200000
-    python bench/lease_shapes.py --churn 200000 --backends postgres
+    python bench/lease_shapes.py --churn 200000 --rows 300000 --finished 0   # bloat, PostgreSQL
     QUORRA_BENCH_DATABASE_URL=postgresql://me@db:5432/postgres python bench/lease_shapes.py
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import os
+import statistics
 import sys
 import time
 from collections.abc import Callable
 
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine, event, select, text
 
 from quorra import migrate
 from quorra.schema import jobs
@@ -65,12 +67,14 @@ OLD_NOW = {"postgresql": "now()", "sqlite": "strftime('%Y-%m-%d %H:%M:%f', 'now'
 
 def main() -> None:
     options = parse_args()
+    logging.disable(logging.INFO)  # time the store, not the log handler
     print(f"waiting rows: {options.rows:,}, finished rows: {options.finished:,}, lease batch: {BATCH}")
     for backend in options.backends:
         opener = throwaway_sqlite if backend == "sqlite" else lambda: throwaway_postgres(options.postgres)
-        with opener() as url:
-            run_shapes(backend, url, options)
-        if options.churn and backend == "postgres":
+        if not options.churn:
+            with opener() as url:
+                run_shapes(backend, url, options)
+        elif backend == "postgres":
             for tuned in (True, False):
                 with opener() as url:
                     run_churn(url, options, tuned=tuned)
@@ -82,7 +86,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--finished", type=int, default=200_000, help="succeeded rows beside them")
     parser.add_argument("--leases", type=int, default=200, help="measured leases per shape")
     parser.add_argument("--old-leases", type=int, default=5, help="measured runs of the old lease query")
-    parser.add_argument("--churn", type=int, default=0, help="lease + ack cycles for the bloat measurement")
+    parser.add_argument("--churn", type=int, default=0, help="instead: jobs leased + acked, for the bloat measurement")
+    parser.add_argument("--churn-batch", type=int, default=100, help="jobs per lease and per ack while churning")
     parser.add_argument("--backends", default="postgres", help="comma list: sqlite, postgres")
     parser.add_argument(
         "--postgres",
@@ -142,23 +147,62 @@ def run_shapes(backend: str, url: str, options: argparse.Namespace) -> None:
     try:
         print(f"\n{backend}")
         fill(store, options)
-        print(f"  {'shape':<38} {'lease p50':>10} {'p95':>8} {'max':>8}   {'old query p50':>13}")
+        print(f"  {'':<38} {'Store.lease_jobs (committed)':^30} | {'ready query p50':^19} | {'server time p50':^19}")
+        print(f"  {'shape':<38} {'p50':>9} {'p95':>9} {'max':>9} | {'new':>9} {'old':>9} | {'new':>9} {'old':>9}")
         for shape, queues in SHAPES.items():
-            new = timings(lambda q=queues: store.lease_jobs(q, "bench", BATCH, TTL_SECONDS), options.leases)
+            lease = timings(lambda q=queues: store.lease_jobs(q, "bench", BATCH, TTL_SECONDS), options.leases)
+            new = timings(lambda q=queues: run_ready_query(store, q), options.leases)
             old = timings(lambda q=queues: run_old_query(store.engine, q), options.old_leases)
-            print(f"  {shape:<38} {ms(new, 50):>10} {ms(new, 95):>8} {ms(new, 100):>8}   {ms(old, 50):>13}")
+            new_server, old_server = server_times(store, queues, options.old_leases)
+            print(
+                f"  {shape:<38} {ms(lease, 50):>9} {ms(lease, 95):>9} {ms(lease, 100):>9} |"
+                f" {ms(new, 50):>9} {ms(old, 50):>9} | {new_server:>9} {old_server:>9}"
+            )
     finally:
         store.close()
 
 
-def run_old_query(engine: Engine, queues: list[str]) -> None:
+def run_old_query(engine: Engine, queues: list[str], explain: str = "") -> list:
     names = ", ".join(f"'{q}'" for q in queues)
     query = OLD_LEASE_QUERY.format(queues=names, now=OLD_NOW[engine.dialect.name], batch=BATCH)
     if engine.dialect.name == "postgresql":
         query += " FOR UPDATE SKIP LOCKED"
     with engine.connect() as conn:
-        conn.execute(text(query)).all()
+        rows = conn.execute(text(explain + query)).all()
         conn.rollback()
+    return rows
+
+
+def run_ready_query(store: Store, queues: list[str], explain: str = "") -> list:
+    """The ready-jobs part of today's lease alone (locks taken, then rolled back)."""
+    with store.engine.connect() as conn:
+        clock = store._clock(None)
+        if store.dialect == "postgresql":
+            ready, params = store._ready_ids(clock, queues, BATCH)
+            if explain:
+                prefix = lambda conn, cursor, statement, parameters, context, many: (explain + statement, parameters)
+                event.listen(conn, "before_cursor_execute", prefix, retval=True)
+            rows = conn.execute(select(ready.c.id), params).all()
+        else:
+            rows = store._ready_ids_level_by_level(conn, clock, queues, BATCH)
+        conn.rollback()
+    return rows
+
+
+def server_times(store: Store, queues: list[str], runs: int) -> tuple[str, str]:
+    """PostgreSQL's own planning + execution time (EXPLAIN ANALYZE), median of `runs`: no client, no network."""
+    if store.dialect != "postgresql":
+        return "", ""
+    explain = "EXPLAIN (ANALYZE, SUMMARY, TIMING OFF) "
+    new = [_execution_ms(run_ready_query(store, queues, explain)) for _ in range(runs)]
+    old = [_execution_ms(run_old_query(store.engine, queues, explain)) for _ in range(runs)]
+    return f"{statistics.median(new):.2f} ms", f"{statistics.median(old):.2f} ms"
+
+
+def _execution_ms(plan_rows: list) -> float:
+    """Planning plus execution, as the server reports them."""
+    lines = [row[0].strip() for row in plan_rows]
+    return sum(float(line.split()[2]) for line in lines if line.startswith(("Planning Time", "Execution Time")))
 
 
 def timings(call: Callable[[], object], runs: int) -> list[float]:
@@ -189,8 +233,8 @@ def run_churn(url: str, options: argparse.Namespace, *, tuned: bool) -> None:
         fill(store, options, tuned=tuned)
         print(f"  before: {sizes(store.engine)}")
         started = time.perf_counter()
-        for _ in range(options.churn // BATCH):
-            leased = store.lease_jobs(["busy", "other"], "bench", BATCH, TTL_SECONDS)
+        for _ in range(options.churn // options.churn_batch):
+            leased = store.lease_jobs(["busy", "other"], "bench", options.churn_batch, TTL_SECONDS)
             ack_all(store.engine, [job.id for job in leased])
         elapsed = time.perf_counter() - started
         print(f"  {options.churn:,} lease + ack in {elapsed:.1f} s ({options.churn / elapsed:,.0f} jobs/s)")
