@@ -120,9 +120,13 @@ def fill(store: Store, options: argparse.Namespace, *, tuned: bool = True) -> No
         insert_rows(conn, dialect, "busy", options.finished, 0, 10, "succeeded", False)
         for index in jobs.indexes:
             index.create(conn)
+    vacuum(store)
+    print(f"  filled in {time.perf_counter() - started:.1f} s", flush=True)
+
+
+def vacuum(store: Store) -> None:
     with store.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-        conn.execute(text("VACUUM ANALYZE jobs" if dialect == "postgresql" else "ANALYZE"))
-    print(f"  filled in {time.perf_counter() - started:.1f} s")
+        conn.execute(text("VACUUM ANALYZE jobs" if store.dialect == "postgresql" else "ANALYZE"))
 
 
 def insert_rows(conn, dialect: str, queue: str, count: int, low: int, levels: int, status: str, delayed: bool):
@@ -150,13 +154,15 @@ def run_shapes(backend: str, url: str, options: argparse.Namespace) -> None:
         print(f"  {'':<38} {'Store.lease_jobs (committed)':^30} | {'ready query p50':^19} | {'server time p50':^19}")
         print(f"  {'shape':<38} {'p50':>9} {'p95':>9} {'max':>9} | {'new':>9} {'old':>9} | {'new':>9} {'old':>9}")
         for shape, queues in SHAPES.items():
-            lease = timings(lambda q=queues: store.lease_jobs(q, "bench", BATCH, TTL_SECONDS), options.leases)
+            vacuum(store)  # each shape from a vacuumed table (this server may run no autovacuum)
+            new_server, old_server = server_times(store, queues, options.old_leases)
             new = timings(lambda q=queues: run_ready_query(store, q), options.leases)
             old = timings(lambda q=queues: run_old_query(store.engine, q), options.old_leases)
-            new_server, old_server = server_times(store, queues, options.old_leases)
+            lease = timings(lambda q=queues: store.lease_jobs(q, "bench", BATCH, TTL_SECONDS), options.leases)
             print(
                 f"  {shape:<38} {ms(lease, 50):>9} {ms(lease, 95):>9} {ms(lease, 100):>9} |"
-                f" {ms(new, 50):>9} {ms(old, 50):>9} | {new_server:>9} {old_server:>9}"
+                f" {ms(new, 50):>9} {ms(old, 50):>9} | {new_server:>9} {old_server:>9}",
+                flush=True,
             )
     finally:
         store.close()
