@@ -49,8 +49,8 @@ WAITING = [
     ("delayed", 0.40, 5, 5, "pending", True),
 ]
 RUN_AT = {
-    "postgresql": "now() + (CASE WHEN {delayed} THEN 3600 ELSE -3600 END - n % 100000) * interval '1 second'",
-    "sqlite": "strftime('%Y-%m-%d %H:%M:%f', 'now', (CASE WHEN {delayed} THEN 3600 ELSE -3600 END - n % 100000)"
+    "postgresql": "now() + (CASE WHEN {delayed} THEN 3600 + n % 100000 ELSE -3600 - n % 100000 END) * interval '1 second'",
+    "sqlite": "strftime('%Y-%m-%d %H:%M:%f', 'now', (CASE WHEN {delayed} THEN 3600 + n % 100000 ELSE -3600 - n % 100000 END)"
     " || ' seconds') || '000'",
 }
 NEW_ID = {"postgresql": "gen_random_uuid()", "sqlite": "lower(hex(randomblob(16)))"}
