@@ -151,8 +151,10 @@ def run_shapes(backend: str, url: str, options: argparse.Namespace) -> None:
     try:
         print(f"\n{backend}")
         fill(store, options)
-        print(f"  {'':<38} {'Store.lease_jobs (committed)':^30} | {'ready query p50':^19} | {'server time p50':^19}")
-        print(f"  {'shape':<38} {'p50':>9} {'p95':>9} {'max':>9} | {'new':>9} {'old':>9} | {'new':>9} {'old':>9}")
+        print(
+            f"  {'':<38} {'Store.lease_jobs (committed)':^30} | {'ready query p50':^19} | {'server: execution (+planning), p50':^41}"
+        )
+        print(f"  {'shape':<38} {'p50':>9} {'p95':>9} {'max':>9} | {'new':>9} {'old':>9} | {'new':>20} {'old':>20}")
         for shape, queues in SHAPES.items():
             vacuum(store)  # each shape from a vacuumed table (this server may run no autovacuum)
             new_server, old_server = server_times(store, queues, options.old_leases)
@@ -161,7 +163,7 @@ def run_shapes(backend: str, url: str, options: argparse.Namespace) -> None:
             lease = timings(lambda q=queues: store.lease_jobs(q, "bench", BATCH, TTL_SECONDS), options.leases)
             print(
                 f"  {shape:<38} {ms(lease, 50):>9} {ms(lease, 95):>9} {ms(lease, 100):>9} |"
-                f" {ms(new, 50):>9} {ms(old, 50):>9} | {new_server:>9} {old_server:>9}",
+                f" {ms(new, 50):>9} {ms(old, 50):>9} | {new_server:>20} {old_server:>20}",
                 flush=True,
             )
     finally:
@@ -196,19 +198,24 @@ def run_ready_query(store: Store, queues: list[str], explain: str = "") -> list:
 
 
 def server_times(store: Store, queues: list[str], runs: int) -> tuple[str, str]:
-    """PostgreSQL's own planning + execution time (EXPLAIN ANALYZE), median of `runs`: no client, no network."""
+    """PostgreSQL's own execution + planning time (EXPLAIN ANALYZE), medians of `runs`: no
+    client, no network. Printed as "execution (+ planning)"."""
     if store.dialect != "postgresql":
         return "", ""
     explain = "EXPLAIN (ANALYZE, SUMMARY, TIMING OFF) "
-    new = [_execution_ms(run_ready_query(store, queues, explain)) for _ in range(runs)]
-    old = [_execution_ms(run_old_query(store.engine, queues, explain)) for _ in range(runs)]
-    return f"{statistics.median(new):.2f} ms", f"{statistics.median(old):.2f} ms"
+    new = [_server_ms(run_ready_query(store, queues, explain)) for _ in range(runs)]
+    old = [_server_ms(run_old_query(store.engine, queues, explain)) for _ in range(runs)]
+    return _execution_and_planning(new), _execution_and_planning(old)
 
 
-def _execution_ms(plan_rows: list) -> float:
-    """Planning plus execution, as the server reports them."""
-    lines = [row[0].strip() for row in plan_rows]
-    return sum(float(line.split()[2]) for line in lines if line.startswith(("Planning Time", "Execution Time")))
+def _server_ms(plan_rows: list) -> tuple[float, float]:
+    lines = {row[0].strip().split(":")[0]: row[0].strip() for row in plan_rows}
+    return float(lines["Execution Time"].split()[2]), float(lines["Planning Time"].split()[2])
+
+
+def _execution_and_planning(times: list[tuple[float, float]]) -> str:
+    execution, planning = (statistics.median(t[n] for t in times) for n in (0, 1))
+    return f"{execution:.2f} (+{planning:.2f}) ms"
 
 
 def timings(call: Callable[[], object], runs: int) -> list[float]:
