@@ -88,13 +88,21 @@ jobs = Table(
     CheckConstraint("attempts >= 0 AND max_retries >= 0", name="counts"),
 )
 
-# The lease query: ready jobs of a queue, best first. Partial, so finished jobs cost nothing.
+# The lease query: waiting jobs of a queue, best first, walked one priority level at a time
+# (Store._ready_cte). Partial, so finished jobs cost nothing.
 Index(
     "ix_jobs_ready",
     jobs.c.queue,
     jobs.c.priority.desc(),
     jobs.c.run_at,
     jobs.c.id,
+    postgresql_where=text(f"status IN ({_in(LEASABLE)})"),
+    sqlite_where=text(f"status IN ({_in(LEASABLE)})"),
+)
+# The scheduler's wake-ups: waiting jobs whose run_at fell in the last tick.
+Index(
+    "ix_jobs_due",
+    jobs.c.run_at,
     postgresql_where=text(f"status IN ({_in(LEASABLE)})"),
     sqlite_where=text(f"status IN ({_in(LEASABLE)})"),
 )

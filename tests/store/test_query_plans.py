@@ -1,18 +1,28 @@
-"""The hot statements use the partial indexes made for them (DESIGN.md): the lease query
-reads ix_jobs_ready, the reaper ix_jobs_lease_expiry. We capture the statement the store
-really sends and ask each database for its plan (PostgreSQL after ANALYZE and with
-sequential scans off, so that the answer does not depend on how few rows a test has)."""
+"""The hot statements use the partial indexes made for them (DESIGN.md) and read no more
+rows than they return, however long the queues are. We capture the statements the store
+really sends and ask each database for its plan: for the lease, on tables large enough for
+the planner to choose as in production (thousands of ready, delayed and finished jobs,
+analysed on PostgreSQL), in every shape the lease takes; for the reaper, after ANALYZE and
+with sequential scans off, so that the answer does not depend on how few rows a test has."""
 
 from __future__ import annotations
 
+import json
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import timedelta
 
-from sqlalchemy import event
+import pytest
+from sqlalchemy import event, insert
 
+from quorra.schema import jobs
 from quorra.store import Store
 from tests.factories import job_in_status, spec
 from tests.store.support import later
+
+LEASE_BATCH = 5
+PER_QUEUE = 3000
 
 
 @contextmanager
@@ -53,15 +63,152 @@ def _busy_queues(store: Store) -> None:
     store.enqueue_many([spec(queue=f"q{n % 4}", priority=n % 3) for n in range(200)])
 
 
-def test_lease_query_reads_the_ready_index(store):
-    # Given busy queues
-    _busy_queues(store)
-    # When a worker leases from one queue
+def _fill(store: Store) -> None:
+    """Full queues in every shape a lease meets: ready jobs over several priorities, a
+    backlog of delayed jobs above a few ready ones, finished jobs, a nearly empty queue."""
+    now = store.database_now()
+    rows = [_row("busy", n % 3, "pending", now - timedelta(seconds=n)) for n in range(PER_QUEUE)]
+    rows += [_row("other", n % 3, "pending", now - timedelta(seconds=n)) for n in range(PER_QUEUE)]
+    rows += [_row("busy", n % 3, "succeeded", now - timedelta(seconds=n)) for n in range(PER_QUEUE)]
+    rows += [_row("delayed", 5 + n % 5, "pending", now + timedelta(seconds=60 + n)) for n in range(PER_QUEUE)]
+    rows += [_row("delayed", n % 2, "failed", now - timedelta(seconds=n)) for n in range(30)]
+    rows += [_row("quiet", 0, "pending", now - timedelta(seconds=n)) for n in range(3)]
+    with store.engine.begin() as conn:
+        conn.execute(insert(jobs), rows)
+
+
+def _row(queue: str, priority: int, status: str, run_at) -> dict:
+    finished = run_at if status == "succeeded" else None
+    return {
+        "id": str(uuid.uuid4()), "type": "noop", "queue": queue, "payload": {}, "priority": priority,
+        "status": status, "run_at": run_at, "created_at": run_at, "updated_at": run_at, "finished_at": finished,
+    }  # fmt: skip
+
+
+LEASE_SHAPES = {
+    "one queue": ["busy"],
+    "two queues": ["busy", "other"],
+    "delayed jobs of a higher priority in front": ["delayed"],
+    "a quiet queue beside full ones": ["quiet"],
+    "every queue": ["quiet", "delayed", "other", "busy"],
+}
+
+
+@pytest.mark.postgres
+def test_postgres_lease_reads_few_rows_of_ix_jobs_ready_in_every_shape(postgres_url):
+    # Given full queues of every shape, analysed
+    store = Store.from_url(postgres_url)
+    try:
+        _fill(store)
+        with store.engine.begin() as conn:
+            conn.exec_driver_sql("ANALYZE jobs")
+        for shape, queues in LEASE_SHAPES.items():
+            # When a worker leases a batch
+            with statements_sent(store) as sent:
+                leased = store.lease_jobs(queues, "worker-a", LEASE_BATCH, 30)
+            # Then the plan reads ix_jobs_ready (or the primary key, to update), never the
+            # whole table, and no step handles more than a few rows per queue
+            nodes = list(_plan_nodes(_analysed_plan(store, *the_one(sent, "UPDATE jobs"))))
+            assert leased, shape
+            scans = {(node["Node Type"], node.get("Index Name")) for node in nodes if "Scan" in node["Node Type"]}
+            scans = {scan for scan in scans if scan[0] not in ("CTE Scan", "WorkTable Scan", "Subquery Scan")}
+            assert {index for _, index in scans} <= {"ix_jobs_ready", "pk_jobs"}, (shape, scans)
+            busiest = max(_rows_handled(node) for node in nodes)
+            assert busiest <= 4 * LEASE_BATCH * len(queues), (shape, busiest)
+    finally:
+        store.close()
+
+
+def _analysed_plan(store: Store, statement: str, parameters) -> dict:
+    """EXPLAIN ANALYZE runs the statement: in a transaction that is rolled back."""
+    with store.engine.connect() as conn:
+        [[plan]] = conn.exec_driver_sql("EXPLAIN (ANALYZE, FORMAT JSON) " + statement, parameters).all()
+        conn.rollback()
+    plan = json.loads(plan) if isinstance(plan, str) else plan
+    return plan[0]["Plan"]
+
+
+def _plan_nodes(node: dict) -> Iterator[dict]:
+    yield node
+    for child in node.get("Plans", []):
+        yield from _plan_nodes(child)
+
+
+def _rows_handled(node: dict) -> float:
+    per_loop = node.get("Actual Rows", 0) + node.get("Rows Removed by Filter", 0)
+    return per_loop * node.get("Actual Loops", 1)
+
+
+def test_sqlite_lease_searches_ix_jobs_ready_in_every_shape(sqlite_url):
+    # Given full queues of every shape (not analysed: a fresh SQLite database never is)
+    store = Store.from_url(sqlite_url)
+    try:
+        _fill(store)
+        for shape, queues in LEASE_SHAPES.items():
+            # When a worker leases a batch
+            with statements_sent(store) as sent, vm_steps(store) as steps:
+                leased = store.lease_jobs(queues, "worker-a", LEASE_BATCH, 30)
+            # Then every statement searches ix_jobs_ready by queue and priority (or the
+            # primary key, to update), and the whole lease does far less work than reading
+            # one queue's backlog would
+            assert leased, shape
+            for statement, parameters in sent:
+                if statement.startswith(("SELECT", "UPDATE")):
+                    _assert_searches_ready_index(query_plan(store, statement, parameters), shape)
+            assert steps[0] <= SQLITE_STEPS_PER_QUEUE * len(queues), (shape, steps[0])
+    finally:
+        store.close()
+
+
+# SQLite virtual machine steps a lease may take per queue it names: reading the 3,000 rows
+# of one queue's backlog takes about 16,000; the level walk about 500 per level visited.
+SQLITE_STEPS_PER_QUEUE = 2000
+READY_INDEX_SEARCHES = ("(queue=?)", "(queue=? AND priority<?)", "(queue=? AND priority=? AND run_at<?)")
+
+
+@contextmanager
+def vm_steps(store: Store) -> Iterator[list[int]]:
+    """Count the SQLite virtual machine instructions run meanwhile, in steps of 100."""
+    steps = [0]
+
+    def count() -> int:
+        steps[0] += 100
+        return 0  # go on
+
+    def on_checkout(dbapi_connection, record, proxy):
+        dbapi_connection.set_progress_handler(count, 100)
+
+    event.listen(store.engine, "checkout", on_checkout)
+    try:
+        yield steps
+    finally:
+        event.remove(store.engine, "checkout", on_checkout)
+
+
+def _assert_searches_ready_index(plan: str, shape: str) -> None:
+    for line in plan.splitlines():
+        if "jobs" in line:
+            searches = [f"SEARCH jobs USING INDEX ix_jobs_ready {terms}" for terms in READY_INDEX_SEARCHES]
+            assert line in searches or line.endswith("(id=?)"), (shape, plan)
+
+
+def test_wake_up_query_reads_ix_jobs_due(store):
+    # Given full queues of every shape (analysed on PostgreSQL)
+    _fill(store)
+    if store.dialect == "postgresql":
+        with store.engine.begin() as conn:
+            conn.exec_driver_sql("ANALYZE jobs")
+    # When the scheduler asks which queues have jobs that fell due in the last tick
     with statements_sent(store) as sent:
-        store.lease_jobs(["q1"], "worker-a", 5, 30)
-    # Then the database plans the lease query on ix_jobs_ready
-    plan = query_plan(store, *the_one(sent, "ORDER BY jobs.priority DESC"))
-    assert "ix_jobs_ready" in plan, plan
+        store.queues_due_between(store.database_now() - timedelta(seconds=1))
+    # Then the database reads that window of ix_jobs_due, not every waiting job
+    statement, parameters = the_one(sent, "DISTINCT")
+    if store.dialect == "sqlite":
+        assert "SEARCH jobs USING INDEX ix_jobs_due (run_at>? AND run_at<?)" in query_plan(store, statement, parameters)
+        return
+    nodes = list(_plan_nodes(_analysed_plan(store, statement, parameters)))
+    assert {node.get("Index Name") for node in nodes if "Scan" in node["Node Type"]} == {"ix_jobs_due"}, nodes
+    assert max(_rows_handled(node) for node in nodes) <= 10, nodes
 
 
 def test_reaper_query_reads_the_lease_expiry_index(store):
