@@ -93,6 +93,7 @@ class Settings(BaseModel):
     lease_wait_max_seconds: Seconds = Field(30.0, alias="QUORRA_LEASE_WAIT_MAX")
     poll_interval_seconds: Seconds = Field(0.1, alias="QUORRA_POLL_INTERVAL")
     shutdown_grace_seconds: Seconds = Field(10.0, alias="QUORRA_SHUTDOWN_GRACE")
+    grpc_health_watches: int = Field(16, alias="QUORRA_GRPC_HEALTH_WATCHES", ge=1, le=100_000)
 
     # scheduler
     scheduler_interval_seconds: Seconds = Field(1.0, alias="QUORRA_SCHEDULER_INTERVAL")
