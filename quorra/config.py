@@ -83,6 +83,9 @@ class Settings(BaseModel):
     log_format: Literal["json", "text"] = Field("json", alias="QUORRA_LOG_FORMAT")
     api_keys: Names = Field((DEV_API_KEY,), alias="QUORRA_API_KEY", min_length=1)
     max_payload_bytes: int = Field(1024 * 1024, alias="QUORRA_MAX_PAYLOAD_BYTES", ge=1024)
+    # metrics: label values clients choose are capped; the rest are counted as `other`
+    metrics_max_queues: int = Field(100, alias="QUORRA_METRICS_MAX_QUEUES", ge=1, le=100_000)
+    metrics_max_job_types: int = Field(100, alias="QUORRA_METRICS_MAX_JOB_TYPES", ge=1, le=100_000)
 
     # web: gunicorn gthread workers
     web_workers: int = Field(2, alias="QUORRA_WEB_WORKERS", ge=1, le=64)

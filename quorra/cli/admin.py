@@ -38,13 +38,16 @@ def load_settings(role: str) -> Settings:
 
 def server_settings(role: str) -> Settings:
     """load_settings, and the PROMETHEUS_MULTIPROC_DIR made if missing: before the server's
-    modules are imported, since declaring a metric opens a file there."""
+    modules are imported, since declaring a metric opens a file there. Then the label caps."""
     settings = load_settings(role)
     try:
         prepare_multiprocess_dir()
     except InvalidConfig as exc:
         click.echo(exc.message, err=True)
         sys.exit(2)
+    from quorra import metrics
+
+    metrics.limit_labels(settings.metrics_max_queues, settings.metrics_max_job_types)
     return settings
 
 
