@@ -101,7 +101,8 @@ def test_quorra_web_without_a_metrics_directory_adds_up_all_its_workers(sqlite_u
 
 def test_private_metrics_directories_of_dead_servers_are_removed_at_start(monkeypatch, tmp_path):
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
-    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", "")  # so that the teardown restores the variable as it was
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR")
     dead_pid = _a_dead_pid()
     abandoned = tmp_path / f"{PRIVATE_METRICS_PREFIX}{dead_pid}-abc"
     abandoned.mkdir()
