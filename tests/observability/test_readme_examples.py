@@ -21,7 +21,7 @@ def readme_jobs() -> list[dict]:
     jobs = []
     for body in _CURL_BODY.findall((REPO / "README.md").read_text()):
         document = json.loads(body)
-        jobs.extend(document["jobs"] if "jobs" in document else [document])
+        jobs.extend(document.get("jobs", [document]))
     return jobs
 
 
