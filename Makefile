@@ -29,9 +29,13 @@ migrate: install
 
 # The release step runs first; then honcho starts the long-running processes. The metrics
 # directory is wiped so counters of earlier runs never leak into this one.
-# honcho SIGKILLs 5 s after SIGTERM, so the grace periods must end before that.
+# On Ctrl-C honcho SIGTERMs every process group and SIGKILLs 5 s later, so the grace periods
+# end before that, the worker's first: it nacks what still runs at 3 s, while the servers
+# still answer (they drain for up to 4 s, and stop as soon as nothing is left to settle).
+# The worker reads every queue the README's examples use.
 run: export QUORRA_SHUTDOWN_GRACE ?= 4s
-run: export QUORRA_WORKER_SHUTDOWN_GRACE ?= 4s
+run: export QUORRA_WORKER_SHUTDOWN_GRACE ?= 3s
+run: export QUORRA_WORKER_QUEUES ?= default,email,images
 run: migrate
 	rm -rf $(METRICS_DIR) && mkdir -p $(METRICS_DIR)
 	PROMETHEUS_MULTIPROC_DIR=$(METRICS_DIR) PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/honcho start web grpc scheduler worker

@@ -17,6 +17,9 @@ _settings = Settings.from_env()
 configure_logging(_settings, "web")
 prepare_multiprocess_dir()  # before quorra.api declares its metrics, which opens files there
 
+from quorra import metrics
 from quorra.api.server import gunicorn_settings
+
+metrics.limit_labels(_settings.metrics_max_queues, _settings.metrics_max_job_types)
 
 globals().update(gunicorn_settings(_settings))

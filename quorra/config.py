@@ -88,6 +88,9 @@ class Settings(BaseModel):
     secret_keys: Names = Field((), alias="QUORRA_SECRET_KEY", repr=False)
     # The most payload and result bytes one page of GET /v1/jobs?include=... may carry.
     list_max_bytes: int = Field(4 * 1024 * 1024, alias="QUORRA_LIST_MAX_BYTES", ge=64 * 1024)
+    # metrics: label values clients choose are capped; the rest are counted as `other`
+    metrics_max_queues: int = Field(100, alias="QUORRA_METRICS_MAX_QUEUES", ge=1, le=100_000)
+    metrics_max_job_types: int = Field(100, alias="QUORRA_METRICS_MAX_JOB_TYPES", ge=1, le=100_000)
 
     # web: gunicorn gthread workers
     web_workers: int = Field(2, alias="QUORRA_WEB_WORKERS", ge=1, le=64)
@@ -108,6 +111,7 @@ class Settings(BaseModel):
     # the payload bytes one LeaseJobs batch may carry (the first job always comes): bounds the
     # gRPC server's memory whatever max_jobs a worker asks for
     lease_max_bytes: int = Field(8 * 1024 * 1024, alias="QUORRA_LEASE_MAX_BYTES", ge=1024)
+    grpc_health_watches: int = Field(16, alias="QUORRA_GRPC_HEALTH_WATCHES", ge=1, le=100_000)
 
     # scheduler
     scheduler_interval_seconds: Seconds = Field(1.0, alias="QUORRA_SCHEDULER_INTERVAL")

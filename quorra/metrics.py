@@ -5,6 +5,12 @@ process writes its samples to that directory and the web process's /metrics adds
 
 Queue depth and the age of the oldest ready job are read from the database at scrape
 time (see ``QueueCollector``), not counted here.
+
+Queue and type names are chosen by clients, so their label values are capped
+(``limit_labels``, from QUORRA_METRICS_MAX_QUEUES and QUORRA_METRICS_MAX_JOB_TYPES): each
+process keeps the first names it counts, and counts later ones as `other`. The queue gauges
+keep the largest queues and add up the rest as `other`. So a scrape stays bounded however
+many names clients make up.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ if TYPE_CHECKING:
     from quorra.store import QueueCount, Store
 
 _JOB_LABELS = ("queue", "type")
+OTHER = "other"
 # A job queue's waits and runs span milliseconds to hours.
 _BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, float("inf"))
 
@@ -48,6 +55,43 @@ JOB_DURATION = Histogram(
     "quorra_job_duration_seconds", "Time from lease to ack, nack or expiry", _JOB_LABELS, buckets=_BUCKETS
 )
 
+
+class LabelCap:
+    """The first `limit` distinct values of a label keep their name; later ones read `other`.
+    No limit until ``limit_labels`` sets one (server entry points do, from Settings)."""
+
+    def __init__(self) -> None:
+        self.limit: int | None = None
+        self._kept: set[str] = set()
+        self._lock = threading.Lock()
+
+    def __call__(self, value: str) -> str:
+        if self.limit is None or value in self._kept:
+            return value
+        with self._lock:
+            if len(self._kept) < self.limit:
+                self._kept.add(value)
+                return value
+        return OTHER
+
+    def reset(self, limit: int | None) -> None:
+        with self._lock:
+            self.limit, self._kept = limit, set()
+
+
+_queue_label, _type_label = LabelCap(), LabelCap()
+
+
+def limit_labels(max_queues: int | None, max_job_types: int | None) -> None:
+    """Cap the distinct queue and type label values this process counts (None: no cap)."""
+    _queue_label.reset(max_queues)
+    _type_label.reset(max_job_types)
+
+
+def _job_labels(job: Job) -> tuple[str, str]:
+    return _queue_label(job.queue), _type_label(job.type)
+
+
 _SETTLED = {
     JobStatus.SUCCEEDED: JOBS_PROCESSED,
     JobStatus.FAILED: JOBS_FAILED,
@@ -57,41 +101,41 @@ _SETTLED = {
 
 def jobs_created(jobs: Iterable[Job]) -> None:
     for job in jobs:
-        JOBS_CREATED.labels(job.queue, job.type).inc()
+        JOBS_CREATED.labels(*_job_labels(job)).inc()
 
 
 def jobs_leased(jobs: Iterable[Job]) -> None:
     for job in jobs:
-        JOBS_LEASED.labels(job.queue, job.type).inc()
+        JOBS_LEASED.labels(*_job_labels(job)).inc()
         if job.leased_at is not None:
-            JOB_WAIT.labels(job.queue).observe(max(0.0, (job.leased_at - job.run_at).total_seconds()))
+            JOB_WAIT.labels(_queue_label(job.queue)).observe(max(0.0, (job.leased_at - job.run_at).total_seconds()))
 
 
 def job_settled(job: Job) -> None:
     """After ack, nack or lease expiry: count the outcome and how long the attempt took."""
     counter = _SETTLED.get(job.status)
     if counter is not None:
-        counter.labels(job.queue, job.type).inc()
+        counter.labels(*_job_labels(job)).inc()
     if job.leased_at is not None:
-        JOB_DURATION.labels(job.queue, job.type).observe(max(0.0, (job.updated_at - job.leased_at).total_seconds()))
+        JOB_DURATION.labels(*_job_labels(job)).observe(max(0.0, (job.updated_at - job.leased_at).total_seconds()))
 
 
 def leases_expired(jobs: Iterable[Job]) -> None:
     for job in jobs:
-        LEASES_EXPIRED.labels(job.queue).inc()
+        LEASES_EXPIRED.labels(_queue_label(job.queue)).inc()
         job_settled(job)
 
 
 def lease_released(job: Job) -> None:
-    LEASES_RELEASED.labels(job.queue).inc()
+    LEASES_RELEASED.labels(_queue_label(job.queue)).inc()
 
 
 def job_cancelled(job: Job) -> None:
-    JOBS_CANCELLED.labels(job.queue, job.type).inc()
+    JOBS_CANCELLED.labels(*_job_labels(job)).inc()
 
 
 def job_retried(job: Job) -> None:
-    JOBS_RETRIED.labels(job.queue, job.type).inc()
+    JOBS_RETRIED.labels(*_job_labels(job)).inc()
 
 
 def jobs_pruned(count: int) -> None:
@@ -107,9 +151,10 @@ class QueueCollector:
     (or anyone) scrapes. While the database is down the scrape still answers, without
     these two gauges."""
 
-    def __init__(self, store: Store, ttl: float = 2.0):
+    def __init__(self, store: Store, ttl: float = 2.0, max_queues: int | None = None):
         self.store = store
         self.ttl = ttl
+        self.max_queues = max_queues
         self._lock = threading.Lock()  # a scrape storm waits here for one read, not N
         self._families: list[Metric] = []
         self._fresh_until = float("-inf")
@@ -128,25 +173,48 @@ class QueueCollector:
             oldest = self.store.oldest_ready_at(now=now)
         except DatabaseUnavailable:
             return []  # cached like a success, so a down database is not hammered either
-        return [_queue_length(counts), _oldest_age(counts, oldest, now)]
+        named = _largest_queues(counts, self.max_queues)
+        return [_queue_length(counts, named), _oldest_age(counts, oldest, now, named)]
 
 
-def _queue_length(counts: list[QueueCount]) -> Metric:
-    family = GaugeMetricFamily("quorra_job_queue_length", "Jobs in each queue, by status", labels=("queue", "status"))
+def _largest_queues(counts: list[QueueCount], limit: int | None) -> set[str] | None:
+    """The `limit` queues with the most jobs (None: every queue keeps its name)."""
+    totals: dict[str, int] = {}
     for count in counts:
-        family.add_metric((count.queue, count.status), count.count)
+        totals[count.queue] = totals.get(count.queue, 0) + count.count
+    if limit is None or len(totals) <= limit:
+        return None
+    return set(sorted(totals, key=lambda queue: (-totals[queue], queue))[:limit])
+
+
+def _label(queue: str, named: set[str] | None) -> str:
+    return queue if named is None or queue in named else OTHER
+
+
+def _queue_length(counts: list[QueueCount], named: set[str] | None) -> Metric:
+    family = GaugeMetricFamily("quorra_job_queue_length", "Jobs in each queue, by status", labels=("queue", "status"))
+    summed: dict[tuple[str, str], int] = {}
+    for count in counts:
+        key = (_label(count.queue, named), count.status)
+        summed[key] = summed.get(key, 0) + count.count
+    for key, value in summed.items():
+        family.add_metric(key, value)
     return family
 
 
-def _oldest_age(counts: list[QueueCount], oldest: dict[str, datetime], now: datetime) -> Metric:
+def _oldest_age(counts: list[QueueCount], oldest: dict[str, datetime], now: datetime, named: set[str] | None) -> Metric:
     family = GaugeMetricFamily(
         "quorra_queue_oldest_job_age_seconds",
         "How long the oldest ready job of each queue has waited for a worker (0: none waiting)",
         labels=("queue",),
     )
-    for queue in sorted({count.queue for count in counts} | set(oldest)):
-        waited = (now - oldest[queue]).total_seconds() if queue in oldest else 0.0
-        family.add_metric((queue,), max(0.0, waited))
+    waited: dict[str, float] = {}
+    for queue in {count.queue for count in counts} | set(oldest):
+        age = (now - oldest[queue]).total_seconds() if queue in oldest else 0.0
+        label = _label(queue, named)
+        waited[label] = max(waited.get(label, 0.0), age)  # `other`: the longest wait among them
+    for label in sorted(waited):
+        family.add_metric((label,), max(0.0, waited[label]))
     return family
 
 

@@ -44,7 +44,7 @@ def create_app(settings: Settings | None = None, store: Store | None = None, not
     register_request_context(app)
     register_blueprints(app)
     dashboard.init_app(app, services.store, settings.accepts_api_key)
-    register_metrics(app, services.store)
+    register_metrics(app, services.store, settings.metrics_max_queues)
     register_auth(app)
     register_error_handlers(app)
     return app

@@ -25,11 +25,13 @@ QUEUE_STATS_TTL_SECONDS = 2.0
 HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
-def register_metrics(app: Flask, store: Store) -> None:
+def register_metrics(app: Flask, store: Store, max_queues: int | None = None) -> None:
+    """`max_queues`: the queue gauges name the largest queues only, the rest as `other`."""
     http_registry = CollectorRegistry()
     http_metrics_exporter(http_registry).init_app(app)
     app.before_request(_skip_made_up_methods)
-    scrape = scrape_registry(http_registry, QueueCollector(store, ttl=QUEUE_STATS_TTL_SECONDS))
+    queues = QueueCollector(store, ttl=QUEUE_STATS_TTL_SECONDS, max_queues=max_queues)
+    scrape = scrape_registry(http_registry, queues)
     app.add_url_rule("/metrics", "metrics", lambda: _exposition(scrape), methods=["GET"])
 
 

@@ -12,11 +12,16 @@ naming every bad variable.
 
 from __future__ import annotations
 
+import atexit
+import os
+import shutil
 import sys
+import tempfile
+from pathlib import Path
 
 import click
 
-from quorra.config import Settings, prepare_multiprocess_dir
+from quorra.config import Settings, multiprocess_dir, prepare_multiprocess_dir
 from quorra.errors import InvalidConfig, QuorraError
 from quorra.logs import configure_logging
 
@@ -33,14 +38,50 @@ def load_settings(role: str) -> Settings:
 
 def server_settings(role: str) -> Settings:
     """load_settings, and the PROMETHEUS_MULTIPROC_DIR made if missing: before the server's
-    modules are imported, since declaring a metric opens a file there."""
+    modules are imported, since declaring a metric opens a file there. Then the label caps."""
     settings = load_settings(role)
     try:
         prepare_multiprocess_dir()
     except InvalidConfig as exc:
         click.echo(exc.message, err=True)
         sys.exit(2)
+    from quorra import metrics
+
+    metrics.limit_labels(settings.metrics_max_queues, settings.metrics_max_job_types)
     return settings
+
+
+PRIVATE_METRICS_PREFIX = "quorra-web-metrics-"
+
+
+def use_private_multiprocess_dir() -> str:
+    """`quorra web` without PROMETHEUS_MULTIPROC_DIR: a directory of its own, so that /metrics
+    adds up every gunicorn worker instead of answering from whichever worker took the scrape.
+    Made fresh at start (directories left by runs that were killed are removed), removed at
+    exit by the master. gRPC and the scheduler join only through a directory set by the operator."""
+    _remove_abandoned_private_dirs()
+    path = tempfile.mkdtemp(prefix=f"{PRIVATE_METRICS_PREFIX}{os.getpid()}-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = path  # prometheus_client reads it at import
+    master = os.getpid()
+    atexit.register(lambda: os.getpid() == master and shutil.rmtree(path, ignore_errors=True))  # not in workers
+    return path
+
+
+def _remove_abandoned_private_dirs() -> None:
+    for path in Path(tempfile.gettempdir()).glob(f"{PRIVATE_METRICS_PREFIX}*-*"):
+        owner = path.name.removeprefix(PRIVATE_METRICS_PREFIX).split("-", 1)[0]
+        if owner.isdigit() and not _is_running(int(owner)):
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def _is_running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process
+    return True
 
 
 def fail(exc: QuorraError) -> None:
@@ -89,6 +130,8 @@ def _safe_url(settings: Settings) -> str:
 @main.command()
 def web() -> None:
     """Serve the REST API (gunicorn, gthread workers) on QUORRA_HTTP_ADDR."""
+    if multiprocess_dir() is None:
+        use_private_multiprocess_dir()
     settings = server_settings("web")
     from quorra.api.server import serve
 

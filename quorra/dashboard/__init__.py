@@ -19,6 +19,7 @@ from quorra.store import Store
 
 EXTENSION = "quorra.dashboard"
 RECENT_JOBS = 25
+QUEUES_PER_PAGE = 50  # however many queues clients make up, a page stays small
 STATUS_COLUMNS = [status.value for status in JobStatus]
 
 bp = Blueprint("dashboard", __name__, template_folder="templates")
@@ -66,9 +67,15 @@ def overview():
     status = request.args.get("status")
     if status not in STATUS_COLUMNS:
         status = None
+    table = _queue_table(store)
+    page = _page_number(request.args.get("queue_page"), len(table))
+    first = (page - 1) * QUEUES_PER_PAGE
     return render_template(
         "dashboard.html",
-        queues=_queue_table(store),
+        queues=dict(list(table.items())[first : first + QUEUES_PER_PAGE]),
+        queue_count=len(table),
+        queue_page=page,
+        queue_pages=_page_count(len(table)),
         columns=STATUS_COLUMNS,
         jobs=store.list_jobs(status=status, limit=RECENT_JOBS, bodies=False).jobs,
         status=status,
@@ -82,3 +89,14 @@ def _queue_table(store: Store) -> dict[str, dict[str, int]]:
     for row in store.queue_counts():
         table[row.queue][row.status] = row.count
     return dict(sorted(table.items()))
+
+
+def _page_count(queues: int) -> int:
+    return max(1, -(-queues // QUEUES_PER_PAGE))
+
+
+def _page_number(given: str | None, queues: int) -> int:
+    """The page asked for, within 1..last; anything else (absent, not a number) is page 1."""
+    if given is None or not given.isdigit():
+        return 1
+    return min(max(1, int(given)), _page_count(queues))

@@ -1,7 +1,9 @@
 """Server interceptors: the API-key check and the per-call metrics and request id.
 
 Both wrap the method handler that gRPC resolved, keeping its shape (unary or streaming on
-either side), so a refused streaming call is still answered as a stream."""
+either side), so a refused streaming call is still answered as a stream. A non-blocking
+behavior (the health service's Watch, which holds no thread while its stream is open)
+stays non-blocking: its wrapper takes gRPC's `send_response_callback` too."""
 
 from __future__ import annotations
 
@@ -29,11 +31,23 @@ _FACTORIES = {
 }
 
 
+def is_non_blocking(behavior: Behavior) -> bool:
+    """gRPC calls such a behavior with a third argument, `send_response_callback`, and frees
+    the thread as soon as it returns (grpcio's `experimental_non_blocking`)."""
+    return bool(getattr(behavior, "experimental_non_blocking", False))
+
+
 def wrap_handler(handler: grpc.RpcMethodHandler, wrap: Callable[[Behavior, bool], Behavior]) -> grpc.RpcMethodHandler:
-    """The same handler with its behavior replaced by ``wrap(behavior, response_streaming)``."""
+    """The same handler with its behavior replaced by ``wrap(behavior, response_streaming)``;
+    a wrapper of a non-blocking behavior is marked non-blocking too (and must take the callback)."""
     attribute, factory = _FACTORIES[(handler.request_streaming, handler.response_streaming)]
+    behavior = getattr(handler, attribute)
+    wrapped = wrap(behavior, handler.response_streaming)
+    if is_non_blocking(behavior) and wrapped is not behavior:
+        wrapped.experimental_non_blocking = True
+        wrapped.experimental_thread_pool = getattr(behavior, "experimental_thread_pool", None)
     return factory(
-        wrap(getattr(handler, attribute), handler.response_streaming),
+        wrapped,
         request_deserializer=handler.request_deserializer,
         response_serializer=handler.response_serializer,
     )
@@ -80,6 +94,9 @@ class ObservingInterceptor(grpc.ServerInterceptor):
 
 
 def _observed(behavior: Behavior, streaming: bool, method: str, call_id: str) -> Behavior:
+    if is_non_blocking(behavior):
+        return _observed_non_blocking(behavior, method, call_id)
+
     def unary(request: Any, context: grpc.ServicerContext) -> Any:
         request_id.set(call_id)  # each RPC runs in its own copy of the context
         started, error = time.perf_counter(), None
@@ -103,6 +120,19 @@ def _observed(behavior: Behavior, streaming: bool, method: str, call_id: str) ->
             _record(method, context, started, error)
 
     return stream if streaming else unary
+
+
+def _observed_non_blocking(behavior: Behavior, method: str, call_id: str) -> Behavior:
+    """The call outlives the behavior: record it when the call terminates."""
+
+    def non_blocking(request: Any, context: grpc.ServicerContext, send_response: Any) -> Any:
+        request_id.set(call_id)
+        started = time.perf_counter()
+        if not context.add_callback(lambda: _record(method, context, started, None)):
+            _record(method, context, started, None)
+        return behavior(request, context, send_response)
+
+    return non_blocking
 
 
 def _record(method: str, context: grpc.ServicerContext, started: float, error: BaseException | None) -> None:

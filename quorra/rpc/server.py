@@ -5,9 +5,15 @@ server reflection, on a threaded ``grpc.server``.
     serve(settings)                                                        the process
 
 Threads: each call holds one for its whole length, and a long poll holds it for up to
-QUORRA_LEASE_WAIT_MAX. The pool has QUORRA_GRPC_THREADS; long polls may take all but a
-quarter of them (the rest stay free for acks and heartbeats), and calls beyond the pool
-are refused with RESOURCE_EXHAUSTED instead of queueing behind the polls.
+QUORRA_LEASE_WAIT_MAX. The pool has QUORRA_GRPC_THREADS; long polls and other long calls may
+take all but a quarter of them (the rest stay free for acks, nacks, extends and settles), and
+health watches take none (``quorra.rpc.capacity``).
+
+Shutdown (``RpcServer.stop``) drains before it stops: new leases are refused, long polls end
+at once, and acks, nacks, extends and settles are served until every lease this server
+delivered is settled or expired, or the grace period is over (``quorra.rpc.drain``). Then
+the server stops, and connections that carry no call (idle, or a TCP probe that never
+speaks HTTP/2) are dropped instead of holding the exit for the whole grace period.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ from __future__ import annotations
 import logging
 import sys
 import threading
+import time
 from collections.abc import Sequence
 from concurrent import futures
 from typing import Any
@@ -28,6 +35,8 @@ from quorra.errors import DatabaseUnavailable, QuorraError
 from quorra.migrate import ensure_at_head
 from quorra.notify import Notifier, make_notifier
 from quorra.rpc import quorra_pb2_grpc as pb2_grpc
+from quorra.rpc.capacity import CallGate
+from quorra.rpc.drain import LeaseLedger, LedgerInterceptor
 from quorra.rpc.interceptors import ApiKeyInterceptor, ObservingInterceptor
 from quorra.rpc.servicer import SERVICE_NAME, WorkerServicer
 from quorra.shutdown import ShutdownSignal
@@ -36,6 +45,7 @@ from quorra.store import Store
 logger = logging.getLogger(__name__)
 
 HEALTH_CHECK_SECONDS = 2.0
+QUEUED_CALLS_PER_THREAD = 4
 _SERVING = health_pb2.HealthCheckResponse.SERVING
 _NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
@@ -92,10 +102,19 @@ class HealthMonitor:
 class RpcServer:
     """The grpc.Server with what must start and stop alongside it."""
 
-    def __init__(self, server: grpc.Server, servicer: WorkerServicer, monitor: HealthMonitor):
+    def __init__(
+        self,
+        server: grpc.Server,
+        servicer: WorkerServicer,
+        monitor: HealthMonitor,
+        gate: CallGate,
+        ledger: LeaseLedger,
+    ):
         self.grpc_server = server
         self.servicer = servicer
         self.monitor = monitor
+        self.gate = gate
+        self.ledger = ledger
 
     def start(self) -> RpcServer:
         self.monitor.check()  # the first health answer is already the true one
@@ -104,12 +123,28 @@ class RpcServer:
         return self
 
     def stop(self, grace: float | None) -> None:
-        """Refuse new calls, end long polls at once, let other calls finish within `grace`
-        seconds, then cancel what is left. Closes the notifier."""
+        """Drain, then stop, within `grace` seconds: health says NOT_SERVING, new leases are
+        refused and long polls end at once; acks, nacks, extends and settles are served until
+        the leases this server delivered are settled (or expired), then the server refuses new
+        calls, lets those in flight finish, cancels what is left at the end of `grace` and
+        drops the connections that carry no call (grpc core would otherwise wait the whole
+        grace for a connection that never completes HTTP/2 setup). Closes the notifier."""
+        deadline = time.monotonic() + (grace or 0.0)
         self.monitor.stop()
-        stopped = self.grpc_server.stop(grace)
-        self.servicer.stop()
+        self.gate.drain()
+        self.servicer.stop()  # long polls end now; a settle may still publish (the notifier reconnects)
+        outstanding = self.ledger.outstanding()
+        if outstanding:
+            logger.info("grpc server draining", extra={"event": "rpc.draining", "outstanding_leases": outstanding})
+        settled = self.ledger.wait_settled(deadline)
+        stopped = self.grpc_server.stop(max(0.0, deadline - time.monotonic()))
+        idle = self.gate.wait_idle(deadline)
+        self.grpc_server.stop(0)  # cancels what is left and drops idle or half-open connections now
         stopped.wait()
+        logger.info(
+            "grpc server drained",
+            extra={"event": "rpc.drained", "unsettled_leases": self.ledger.outstanding(), "clean": settled and idle},
+        )
 
     def wait_for_termination(self, timeout: float | None = None) -> bool:
         return self.grpc_server.wait_for_termination(timeout)
@@ -126,10 +161,19 @@ def create_server(
 ) -> tuple[RpcServer, int]:
     """A server bound to `address` (not started yet) and the port it got."""
     servicer = WorkerServicer(settings, store, notifier)
+    gate, ledger = CallGate(settings.grpc_threads, settings.grpc_health_watches), LeaseLedger()
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=settings.grpc_threads, thread_name_prefix="quorra-rpc"),
-        interceptors=[ObservingInterceptor(), ApiKeyInterceptor(settings.accepts_api_key)],
-        maximum_concurrent_rpcs=settings.grpc_threads,
+        # Outermost first. The gate admits by kind of call, after the key check.
+        interceptors=[
+            ObservingInterceptor(),
+            ApiKeyInterceptor(settings.accepts_api_key),
+            gate,
+            LedgerInterceptor(ledger),
+        ],
+        # The gate bounds the calls that hold threads; this only bounds the calls queued for
+        # a thread (memory): short calls, and health watches, which pass through the pool briefly.
+        maximum_concurrent_rpcs=settings.grpc_threads * QUEUED_CALLS_PER_THREAD + settings.grpc_health_watches,
         # so_reuseport=0: a second server on a taken port must fail, not share it.
         options=[("grpc.so_reuseport", 0), *grpc_options],
     )
@@ -138,7 +182,8 @@ def create_server(
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
     port = server.add_insecure_port(address)
-    return RpcServer(server, servicer, HealthMonitor(store, health_servicer, health_interval)), port
+    monitor = HealthMonitor(store, health_servicer, health_interval)
+    return RpcServer(server, servicer, monitor, gate, ledger), port
 
 
 def serve(settings: Settings) -> None:

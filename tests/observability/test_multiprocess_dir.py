@@ -4,14 +4,21 @@ cannot be made stops the server at once with a message naming the variable."""
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
+import tempfile
+from pathlib import Path
 
 import pytest
+import requests
+from prometheus_client.parser import text_string_to_metric_families
 
+from quorra.cli.admin import PRIVATE_METRICS_PREFIX, use_private_multiprocess_dir
 from quorra.config import prepare_multiprocess_dir
 from quorra.errors import InvalidConfig
-from tests.api.test_server import quorra, web_env
+from tests.api.test_server import AUTH, quorra, wait_until_healthy, web_env
 from tests.conftest import REPO, free_port
 
 
@@ -66,3 +73,61 @@ def test_prepare_refuses_a_path_that_is_a_file(tmp_path):
 
     with pytest.raises(InvalidConfig, match="PROMETHEUS_MULTIPROC_DIR: cannot create"):
         prepare_multiprocess_dir({"PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "a-file")})
+
+
+def test_quorra_web_without_a_metrics_directory_adds_up_all_its_workers(sqlite_url):
+    # Given `quorra web` with 2 gunicorn workers and no PROMETHEUS_MULTIPROC_DIR
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    process = quorra("web", env=web_env(sqlite_url, port, QUORRA_WEB_WORKERS="2"))
+    try:
+        wait_until_healthy(base, process)
+
+        # When 20 jobs are created over fresh connections (spread over both workers)
+        for n in range(20):
+            requests.post(f"{base}/v1/jobs", json={"type": "count", "payload": {"n": n}}, headers=AUTH, timeout=10)
+
+        # Then every scrape, whichever worker serves it, counts all 20
+        counts = [_created(requests.get(f"{base}/metrics", timeout=10).text) for _ in range(8)]
+        private_dirs = list(Path(tempfile.gettempdir()).glob(f"{PRIVATE_METRICS_PREFIX}{process.pid}-*"))
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.communicate(timeout=60)
+
+    assert counts == [20.0] * 8
+    assert len(private_dirs) == 1
+    assert not private_dirs[0].exists()  # removed when the server stopped
+
+
+def test_private_metrics_directories_of_dead_servers_are_removed_at_start(monkeypatch, tmp_path):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", "")  # so that the teardown restores the variable as it was
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR")
+    dead_pid = _a_dead_pid()
+    abandoned = tmp_path / f"{PRIVATE_METRICS_PREFIX}{dead_pid}-abc"
+    abandoned.mkdir()
+    (abandoned / "counter_1.db").write_bytes(b"old")
+    live = tmp_path / f"{PRIVATE_METRICS_PREFIX}{os.getpid()}-def"
+    live.mkdir()
+
+    made = use_private_multiprocess_dir()
+
+    assert os.environ["PROMETHEUS_MULTIPROC_DIR"] == made
+    assert Path(made).is_dir() and not any(Path(made).iterdir())
+    assert not abandoned.exists()
+    assert live.exists()  # its server still runs
+
+
+def _created(text: str) -> float:
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "quorra_jobs_created_total" and sample.labels.get("type") == "count"
+    )
+
+
+def _a_dead_pid() -> int:
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid

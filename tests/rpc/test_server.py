@@ -24,6 +24,7 @@ from tests import factories
 from tests.conftest import TEST_API_KEY, free_port
 from tests.rpc.support import (
     AUTH,
+    ack,
     lease,
     refusal,
     rpc_settings,
@@ -239,3 +240,67 @@ def _wait_until(condition, timeout: float = 10.0) -> None:
     while not condition():
         assert time.monotonic() < deadline, "condition not met in time"
         time.sleep(0.02)
+
+
+def test_health_watches_and_long_polls_leave_room_for_acks(settings, store, notifier):
+    # Given an 8-thread server that allows 4 health watches, and a job a worker holds
+    small = rpc_settings(settings, grpc_threads=8, grpc_health_watches=4, lease_wait_max_seconds=30)
+    factories.make_job(store, queue="held")
+    with (
+        running_server(small, store, notifier) as (server, port),
+        stub_on(port) as stub,
+        grpc.insecure_channel(f"127.0.0.1:{port}") as keyless,
+    ):
+        [job] = lease(stub, "held")
+
+        # When 64 health watches are opened without a key, and every long poll allowed waits
+        health = health_pb2_grpc.HealthStub(keyless)
+        watches, first_answers = [], []
+        for _ in range(64):
+            watches.append(health.Watch(health_pb2.HealthCheckRequest(), timeout=60))
+            first_answers.append(_first_answer(watches[-1]))
+        polls = [
+            stub.LeaseJobs(
+                pb2.LeaseRequest(worker_id=f"w{n}", queue="idle", wait_seconds=30), metadata=AUTH, timeout=40
+            )
+            for n in range(max_waiting_leases(8))
+        ]
+        _wait_until(lambda: server.servicer.waiting == max_waiting_leases(8))
+
+        # Then the ack is still served, and so are health checks
+        settled = ack(stub, job)
+        checked = health.Check(health_pb2.HealthCheckRequest(), timeout=10)
+        for call in [*watches, *polls]:
+            call.cancel()
+
+    assert settled.status == "succeeded"
+    assert checked.status == health_pb2.HealthCheckResponse.SERVING
+    # the watches beyond the bound were refused at once, the others answered
+    assert first_answers.count(C.RESOURCE_EXHAUSTED) == 60
+    assert first_answers.count(health_pb2.HealthCheckResponse.SERVING) == 4
+
+
+def test_open_health_watches_hold_no_thread(settings, store, notifier):
+    with running_server(rpc_settings(settings, grpc_threads=4, grpc_health_watches=50), store, notifier) as (
+        server,
+        port,
+    ):
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            watches, answers = [], []
+            for _ in range(20):
+                watches.append(health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest()))
+                answers.append(_first_answer(watches[-1]))
+            running = server.gate.running
+            for watch in watches:
+                watch.cancel()
+        _wait_until(lambda: server.gate.watches.taken == 0)
+
+    assert answers == [health_pb2.HealthCheckResponse.SERVING] * 20
+    assert running == 0
+
+
+def _first_answer(watch):
+    try:
+        return next(watch).status
+    except grpc.RpcError as exc:
+        return exc.code()
