@@ -28,11 +28,11 @@ from tests.worker.support import WorkerProcess, wait_until
 
 HANDLERS = "tests.faults.handlers"
 QUEUE = "faults"
-START_TIMEOUT_SECONDS = 30
+START_TIMEOUT_SECONDS = 60
 
 
 class QuorraProcess(processes.QuorraProcess):
-    def stop(self, timeout: float = 20.0) -> int:
+    def stop(self, timeout: float = 60.0) -> int:
         """SIGTERM and the exit code; SIGKILL (and fail) if it does not exit in time."""
         try:
             return super().stop(timeout)
