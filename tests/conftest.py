@@ -43,20 +43,16 @@ if not re.fullmatch(r"[a-z][a-z0-9_]{0,29}", DB_PREFIX):
     raise pytest.UsageError(f"QUORRA_TEST_DB_PREFIX={DB_PREFIX!r}: use 1 to 30 of a-z, 0-9 and _, a letter first")
 
 
-def _worker_number() -> int:
-    return int(XDIST_WORKER.removeprefix("gw") or 0)
-
-
-def _redis_url_of_this_worker() -> str:
-    """The base URL's database number plus this xdist worker's number."""
-    parts = urlsplit(REDIS_BASE_URL)
+def redis_url_for(base_url: str, xdist_worker: str) -> str:
+    """The base URL's database number plus the xdist worker's number (gw3: + 3)."""
+    parts = urlsplit(base_url)
     if parts.scheme not in ("redis", "rediss"):
-        return REDIS_BASE_URL
-    base = int(parts.path.strip("/") or 0)
-    return urlunsplit(parts._replace(path=f"/{base + _worker_number()}"))
+        return base_url
+    number = int(parts.path.strip("/") or 0) + int(xdist_worker.removeprefix("gw") or 0)
+    return urlunsplit(parts._replace(path=f"/{number}"))
 
 
-REDIS_URL = _redis_url_of_this_worker()
+REDIS_URL = redis_url_for(REDIS_BASE_URL, XDIST_WORKER)
 
 
 def free_port() -> int:
