@@ -74,14 +74,23 @@ def pytest_runtest_makereport(item, call):
         report.longrepr = f"QUORRA_REQUIRE_SERVICES=1 but this test was skipped: {report.longrepr}"
 
 
+# Each fault scenario runs a whole deployment (5 to 8 processes) flat out: they run one
+# after the other on one xdist worker, beside the rest of the suite but not beside each other.
+ONE_AT_A_TIME = {REPO / "tests" / "faults": "faults"}
+
+
 @pytest.hookimpl(tryfirst=True)  # before xdist reads the groups (it renames the items)
 def pytest_collection_modifyitems(items):
     for item in items:
         params = getattr(item, "callspec", None)
         if params and "postgres" in params.params.values():
             item.add_marker(pytest.mark.postgres)
-        if group := _shared_fixture_group(item):
+        if group := _one_at_a_time_group(item) or _shared_fixture_group(item):
             item.add_marker(pytest.mark.xdist_group(group))
+
+
+def _one_at_a_time_group(item) -> str | None:
+    return next((group for directory, group in ONE_AT_A_TIME.items() if directory in item.path.parents), None)
 
 
 def _shared_fixture_group(item) -> str | None:
