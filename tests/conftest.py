@@ -107,7 +107,7 @@ def _shared_fixture_group(item) -> str | None:
     if not shared:
         return None
     params = getattr(item, "callspec", None)
-    variant = ",".join(f"{name}={params.id_of(name)}" for name in shared if params and name in params.params)
+    variant = ",".join(f"{name}={params.params[name]}" for name in shared if params and name in params.params)
     return f"{item.module.__name__}[{variant}]" if variant else item.module.__name__
 
 
