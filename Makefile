@@ -6,6 +6,9 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 METRICS_DIR ?= $(CURDIR)/var/prometheus
 PYTEST_ARGS ?=
+# The suite runs on this many pytest-xdist workers (most tests wait on I/O and subprocesses,
+# so more workers than cores pays); TEST_WORKERS=0 runs it in this one process.
+TEST_WORKERS ?= 4
 
 .PHONY: run test lint migrate proto clean install install-dev bench bench-micro
 
@@ -41,7 +44,7 @@ run: migrate
 	PROMETHEUS_MULTIPROC_DIR=$(METRICS_DIR) PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/honcho start web grpc scheduler worker
 
 test: install-dev
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
 # Generated gRPC code is left as protoc writes it.
 RUFF_FLAGS := --line-length 120 --extend-exclude 'quorra/rpc/quorra_pb2*'

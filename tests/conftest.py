@@ -1,7 +1,10 @@
 """Fixtures on real services: SQLite files, PostgreSQL databases cloned from a migrated
-template (one per test), Redis db 15 flushed per test.
+template (one per test), and a Redis database flushed per test.
 
-Tests that need PostgreSQL or Redis skip when the service is unreachable, except when
+The suite runs in parallel (pytest-xdist, `make test`), so every shared resource is split
+per xdist worker: PostgreSQL database names carry QUORRA_TEST_DB_PREFIX and the worker id,
+and worker gwN uses Redis database (the number in QUORRA_TEST_REDIS_URL) + N. Tests that
+need PostgreSQL or Redis skip when the service is unreachable, except when
 QUORRA_REQUIRE_SERVICES=1 (CI), where such a skip is turned into a failure.
 """
 
@@ -9,8 +12,10 @@ from __future__ import annotations
 
 import itertools
 import os
+import re
 import socket
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 import redis
@@ -21,12 +26,33 @@ from quorra import migrate
 from quorra.config import Settings
 from quorra.db import make_engine
 from quorra.store import Store
+from tests.postgres_databases import CloneDatabases
+
+pytest_plugins = ("tests.figures",)
 
 PG_URL = os.environ.get("QUORRA_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
-REDIS_URL = os.environ.get("QUORRA_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+DB_PREFIX = os.environ.get("QUORRA_TEST_DB_PREFIX", "quorra")
+REDIS_BASE_URL = os.environ.get("QUORRA_TEST_REDIS_URL", "redis://127.0.0.1:6379/12")
 REQUIRE_SERVICES = os.environ.get("QUORRA_REQUIRE_SERVICES") == "1"
 TEST_API_KEY = "test-api-key"
 REPO = Path(__file__).resolve().parent.parent
+# xdist names its workers gw0, gw1, ... in this variable; a run without xdist has none.
+XDIST_WORKER = os.environ.get("PYTEST_XDIST_WORKER", "")
+
+if not re.fullmatch(r"[a-z][a-z0-9_]{0,29}", DB_PREFIX):
+    raise pytest.UsageError(f"QUORRA_TEST_DB_PREFIX={DB_PREFIX!r}: use 1 to 30 of a-z, 0-9 and _, a letter first")
+
+
+def redis_url_for(base_url: str, xdist_worker: str) -> str:
+    """The base URL's database number plus the xdist worker's number (gw3: + 3)."""
+    parts = urlsplit(base_url)
+    if parts.scheme not in ("redis", "rediss"):
+        return base_url
+    number = int(parts.path.strip("/") or 0) + int(xdist_worker.removeprefix("gw") or 0)
+    return urlunsplit(parts._replace(path=f"/{number}"))
+
+
+REDIS_URL = redis_url_for(REDIS_BASE_URL, XDIST_WORKER)
 
 
 def free_port() -> int:
@@ -48,11 +74,48 @@ def pytest_runtest_makereport(item, call):
         report.longrepr = f"QUORRA_REQUIRE_SERVICES=1 but this test was skipped: {report.longrepr}"
 
 
+# Each fault scenario runs a whole deployment (5 to 8 processes) flat out: they run one
+# after the other on one xdist worker, beside the rest of the suite but not beside each other.
+ONE_AT_A_TIME = {REPO / "tests" / "faults": "faults"}
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups (it renames the items)
 def pytest_collection_modifyitems(items):
     for item in items:
         params = getattr(item, "callspec", None)
         if params and "postgres" in params.params.values():
             item.add_marker(pytest.mark.postgres)
+        if group := _one_at_a_time_group(item) or _shared_fixture_group(item):
+            item.add_marker(pytest.mark.xdist_group(group))
+
+
+def _one_at_a_time_group(item) -> str | None:
+    return next((group for directory, group in ONE_AT_A_TIME.items() if directory in item.path.parents), None)
+
+
+def _shared_fixture_group(item) -> str | None:
+    """Tests sharing a module- or class-scoped fixture run on one xdist worker (under
+    `--dist loadgroup`), so that the fixture is built once, not once per worker."""
+    info = getattr(item, "_fixtureinfo", None)
+    if info is None:
+        return None
+    shared = sorted(
+        name
+        for name, definitions in info.name2fixturedefs.items()
+        if definitions and definitions[-1].scope in ("module", "class", "package")
+    )
+    if not shared:
+        return None
+    params = getattr(item, "callspec", None)
+    variant = ",".join(f"{name}={params.params[name]}" for name in shared if params and name in params.params)
+    return f"{item.module.__name__}[{variant}]" if variant else item.module.__name__
+
+
+def pytest_report_header(config):
+    return (
+        f"quorra test services: PostgreSQL {make_url(PG_URL).render_as_string()} (database prefix {DB_PREFIX!r}),"
+        f" Redis {REDIS_BASE_URL} (+ the xdist worker number), QUORRA_REQUIRE_SERVICES={int(REQUIRE_SERVICES)}"
+    )
 
 
 # -- PostgreSQL -----------------------------------------------------------------------------
@@ -67,16 +130,24 @@ def _database_url(name: str) -> str:
     return make_url(PG_URL).set(database=name).render_as_string(hide_password=False)
 
 
+def database_name(kind: str) -> str:
+    """A database name of this suite, this xdist worker and this process: unique on a
+    server shared with other suites (each with its own QUORRA_TEST_DB_PREFIX)."""
+    return f"{DB_PREFIX}_{kind}_{XDIST_WORKER or 'main'}_{os.getpid()}_{next(_numbers)}"
+
+
+_numbers = itertools.count()
+
+
 @pytest.fixture(scope="session")
-def pg_admin(worker_id):
+def pg_admin():
     """An autocommit connection to the server, and a migrated template database."""
     try:
         engine = create_engine(_admin_url(), isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 3})
         conn = engine.connect()
     except Exception as exc:  # noqa: BLE001 - any failure to reach the server is a skip
         pytest.skip(f"PostgreSQL unreachable at {PG_URL}: {exc}")
-    template = f"quorra_template_{worker_id}_{os.getpid()}"
-    conn.execute(text(f'DROP DATABASE IF EXISTS "{template}" WITH (FORCE)'))
+    template = database_name("template")
     conn.execute(text(f'CREATE DATABASE "{template}"'))
     template_engine = make_engine(_database_url(template))
     migrate.upgrade(template_engine)
@@ -88,29 +159,34 @@ def pg_admin(worker_id):
 
 
 @pytest.fixture(scope="session")
+def pg_clones(pg_admin):
+    """Clones of the template, each handed to one test at a time (see CloneDatabases)."""
+    conn, template = pg_admin
+    clones = CloneDatabases(conn, template, _database_url, lambda: database_name("test"))
+    yield clones
+    clones.close()
+
+
+@pytest.fixture(scope="session")
 def worker_id(request):
     """xdist's worker id ('gw0'...), or 'main' without xdist."""
     return getattr(request.config, "workerinput", {}).get("workerid", "main")
 
 
-_numbers = itertools.count()
-
-
 @pytest.fixture
-def postgres_url(pg_admin, worker_id):
-    """A fresh, migrated PostgreSQL database for this test, dropped afterwards."""
-    conn, template = pg_admin
-    name = f"quorra_test_{worker_id}_{os.getpid()}_{next(_numbers)}"
-    conn.execute(text(f'CREATE DATABASE "{name}" TEMPLATE "{template}"'))
+def postgres_url(pg_clones):
+    """A migrated PostgreSQL database of this test's own, as the template left it: no
+    other test uses it at the same time, and it holds no row and no session of another."""
+    name = pg_clones.acquire()
     yield _database_url(name)
-    conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    pg_clones.release(name)
 
 
 @pytest.fixture
-def empty_postgres_url(pg_admin, worker_id):
+def empty_postgres_url(pg_admin):
     """A PostgreSQL database with no schema at all."""
     conn, _ = pg_admin
-    name = f"quorra_empty_{worker_id}_{os.getpid()}_{next(_numbers)}"
+    name = database_name("empty")
     conn.execute(text(f'CREATE DATABASE "{name}"'))
     yield _database_url(name)
     conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
@@ -162,9 +238,12 @@ def settings(database_url) -> Settings:
 
 @pytest.fixture
 def redis_url():
+    """This xdist worker's Redis database, flushed before and after the test."""
     client = redis.Redis.from_url(REDIS_URL)
     try:
         client.ping()
+    except redis.ResponseError as exc:  # the server is there, the database number is not
+        pytest.fail(f"Redis {REDIS_URL}: {exc}; lower the number in QUORRA_TEST_REDIS_URL or run fewer workers")
     except redis.RedisError as exc:
         pytest.skip(f"Redis unreachable at {REDIS_URL}: {exc}")
     client.flushdb()

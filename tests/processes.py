@@ -67,7 +67,7 @@ class LoggedProcess:
             self._ended = True
             self._arrived.notify_all()
 
-    def wait_for(self, events: str | tuple[str, ...], timeout: float = 20.0, **fields: Any) -> LogLine:
+    def wait_for(self, events: str | tuple[str, ...], timeout: float = 60.0, **fields: Any) -> LogLine:
         """The first line with one of `events` (and `fields`); fails the test after `timeout` s."""
         events = (events,) if isinstance(events, str) else events
 
@@ -87,7 +87,7 @@ class LoggedProcess:
     def signal(self, signum: int) -> None:
         self.popen.send_signal(signum)
 
-    def stop(self, timeout: float = 15.0) -> int:
+    def stop(self, timeout: float = 60.0) -> int:
         """SIGTERM, then the exit code (SIGKILL and fail if it does not exit in time)."""
         if self.popen.poll() is None:
             self.signal(signal.SIGTERM)

@@ -17,8 +17,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.conftest import REPO, TEST_API_KEY, free_port
 
 AUTH = {"X-API-Key": TEST_API_KEY}
-START_TIMEOUT_SECONDS = 30
-STOP_TIMEOUT_SECONDS = 20
+START_TIMEOUT_SECONDS = 60
+STOP_TIMEOUT_SECONDS = 60
 
 
 def web_env(database_url: str, port: int, **extra: str) -> dict[str, str]:

@@ -28,11 +28,11 @@ from tests.worker.support import WorkerProcess, wait_until
 
 HANDLERS = "tests.faults.handlers"
 QUEUE = "faults"
-START_TIMEOUT_SECONDS = 30
+START_TIMEOUT_SECONDS = 120
 
 
 class QuorraProcess(processes.QuorraProcess):
-    def stop(self, timeout: float = 20.0) -> int:
+    def stop(self, timeout: float = 60.0) -> int:
         """SIGTERM and the exit code; SIGKILL (and fail) if it does not exit in time."""
         try:
             return super().stop(timeout)
@@ -115,6 +115,10 @@ class Deployment:
         """`quorra grpc` on this deployment's port (the same after a restart); returns once
         it answers SERVING."""
         process = self._track(QuorraProcess("grpc", self.env(QUORRA_GRPC_ADDR=f"127.0.0.1:{self.grpc_port}")))
+        # Its own line first: a channel that dialled a port nobody listened on yet backs off
+        # (up to minutes), and a busy machine may take tens of seconds to start a process.
+        if self.log_level in ("debug", "info"):  # rpc.started is an info line
+            process.wait_for("rpc.started", timeout=START_TIMEOUT_SECONDS)
         with grpc.insecure_channel(f"127.0.0.1:{self.grpc_port}") as channel:
             try:
                 wait_serving(channel, process.popen)

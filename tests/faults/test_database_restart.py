@@ -18,7 +18,7 @@ from tests.faults.processes import all_jobs, status_counts, wait_all_succeeded
 from tests.faults.traffic import Submitter
 from tests.worker.support import wait_until
 
-pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.timeout(180)]
+pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.timeout(600)]
 
 TTL_SECONDS = 3
 INTERVAL_SECONDS = 0.25
@@ -44,7 +44,7 @@ def private_store(private_postgres):
 
 
 def _readiness(base: str) -> int:
-    return requests.get(f"{base}/readyz", timeout=5).status_code
+    return requests.get(f"{base}/readyz", timeout=30).status_code
 
 
 def test_database_restart_mid_run_loses_no_job(figures, private_postgres, private_store, deploy, executions):
@@ -58,22 +58,22 @@ def test_database_restart_mid_run_loses_no_job(figures, private_postgres, privat
         # When PostgreSQL stops for 3 s (every session ended) and starts again
         private_postgres.stop()
         stopped_at = time.monotonic()
-        wait_until(lambda: _readiness(base) == 503, timeout=10, what="/readyz answers 503")
+        wait_until(lambda: _readiness(base) == 503, timeout=60, what="/readyz answers 503")
         time.sleep(max(0.0, OUTAGE_SECONDS - (time.monotonic() - stopped_at)))
         restarting_at = time.monotonic()
         private_postgres.start()
         recovered = wait_until(
             lambda: [a for a in submitter.accepted() if a.sent_at > restarting_at],
-            timeout=30,
+            timeout=120,
             what="a job accepted after the restart",
         )[0]
-        wait_until(lambda: _readiness(base) == 200, timeout=30, what="/readyz answers 200")
+        wait_until(lambda: _readiness(base) == 200, timeout=120, what="/readyz answers 200")
         time.sleep(STEADY_SECONDS)
 
     # Then the web refused with 503 (never anything else) while the database was down ...
     accepted = submitter.accepted()
     during = {answer.status for answer in submitter.between(stopped_at, restarting_at)}
-    wait_all_succeeded(private_store, len(accepted), timeout=60)
+    wait_all_succeeded(private_store, len(accepted), timeout=300)
     runs, jobs = executions.all(), all_jobs(private_store)
     outcomes = unsettled_acks(workers, jobs)
     figures.update(

@@ -17,7 +17,7 @@ from tests.faults.processes import QUEUE, all_jobs, status_counts, wait_all_succ
 from tests.faults.traffic import Answer, Submitter
 from tests.worker.support import PrivateRedis, wait_until
 
-pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.redis, pytest.mark.timeout(180)]
+pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.redis, pytest.mark.timeout(600)]
 
 WORKERS = 2
 PHASE_SECONDS = 3.0  # of traffic before, during and after the outage
@@ -52,14 +52,14 @@ def test_redis_down_mid_run_leasing_never_stops(
         private_redis.stop()
         down_at = time.monotonic()
         delayed = [submitter.submit(queue=LATER, delay_seconds=1) for _ in range(DELAYED_JOBS)]
-        readiness = requests.get(f"{running.base}/readyz", timeout=5).json()
+        readiness = requests.get(f"{running.base}/readyz", timeout=30).json()
         scheduler.wait_for("notify.channel_down", channel="redis")  # its wake-up for them fell back
         workers.append(cluster.start_worker(queue=LATER))
         time.sleep(max(0.0, PHASE_SECONDS - (time.monotonic() - down_at)))
         during = submitter.between(down_at, time.monotonic())
         wait_until(
             lambda: set(per_job(executions.all())) >= {a.job_id for a in during + delayed},
-            timeout=20,
+            timeout=120,
             what="every job submitted during the outage ran while Redis was still down",
         )
         up_at = time.monotonic()
@@ -69,7 +69,7 @@ def test_redis_down_mid_run_leasing_never_stops(
 
     # Then every job was accepted and ran exactly once, those of the outage during it
     accepted = submitter.accepted()
-    wait_all_succeeded(postgres_store, len(accepted), timeout=60)
+    wait_all_succeeded(postgres_store, len(accepted), timeout=300)
     runs, jobs = executions.all(), all_jobs(postgres_store) | all_jobs(postgres_store, LATER)
     started = {run.job_id: run.started_at for run in runs}
     before = [a for a in accepted if a.sent_at < down_at]

@@ -1,6 +1,7 @@
 """Worker crash: four workers run 2,000 jobs while one of them is killed with SIGKILL every
 2 s (and replaced). No job is lost, only the jobs in flight at a kill run twice, and every
-lease a killed worker held is reclaimed within its TTL and two scheduler intervals."""
+lease a killed worker held is reclaimed. How soon (the promise is TTL + two scheduler
+intervals) is a reported figure, checked by bench/faults_bounds.py, not an assertion."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from tests.faults.measure import (
 )
 from tests.faults.processes import all_jobs, enqueue, status_counts
 
-pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.timeout(180)]
+pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.timeout(600)]
 
 JOBS = 2000
 WORKERS = 4
@@ -27,10 +28,7 @@ HANDLER_SECONDS = 0.05  # so the run lasts long enough for several kills
 TTL_SECONDS = 2
 INTERVAL_SECONDS = 0.25
 KILL_EVERY_SECONDS = 2.0
-RUN_TIMEOUT_SECONDS = 120
-# The bound is TTL + 2 intervals; this covers a loaded 2-core machine scheduling the
-# scheduler and the test's log reader late (as in tests/scheduler/test_process.py).
-SLACK_SECONDS = 1.5
+RUN_TIMEOUT_SECONDS = 400  # generous: 12 to 19 s on an idle 2-core machine
 
 
 def test_kill_9_of_a_worker_every_2_s_loses_no_job(figures, postgres_url, postgres_store, deploy, executions):
@@ -54,7 +52,7 @@ def test_kill_9_of_a_worker_every_2_s_loses_no_job(figures, postgres_url, postgr
         time.sleep(0.05)
 
     # Then every job succeeded, only jobs in flight at a kill ran again (under a new lease),
-    # and each lease a killed worker held was reaped within TTL + 2 intervals of the kill
+    # and each lease a killed worker held was reaped (or handed back, or acked just before)
     runs = executions.all()
     jobs = all_jobs(store)
     killed_jobs = {job.id for kill in kills for job in kill.held}
@@ -86,4 +84,3 @@ def test_kill_9_of_a_worker_every_2_s_loses_no_job(figures, postgres_url, postgr
     assert leases_run_twice(runs) == []
     assert ran_more_often_than_leased(runs, jobs, server.events("lease.released")) == []
     assert reclaimed.unaccounted == []
-    assert max(reclaimed.seconds) <= TTL_SECONDS + 2 * INTERVAL_SECONDS + SLACK_SECONDS

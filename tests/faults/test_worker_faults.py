@@ -12,7 +12,7 @@ from quorra.jobs import JobStatus
 from tests.faults.processes import enqueue
 from tests.worker.support import wait_until
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
 
 def test_sigterm_with_10_jobs_in_flight_acks_all_10_and_exits_0(figures, database_url, store, deploy, executions):
@@ -21,11 +21,11 @@ def test_sigterm_with_10_jobs_in_flight_acks_all_10_and_exits_0(figures, databas
     cluster = deploy(database_url)
     cluster.start_grpc()
     worker = cluster.start_worker(max_jobs=10, QUORRA_WORKER_SHUTDOWN_GRACE="20s")
-    wait_until(lambda: executions.count() == 10, timeout=30, what="10 jobs running")
+    wait_until(lambda: executions.count() == 10, timeout=120, what="10 jobs running")
 
     # When it gets SIGTERM
     worker.signal(signal.SIGTERM)
-    exit_code = worker.stop(timeout=20)
+    exit_code = worker.stop(timeout=60)
 
     # Then it exits 0 once all 10 are acked, each run exactly once
     jobs = [store.get_job(job_id) for job_id in ids]
@@ -50,16 +50,16 @@ def test_ack_of_a_stalled_worker_after_its_lease_was_taken_over_is_refused(
     cluster.start_grpc()
     scheduler = cluster.start_scheduler()
     workers = {worker.popen.pid: worker for worker in (cluster.start_worker(1), cluster.start_worker(1))}
-    [first] = wait_until(lambda: executions.of(job_id), timeout=30, what="the job started")
+    [first] = wait_until(lambda: executions.of(job_id), timeout=120, what="the job started")
     stalled = workers.pop(first.pid)
     [other] = workers.values()
 
     # When A stalls (SIGSTOP) past its lease, the scheduler reaps it, and B runs the job again
     os.kill(stalled.popen.pid, signal.SIGSTOP)
-    reaped = scheduler.wait_for("lease.expired", job_id=job_id, timeout=20)
-    settled = other.wait_for("job.settled", job_id=job_id, timeout=20)
+    reaped = scheduler.wait_for("lease.expired", job_id=job_id, timeout=60)
+    settled = other.wait_for("job.settled", job_id=job_id, timeout=60)
     os.kill(stalled.popen.pid, signal.SIGCONT)
-    refused = stalled.wait_for("job.settle_refused", job_id=job_id, timeout=20)
+    refused = stalled.wait_for("job.settle_refused", job_id=job_id, timeout=60)
 
     # Then A's ack is refused, B's ack stands, and the job ran once per lease
     job = store.get_job(job_id)

@@ -29,7 +29,7 @@ class Answer:
 class Submitter:
     """POSTs a `record` job every `every` seconds until stopped."""
 
-    def __init__(self, base: str, *, every: float = 0.02, seconds: float = 0.02, timeout: float = 5.0):
+    def __init__(self, base: str, *, every: float = 0.02, seconds: float = 0.02, timeout: float = 30.0):
         self.base = base
         self.every = every
         self.payload = {"type": "record", "queue": QUEUE, "payload": {"seconds": seconds}, "max_retries": 10}

@@ -20,7 +20,7 @@ from tests.processes import QuorraProcess
 from tests.worker.support import WorkerProcess, wait_until
 
 SERVER_ROLES = ("web", "grpc", "scheduler")
-START_TIMEOUT_SECONDS = 30.0
+START_TIMEOUT_SECONDS = 60.0
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 

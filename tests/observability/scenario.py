@@ -21,7 +21,7 @@ from tests.scheduler.processes import LogLine
 REQUEST_ID = "observability-trace-1"
 WORKER_ID, VICTIM_ID = "obs-worker", "obs-victim"
 EMAIL = {"to": "user@example.com", "subject": "Welcome", "body": "Your job queue is ready."}
-SETTLE_TIMEOUT_SECONDS = 30.0
+SETTLE_TIMEOUT_SECONDS = 60.0
 
 
 @dataclass

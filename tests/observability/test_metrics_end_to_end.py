@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import collections
 import json
-import os
 import re
 
 import pytest
 from sqlalchemy import text
 
-from tests.conftest import _database_url
+from tests.conftest import _database_url, database_name
 from tests.observability import scenario
 from tests.observability.deployment import Samples, sample
 from tests.observability.test_ops_files import DASHBOARD, dashboard_metric_names
@@ -57,7 +56,7 @@ def run(request, tmp_path_factory, sqlite_template) -> scenario.Run:
         yield scenario.run(f"sqlite:///{database}", metrics_dir)
         return
     conn, template = request.getfixturevalue("pg_admin")
-    name = f"quorra_observability_{os.getpid()}"
+    name = database_name("observability")
     conn.execute(text(f'CREATE DATABASE "{name}" TEMPLATE "{template}"'))
     try:
         yield scenario.run(_database_url(name), metrics_dir)

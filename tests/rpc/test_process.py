@@ -42,11 +42,11 @@ def start_grpc(database_url: str, port: int, **env: str) -> subprocess.Popen:
 
 def wait_serving(channel: grpc.Channel, process: subprocess.Popen) -> None:
     try:
-        grpc.channel_ready_future(channel).result(timeout=20)
+        grpc.channel_ready_future(channel).result(timeout=60)
     except grpc.FutureTimeoutError:
         process.kill()
         raise AssertionError(f"quorra grpc never listened:\n{process.communicate()[1]}") from None
-    answer = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=10)
+    answer = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=30)
     assert answer.status == health_pb2.HealthCheckResponse.SERVING
 
 

@@ -165,7 +165,7 @@ def test_the_wait_is_capped_by_the_server(server_settings, store, notifier):
         jobs = lease(stub, "idle", wait=60)
 
     assert jobs == []
-    assert time.monotonic() - started < 5  # far below the 60 s asked for
+    assert time.monotonic() - started < 30  # half the 60 s asked for: only the cap ends it this soon
 
 
 @pytest.mark.parametrize(

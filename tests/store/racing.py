@@ -7,7 +7,7 @@ from quorra.store import Store
 
 QUEUE = "race"
 BATCH = 5
-START_TIMEOUT_SECONDS = 60
+START_TIMEOUT_SECONDS = 180  # spawned processes import slowly on a busy machine
 
 
 def lease_until_empty(store: Store, worker_id: str, start) -> list[str]:

@@ -14,10 +14,12 @@ from quorra.jobs import JobSpec
 from quorra.store import Store
 from tests.store.racing import QUEUE, lease_until_empty, race_in_process
 
+pytestmark = pytest.mark.timeout(900)
+
 JOBS = 2000
 THREADS = 16
 PROCESSES = 4
-RESULT_TIMEOUT_SECONDS = 120
+RESULT_TIMEOUT_SECONDS = 600  # generous: some 15 to 50 s on a 2-core machine, longer under load
 
 
 def _enqueue_jobs(store: Store) -> set[str]:

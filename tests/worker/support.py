@@ -19,7 +19,7 @@ from tests.conftest import REPO, TEST_API_KEY, free_port
 from tests.processes import LoggedProcess, clean_environ
 
 
-def wait_until(condition: Callable[[], object], timeout: float = 20.0, what: str = "condition") -> object:
+def wait_until(condition: Callable[[], object], timeout: float = 60.0, what: str = "condition") -> object:
     """Poll `condition` until it is truthy (and return it); fail the test after `timeout` s."""
     deadline = time.monotonic() + timeout
     while not (value := condition()):
@@ -57,7 +57,7 @@ class PrivateRedis:
             stderr=subprocess.DEVNULL,
         )
         client = redis.Redis.from_url(self.url, socket_connect_timeout=0.5)
-        wait_until(lambda: _answers(client), timeout=10, what=f"redis-server on port {self.port}")
+        wait_until(lambda: _answers(client), timeout=30, what=f"redis-server on port {self.port}")
         client.close()
 
     def stop(self) -> None:
