@@ -45,6 +45,7 @@ from quorra.store import Store
 logger = logging.getLogger(__name__)
 
 HEALTH_CHECK_SECONDS = 2.0
+HEALTH_STOP_SECONDS = 2.0  # at most this long telling health watchers of a shutdown
 QUEUED_CALLS_PER_THREAD = 4
 _SERVING = health_pb2.HealthCheckResponse.SERVING
 _NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -65,8 +66,18 @@ class HealthMonitor:
         self._thread.start()
 
     def stop(self) -> None:
+        """NOT_SERVING to every watcher. grpcio's health servicer sends that to each open
+        Watch and waits for the send to complete, which can hang when a watcher goes away
+        at the same moment; shutdown must not hang with it, so the wait is bounded (the
+        server's stop then cancels whatever send is left)."""
         self._stopped.set()
-        self.servicer.enter_graceful_shutdown()
+        announce = threading.Thread(
+            target=self.servicer.enter_graceful_shutdown, name="quorra-rpc-health-stop", daemon=True
+        )
+        announce.start()
+        announce.join(HEALTH_STOP_SECONDS)
+        if announce.is_alive():
+            logger.warning("health watchers not told of the shutdown in time", extra={"event": "rpc.health_stop_slow"})
 
     def check(self) -> None:
         status = _SERVING if self._database_answers() else _NOT_SERVING

@@ -181,10 +181,12 @@ class Worker:
                 "grace_seconds": grace,
             },
         )
+        grace_ends = time.monotonic() + grace
         finished = self._slots.wait_idle(grace)
         if not finished:
             self._abandon_running()
-        self.completer.close(deadline=time.monotonic() + ABANDON_SETTLE_SECONDS)
+        # Settles may retry for what is left of the grace (a busy server), and at least a moment.
+        self.completer.close(deadline=max(grace_ends, time.monotonic() + ABANDON_SETTLE_SECONDS))
         self._close()
         logger.info("worker stopped", extra={"event": "worker.stopped", "worker_id": self.worker_id, "clean": finished})
         return finished

@@ -69,7 +69,7 @@ def test_ack_of_a_stalled_worker_after_its_lease_was_taken_over_is_refused(
     )
     assert reaped.record["attempt"] == 1
     assert settled.record["status"] == "succeeded" and settled.record["attempt"] == 2
-    assert refused.record["code"] == "FAILED_PRECONDITION"
+    assert refused.record["code"] == "STALE_LEASE"  # SettleJobs' per-lease outcome
     assert (job.status, job.attempts, job.result) == (JobStatus.SUCCEEDED, 2, {"pid": other.popen.pid})
     assert [(run.pid, run.attempt) for run in sorted(runs, key=lambda r: r.attempt)] == [
         (stalled.popen.pid, 1),
