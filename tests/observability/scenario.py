@@ -17,6 +17,7 @@ import requests
 
 from tests.observability.deployment import Deployment, Samples
 from tests.scheduler.processes import LogLine
+from tests.worker.support import wait_until
 
 REQUEST_ID = "observability-trace-1"
 WORKER_ID, VICTIM_ID = "obs-worker", "obs-victim"
@@ -79,6 +80,9 @@ def _work(deployment: Deployment) -> dict[str, Any]:
     doomed = deployment.post(type="sleep", queue="doomed", max_retries=0, payload={"seconds": 60}).json()["id"]
 
     victim.wait_for("job.started", job_id=doomed)
+    # Its first heartbeat landed, so its LeaseJobs call has long ended: killed mid-stream, the
+    # server could not tell a delivered lease from an undelivered one and would hand it back.
+    wait_until(lambda: deployment.job(doomed)["status"] == "processing", what="the doomed job's first heartbeat")
     victim.kill()  # its lease (1 s) runs out; only the scheduler can settle the job now
     _wait_settled(deployment, worker, emails, failing)
 
