@@ -21,13 +21,10 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
+from lease_throughput import throwaway_postgres  # bench/ is on sys.path: run as `python bench/...`
+from sqlalchemy import text
 
 from quorra import migrate
 from quorra.jobs import JobSpec
@@ -149,23 +146,6 @@ def report(options: argparse.Namespace, elapsed: float, cpu: dict[int, float], s
     print(f"  end to end:        {jobs / elapsed:8.0f} jobs/s ({elapsed:.2f} s)")
     print(f"  worker CPU/job:    {worker_cpu / jobs * 1000:8.3f} ms (all workers, {worker_cpu:.2f} s)")
     print(f"  gRPC server CPU/job: {cpu[server_pid] / jobs * 1000:6.3f} ms ({cpu[server_pid]:.2f} s)")
-
-
-@contextmanager
-def throwaway_postgres(server_url: str) -> Iterator[str]:
-    """A new database beside the one `server_url` names, dropped afterwards."""
-    name = f"quorra_bench_worker_{os.getpid()}_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(make_url(server_url).set(drivername="postgresql+psycopg2"), isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
-        try:
-            yield make_url(server_url).set(database=name).render_as_string(hide_password=False)
-        finally:
-            with admin.connect() as conn:
-                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    finally:
-        admin.dispose()
 
 
 if __name__ == "__main__":
