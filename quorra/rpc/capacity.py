@@ -12,7 +12,8 @@ long polls must never leave acks waiting.
 
 A call over its kind's limit is refused at once with RESOURCE_EXHAUSTED. While the server
 drains at shutdown, new leases are refused with UNAVAILABLE and everything else is served.
-The gate also counts the calls running on threads, so the server knows when none is left.
+The gate also counts the calls running on threads until their answers are sent, so the server
+knows when none is left.
 """
 
 from __future__ import annotations
@@ -79,11 +80,11 @@ class CallGate(grpc.ServerInterceptor):
 
     @property
     def running(self) -> int:
-        """Calls running on a thread now (health watches hold none)."""
+        """Calls running on a thread or still sending their answer (health watches hold none)."""
         return self._running
 
     def wait_idle(self, deadline: float) -> bool:
-        """Block until no call runs on a thread, or until `deadline` (time.monotonic)."""
+        """Block until every call has been answered, or until `deadline` (time.monotonic)."""
         with self._idle:
             return self._idle.wait_for(lambda: self._running == 0, max(0.0, deadline - time.monotonic()))
 
@@ -98,11 +99,11 @@ class CallGate(grpc.ServerInterceptor):
             return self._watch(behavior)
 
         def unary(request: Any, context: grpc.ServicerContext) -> Any:
-            with self._running_call(), self._admitted(method, context):
+            with self._running_call(context), self._admitted(method, context):
                 return behavior(request, context)
 
         def stream(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
-            with self._running_call(), self._admitted(method, context):
+            with self._running_call(context), self._admitted(method, context):
                 yield from behavior(request, context)
 
         return stream if streaming else unary
@@ -123,15 +124,23 @@ class CallGate(grpc.ServerInterceptor):
         return watch
 
     @contextmanager
-    def _running_call(self) -> Iterator[None]:
+    def _running_call(self, context: grpc.ServicerContext) -> Iterator[None]:
+        """Counts the call as running until grpc has sent its answer (callbacks run once the
+        RPC has terminated), not just until the handler returns: a server stopping the moment
+        it is idle must not cancel a reply still on its way out (an ack that landed, reported
+        to the worker as UNAVAILABLE)."""
         with self._idle:
             self._running += 1
         try:
             yield
         finally:
-            with self._idle:
-                self._running -= 1
-                self._idle.notify_all()
+            if not context.add_callback(self._call_ended):
+                self._call_ended()  # the call had terminated already (cancelled)
+
+    def _call_ended(self) -> None:
+        with self._idle:
+            self._running -= 1
+            self._idle.notify_all()
 
     @contextmanager
     def _admitted(self, method: str, context: grpc.ServicerContext) -> Iterator[None]:

@@ -9,10 +9,13 @@ import signal
 import socket
 import threading
 import time
+from concurrent import futures
 
 import grpc
 import pytest
 
+from quorra.rpc.capacity import CallGate
+from quorra.rpc.servicer import SERVICE_NAME
 from tests import factories
 from tests.conftest import free_port
 from tests.rpc.support import ack, extend, lease, nack, refusal, rpc_settings, running_server, stub_on
@@ -99,3 +102,35 @@ def _wait_until(condition, timeout: float = 10.0) -> None:
     while not condition():
         assert time.monotonic() < deadline, "condition not met in time"
         time.sleep(0.02)
+
+
+def test_a_call_counts_as_running_until_its_answer_is_sent():
+    # Given a server behind the call gate whose answers take a while to go out (a reply on
+    # a busy machine: the handler has returned, the bytes are not sent yet)
+    gate = CallGate(threads=4, health_watches=1)
+    handler_returned = threading.Event()
+
+    def ack_job(request: bytes, context) -> bytes:
+        handler_returned.set()
+        return b"settled"
+
+    def slow_serializer(reply: bytes) -> bytes:
+        time.sleep(0.5)
+        return reply
+
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4), interceptors=[gate])
+    handlers = {"AckJob": grpc.unary_unary_rpc_method_handler(ack_job, response_serializer=slow_serializer)}
+    server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(SERVICE_NAME, handlers)])
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        call = channel.unary_unary(f"/{SERVICE_NAME}/AckJob").future(b"ack", timeout=10)
+        assert handler_returned.wait(5)
+
+        # When shutdown waits for the gate to be idle, then cancels whatever is left
+        idle = gate.wait_idle(time.monotonic() + 5)
+        server.stop(0).wait()
+
+        # Then the answer reached the client before the server stopped
+        assert idle
+        assert call.result() == b"settled"
