@@ -130,7 +130,8 @@ def test_a_lease_that_waited_for_a_lock_still_gets_its_whole_ttl(store):
         blocker.execute(text("LOCK TABLE jobs IN SHARE ROW EXCLUSIVE MODE"))
         with ThreadPoolExecutor(1) as pool:
             leasing = pool.submit(store.lease_jobs, ["slow"], "worker-a", 1, 30)
-            time.sleep(2)  # the lease's transaction has begun and waits
+            _wait_for_a_lock_waiter(store)  # the lease's transaction has begun and waits...
+            time.sleep(2)  # ...for 2 s
             blocker.commit()
             # When the lock is released and the lease commits
             [job] = leasing.result(timeout=30)
@@ -163,3 +164,16 @@ def test_a_pooled_connection_the_server_closed_costs_no_error(store, database_ur
     assert [(c.queue, c.count) for c in counts] == [("q", 1)]
     assert store.engine.pool._pre_ping is False
     assert isinstance(store, Store)
+
+
+def _wait_for_a_lock_waiter(store, deadline_seconds: float = 60) -> None:
+    """Until a session of this database waits for a lock (a busy machine may start it late)."""
+    waiting = text(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
+    )
+    deadline = time.monotonic() + deadline_seconds
+    with store.engine.connect() as probe:
+        while probe.execute(waiting).scalar_one() == 0:
+            assert time.monotonic() < deadline, "the lease never waited for the lock"
+            probe.rollback()
+            time.sleep(0.05)

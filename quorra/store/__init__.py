@@ -1,0 +1,53 @@
+"""The job store: every SQL statement Quorra runs lives in this package, one public method
+per protocol verb (enqueue, lease_jobs, extend_lease, ack, nack, settle_many, release,
+cancel, retry, reap_expired_leases, prune, ...), one module per kind of verb.
+
+Every transition is one guarded UPDATE (``WHERE id = :id AND status IN (...)``, plus the
+lease id for a worker's verbs); zero rows raises a distinct error, never a silent
+success. The state rules come from ``quorra.jobs``. PostgreSQL leases with
+``FOR UPDATE SKIP LOCKED``; SQLite runs the same statements inside ``BEGIN IMMEDIATE``
+(see ``quorra.db``).
+
+Time: on PostgreSQL the database clock (``now()``), so every host agrees; on SQLite,
+embedded on one host, the process clock. Methods that depend on time take an optional
+``now`` so tests move time instead of sleeping.
+"""
+
+from __future__ import annotations
+
+from quorra.store.admin import Admin
+from quorra.store.base import (
+    LEASE_EXPIRED,
+    MAX_ERROR_CHARS,
+    MAX_LIST_LIMIT,
+    JobPage,
+    ListPosition,
+    QueueCount,
+    Settlement,
+    SettleOutcome,
+    SettleResult,
+    utcnow,
+)
+from quorra.store.leasing import Leasing
+from quorra.store.reading import Reading
+from quorra.store.settling import Settling
+from quorra.store.submitting import Submitting
+
+
+class Store(Submitting, Leasing, Settling, Admin, Reading):
+    """Jobs in one SQL database. Thread-safe: each call takes its own connection."""
+
+
+__all__ = [
+    "LEASE_EXPIRED",
+    "MAX_ERROR_CHARS",
+    "MAX_LIST_LIMIT",
+    "JobPage",
+    "ListPosition",
+    "QueueCount",
+    "SettleOutcome",
+    "SettleResult",
+    "Settlement",
+    "Store",
+    "utcnow",
+]

@@ -1,0 +1,129 @@
+"""Verbs of people and of the scheduler: cancel, retry, reap expired leases, prune."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    delete,
+    literal,
+    select,
+    update,
+)
+
+from quorra.errors import IllegalTransition, JobNotFound
+from quorra.jobs import (
+    CANCELLABLE,
+    HOLDING_LEASE,
+    RETRYABLE,
+    Job,
+    JobStatus,
+    parse_job_id,
+)
+from quorra.schema import UTCDateTime, jobs
+from quorra.store.base import (
+    LEASE_EXPIRED,
+    Clock,
+    StoreBase,
+    failure_values,
+    log_failed_attempt,
+    log_transition,
+    logger,
+    status_in,
+    to_job,
+)
+
+
+class Admin(StoreBase):
+    """A person's verbs (cancel, retry) and the scheduler's (reap expired leases, prune)."""
+
+    def cancel(self, job_id: str, *, now: datetime | None = None) -> Job:
+        """Cancel a job that has not finished; a worker holding it can no longer ack."""
+        with self._transaction() as conn:
+            clock = self._clock(now)
+            values = {
+                "status": JobStatus.CANCELLED.value,
+                "lease_expires_at": None,
+                "finished_at": clock.now(),
+                "updated_at": clock.now(),
+            }
+            job = self._transition(conn, job_id, CANCELLABLE, values, verb="cancel")
+        log_transition("job cancelled", "job.cancelled", job)
+        return job
+
+    def retry(self, job_id: str, *, now: datetime | None = None) -> Job:
+        """Put a dead, failed or cancelled job back in line now, with its retries renewed."""
+        with self._transaction() as conn:
+            clock = self._clock(now)
+            values = {
+                "status": JobStatus.PENDING.value,
+                "attempts": 0,
+                "run_at": clock.now(),
+                "lease_id": None,
+                "leased_by": None,
+                "leased_at": None,
+                "lease_expires_at": None,
+                "finished_at": None,
+                "updated_at": clock.now(),
+            }
+            job = self._transition(conn, job_id, RETRYABLE, values, verb="retry")
+        log_transition("job retried", "job.retried", job)
+        return job
+
+    def reap_expired_leases(self, *, now: datetime | None = None, limit: int = 500) -> list[Job]:
+        """Leases past their expiry count as failed attempts ('lease expired'): the job is
+        retried with backoff or dead, exactly as a nack would do."""
+        with self._transaction() as conn:
+            clock = self._clock(now)
+            rows = conn.execute(self._reap_statement(clock, limit)).all()
+        reaped = sorted(map(to_job, rows), key=lambda job: (job.updated_at, job.id))
+        for job in reaped:
+            log_failed_attempt(job)
+        return reaped
+
+    def _reap_statement(self, clock: Clock, limit: int):
+        """One set-based UPDATE per batch: the oldest expired leases, failed as a nack would."""
+        expired = (
+            select(jobs.c.id)
+            .where(status_in(HOLDING_LEASE), jobs.c.lease_expires_at <= clock.now())
+            .order_by(jobs.c.lease_expires_at)
+            .limit(limit)
+        )
+        if self.dialect == "postgresql":  # the CTE form, so LIMIT bounds the rows locked
+            expired = expired.with_for_update(skip_locked=True).cte("expired")
+            statement = update(jobs).where(jobs.c.id == expired.c.id)
+        else:
+            statement = update(jobs).where(jobs.c.id.in_(expired.scalar_subquery()))
+        values = failure_values(clock) | {"last_error": LEASE_EXPIRED}
+        return statement.where(status_in(HOLDING_LEASE)).values(values).returning(*jobs.c)
+
+    def prune(self, finished_before: datetime, *, limit: int = 500) -> int:
+        """Delete up to `limit` succeeded or cancelled jobs that finished before the given
+        time; dead jobs stay until a person retries them. Small batches, short locks."""
+        doomed = (
+            select(jobs.c.id)
+            .where(
+                jobs.c.status.in_([JobStatus.SUCCEEDED.value, JobStatus.CANCELLED.value]),
+                jobs.c.finished_at < literal(finished_before, UTCDateTime),
+            )
+            .limit(limit)
+        )
+        if self.dialect == "postgresql":
+            doomed = doomed.with_for_update(skip_locked=True)
+        with self._transaction() as conn:
+            deleted = conn.execute(delete(jobs).where(jobs.c.id.in_(doomed.scalar_subquery()))).rowcount
+        if deleted:
+            logger.info("jobs pruned", extra={"event": "jobs.pruned", "count": deleted})
+        return deleted
+
+    def _transition(self, conn, job_id: str, allowed, values: dict[str, Any], *, verb: str) -> Job:
+        canonical = parse_job_id(job_id)
+        if canonical is None:
+            raise JobNotFound(f"no job has the id {job_id!r}")
+        statement = update(jobs).where(jobs.c.id == canonical, status_in(allowed)).values(values)
+        row = conn.execute(statement.returning(*jobs.c)).one_or_none()
+        if row is None:
+            current = self._fetch(conn, canonical)
+            raise IllegalTransition(f"cannot {verb} a job that is {current.status}")
+        return to_job(row)

@@ -1,0 +1,286 @@
+"""What every part of the store shares: the value types its verbs return, the clock a
+transaction decides by, the engine and its transactions, the lease guard, and the SQL
+form of a failed attempt (quorra.jobs' rule)."""
+
+from __future__ import annotations
+
+import enum
+import logging
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, NamedTuple, Self
+
+from sqlalchemy import (
+    Connection,
+    Engine,
+    bindparam,
+    case,
+    func,
+    literal,
+    select,
+    update,
+)
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.sql.elements import ColumnElement
+
+from quorra.db import make_engine
+from quorra.errors import DatabaseUnavailable, InvalidArgument, JobNotFound, StaleLease
+from quorra.jobs import (
+    BACKOFF_CAPPED_FROM,
+    HOLDING_LEASE,
+    Job,
+    JobStatus,
+    backoff_seconds,
+    parse_job_id,
+    retries_remain,
+)
+from quorra.schema import UTCDateTime, jobs
+
+logger = logging.getLogger("quorra.store")  # one logger for the whole store
+
+MAX_ERROR_CHARS = 8000
+MAX_LIST_LIMIT = 500
+LEASE_EXPIRED = "lease expired"
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class ListPosition(NamedTuple):
+    """Where a page of the newest-first list ended: the keyset (created_at, id) of its last job."""
+
+    created_at: datetime
+    id: str
+
+
+@dataclass(frozen=True)
+class JobPage:
+    jobs: list[Job]
+    next_cursor: ListPosition | None  # None on the last page
+
+
+@dataclass(frozen=True)
+class QueueCount:
+    queue: str
+    status: str
+    count: int
+
+
+@dataclass(frozen=True)
+class Settlement:
+    """One settle of a held lease in a batch: an ack (`success`, with its result) or a nack
+    (with its error)."""
+
+    job_id: str
+    lease_id: str
+    success: bool
+    result: Any = None
+    error: str = "failed"
+
+
+class SettleOutcome(str, enum.Enum):
+    SETTLED = "settled"  # the job is succeeded, failed (retry scheduled) or dead
+    STALE_LEASE = "stale_lease"  # the lease is no longer held by this worker
+    NOT_FOUND = "not_found"  # no job has this id
+    INVALID = "invalid"  # this settlement cannot be applied as given (e.g. its result)
+
+
+@dataclass(frozen=True)
+class SettleResult:
+    """What became of one settlement; `job` is the settled job when SETTLED."""
+
+    job_id: str
+    outcome: SettleOutcome
+    job: Job | None = None
+    error: str | None = None
+
+    def job_or_raise(self) -> Job:
+        """The settled job, or the error a single ack/nack raises for this outcome."""
+        if self.job is not None:
+            return self.job
+        error = {
+            SettleOutcome.NOT_FOUND: JobNotFound,
+            SettleOutcome.INVALID: InvalidArgument,
+        }
+        raise error.get(self.outcome, StaleLease)(self.error)
+
+
+class Clock:
+    """'now' for one transaction: the database clock on PostgreSQL, the process clock
+    on SQLite, or the fixed time a caller passed."""
+
+    def __init__(self, dialect: str, now: datetime | None):
+        self.fixed = now if now is not None else (utcnow() if dialect == "sqlite" else None)
+
+    def now(self) -> ColumnElement:
+        return self.after(0)
+
+    def after(self, seconds: float) -> ColumnElement:
+        if self.fixed is None:
+            return func.now() + timedelta(seconds=seconds) if seconds else func.now()
+        return literal(self.fixed + timedelta(seconds=seconds), UTCDateTime)
+
+    def expiry_after(self, seconds: float) -> ColumnElement:
+        """A lease expiry: from the clock as the statement runs (clock_timestamp()), not the
+        transaction's start (now()), so time spent before the UPDATE is not lost from it."""
+        if self.fixed is None:
+            return func.clock_timestamp() + timedelta(seconds=seconds)
+        return self.after(seconds)
+
+
+class StoreBase:
+    """Jobs in one SQL database: the engine, transactions and the guards every verb shares.
+    Thread-safe: each call takes its own connection."""
+
+    def __init__(self, engine: Engine):
+        self.engine = engine
+        self.dialect = engine.dialect.name
+
+    @classmethod
+    def from_url(cls, url: str, **engine_options: Any) -> Self:
+        return cls(make_engine(url, **engine_options))
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    @contextmanager
+    def _transaction(self) -> Iterator[Connection]:
+        """One transaction; driver errors that mean 'database unreachable' become
+        DatabaseUnavailable, so the edges answer 503/UNAVAILABLE, not a traceback."""
+        try:
+            with self.engine.begin() as conn:
+                yield conn
+        except (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.TimeoutError) as exc:
+            reason = str(getattr(exc, "orig", exc))[:500]
+            logger.warning("database unavailable", extra={"event": "database.unavailable", "error": reason})
+            raise DatabaseUnavailable() from exc
+
+    def _clock(self, now: datetime | None) -> Clock:
+        return Clock(self.dialect, now)
+
+    def _fetch(self, conn: Connection, job_id: str, *, for_update: bool = False):
+        canonical = parse_job_id(job_id)
+        if canonical is None:
+            raise JobNotFound(f"no job has the id {job_id!r}")
+        query = select(jobs).where(jobs.c.id == canonical)
+        if for_update and self.dialect == "postgresql":
+            query = query.with_for_update()
+        row = conn.execute(query).one_or_none()
+        if row is None:
+            raise JobNotFound(f"no job has the id {job_id!r}")
+        return row
+
+    def _lease_guard(
+        self, clock: Clock, job_id: str, lease_id: str, worker_id: str | None = None
+    ) -> list[ColumnElement]:
+        guard = [
+            jobs.c.id == job_id,
+            jobs.c.lease_id == lease_id,
+            status_in(HOLDING_LEASE),
+            jobs.c.lease_expires_at > clock.now(),
+        ]
+        if worker_id is not None:
+            guard.append(jobs.c.leased_by == worker_id)
+        return guard
+
+    def _update_held_lease(self, conn, clock, job_id, lease_id, values, worker_id: str | None = None) -> Job:
+        job_id, lease_id = lease_ids(job_id, lease_id)
+        statement = update(jobs).where(*self._lease_guard(clock, job_id, lease_id, worker_id)).values(values)
+        row = conn.execute(statement.returning(*jobs.c)).one_or_none()
+        if row is None:
+            raise self._why_not_held(conn, job_id)
+        return to_job(row)
+
+    def _why_not_held(self, conn, job_id: str) -> Exception:
+        row = self._fetch(conn, job_id)  # raises JobNotFound
+        if row.status in status_values(HOLDING_LEASE):
+            return StaleLease(f"job {job_id} is held under another lease, or this one expired")
+        return StaleLease(f"job {job_id} is {row.status}; its lease is no longer held")
+
+
+def failure_values(clock: Clock) -> dict[str, Any]:
+    """A failed attempt (nack or expiry) as SQL over the row's own attempts: failed with a
+    retry after the backoff while retries remain, else dead. The rule is quorra.jobs'."""
+    retry = retries_remain(jobs.c.attempts, jobs.c.max_retries)
+    return {
+        "status": case((retry, JobStatus.FAILED.value), else_=JobStatus.DEAD.value),
+        "run_at": case((retry, _retry_at(clock)), else_=jobs.c.run_at),
+        "finished_at": case((retry, jobs.c.finished_at), else_=clock.now()),
+        "lease_expires_at": None,
+        "updated_at": clock.now(),
+    }
+
+
+def _retry_at(clock: Clock) -> ColumnElement:
+    """now + backoff_seconds(attempts), tabulated from the Python rule itself."""
+    if clock.fixed is None:
+        return func.now() + _backoff_interval(jobs.c.attempts)
+    times = {n: clock.after(backoff_seconds(n)) for n in range(BACKOFF_CAPPED_FROM)}
+    return case(times, value=jobs.c.attempts, else_=clock.after(backoff_seconds(BACKOFF_CAPPED_FROM)))
+
+
+def _backoff_interval(attempts) -> ColumnElement:
+    """backoff_seconds(attempts) as SQL, tabulated from the Python rule itself."""
+    seconds = case(
+        {n: backoff_seconds(n) for n in range(BACKOFF_CAPPED_FROM)},
+        value=attempts,
+        else_=backoff_seconds(BACKOFF_CAPPED_FROM),
+    )
+    return func.make_interval(0, 0, 0, 0, 0, 0, seconds)
+
+
+def status_values(statuses) -> list[str]:
+    return sorted(s.value for s in statuses)
+
+
+def status_in(statuses) -> ColumnElement:
+    """`status IN ('failed', 'pending')` with the values inline: SQLite uses a partial index
+    only when the query's terms match its WHERE, and a bound parameter never does."""
+    return jobs.c.status.in_(bindparam(None, status_values(statuses), literal_execute=True))
+
+
+def lease_ids(job_id: str, lease_id: str) -> tuple[str, str]:
+    canonical_job = parse_job_id(job_id)
+    if canonical_job is None:
+        raise JobNotFound(f"no job has the id {job_id!r}")
+    canonical_lease = parse_job_id(lease_id)
+    if canonical_lease is None:
+        raise StaleLease(f"{lease_id!r} is not a lease id")
+    return canonical_job, canonical_lease
+
+
+def to_job(row) -> Job:
+    data = row._asdict()
+    data["id"] = str(uuid.UUID(str(data["id"])))
+    if data["lease_id"] is not None:
+        data["lease_id"] = str(uuid.UUID(str(data["lease_id"])))
+    data["status"] = JobStatus(data["status"])
+    return Job(**data)
+
+
+def log_failed_attempt(job: Job) -> None:
+    """Logged once the transaction committed: a process killed before its commit must not
+    leave a 'lease.expired' line for a reap that was rolled back (and redone by another)."""
+    event = "lease.expired" if job.last_error == LEASE_EXPIRED else f"job.{job.status.value}"
+    log_transition("job attempt failed", event, job, error=job.last_error)
+
+
+def log_transition(message: str, event: str, job: Job, *, level: int = logging.INFO, **extra: Any) -> None:
+    logger.log(
+        level,
+        message,
+        extra={
+            "event": event,
+            "job_id": job.id,
+            "queue": job.queue,
+            "job_type": job.type,
+            "status": job.status.value,
+            "attempt": job.attempts,
+            **({"worker_id": job.leased_by} if job.leased_by else {}),  # the worker that holds or held it
+            **extra,
+        },
+    )

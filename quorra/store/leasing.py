@@ -1,0 +1,272 @@
+"""Leasing: the ready-jobs walk (priority levels, one index range scan per queue), the
+lease byte budget, heartbeats and the hand-back of a lease that never reached its worker."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import uuid
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    Connection,
+    LargeBinary,
+    Text,
+    bindparam,
+    cast,
+    func,
+    literal,
+    or_,
+    select,
+    union_all,
+    update,
+)
+from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy.sql.selectable import CTE, Select
+
+from quorra.errors import InvalidArgument
+from quorra.jobs import (
+    LEASABLE,
+    Job,
+    JobStatus,
+)
+from quorra.schema import UTCDateTime, jobs
+from quorra.store.base import (
+    Clock,
+    StoreBase,
+    lease_ids,
+    log_transition,
+    status_in,
+    to_job,
+)
+
+
+class Leasing(StoreBase):
+    """Lease, heartbeat and hand-back: the worker's verbs other than settling."""
+
+    def lease_jobs(
+        self,
+        queues: Sequence[str],
+        worker_id: str,
+        max_jobs: int,
+        ttl_seconds: float,
+        *,
+        max_bytes: int | None = None,
+        now: datetime | None = None,
+    ) -> list[Job]:
+        """Lease up to `max_jobs` ready jobs of `queues`, best first; each gets its own
+        new lease_id and one more attempt. With `max_bytes`, the batch stops before the job
+        whose payload would take it past that many bytes (the first job always comes)."""
+        if not queues or max_jobs < 1 or ttl_seconds <= 0:
+            raise InvalidArgument("lease needs at least one queue, max_jobs >= 1 and a positive ttl")
+        queues = list(dict.fromkeys(queues))  # each queue once: one index scan each
+        ask = (queues, worker_id, max_jobs, ttl_seconds, max_bytes)
+        with self._transaction() as conn:
+            clock = self._clock(now)
+            if self.dialect == "postgresql":
+                rows = self._lease_skip_locked(conn, clock, *ask)
+            else:
+                rows = self._lease_one_by_one(conn, clock, *ask)
+        leased = sorted((to_job(row) for row in rows), key=lambda j: (-j.priority, j.run_at, j.id))
+        for job in leased:
+            log_transition("job leased", "job.leased", job, worker_id=worker_id)
+        return leased
+
+    def _ready_ids(self, clock: Clock, queues: list[str], max_jobs: int):
+        """PostgreSQL: the ready jobs to lease, locked, best first, as one CTE and its
+        parameters. See _ready_cte."""
+        return _ready_cte(len(queues), clock.fixed is not None), _ready_params(clock, queues, max_jobs)
+
+    def _ready_ids_level_by_level(self, conn, clock: Clock, queues: list[str], max_jobs: int) -> list[str]:
+        """SQLite: the same walk as _ready_cte, one priority level per statement."""
+        top, below, at_level = _level_walk(len(queues))
+        params = _ready_params(clock, queues, max_jobs)
+        ids: list[str] = []
+        level = conn.execute(top, params).scalar()
+        while level is not None and len(ids) < max_jobs:
+            ids += conn.execute(at_level, params | {"priority": level, "max_jobs": max_jobs - len(ids)}).scalars()
+            level = conn.execute(below, params | {"below": level}).scalar()
+        return ids
+
+    def _lease_values(self, clock: Clock, worker_id: str, ttl_seconds: float) -> dict[str, Any]:
+        return {
+            "status": JobStatus.LEASED.value,
+            "leased_by": worker_id,
+            "attempts": jobs.c.attempts + 1,
+            "leased_at": clock.now(),
+            "lease_expires_at": clock.expiry_after(ttl_seconds),
+            "updated_at": clock.now(),
+        }
+
+    def _lease_skip_locked(self, conn, clock, queues, worker_id, max_jobs, ttl_seconds, max_bytes):
+        # The CTE form: LIMIT inside IN (SELECT ... SKIP LOCKED) may lock more rows than asked.
+        ready, params = self._ready_ids(clock, queues, max_jobs)
+        if max_bytes is not None:
+            ready, params = _within_budget(ready), params | {"max_bytes": max_bytes}
+        values = self._lease_values(clock, worker_id, ttl_seconds) | {"lease_id": func.gen_random_uuid()}
+        statement = update(jobs).where(jobs.c.id == ready.c.id).values(values).returning(*jobs.c)
+        return conn.execute(statement, params).all()
+
+    def _lease_one_by_one(self, conn, clock, queues, worker_id, max_jobs, ttl_seconds, max_bytes):
+        # SQLite: BEGIN IMMEDIATE already holds the only write lock, so nobody races us.
+        values = self._lease_values(clock, worker_id, ttl_seconds)
+        rows = []
+        ready = self._ready_ids_level_by_level(conn, clock, queues, max_jobs)
+        for job_id in _ids_within_budget(conn, ready, max_bytes):
+            statement = update(jobs).where(jobs.c.id == job_id).values(values | {"lease_id": str(uuid.uuid4())})
+            rows.append(conn.execute(statement.returning(*jobs.c)).one())
+        return rows
+
+    def extend_lease(
+        self,
+        job_id: str,
+        lease_id: str,
+        ttl_seconds: float,
+        *,
+        worker_id: str | None = None,
+        now: datetime | None = None,
+    ) -> Job:
+        """Heartbeat: push the lease's expiry to now + ttl; a leased job becomes processing."""
+        if ttl_seconds <= 0:
+            raise InvalidArgument("ttl_seconds must be positive")
+        with self._transaction() as conn:
+            clock = self._clock(now)
+            values = {
+                "status": JobStatus.PROCESSING.value,
+                "lease_expires_at": clock.expiry_after(ttl_seconds),
+                "updated_at": clock.now(),
+            }
+            job = self._update_held_lease(conn, clock, job_id, lease_id, values, worker_id)
+        log_transition("lease extended", "lease.extended", job, level=logging.DEBUG)
+        return job
+
+    def release(self, job_id: str, lease_id: str) -> Job:
+        """Hand back a lease that never reached its worker: the job is ready again and the
+        attempt is not counted."""
+        job_id, lease_id = lease_ids(job_id, lease_id)
+        with self._transaction() as conn:
+            clock = self._clock(None)
+            statement = (
+                update(jobs)
+                .where(jobs.c.id == job_id, jobs.c.lease_id == lease_id, jobs.c.status == JobStatus.LEASED.value)
+                .values(
+                    status=JobStatus.PENDING.value,
+                    attempts=jobs.c.attempts - 1,
+                    lease_id=None,
+                    leased_by=None,
+                    leased_at=None,
+                    lease_expires_at=None,
+                    updated_at=clock.now(),
+                )
+                .returning(*jobs.c)
+            )
+            row = conn.execute(statement).one_or_none()
+            if row is None:
+                raise self._why_not_held(conn, job_id)
+        job = to_job(row)
+        log_transition("lease released", "lease.released", job)
+        return job
+
+
+def _payload_bytes(dialect: str) -> ColumnElement:
+    """The size of a job's payload as JSON text, in bytes (about what a lease sends)."""
+    if dialect == "postgresql":
+        return func.octet_length(cast(jobs.c.payload, Text)).label("size")
+    return func.length(cast(jobs.c.payload, LargeBinary)).label("size")  # SQLite: its UTF-8 bytes
+
+
+@functools.lru_cache(maxsize=64)
+def _within_budget(ready: CTE) -> CTE:
+    """PostgreSQL: of the ready (locked) rows, best first, those whose payloads fit in
+    :max_bytes together; the first always, so one large job is never stuck."""
+    sized = (
+        select(jobs.c.id, jobs.c.priority, jobs.c.run_at, _payload_bytes("postgresql"))
+        .join_from(ready, jobs, jobs.c.id == ready.c.id)
+        .subquery("sized")
+    )
+    order = (sized.c.priority.desc(), sized.c.run_at, sized.c.id)
+    ranked = select(
+        sized.c.id,
+        func.sum(sized.c.size).over(order_by=order).label("running"),
+        func.row_number().over(order_by=order).label("position"),
+    ).subquery("ranked")
+    within = or_(ranked.c.running <= bindparam("max_bytes"), ranked.c.position == 1)
+    return select(ranked.c.id).where(within).cte("within_budget")
+
+
+def _ids_within_budget(conn: Connection, ids: list[str], max_bytes: int | None) -> list[str]:
+    """SQLite: the first of `ids` (best first) whose payloads fit in max_bytes together;
+    the first always."""
+    if max_bytes is None or len(ids) < 2:
+        return ids
+    sizes = dict(conn.execute(select(jobs.c.id, _payload_bytes("sqlite")).where(jobs.c.id.in_(ids))).all())
+    kept, taken = [], 0
+    for job_id in ids:
+        taken += sizes[job_id]
+        if kept and taken > max_bytes:
+            break
+        kept.append(job_id)
+    return kept
+
+
+def _ready_params(clock: Clock, queues: list[str], max_jobs: int) -> dict[str, Any]:
+    params: dict[str, Any] = {f"queue_{n}": queue for n, queue in enumerate(queues)} | {"max_jobs": max_jobs}
+    return params | ({"now": clock.fixed} if clock.fixed is not None else {})
+
+
+@functools.lru_cache(maxsize=64)
+def _ready_cte(queue_count: int, fixed_now: bool) -> CTE:
+    """Priority levels are walked from the top (a recursive CTE of index probes, so delayed
+    jobs of a higher priority are stepped over, not scanned); at each level every queue
+    gives its first ready jobs (an index range scan under SKIP LOCKED, so up to max_jobs
+    per queue are locked), merged by run_at, id; the walk stops at max_jobs."""
+    levels = _top_level(queue_count, None).cte("levels", recursive=True)
+    below = select(_top_level(queue_count, levels.c.priority).scalar_subquery())
+    levels = levels.union_all(below.where(levels.c.priority.is_not(None)))
+    now = bindparam("now", type_=UTCDateTime) if fixed_now else func.now()
+    at_level = _ready_at_level(queue_count, levels.c.priority, now, lock=True).lateral("at_level")
+    ready = select(at_level.c.id).select_from(levels.join(at_level, literal(True))).limit(bindparam("max_jobs"))
+    return ready.cte("ready").prefix_with("MATERIALIZED")  # computed once, never re-run per row
+
+
+@functools.lru_cache(maxsize=64)
+def _level_walk(queue_count: int) -> tuple[Select, Select, Select]:
+    """SQLite's walk, a statement per step: the top level, the next level below, the ready
+    jobs of one level."""
+    now = bindparam("now", type_=UTCDateTime)
+    at_level = _ready_at_level(queue_count, bindparam("priority"), now, lock=False)
+    return _top_level(queue_count, None), _top_level(queue_count, bindparam("below")), at_level
+
+
+def _top_level(queue_count: int, below) -> Select:
+    """The highest priority any queue holds among waiting jobs (ready or delayed), below
+    `below` if given: one probe of ix_jobs_ready per queue."""
+    probes = []
+    for n in range(queue_count):
+        probe = select(jobs.c.priority).where(jobs.c.queue == bindparam(f"queue_{n}"), status_in(LEASABLE))
+        if below is not None:
+            probe = probe.where(jobs.c.priority < below)
+        probe = probe.order_by(jobs.c.priority.desc()).limit(1).correlate_except(jobs)
+        probes.append(select(probe.scalar_subquery().label("priority")))
+    return select(func.max(union_all(*probes).subquery().c.priority).label("priority"))
+
+
+def _ready_at_level(queue_count: int, priority, now, *, lock: bool) -> Select:
+    """The first ready jobs of one priority, by run_at then id: a range scan of
+    ix_jobs_ready per queue, merged."""
+    branches = []
+    for n in range(queue_count):
+        branch = (
+            select(jobs.c.id, jobs.c.run_at)
+            .where(jobs.c.queue == bindparam(f"queue_{n}"), status_in(LEASABLE), jobs.c.priority == priority)
+            .where(jobs.c.run_at <= now)
+            .order_by(jobs.c.run_at, jobs.c.id)
+            .limit(bindparam("max_jobs"))
+            .correlate_except(jobs)
+        )
+        branch = branch.with_for_update(skip_locked=True) if lock else branch
+        branches.append(select(branch.subquery()))
+    merged = union_all(*branches).subquery()
+    return select(merged.c.id).order_by(merged.c.run_at, merged.c.id).limit(bindparam("max_jobs"))

@@ -1,0 +1,187 @@
+"""Reads: a job, keyset pages of jobs (bounded in bytes), counts per queue and status."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from sqlalchemy import (
+    LargeBinary,
+    Text,
+    cast,
+    func,
+    literal,
+    select,
+    tuple_,
+)
+from sqlalchemy.sql.elements import ColumnElement
+
+from quorra.errors import InvalidArgument
+from quorra.jobs import (
+    LEASABLE,
+    Job,
+    JobStatus,
+)
+from quorra.schema import UTCDateTime, jobs
+from quorra.store.base import (
+    MAX_LIST_LIMIT,
+    JobPage,
+    ListPosition,
+    QueueCount,
+    StoreBase,
+    status_in,
+    to_job,
+    utcnow,
+)
+
+
+class Reading(StoreBase):
+    """Reads: one job, pages of jobs, counts, and the clock."""
+
+    def get_job(self, job_id: str) -> Job:
+        with self._transaction() as conn:
+            return to_job(self._fetch(conn, job_id))
+
+    def list_jobs(
+        self,
+        *,
+        queue: str | None = None,
+        status: JobStatus | str | None = None,
+        type: str | None = None,
+        limit: int = 50,
+        cursor: ListPosition | None = None,
+        bodies: bool = True,
+        max_bytes: int | None = None,
+    ) -> JobPage:
+        """Newest first, `limit` at a time; pass `next_cursor` back for the next page.
+
+        Without `bodies`, payload and result are left out (None), and never read. With them,
+        `max_bytes` bounds their total JSON size: the page ends early, after at least one job,
+        before the job that would pass it (sizes are measured in the database first, so no
+        more than a page's worth of bodies is ever read)."""
+        if not 1 <= limit <= MAX_LIST_LIMIT:
+            raise InvalidArgument(f"limit must be between 1 and {MAX_LIST_LIMIT}")
+        where = _list_filters(queue, status, type, cursor)
+        with self._transaction() as conn:
+            if bodies and max_bytes is not None:
+                rows, next_cursor = self._list_within_bytes(conn, where, limit, max_bytes)
+            else:
+                rows, next_cursor = self._list_rows(conn, where, limit, bodies)
+        return JobPage([to_job(row) for row in rows], next_cursor)
+
+    def _list_rows(self, conn, where, limit: int, bodies: bool):
+        columns = list(jobs.c) if bodies else [_no_body(c) if c.name in _BODIES else c for c in jobs.c]
+        rows = conn.execute(select(*columns).where(*where).order_by(*_NEWEST_FIRST).limit(limit + 1)).all()
+        return rows[:limit], _position(rows[limit - 1]) if len(rows) > limit else None
+
+    def _list_within_bytes(self, conn, where, limit: int, max_bytes: int):
+        keys_and_sizes = select(jobs.c.created_at, jobs.c.id, self._bodies_bytes())
+        candidates = conn.execute(keys_and_sizes.where(*where).order_by(*_NEWEST_FIRST).limit(limit + 1)).all()
+        chosen = _leading_within(candidates[:limit], max_bytes)
+        ids = [candidate.id for candidate in chosen]
+        rows = conn.execute(select(jobs).where(jobs.c.id.in_(ids)).order_by(*_NEWEST_FIRST)).all()
+        # The cursor comes from the candidates: a chosen job pruned meanwhile cannot end the list early.
+        return rows, _position(chosen[-1]) if len(chosen) < len(candidates) else None
+
+    def _bodies_bytes(self) -> ColumnElement:
+        """The JSON size of a job's payload plus its result, computed by the database."""
+        if self.dialect == "postgresql":
+            size = [func.octet_length(cast(jobs.c[name], Text)) for name in _BODIES]
+        else:
+            size = [func.length(cast(jobs.c[name], LargeBinary)) for name in _BODIES]
+        return func.coalesce(size[0], 0) + func.coalesce(size[1], 0)
+
+    def queue_counts(self) -> list[QueueCount]:
+        """How many jobs each queue holds in each status (GoQuorra's /v1/queues)."""
+        query = (
+            select(jobs.c.queue, jobs.c.status, func.count())
+            .group_by(jobs.c.queue, jobs.c.status)
+            .order_by(jobs.c.queue, jobs.c.status)
+        )
+        with self._transaction() as conn:
+            return [QueueCount(q, s, n) for q, s, n in conn.execute(query)]
+
+    def oldest_ready_at(self, *, now: datetime | None = None) -> dict[str, datetime]:
+        """Per queue, the run_at of the job that has waited longest for a worker."""
+        clock = self._clock(now)
+        query = (
+            select(jobs.c.queue, func.min(jobs.c.run_at))
+            .where(status_in(LEASABLE), jobs.c.run_at <= clock.now())
+            .group_by(jobs.c.queue)
+        )
+        with self._transaction() as conn:
+            return dict(conn.execute(query).all())
+
+    def queues_due_between(self, after: datetime, *, now: datetime | None = None) -> list[str]:
+        """Queues with a waiting job whose run_at fell in (after, now]: the ones to wake."""
+        clock = self._clock(now)
+        query = (
+            select(jobs.c.queue)
+            .where(
+                status_in(LEASABLE),
+                jobs.c.run_at > literal(after, UTCDateTime),
+                jobs.c.run_at <= clock.now(),
+            )
+            .distinct()
+        )
+        with self._transaction() as conn:
+            return list(conn.execute(query).scalars())
+
+    def database_now(self) -> datetime:
+        """The clock the store decides by (the database's on PostgreSQL)."""
+        if self.dialect == "sqlite":
+            return utcnow()
+        with self._transaction() as conn:
+            return conn.execute(select(func.now())).scalar_one()
+
+    def ping(self) -> None:
+        """Raise DatabaseUnavailable unless the database answers."""
+        with self._transaction() as conn:
+            conn.execute(select(literal(1)))
+
+
+def _status(status: JobStatus | str) -> JobStatus:
+    try:
+        return JobStatus(status)
+    except ValueError:
+        raise InvalidArgument(f"unknown status {status!r}") from None
+
+
+_NEWEST_FIRST = (jobs.c.created_at.desc(), jobs.c.id.desc())
+
+
+_BODIES = ("payload", "result")
+
+
+def _list_filters(queue, status, type, cursor: ListPosition | None) -> list[ColumnElement]:
+    where = []
+    if queue is not None:
+        where.append(jobs.c.queue == queue)
+    if status is not None:
+        where.append(jobs.c.status == _status(status).value)
+    if type is not None:
+        where.append(jobs.c.type == type)
+    if cursor is not None:
+        after = tuple_(literal(cursor.created_at, UTCDateTime), literal(cursor.id, jobs.c.id.type))
+        where.append(tuple_(jobs.c.created_at, jobs.c.id) < after)
+    return where
+
+
+def _no_body(column) -> ColumnElement:
+    return literal(None, column.type).label(column.name)
+
+
+def _leading_within(candidates, max_bytes: int) -> list:
+    """The leading (created_at, id, size) rows whose sizes fit in max_bytes together; the
+    first one always does, so every page makes progress."""
+    chosen, total = [], 0
+    for candidate in candidates:
+        total += candidate[2]
+        if chosen and total > max_bytes:
+            break
+        chosen.append(candidate)
+    return chosen
+
+
+def _position(row) -> ListPosition:
+    return ListPosition(row.created_at, str(uuid.UUID(str(row.id))))

@@ -1,0 +1,307 @@
+"""Settling leases: on PostgreSQL one UPDATE ... FROM unnest(arrays) per batch, with one
+result per settlement (a stale or unknown lease never fails its neighbours); on SQLite one
+transaction."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    Boolean,
+    Text,
+    Uuid,
+    bindparam,
+    case,
+    cast,
+    func,
+    select,
+    update,
+)
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
+
+from quorra.errors import InvalidArgument, StaleLease
+from quorra.jobs import (
+    HOLDING_LEASE,
+    Job,
+    JobStatus,
+    backoff_seconds,
+    check_portable_json,
+    parse_job_id,
+    status_after_failure,
+)
+from quorra.schema import jobs
+from quorra.store.base import (
+    MAX_ERROR_CHARS,
+    Clock,
+    Settlement,
+    SettleOutcome,
+    SettleResult,
+    StoreBase,
+    failure_values,
+    log_failed_attempt,
+    log_transition,
+    status_in,
+    status_values,
+    to_job,
+)
+
+
+class Settling(StoreBase):
+    """Acks and nacks, one at a time or many in one transaction."""
+
+    def ack(
+        self,
+        job_id: str,
+        lease_id: str,
+        result: Any = None,
+        *,
+        worker_id: str | None = None,
+        now: datetime | None = None,
+    ) -> Job:
+        """The attempt succeeded: the job is done, with the handler's result if any."""
+        _check_result(result)
+        settlement = Settlement(job_id, lease_id, success=True, result=result)
+        return self.settle_many([settlement], worker_id=worker_id, now=now)[0].job_or_raise()
+
+    def nack(
+        self,
+        job_id: str,
+        lease_id: str,
+        error: str,
+        *,
+        worker_id: str | None = None,
+        now: datetime | None = None,
+    ) -> Job:
+        """The attempt failed: retry after the backoff, or dead when out of retries."""
+        settlement = Settlement(job_id, lease_id, success=False, error=error)
+        return self.settle_many([settlement], worker_id=worker_id, now=now)[0].job_or_raise()
+
+    def settle_many(
+        self,
+        settlements: Sequence[Settlement],
+        *,
+        worker_id: str | None = None,
+        now: datetime | None = None,
+    ) -> list[SettleResult]:
+        """Acks and nacks of held leases in one transaction (one UPDATE on PostgreSQL), with
+        one result per settlement, in order: a stale or unknown lease never fails its
+        neighbours. With `worker_id`, a lease counts as held only by the worker it went to."""
+        checked = _check_settlements(settlements)
+        valid = [item for item in checked if isinstance(item, Settlement)]
+        with self._transaction() as conn:
+            clock = self._clock(now)
+            settled = self._settle(conn, clock, valid, worker_id) if valid else {}
+            unsettled = self._statuses(conn, [item.job_id for item in valid if item.job_id not in settled])
+        results = [_settle_result(item, settled, unsettled) for item in checked]
+        for result in results:
+            if result.job is not None:
+                _log_settled(result.job)
+        return results
+
+    def _settle(self, conn, clock, settlements: list[Settlement], worker_id: str | None) -> dict[str, Job]:
+        if self.dialect == "postgresql":
+            check_worker = worker_id is not None
+            statement = (
+                _SETTLE_AT_DB_TIME[check_worker] if clock.fixed is None else _settle_statement(clock, check_worker)
+            )
+            rows = conn.execute(statement, _settle_arrays(settlements) | {"worker_id": worker_id}).all()
+            return {job.id: job for job in map(to_job, rows)}
+        settled = {}
+        for item in settlements:  # SQLite: BEGIN IMMEDIATE holds the only write lock
+            row = conn.execute(select(jobs).where(*self._lease_guard(clock, item.job_id, item.lease_id, worker_id)))
+            held = row.one_or_none()
+            if held is not None:
+                settled[item.job_id] = self._settle_row(conn, clock, held, item)
+        return settled
+
+    def _settle_row(self, conn, clock: Clock, row, item: Settlement) -> Job:
+        if not item.success:
+            return self._fail_attempt(conn, clock, row, item.error)
+        values = {
+            "status": JobStatus.SUCCEEDED.value,
+            "result": item.result,
+            "lease_expires_at": None,
+            "finished_at": clock.now(),
+            "updated_at": clock.now(),
+        }
+        guard = [
+            jobs.c.id == row.id,
+            jobs.c.lease_id == row.lease_id,
+            status_in(HOLDING_LEASE),
+        ]
+        return to_job(conn.execute(update(jobs).where(*guard).values(values).returning(*jobs.c)).one())
+
+    def _statuses(self, conn, job_ids: list[str]) -> dict[str, str]:
+        """The status of each of these jobs that exists."""
+        if not job_ids:
+            return {}
+        rows = conn.execute(select(jobs.c.id, jobs.c.status).where(jobs.c.id.in_(job_ids))).all()
+        return {str(uuid.UUID(str(job_id))): status for job_id, status in rows}
+
+    def _fail_attempt(self, conn, clock: Clock, row, error: str) -> Job:
+        """Settle a held lease as a failed attempt, under the same guard as ack."""
+        status = status_after_failure(row.attempts, row.max_retries)
+        values: dict[str, Any] = {
+            "status": status.value,
+            # PostgreSQL text cannot hold NUL; SQLite can: store the same on both.
+            "last_error": _error_text(error),
+            "lease_expires_at": None,
+            "updated_at": clock.now(),
+        }
+        if status is JobStatus.FAILED:
+            values["run_at"] = clock.after(backoff_seconds(row.attempts))
+        else:
+            values["finished_at"] = clock.now()
+        guard = [jobs.c.id == row.id, jobs.c.lease_id == row.lease_id, status_in(HOLDING_LEASE)]
+        updated = conn.execute(update(jobs).where(*guard).values(values).returning(*jobs.c)).one_or_none()
+        if updated is None:  # cannot happen while we hold the row lock / write lock
+            raise StaleLease(f"job {row.id} changed while it was being failed")
+        return to_job(updated)
+
+
+def _error_text(error: str | None) -> str:
+    # PostgreSQL text cannot hold NUL; SQLite can: store the same on both.
+    return (error or "failed").replace("\x00", "\ufffd")[:MAX_ERROR_CHARS]
+
+
+def _check_settlements(
+    settlements: Sequence[Settlement],
+) -> list[Settlement | SettleResult]:
+    """Each settlement in canonical form, or its result when it can be decided without the
+    database (a malformed id, a result no backend can store, a job named twice)."""
+    seen: set[str] = set()
+    checked: list[Settlement | SettleResult] = []
+    for item in settlements:
+        checked.append(_check_settlement(item, seen))
+    return checked
+
+
+def _check_settlement(item: Settlement, seen: set[str]) -> Settlement | SettleResult:
+    job_id, lease_id = parse_job_id(item.job_id), parse_job_id(item.lease_id)
+    if job_id is None:
+        return SettleResult(
+            item.job_id,
+            SettleOutcome.NOT_FOUND,
+            error=f"no job has the id {item.job_id!r}",
+        )
+    if lease_id is None:
+        return SettleResult(
+            job_id,
+            SettleOutcome.STALE_LEASE,
+            error=f"{item.lease_id!r} is not a lease id",
+        )
+    if job_id in seen:
+        return SettleResult(
+            job_id,
+            SettleOutcome.INVALID,
+            error="this job is settled more than once in the batch",
+        )
+    seen.add(job_id)
+    if item.success:
+        try:
+            _check_result(item.result)
+        except InvalidArgument as exc:
+            return SettleResult(job_id, SettleOutcome.INVALID, error=exc.message)
+    return Settlement(
+        job_id,
+        lease_id,
+        item.success,
+        item.result if item.success else None,
+        _error_text(item.error),
+    )
+
+
+def _settle_result(item: Settlement | SettleResult, settled: dict[str, Job], statuses: dict[str, str]) -> SettleResult:
+    if isinstance(item, SettleResult):
+        return item
+    if item.job_id in settled:
+        return SettleResult(item.job_id, SettleOutcome.SETTLED, job=settled[item.job_id])
+    if item.job_id not in statuses:
+        return SettleResult(
+            item.job_id,
+            SettleOutcome.NOT_FOUND,
+            error=f"no job has the id {item.job_id!r}",
+        )
+    return SettleResult(
+        item.job_id,
+        SettleOutcome.STALE_LEASE,
+        error=_stale_message(item.job_id, statuses[item.job_id]),
+    )
+
+
+def _stale_message(job_id: str, status: str) -> str:
+    if status in status_values(HOLDING_LEASE):
+        return f"job {job_id} is held under another lease or by another worker, or this lease expired"
+    return f"job {job_id} is {status}; its lease is no longer held"
+
+
+def _settle_arrays(settlements: list[Settlement]) -> dict[str, list[Any]]:
+    """The batch as one array per column, unnested by the statement: one statement shape
+    whatever the batch size, so SQLAlchemy and PostgreSQL compile and plan it once."""
+    return {
+        "job_ids": [item.job_id for item in settlements],
+        "lease_ids": [item.lease_id for item in settlements],
+        "successes": [item.success for item in settlements],
+        "results": [json.dumps(item.result) if item.success else None for item in settlements],
+        "errors": [None if item.success else item.error for item in settlements],
+    }
+
+
+def _settle_statement(clock: Clock, check_worker: bool):
+    """UPDATE jobs ... FROM unnest(:job_ids, :lease_ids, ...) under the lease guard per row.
+    A nack's next status and backoff follow quorra.jobs (retries_remain, backoff_seconds)."""
+    given = (
+        func.unnest(
+            bindparam("job_ids", type_=ARRAY(Text)),
+            bindparam("lease_ids", type_=ARRAY(Text)),
+            bindparam("successes", type_=ARRAY(Boolean)),
+            bindparam("results", type_=ARRAY(Text)),
+            bindparam("errors", type_=ARRAY(Text)),
+        )
+        .table_valued("job_id", "lease_id", "success", "result", "error")
+        .render_derived(name="given")
+    )
+    success = given.c.success.is_(True)
+    failure = failure_values(clock)
+    values = {
+        "status": case((success, JobStatus.SUCCEEDED.value), else_=failure["status"]),
+        "run_at": case((success, jobs.c.run_at), else_=failure["run_at"]),
+        "result": case((success, cast(given.c.result, JSONB)), else_=jobs.c.result),
+        "last_error": case((success, jobs.c.last_error), else_=given.c.error),
+        "finished_at": case((success, clock.now()), else_=failure["finished_at"]),
+        "lease_expires_at": None,
+        "updated_at": clock.now(),
+    }
+    now = clock.now()
+    guard = [
+        jobs.c.id == cast(given.c.job_id, Uuid(as_uuid=False)),
+        jobs.c.lease_id == cast(given.c.lease_id, Uuid(as_uuid=False)),
+        status_in(HOLDING_LEASE),
+        jobs.c.lease_expires_at > now,
+    ]
+    if check_worker:
+        guard.append(jobs.c.leased_by == bindparam("worker_id", type_=Text))
+    return update(jobs).where(*guard).values(values).returning(*jobs.c)
+
+
+def _log_settled(job: Job) -> None:
+    if job.status is JobStatus.SUCCEEDED:
+        log_transition("job succeeded", "job.succeeded", job)
+    else:
+        log_failed_attempt(job)
+
+
+def _check_result(result: Any) -> None:
+    """Refuse a result one backend would store differently (see jobs.check_portable_json)."""
+    try:
+        check_portable_json(result)
+    except ValueError as exc:
+        raise InvalidArgument(f"the result cannot be stored: {exc}") from None
+
+
+# Built once, after the helpers above: the hot settle statement on the database clock.
+_SETTLE_AT_DB_TIME = {check: _settle_statement(Clock("postgresql", None), check) for check in (False, True)}
