@@ -17,7 +17,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 
 from quorra.errors import InvalidConfig
-from quorra.jobs import MAX_QUEUE_CHARS, is_valid_name
+from quorra.jobs import MAX_QUEUE_CHARS, MAX_TIMEOUT_SECONDS, is_valid_name
 
 DEV_API_KEY = "dev-api-key-change-in-production"
 MIN_SECRET_CHARS = 16
@@ -65,6 +65,17 @@ def dial_target(address: str) -> str:
 
 Seconds = Annotated[float, BeforeValidator(parse_duration), Field(gt=0)]
 Names = Annotated[tuple[str, ...], BeforeValidator(split_list)]
+
+
+def _whole_seconds(value: object) -> object:
+    value = parse_duration(value)
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+# A duration in whole seconds (a job's timeout): '90s', '5m', 300.
+WholeSeconds = Annotated[int, BeforeValidator(_whole_seconds), Field(ge=1, le=MAX_TIMEOUT_SECONDS)]
 
 
 def _default_worker_id() -> str:
@@ -117,6 +128,13 @@ class Settings(BaseModel):
     scheduler_interval_seconds: Seconds = Field(1.0, alias="QUORRA_SCHEDULER_INTERVAL")
     retention_seconds: Seconds = Field(7 * 86400.0, alias="QUORRA_RETENTION")
     prune_batch_size: int = Field(500, alias="QUORRA_PRUNE_BATCH", ge=1, le=100_000)
+    # schedules: a tick still due this long after its time is missed (its schedule's policy applies)
+    schedule_misfire_threshold_seconds: Seconds = Field(10.0, alias="QUORRA_SCHEDULE_MISFIRE_THRESHOLD")
+    # a TOML file of schedules, created or updated by name when the scheduler starts
+    schedules_file: str | None = Field(None, alias="QUORRA_SCHEDULES_FILE")
+
+    # jobs: how long one attempt may run when the job names no timeout_seconds (None: no limit)
+    default_job_timeout_seconds: WholeSeconds | None = Field(None, alias="QUORRA_DEFAULT_JOB_TIMEOUT")
 
     # worker (GoQuorra names)
     worker_id: str = Field(default_factory=_default_worker_id, alias="QUORRA_WORKER_ID", min_length=1)
@@ -128,6 +146,9 @@ class Settings(BaseModel):
     # the completer: finished jobs are settled in one SettleJobs call per batch
     worker_settle_batch: int = Field(100, alias="QUORRA_WORKER_SETTLE_BATCH", ge=1, le=1000)
     worker_settle_interval_seconds: Seconds = Field(0.005, alias="QUORRA_WORKER_SETTLE_INTERVAL")
+    # after this many handler threads were abandoned past their job's timeout, the worker stops
+    # (exit 3) so that its supervisor starts a fresh process; 0: never
+    worker_max_abandoned: int = Field(0, alias="QUORRA_WORKER_MAX_ABANDONED", ge=0, le=100_000)
 
     @field_validator("database_url")
     @classmethod

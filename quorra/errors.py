@@ -73,3 +73,15 @@ class InvalidConfig(QuorraError):
     """The configuration is invalid."""
 
     code = "invalid_config"
+
+
+class ScheduleNotFound(QuorraError):
+    """No schedule has that name."""
+
+    code = "not_found"
+
+
+class ScheduleExists(QuorraError):
+    """A schedule of that name exists already."""
+
+    code = "conflict"

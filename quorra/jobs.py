@@ -42,6 +42,7 @@ MAX_PAYLOAD_DEPTH = 32
 MAX_BATCH_SIZE = 1000
 MAX_QUEUE_CHARS = 100
 MAX_TYPE_CHARS = 200
+MAX_TIMEOUT_SECONDS = 7 * 86400
 # Queue and type names. NAME_PATTERN is the JSON Schema (ECMA-262) spelling, used by pydantic
 # (whose Rust engine reads `$` as the end of the text) and by the OpenAPI document. Python code
 # checks names with is_valid_name: Python's `$` also matches before a trailing newline, so a
@@ -144,6 +145,9 @@ class Job:
     last_error: str | None = None
     result: Any = None
     finished_at: datetime | None = None
+    timeout_seconds: int | None = None  # the worker gives an attempt up after this long
+    schedule_id: str | None = None  # submitted by this schedule,
+    scheduled_for: datetime | None = None  # for its tick at this time
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -161,6 +165,8 @@ class JobSpec(BaseModel):
     priority: JsonInt = Field(0, ge=-1000, le=1000)
     delay_seconds: JsonInt = Field(0, ge=0, le=366 * 86400)
     max_retries: JsonInt = Field(3, ge=0, le=100)
+    # None: QUORRA_DEFAULT_JOB_TIMEOUT, if set; else the attempt may run as long as it likes
+    timeout_seconds: JsonInt | None = Field(None, ge=1, le=MAX_TIMEOUT_SECONDS)
 
     @field_validator("payload")
     @classmethod

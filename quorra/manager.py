@@ -10,6 +10,7 @@ costs a waiting worker one poll interval at most.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Iterable, Sequence
 from datetime import datetime
@@ -19,15 +20,17 @@ from quorra import metrics
 from quorra.errors import QuorraError
 from quorra.jobs import Job, JobSpec
 from quorra.notify import Notifier
-from quorra.store import Settlement, SettleResult, Store
+from quorra.schedules import Schedule, ScheduleSpec, plan_tick
+from quorra.store import FiredTick, Settlement, SettleResult, Store
 
 logger = logging.getLogger(__name__)
 
 
 class JobManager:
-    def __init__(self, store: Store, notifier: Notifier):
+    def __init__(self, store: Store, notifier: Notifier, *, default_timeout_seconds: int | None = None):
         self.store = store
         self.notifier = notifier
+        self.default_timeout_seconds = default_timeout_seconds  # QUORRA_DEFAULT_JOB_TIMEOUT
 
     # -- a client's verbs ---------------------------------------------------------------------
 
@@ -36,10 +39,15 @@ class JobManager:
 
     def enqueue_many(self, specs: Sequence[JobSpec]) -> list[Job]:
         """All the jobs in one transaction; waiting workers of their queues are woken."""
-        created = self.store.enqueue_many(specs)
+        created = self.store.enqueue_many([self._with_defaults(spec) for spec in specs])
         metrics.jobs_created(created)
         self._wake(job.queue for job in created)
         return created
+
+    def _with_defaults(self, spec: JobSpec) -> JobSpec:
+        if spec.timeout_seconds is None and self.default_timeout_seconds is not None:
+            return spec.model_copy(update={"timeout_seconds": self.default_timeout_seconds})
+        return spec
 
     def cancel(self, job_id: str) -> Job:
         job = self.store.cancel(job_id)
@@ -111,6 +119,42 @@ class JobManager:
             )
             return None
 
+    # -- schedules (an operator's verbs; firing is the scheduler's) --------------------------------
+
+    def create_schedule(self, spec: ScheduleSpec) -> Schedule:
+        return self._logged("schedule created", "schedule.created", self.store.create_schedule(spec))
+
+    def update_schedule(self, name: str, changes: dict[str, Any]) -> Schedule:
+        return self._logged("schedule updated", "schedule.updated", self.store.update_schedule(name, changes))
+
+    def pause_schedule(self, name: str) -> Schedule:
+        return self._logged("schedule paused", "schedule.paused", self.store.set_schedule_paused(name, True))
+
+    def resume_schedule(self, name: str) -> Schedule:
+        return self._logged("schedule resumed", "schedule.resumed", self.store.set_schedule_paused(name, False))
+
+    def delete_schedule(self, name: str) -> None:
+        self.store.delete_schedule(name)
+        logger.info("schedule deleted", extra={"event": "schedule.deleted", "schedule": name})
+
+    def sync_schedules(self, specs: Sequence[ScheduleSpec]) -> list[Schedule]:
+        synced = self.store.sync_schedules(specs)
+        logger.info("schedules synced", extra={"event": "schedules.synced", "schedules": [s.name for s in synced]})
+        return synced
+
+    @staticmethod
+    def _logged(message: str, event: str, schedule: Schedule) -> Schedule:
+        logger.info(
+            message,
+            extra={
+                "event": event,
+                "schedule": schedule.name,
+                "schedule_id": schedule.id,
+                "next_run_at": schedule.next_run_at.isoformat(),
+            },
+        )
+        return schedule
+
     # -- the scheduler's verbs ------------------------------------------------------------------
 
     def reap_expired(self, *, now: datetime | None = None, limit: int = 500) -> list[Job]:
@@ -131,6 +175,42 @@ class JobManager:
         if pruned:
             metrics.jobs_pruned(pruned)
         return pruned
+
+    def fire_schedules(self, now: datetime, misfire_threshold_seconds: float, *, limit: int = 100) -> list[FiredTick]:
+        """Carry out the due tick of every due schedule (one pass: each due schedule once;
+        a schedule with more late ticks fires the next of them on the next pass). Returns
+        the ticks carried out here; waiting workers of their jobs' queues are woken."""
+        done = [
+            self._fire(schedule, now, misfire_threshold_seconds)
+            for schedule in self.store.due_schedules(now=now, limit=limit)
+        ]
+        carried = [tick for tick in done if tick.carried_out]
+        self._wake(tick.job.queue for tick in carried if tick.job is not None)
+        return carried
+
+    def _fire(self, schedule: Schedule, now: datetime, misfire_threshold_seconds: float) -> FiredTick:
+        plan = plan_tick(schedule, now, misfire_threshold_seconds)
+        if schedule.timeout_seconds is None and self.default_timeout_seconds is not None:
+            schedule = dataclasses.replace(schedule, timeout_seconds=self.default_timeout_seconds)
+        done = self.store.fire_tick(schedule, plan, now=now)
+        if not done.carried_out:
+            return done
+        metrics.schedule_ticks_missed(schedule.name, plan.missed)
+        if plan.missed:
+            logger.warning(
+                "schedule ticks missed",
+                extra={
+                    "event": "schedule.missed",
+                    "schedule": schedule.name,
+                    "count": plan.missed,
+                    "policy": schedule.missed_ticks.value,
+                    "next_run_at": plan.next_run_at.isoformat(),
+                },
+            )
+        if done.job is not None:
+            metrics.schedule_tick_fired(schedule.name, (now - plan.fire_for).total_seconds())
+            metrics.jobs_created([done.job])
+        return done
 
     # -- wake-ups ---------------------------------------------------------------------------------
 

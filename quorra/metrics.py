@@ -142,6 +142,33 @@ def jobs_pruned(count: int) -> None:
     JOBS_PRUNED.inc(count)
 
 
+# -- schedules ---------------------------------------------------------------------------------
+
+# Schedule names are an operator's (a handful), so they are labels as they are.
+SCHEDULE_TICKS_FIRED = Counter("quorra_schedule_ticks_fired", "Schedule ticks that submitted their job", ("schedule",))
+SCHEDULE_TICKS_MISSED = Counter(
+    "quorra_schedule_ticks_missed",
+    "Schedule ticks missed (due longer than the misfire threshold ago); the policy ran one or none of them",
+    ("schedule",),
+)
+SCHEDULE_LAG = Histogram(
+    "quorra_schedule_lag_seconds",
+    "Time from a schedule tick being due to its job's submission",
+    ("schedule",),
+    buckets=_BUCKETS,
+)
+
+
+def schedule_tick_fired(schedule: str, lag_seconds: float) -> None:
+    SCHEDULE_TICKS_FIRED.labels(schedule).inc()
+    SCHEDULE_LAG.labels(schedule).observe(max(0.0, lag_seconds))
+
+
+def schedule_ticks_missed(schedule: str, count: int) -> None:
+    if count:
+        SCHEDULE_TICKS_MISSED.labels(schedule).inc(count)
+
+
 # -- the scrape-time queue gauges -----------------------------------------------------------------
 
 

@@ -4,6 +4,8 @@ Every QUORRA_SCHEDULER_INTERVAL the leader (one scheduler at a time, see quorra.
 
 - reaps expired leases: each is a failed attempt with the error 'lease expired', retried
   after the backoff or dead, exactly as a nack would do;
+- fires the due ticks of schedules (quorra.schedules): one job per tick, in the
+  transaction that moves the schedule on, so a tick is never fired twice;
 - wakes workers waiting on queues whose delayed or retrying jobs have just become due;
 - prunes succeeded and cancelled jobs older than QUORRA_RETENTION (dead jobs stay).
 
@@ -24,12 +26,13 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from quorra.config import Settings
-from quorra.errors import DatabaseUnavailable, QuorraError
+from quorra.errors import DatabaseUnavailable, InvalidConfig, QuorraError
 from quorra.jobs import Job
 from quorra.leader import Leader, make_leader, owner_id
 from quorra.manager import JobManager
 from quorra.migrate import ensure_at_head
 from quorra.notify import Notifier, make_notifier
+from quorra.schedules import load_schedules_file
 from quorra.shutdown import ShutdownSignal
 from quorra.store import Store
 
@@ -53,6 +56,7 @@ class TickReport:
     reaped: tuple[Job, ...]
     woken: tuple[str, ...]
     pruned: int
+    fired: tuple[Job, ...] = ()  # the jobs of schedule ticks
 
 
 class Scheduler:
@@ -62,7 +66,7 @@ class Scheduler:
     def __init__(self, settings: Settings, store: Store, notifier: Notifier, leader: Leader):
         self.settings = settings
         self.store = store  # the clock (database_now) only; every change goes through the manager
-        self.manager = JobManager(store, notifier)
+        self.manager = JobManager(store, notifier, default_timeout_seconds=settings.default_job_timeout_seconds)
         self.leader = leader
         self.owner = owner_id()
         self._leading: bool | None = None  # None until the first attempt
@@ -85,12 +89,12 @@ class Scheduler:
             return None
         now = now or self.store.database_now()
         results = [self.reap(now)]
-        for duty in (self.wake_due, self.prune):
+        for duty in (self.fire_schedules, self.wake_due, self.prune):
             if not self._still_leading():
                 return None
             results.append(duty(now))
-        reaped, woken, pruned = results
-        return TickReport(tuple(reaped), tuple(woken), pruned)
+        reaped, fired, woken, pruned = results
+        return TickReport(tuple(reaped), tuple(woken), pruned, tuple(fired))
 
     def reap(self, now: datetime) -> list[Job]:
         """Settle expired leases as failed attempts. A reaped job is retried after its
@@ -103,6 +107,19 @@ class Scheduler:
                 "leases reaped", extra={"event": "leases.reaped", "count": len(reaped), "batches": len(batches)}
             )
         return reaped
+
+    def fire_schedules(self, now: datetime) -> list[Job]:
+        """Submit the job of each due schedule tick; a schedule behind by several late
+        ticks fires one per pass, and passes repeat (between leadership checks) until none
+        is due."""
+        threshold = self.settings.schedule_misfire_threshold_seconds
+        fired: list[Job] = []
+        for _ in range(self.max_batches):
+            carried = self.manager.fire_schedules(now, threshold)
+            fired.extend(tick.job for tick in carried if tick.job is not None)
+            if not carried or not self._still_leading():
+                break
+        return fired
 
     def wake_due(self, now: datetime) -> list[str]:
         """Publish a wake-up for each queue with a job whose run_at passed since the last tick."""
@@ -216,6 +233,7 @@ def serve(settings: Settings) -> None:
     notifier = make_notifier(settings)
     shutdown, stop = ShutdownSignal(), threading.Event()
     scheduler = Scheduler(settings, store, notifier, leader)
+    _sync_schedules_file(scheduler, settings)
     thread = threading.Thread(target=scheduler.run, args=(stop,), name="scheduler", daemon=True)
     thread.start()
     if not _wait(thread, shutdown, stop, settings.shutdown_grace_seconds):
@@ -235,6 +253,17 @@ def _leader_for(store: Store, settings: Settings) -> Leader:
     except QuorraError as exc:
         store.close()
         sys.exit(f"quorra: {exc.message}")
+
+
+def _sync_schedules_file(scheduler: Scheduler, settings: Settings) -> None:
+    """Create or update the schedules of QUORRA_SCHEDULES_FILE; exit 2 if it is invalid."""
+    if settings.schedules_file is None:
+        return
+    try:
+        scheduler.manager.sync_schedules(load_schedules_file(settings.schedules_file))
+    except InvalidConfig as exc:
+        print(f"quorra: {exc.message}", file=sys.stderr)
+        sys.exit(2)
 
 
 def _wait(thread: threading.Thread, shutdown: ShutdownSignal, stop: threading.Event, grace_seconds: float) -> bool:

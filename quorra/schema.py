@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 
 from sqlalchemy import (
     JSON,
+    Boolean,
     CheckConstraint,
     Column,
     DateTime,
@@ -24,6 +25,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 
 from quorra.jobs import HOLDING_LEASE, LEASABLE, JobStatus
+from quorra.schedules import MissedTicks
 
 metadata = MetaData(
     naming_convention={
@@ -84,6 +86,9 @@ jobs = Table(
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
     Column("finished_at", UTCDateTime),
+    Column("timeout_seconds", Integer),  # NULL: no limit
+    Column("schedule_id", Uuid(as_uuid=False)),  # the schedule that submitted it, if one did,
+    Column("scheduled_for", UTCDateTime),  # for its tick at this time
     CheckConstraint(f"status IN ({_in(JobStatus)})", name="status"),
     CheckConstraint("attempts >= 0 AND max_retries >= 0", name="counts"),
 )
@@ -122,4 +127,39 @@ Index(
     jobs.c.finished_at,
     postgresql_where=text("finished_at IS NOT NULL"),
     sqlite_where=text("finished_at IS NOT NULL"),
+)
+# One job per schedule tick, whoever fires it (a leader replaced mid-tick cannot fire it twice).
+Index("ix_jobs_schedule_tick", jobs.c.schedule_id, jobs.c.scheduled_for, unique=True)
+
+
+schedules = Table(
+    "schedules",
+    metadata,
+    Column("id", Uuid(as_uuid=False), primary_key=True),
+    Column("name", String(200), nullable=False, unique=True),
+    Column("cron", String(200)),
+    Column("interval_seconds", Integer),
+    Column("timezone", String(64), nullable=False, server_default=text("'UTC'")),
+    Column("job_type", String(200), nullable=False),
+    Column("queue", String(100), nullable=False),
+    Column("payload", Document, nullable=False),
+    Column("priority", Integer, nullable=False, server_default=text("0")),
+    Column("max_retries", Integer, nullable=False, server_default=text("3")),
+    Column("timeout_seconds", Integer),
+    Column("missed_ticks", String(16), nullable=False, server_default=text("'skip'")),
+    Column("is_paused", Boolean, nullable=False, server_default=text("false")),
+    Column("next_run_at", UTCDateTime, nullable=False),
+    Column("last_run_at", UTCDateTime),
+    Column("last_job_id", Uuid(as_uuid=False)),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    CheckConstraint("(cron IS NULL) <> (interval_seconds IS NULL)", name="timing"),
+    CheckConstraint(f"missed_ticks IN ({_in(MissedTicks)})", name="missed_ticks"),
+)
+# The leader's question every tick: which schedules are due?
+Index(
+    "ix_schedules_due",
+    schedules.c.next_run_at,
+    postgresql_where=text("NOT is_paused"),
+    sqlite_where=text("NOT is_paused"),
 )

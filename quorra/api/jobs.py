@@ -157,6 +157,7 @@ def _job_fields(job: Job) -> dict[str, Any]:
         "status": job.status.value,
         "attempts": job.attempts,
         "max_retries": job.max_retries,
+        "timeout_seconds": job.timeout_seconds,
         "last_error": job.last_error,
         "result": job.result,
         "run_at": timestamp(job.run_at),

@@ -21,6 +21,7 @@ from quorra.jobs import (
     JobSpec,
     JobStatus,
 )
+from quorra.schedules import CRON_PATTERN, MAX_INTERVAL_SECONDS, MAX_NAME_CHARS, JobTemplate, MissedTicks, zone_names
 from quorra.store import MAX_LIST_LIMIT
 
 bp = Blueprint("openapi", __name__)
@@ -42,8 +43,8 @@ def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
 _ERROR_DESCRIPTIONS = {
     400: "Invalid request (the error details name each bad field)",
     401: "Missing or invalid X-API-Key",
-    404: "No such job",
-    409: "The job's status does not allow this",
+    404: "No such job (or schedule)",
+    409: "The job's status does not allow this (or: a schedule of that name exists)",
     413: "Request body too large",
     415: "The body is not application/json",
     503: "The database cannot be reached",
@@ -142,6 +143,79 @@ def _job_paths() -> dict[str, Any]:
     }
 
 
+_SCHEDULE_NAME = {
+    "name": "name",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string", "minLength": 1, "maxLength": MAX_NAME_CHARS, "pattern": NAME_PATTERN},
+}
+
+
+def _schedule_paths() -> dict[str, Any]:
+    def operation(summary: str, operation_id: str, ok: int, schema, description: str, *errors: int, body=None):
+        op = {
+            "summary": summary,
+            "operationId": operation_id,
+            "responses": _responses(ok, schema, description, *errors),
+        }
+        if body is not None:
+            op["requestBody"] = {"required": True, "content": {"application/json": {"schema": _ref(body)}}}
+        return op
+
+    def action(summary: str, operation_id: str) -> dict[str, Any]:
+        one = operation(summary, operation_id, 200, _ref("Schedule"), "The schedule after the change", 401, 404, 503)
+        return {"post": {**one, "parameters": [_SCHEDULE_NAME]}}
+
+    change_errors = (400, 401, 404, 413, 415, 503)
+    read = operation("Read a schedule", "getSchedule", 200, _ref("Schedule"), "The schedule", 401, 404, 503)
+    change = operation(
+        "Change a schedule (a new timing, or a resume, starts it from its next tick after now)",
+        "updateSchedule",
+        200,
+        _ref("Schedule"),
+        "The schedule after the change",
+        *change_errors,
+        body="ScheduleChange",
+    )
+    errors = {
+        status: response for status, response in _responses(200, {}, "", 401, 404, 503).items() if status != "200"
+    }
+    delete = {
+        "summary": "Delete a schedule (its jobs stay)",
+        "operationId": "deleteSchedule",
+        "responses": {"204": {"description": "Deleted"}, **errors},
+    }
+    return {
+        "/v1/schedules": {
+            "post": operation(
+                "Create a schedule",
+                "createSchedule",
+                201,
+                _ref("Schedule"),
+                "The schedule was created",
+                400,
+                401,
+                409,
+                413,
+                415,
+                503,
+                body="ScheduleSpec",
+            ),
+            "get": operation(
+                "Every schedule, by name", "listSchedules", 200, _ref("ScheduleList"), "The schedules", 401, 503
+            ),
+        },
+        "/v1/schedules/{name}": {
+            "parameters": [_SCHEDULE_NAME],
+            "get": read,
+            "patch": change,
+            "delete": delete,
+        },
+        "/v1/schedules/{name}/pause": action("Pause a schedule: it fires no tick until resumed", "pauseSchedule"),
+        "/v1/schedules/{name}/resume": action("Resume a schedule from its next tick after now", "resumeSchedule"),
+    }
+
+
 def _public_paths() -> dict[str, Any]:
     def public(summary: str, operation_id: str, responses: dict[str, Any]) -> dict[str, Any]:
         return {"get": {"summary": summary, "operationId": operation_id, "security": [], "responses": responses}}
@@ -206,6 +280,11 @@ def _job_schema() -> dict[str, Any]:
         "status": _ref("JobStatus"),
         "attempts": {"type": "integer", "minimum": 0},
         "max_retries": {"type": "integer", "minimum": 0},
+        "timeout_seconds": {
+            "type": ["integer", "null"],
+            "minimum": 1,
+            "description": "How long the worker lets one attempt run (null: no limit)",
+        },
         "last_error": {"type": ["string", "null"]},
         "result": {"description": "What the handler returned (any JSON), or null"},
         "run_at": _timestamp(),
@@ -250,6 +329,96 @@ def _job_spec_schema() -> dict[str, Any]:
         "propertyNames": _STORABLE_TEXT,
     }
     return schema
+
+
+def _job_template_schema(*, partial: bool = False) -> dict[str, Any]:
+    schema = JobTemplate.model_json_schema()
+    schema.pop("title", None)
+    schema["description"] = "The job each tick submits: a job's fields but delay_seconds"
+    schema["properties"]["payload"] = {
+        "type": "object",
+        "description": "At most QUORRA_MAX_PAYLOAD_BYTES once encoded",
+        "additionalProperties": _ref("PortableJson"),
+        "propertyNames": _STORABLE_TEXT,
+    }
+    if partial:
+        schema.pop("required", None)
+        schema["description"] = "The fields of the job template to change"
+    return schema
+
+
+def _schedule_fields() -> dict[str, Any]:
+    return {
+        "cron": {
+            "type": "string",
+            "pattern": CRON_PATTERN,
+            "description": "Five fields (minute hour day month weekday) in the timezone, or @hourly, @daily, ...",
+        },
+        "interval_seconds": {"type": "integer", "minimum": 1, "maximum": MAX_INTERVAL_SECONDS},
+        "timezone": {"type": "string", "enum": sorted(zone_names()), "default": "UTC"},
+        "missed_ticks": {"type": "string", "enum": [m.value for m in MissedTicks], "default": "skip"},
+        "is_paused": {"type": "boolean", "default": False},
+    }
+
+
+# Exactly one of cron and interval_seconds (a change may give neither).
+_ONE_TIMING = [
+    {"required": ["cron"], "not": {"required": ["interval_seconds"]}},
+    {"required": ["interval_seconds"], "not": {"required": ["cron"]}},
+]
+
+
+def _schedule_spec_schema() -> dict[str, Any]:
+    name = {"type": "string", "minLength": 1, "maxLength": MAX_NAME_CHARS, "pattern": NAME_PATTERN}
+    return {
+        "type": "object",
+        "description": "A schedule: a unique name, exactly one of cron and interval_seconds, and the job template",
+        "required": ["name", "job"],
+        "additionalProperties": False,
+        "properties": {"name": name, **_schedule_fields(), "job": _ref("JobTemplate")},
+        "oneOf": _ONE_TIMING,
+    }
+
+
+def _schedule_change_schema() -> dict[str, Any]:
+    return {
+        "type": "object",
+        "description": "The fields to change; giving cron or interval_seconds replaces the other",
+        "additionalProperties": False,
+        "properties": {**_schedule_fields(), "job": _job_template_schema(partial=True)},
+        "not": {"required": ["cron", "interval_seconds"]},
+    }
+
+
+def _schedule_schema() -> dict[str, Any]:
+    nullable = {"type": ["string", "null"]}
+    properties = {
+        "id": {"type": "string", "format": "uuid"},
+        "name": {"type": "string"},
+        "cron": nullable,
+        "interval_seconds": {"type": ["integer", "null"]},
+        "timezone": {"type": "string"},
+        "job": _ref("JobTemplate"),
+        "missed_ticks": {"type": "string", "enum": [m.value for m in MissedTicks]},
+        "is_paused": {"type": "boolean"},
+        "next_run_at": _timestamp(),
+        "last_run_at": {**_timestamp(nullable=True), "description": "The tick time of the latest job"},
+        "last_job_id": {"type": ["string", "null"], "format": "uuid"},
+        "last_job_status": {"anyOf": [_ref("JobStatus"), {"type": "null"}], "description": "null once pruned"},
+        "created_at": _timestamp(),
+        "updated_at": _timestamp(),
+    }
+    return {"type": "object", "required": list(properties), "properties": properties}
+
+
+def _schedule_schemas() -> dict[str, Any]:
+    return {
+        "JobTemplate": _job_template_schema(),
+        "ScheduleSpec": _schedule_spec_schema(),
+        "ScheduleChange": _schedule_change_schema(),
+        "Schedule": _schedule_schema(),
+        "ScheduleList": _object_of("schedules", {"type": "array", "items": _ref("Schedule")}),
+    }
 
 
 def _error_schema() -> dict[str, Any]:
@@ -307,6 +476,7 @@ def _schemas() -> dict[str, Any]:
         "PortableJson": _portable_json_schema(),
         **_submission_schemas(),
         **_listing_schemas(),
+        **_schedule_schemas(),
         "Health": _object_of("status", {"type": "string", "const": "ok"}),
         "Readiness": readiness,
         "Error": _error_schema(),
@@ -330,7 +500,7 @@ def spec() -> dict[str, Any]:
         "openapi": "3.1.0",
         "info": {"title": "Quorra", "version": __version__, "description": "A job queue: REST for clients."},
         "security": [{"ApiKey": []}],
-        "paths": {**_job_paths(), "/v1/queues": queues, **_public_paths()},
+        "paths": {**_job_paths(), "/v1/queues": queues, **_schedule_paths(), **_public_paths()},
         "components": {
             "securitySchemes": {
                 "ApiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},

@@ -32,7 +32,7 @@ class Services:
 
     @functools.cached_property
     def manager(self) -> JobManager:
-        return JobManager(self.store, self.notifier)
+        return JobManager(self.store, self.notifier, default_timeout_seconds=self.settings.default_job_timeout_seconds)
 
     def close(self) -> None:
         self.notifier.close()

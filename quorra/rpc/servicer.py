@@ -196,6 +196,7 @@ def job_message(job: Job) -> pb2.Job:
         lease_expires_at=job.lease_expires_at,
         created_at=job.created_at,
         run_at=job.run_at,
+        timeout_seconds=job.timeout_seconds or 0,
     )
 
 

@@ -30,11 +30,12 @@ from quorra.store.base import (
 )
 from quorra.store.leasing import Leasing
 from quorra.store.reading import Reading
+from quorra.store.schedules import FiredTick, Schedules
 from quorra.store.settling import Settling
 from quorra.store.submitting import Submitting
 
 
-class Store(Submitting, Leasing, Settling, Admin, Reading):
+class Store(Submitting, Leasing, Settling, Admin, Reading, Schedules):
     """Jobs in one SQL database. Thread-safe: each call takes its own connection."""
 
 
@@ -42,6 +43,7 @@ __all__ = [
     "LEASE_EXPIRED",
     "MAX_ERROR_CHARS",
     "MAX_LIST_LIMIT",
+    "FiredTick",
     "JobPage",
     "ListPosition",
     "QueueCount",

@@ -256,8 +256,9 @@ def lease_ids(job_id: str, lease_id: str) -> tuple[str, str]:
 def to_job(row) -> Job:
     data = row._asdict()
     data["id"] = str(uuid.UUID(str(data["id"])))
-    if data["lease_id"] is not None:
-        data["lease_id"] = str(uuid.UUID(str(data["lease_id"])))
+    for name in ("lease_id", "schedule_id"):
+        if data[name] is not None:
+            data[name] = str(uuid.UUID(str(data[name])))
     data["status"] = JobStatus(data["status"])
     return Job(**data)
 

@@ -75,6 +75,7 @@ def _new_row(spec: JobSpec, clock: Clock) -> dict[str, Any]:
         "status": JobStatus.PENDING.value,
         "attempts": 0,
         "max_retries": spec.max_retries,
+        "timeout_seconds": spec.timeout_seconds,
     }
     if clock.fixed is None:  # PostgreSQL time: now() + delay, computed by the database
         return row | {"delay_seconds": spec.delay_seconds}

@@ -1,0 +1,80 @@
+"""/v1/schedules: create, list, read, change, pause, resume and delete schedules, by name.
+Thin views: parse -> manager verb -> JSON; reads go to the store. The rules live in
+quorra.schedules; the scheduler leader fires them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, url_for
+
+from quorra.api.auth import require_api_key
+from quorra.api.body import read_json
+from quorra.api.jobs import timestamp
+from quorra.api.services import services
+from quorra.schedules import Schedule, ScheduleSpec
+
+# A schedule body is small: a name, a timing and one job template.
+bp = Blueprint("schedules", __name__, url_prefix="/v1/schedules")
+bp.before_request(require_api_key)
+
+
+@bp.post("")
+def create():
+    spec = ScheduleSpec.parse(read_json(services().settings.max_payload_bytes))
+    schedule = services().manager.create_schedule(spec)
+    return schedule_json(schedule), 201, {"Location": url_for(".get_schedule", name=schedule.name)}
+
+
+@bp.get("")
+def list_schedules():
+    return {"schedules": [schedule_json(schedule) for schedule in services().store.list_schedules()]}
+
+
+@bp.get("/<name>")
+def get_schedule(name: str):
+    return schedule_json(services().store.get_schedule(name))
+
+
+@bp.patch("/<name>")
+def update(name: str):
+    changes = read_json(services().settings.max_payload_bytes)
+    services().manager.update_schedule(name, changes)
+    return schedule_json(services().store.get_schedule(name))
+
+
+@bp.delete("/<name>")
+def delete(name: str):
+    services().manager.delete_schedule(name)
+    return "", 204
+
+
+@bp.post("/<name>/pause")
+def pause(name: str):
+    services().manager.pause_schedule(name)
+    return schedule_json(services().store.get_schedule(name))
+
+
+@bp.post("/<name>/resume")
+def resume(name: str):
+    services().manager.resume_schedule(name)
+    return schedule_json(services().store.get_schedule(name))
+
+
+def schedule_json(schedule: Schedule) -> dict[str, Any]:
+    return {
+        "id": schedule.id,
+        "name": schedule.name,
+        "cron": schedule.cron,
+        "interval_seconds": schedule.interval_seconds,
+        "timezone": schedule.timezone,
+        "job": schedule.template().model_dump(mode="json"),
+        "missed_ticks": schedule.missed_ticks.value,
+        "is_paused": schedule.is_paused,
+        "next_run_at": timestamp(schedule.next_run_at),
+        "last_run_at": timestamp(schedule.last_run_at),
+        "last_job_id": schedule.last_job_id,
+        "last_job_status": schedule.last_job_status,
+        "created_at": timestamp(schedule.created_at),
+        "updated_at": timestamp(schedule.updated_at),
+    }
