@@ -9,7 +9,7 @@ index, and its transaction is rolled back: each tick makes exactly one job."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any, NamedTuple
 
@@ -63,10 +63,13 @@ class Schedules(StoreBase):
     def update_schedule(self, name: str, changes: dict[str, Any], *, now: datetime | None = None) -> Schedule:
         """Apply a PATCH body. A new timing (cron, interval, timezone) or a resume starts
         the schedule again from its next tick after now; other changes keep next_run_at."""
+        return self._rewrite(name, lambda current: current.spec().changed(changes), now)
+
+    def _rewrite(self, name: str, new_spec: Callable[[Schedule], ScheduleSpec], now: datetime | None) -> Schedule:
         with self._transaction() as conn:
             now = self._now(conn, now)
             current = self._locked(conn, name)
-            spec = current.spec().changed(changes)
+            spec = new_spec(current)
             values = _columns(spec, now, keep_next_run_at=_keeps_next_run_at(current, spec))
             values.pop("created_at")
             row = conn.execute(
@@ -91,7 +94,7 @@ class Schedules(StoreBase):
             try:
                 synced.append(self.create_schedule(spec, now=now))
             except ScheduleExists:
-                synced.append(self.update_schedule(spec.name, spec.model_dump(mode="json"), now=now))
+                synced.append(self._rewrite(spec.name, lambda _current, spec=spec: spec, now))
         return synced
 
     # -- firing -----------------------------------------------------------------------------------

@@ -23,6 +23,10 @@ logger = logging.getLogger(__name__)
 CLOSE_SECONDS = 2.0  # how long cancelled coroutines get to unwind at close
 
 
+class TimedOut(Exception):
+    """A job's handler ran past its timeout_seconds."""
+
+
 class CoroutineRunner:
     def __init__(self) -> None:
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -31,11 +35,17 @@ class CoroutineRunner:
         self._lock = threading.Lock()
         self._closed = False
 
-    def run(self, awaitable: Awaitable[Any]) -> Any:
+    def run(self, awaitable: Awaitable[Any], timeout: float | None = None) -> Any:
         """Await `awaitable` on the loop; return its value or raise its exception
-        (concurrent.futures.CancelledError once `cancel_all` or `close` cancelled it)."""
+        (concurrent.futures.CancelledError once `cancel_all` or `close` cancelled it).
+        Past `timeout` seconds the task is cancelled (CancelledError raised inside it) and
+        TimedOut raised here."""
         future = self._submit(awaitable)
         try:
+            concurrent.futures.wait([future], timeout)
+            if not future.done():
+                future.cancel()
+                raise TimedOut()
             return future.result()
         finally:
             with self._lock:

@@ -1,6 +1,7 @@
 """`quorra-worker` (and bin/quorra-worker): run a Worker with the handlers of the given
 modules, or with the built-in examples when none is given. Flags win over the environment.
-Exits 0 after SIGTERM/SIGINT, 2 on a configuration error (or a server refusing the key)."""
+Exits 0 after SIGTERM/SIGINT, 2 on a configuration error (or a server refusing the key),
+3 after QUORRA_WORKER_MAX_ABANDONED abandoned handler threads (restart it)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from quorra.config import Settings
 from quorra.errors import InvalidConfig
 from quorra.logs import configure_logging
 from quorra.worker.registry import HandlerRegistry
-from quorra.worker.worker import Worker
+from quorra.worker.worker import Worker, WorkerRecycled
 
 EXAMPLES_MODULE = "quorra.worker.examples"
 
@@ -53,6 +54,9 @@ def main(**options: object) -> None:
     except InvalidConfig as exc:
         click.echo(f"quorra-worker: {exc.message}", err=True)
         sys.exit(2)
+    except WorkerRecycled as exc:
+        click.echo(f"quorra-worker: stopped to be restarted: {exc}", err=True)
+        sys.exit(3)
 
 
 def load_handlers(modules: tuple[str, ...]) -> HandlerRegistry:

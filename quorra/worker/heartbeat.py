@@ -5,6 +5,7 @@ keeps its lease while a dead worker's jobs expire within one TTL."""
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from dataclasses import dataclass, field
@@ -29,6 +30,7 @@ class Lease:
     valid_until: float
     next_beat: float = field(default=0.0)
     settling: bool = False  # its outcome was handed to the completer
+    deadline: float = math.inf  # the job's timeout (monotonic): its lease is not extended past it
 
 
 class Heartbeats:
@@ -55,6 +57,8 @@ class Heartbeats:
     def track(self, job: LeasedJob, received_at: float) -> Lease:
         now = time.monotonic()
         lease = Lease(job, valid_until=received_at + self.ttl_seconds, next_beat=now + self.first_beat)
+        if job.timeout_seconds is not None:
+            lease.deadline = now + job.timeout_seconds
         with self._condition:
             self._leases[job.id] = lease
             self._condition.notify_all()
@@ -84,11 +88,14 @@ class Heartbeats:
                 if due:
                     return due
                 next_at = min((lease.next_beat for lease in self._leases.values()), default=now + self.interval)
-                self._condition.wait(next_at - now)
+                self._condition.wait(min(next_at - now, self.interval))
             return None
 
     def _beat(self, lease: Lease) -> None:
         sent_at = time.monotonic()
+        if sent_at >= lease.deadline:  # timed out: the job thread nacks it; never extend it again
+            lease.next_beat = math.inf
+            return
         try:
             self.client.extend(lease.job.id, lease.job.lease_id, self.ttl_seconds)
         except grpc.RpcError as exc:

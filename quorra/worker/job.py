@@ -17,8 +17,9 @@ class LeasedJob:
 
     `attempt` counts from 1; the job is dead if this attempt fails and `is_last_attempt`.
     `lease_lost` is set when a heartbeat learns that the lease is gone (it expired, or the
-    job was cancelled): a long handler may check it and stop early, since its ack will be
-    refused."""
+    job was cancelled), or when the worker gave the attempt up at its timeout: a long
+    handler may check it and stop early, since its ack will be refused. `timed_out` is set
+    (with `lease_lost`) when the attempt ran past `timeout_seconds` and was nacked."""
 
     id: str
     type: str
@@ -31,7 +32,9 @@ class LeasedJob:
     lease_expires_at: datetime | None
     created_at: datetime | None
     run_at: datetime | None
+    timeout_seconds: int | None = None  # None: the attempt may run as long as it likes
     lease_lost: threading.Event = field(default_factory=threading.Event, compare=False, repr=False)
+    timed_out: threading.Event = field(default_factory=threading.Event, compare=False, repr=False)
 
     @property
     def is_last_attempt(self) -> bool:
@@ -55,6 +58,7 @@ class LeasedJob:
             lease_expires_at=_time(message, "lease_expires_at"),
             created_at=_time(message, "created_at"),
             run_at=_time(message, "run_at"),
+            timeout_seconds=message.timeout_seconds or None,
         )
 
     def log_fields(self) -> dict[str, Any]:

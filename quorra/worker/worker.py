@@ -17,7 +17,6 @@ after that are nacked ("worker stopped") so that they are retried.
 
 from __future__ import annotations
 
-import inspect
 import json
 import logging
 import math
@@ -42,6 +41,7 @@ from quorra.worker.completer import Completer, Outcome
 from quorra.worker.heartbeat import Heartbeats
 from quorra.worker.job import LeasedJob
 from quorra.worker.registry import Handler, HandlerRegistry, handler
+from quorra.worker.timeouts import TimedOut, TimeLimits, timed_out_error
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +49,10 @@ LEASE_WAIT_SECONDS = 30.0  # how long one LeaseJobs call may wait for a job (the
 MAX_TRACEBACK_CHARS = 4000
 ABANDON_SETTLE_SECONDS = 2.0  # time left to nack the jobs still running when the grace ends
 LEASE_LINGER_SECONDS = 0.005  # with a slot free, how long to wait for the others before leasing
+
+
+class WorkerRecycled(Exception):
+    """The worker stopped itself after QUORRA_WORKER_MAX_ABANDONED abandoned handler threads."""
 
 
 class Slots:
@@ -116,6 +120,13 @@ class Worker:
         self.heartbeats: Heartbeats | None = None
         self.completer: Completer | None = None
         self._coroutines = CoroutineRunner()
+        self.recycling = False  # set once QUORRA_WORKER_MAX_ABANDONED handler threads were abandoned
+        self.limits = TimeLimits(
+            self._coroutines,
+            worker_id=self.worker_id,
+            max_abandoned=settings.worker_max_abandoned,
+            on_limit=self._recycle,
+        )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Worker:
@@ -287,6 +298,12 @@ class Worker:
                 "server reachable again", extra={"event": "worker.server_reachable", "worker_id": self.worker_id}
             )
 
+    def _recycle(self) -> None:
+        """Stop as on SIGTERM (run() then raises WorkerRecycled: quorra-worker exits 3)."""
+        self.recycling = True
+        self.error = WorkerRecycled(f"{self.limits.abandoned_threads} handler threads were abandoned")
+        self._stopping.set()
+
     def _give_up(self, error: InvalidConfig) -> None:
         logger.error(
             "worker cannot lease jobs; stopping",
@@ -350,9 +367,9 @@ class Worker:
         logger.info("job started", extra={"event": "job.started", **self._fields(job)})
         started = time.perf_counter()
         try:
-            value = function(job)
-            if inspect.isawaitable(value):  # an async def handler: run it on the worker's loop
-                value = self._coroutines.run(value)
+            value = self.limits.call(function, job)  # an async def handler runs on the worker's loop
+        except TimedOut:
+            outcome = Outcome(False, error=timed_out_error(job))
         except BaseException as exc:  # noqa: BLE001 - even SystemExit: a handler never ends its job thread
             outcome = Outcome(False, error=encodable(describe_exception(exc)))
         else:
