@@ -21,6 +21,7 @@ import requests
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
+from quorra.cli.schedules import schedules
 from quorra.config import DEV_API_KEY
 
 DEFAULT_URL = "http://localhost:8080"
@@ -180,6 +181,9 @@ def queues(client: Client) -> None:
         click.echo(f"{row['queue']:<20} {row['status']:<12} {row['count']}")
     if not rows:
         click.echo("no jobs", err=True)
+
+
+main.add_command(schedules)
 
 
 if __name__ == "__main__":
