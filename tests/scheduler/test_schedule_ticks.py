@@ -8,7 +8,6 @@ from datetime import timedelta
 from prometheus_client import REGISTRY
 
 from quorra.schedules import ScheduleSpec
-from tests.scheduler.conftest import later
 
 
 def every(seconds: int, name: str, **fields) -> ScheduleSpec:
