@@ -68,6 +68,9 @@ def _integral_number(value: object) -> object:
 JsonInt = Annotated[StrictInt, BeforeValidator(_integral_number)]
 QueueName = Annotated[StrictStr, Field(min_length=1, max_length=MAX_QUEUE_CHARS, pattern=NAME_PATTERN)]
 TypeName = Annotated[StrictStr, Field(min_length=1, max_length=MAX_TYPE_CHARS, pattern=NAME_PATTERN)]
+# The bounds inside the annotation, before the validator, so that the JSON schema of
+# `TimeoutSeconds | None` carries them as minimum and maximum.
+TimeoutSeconds = Annotated[StrictInt, Field(ge=1, le=MAX_TIMEOUT_SECONDS), BeforeValidator(_integral_number)]
 
 
 class JobStatus(str, enum.Enum):
@@ -166,7 +169,7 @@ class JobSpec(BaseModel):
     delay_seconds: JsonInt = Field(0, ge=0, le=366 * 86400)
     max_retries: JsonInt = Field(3, ge=0, le=100)
     # None: QUORRA_DEFAULT_JOB_TIMEOUT, if set; else the attempt may run as long as it likes
-    timeout_seconds: JsonInt | None = Field(None, ge=1, le=MAX_TIMEOUT_SECONDS)
+    timeout_seconds: TimeoutSeconds | None = None
 
     @field_validator("payload")
     @classmethod

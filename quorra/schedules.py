@@ -52,6 +52,7 @@ from quorra.jobs import (
     NAME_PATTERN,
     JsonInt,
     QueueName,
+    TimeoutSeconds,
     TypeName,
     check_portable_json,
     describe_errors,
@@ -111,7 +112,7 @@ class JobTemplate(BaseModel):
     queue: QueueName = "default"
     priority: JsonInt = Field(0, ge=-1000, le=1000)
     max_retries: JsonInt = Field(3, ge=0, le=100)
-    timeout_seconds: JsonInt | None = Field(None, ge=1, le=MAX_TIMEOUT_SECONDS)
+    timeout_seconds: TimeoutSeconds | None = None
 
     @field_validator("payload")
     @classmethod
