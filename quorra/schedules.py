@@ -47,7 +47,6 @@ from pydantic import (
 
 from quorra.errors import InvalidArgument, InvalidConfig
 from quorra.jobs import (
-    MAX_TIMEOUT_SECONDS,
     MAX_TYPE_CHARS,
     NAME_PATTERN,
     JsonInt,
