@@ -91,6 +91,9 @@ class Settings(BaseModel):
     # metrics: label values clients choose are capped; the rest are counted as `other`
     metrics_max_queues: int = Field(100, alias="QUORRA_METRICS_MAX_QUEUES", ge=1, le=100_000)
     metrics_max_job_types: int = Field(100, alias="QUORRA_METRICS_MAX_JOB_TYPES", ge=1, le=100_000)
+    # grpc, scheduler, worker: serve this process's own /metrics here (one port per process,
+    # for hosts that share no filesystem: containers, pods). Unset: no endpoint of its own.
+    metrics_addr: str | None = Field(None, alias="QUORRA_METRICS_ADDR")
 
     # web: gunicorn gthread workers
     web_workers: int = Field(2, alias="QUORRA_WEB_WORKERS", ge=1, le=64)
@@ -150,6 +153,14 @@ class Settings(BaseModel):
     @field_validator("http_addr", "grpc_addr")
     @classmethod
     def _address(cls, address: str) -> str:
+        parse_address(address)
+        return address
+
+    @field_validator("metrics_addr")
+    @classmethod
+    def _optional_address(cls, address: str | None) -> str | None:
+        if address in (None, ""):
+            return None
         parse_address(address)
         return address
 
