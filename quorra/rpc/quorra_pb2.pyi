@@ -24,30 +24,10 @@ class LeaseRequest(_message.Message):
     lease_ttl_seconds: int
     queues: _containers.RepeatedScalarFieldContainer[str]
     wait_seconds: float
-    def __init__(
-        self,
-        worker_id: _Optional[str] = ...,
-        queue: _Optional[str] = ...,
-        max_jobs: _Optional[int] = ...,
-        lease_ttl_seconds: _Optional[int] = ...,
-        queues: _Optional[_Iterable[str]] = ...,
-        wait_seconds: _Optional[float] = ...,
-    ) -> None: ...
+    def __init__(self, worker_id: _Optional[str] = ..., queue: _Optional[str] = ..., max_jobs: _Optional[int] = ..., lease_ttl_seconds: _Optional[int] = ..., queues: _Optional[_Iterable[str]] = ..., wait_seconds: _Optional[float] = ...) -> None: ...
 
 class Job(_message.Message):
-    __slots__ = (
-        "id",
-        "type",
-        "queue",
-        "payload",
-        "priority",
-        "attempts",
-        "max_retries",
-        "lease_id",
-        "lease_expires_at",
-        "created_at",
-        "run_at",
-    )
+    __slots__ = ("id", "type", "queue", "payload", "priority", "attempts", "max_retries", "lease_id", "lease_expires_at", "created_at", "run_at")
     ID_FIELD_NUMBER: _ClassVar[int]
     TYPE_FIELD_NUMBER: _ClassVar[int]
     QUEUE_FIELD_NUMBER: _ClassVar[int]
@@ -70,20 +50,7 @@ class Job(_message.Message):
     lease_expires_at: _timestamp_pb2.Timestamp
     created_at: _timestamp_pb2.Timestamp
     run_at: _timestamp_pb2.Timestamp
-    def __init__(
-        self,
-        id: _Optional[str] = ...,
-        type: _Optional[str] = ...,
-        queue: _Optional[str] = ...,
-        payload: _Optional[str] = ...,
-        priority: _Optional[int] = ...,
-        attempts: _Optional[int] = ...,
-        max_retries: _Optional[int] = ...,
-        lease_id: _Optional[str] = ...,
-        lease_expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...,
-        created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...,
-        run_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...,
-    ) -> None: ...
+    def __init__(self, id: _Optional[str] = ..., type: _Optional[str] = ..., queue: _Optional[str] = ..., payload: _Optional[str] = ..., priority: _Optional[int] = ..., attempts: _Optional[int] = ..., max_retries: _Optional[int] = ..., lease_id: _Optional[str] = ..., lease_expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., run_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class JobAck(_message.Message):
     __slots__ = ("job_id", "worker_id", "lease_id", "success", "error_message", "result_json")
@@ -99,15 +66,7 @@ class JobAck(_message.Message):
     success: bool
     error_message: str
     result_json: str
-    def __init__(
-        self,
-        job_id: _Optional[str] = ...,
-        worker_id: _Optional[str] = ...,
-        lease_id: _Optional[str] = ...,
-        success: _Optional[bool] = ...,
-        error_message: _Optional[str] = ...,
-        result_json: _Optional[str] = ...,
-    ) -> None: ...
+    def __init__(self, job_id: _Optional[str] = ..., worker_id: _Optional[str] = ..., lease_id: _Optional[str] = ..., success: _Optional[bool] = ..., error_message: _Optional[str] = ..., result_json: _Optional[str] = ...) -> None: ...
 
 class AckResponse(_message.Message):
     __slots__ = ("job_id", "status", "attempts", "run_at")
@@ -119,13 +78,7 @@ class AckResponse(_message.Message):
     status: str
     attempts: int
     run_at: _timestamp_pb2.Timestamp
-    def __init__(
-        self,
-        job_id: _Optional[str] = ...,
-        status: _Optional[str] = ...,
-        attempts: _Optional[int] = ...,
-        run_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...,
-    ) -> None: ...
+    def __init__(self, job_id: _Optional[str] = ..., status: _Optional[str] = ..., attempts: _Optional[int] = ..., run_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class ExtendLeaseRequest(_message.Message):
     __slots__ = ("job_id", "worker_id", "lease_id", "lease_ttl_seconds")
@@ -137,13 +90,7 @@ class ExtendLeaseRequest(_message.Message):
     worker_id: str
     lease_id: str
     lease_ttl_seconds: int
-    def __init__(
-        self,
-        job_id: _Optional[str] = ...,
-        worker_id: _Optional[str] = ...,
-        lease_id: _Optional[str] = ...,
-        lease_ttl_seconds: _Optional[int] = ...,
-    ) -> None: ...
+    def __init__(self, job_id: _Optional[str] = ..., worker_id: _Optional[str] = ..., lease_id: _Optional[str] = ..., lease_ttl_seconds: _Optional[int] = ...) -> None: ...
 
 class ExtendLeaseResponse(_message.Message):
     __slots__ = ("job_id", "status", "lease_expires_at")
@@ -153,12 +100,7 @@ class ExtendLeaseResponse(_message.Message):
     job_id: str
     status: str
     lease_expires_at: _timestamp_pb2.Timestamp
-    def __init__(
-        self,
-        job_id: _Optional[str] = ...,
-        status: _Optional[str] = ...,
-        lease_expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...,
-    ) -> None: ...
+    def __init__(self, job_id: _Optional[str] = ..., status: _Optional[str] = ..., lease_expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class Settlement(_message.Message):
     __slots__ = ("job_id", "lease_id", "success", "error_message", "result_json")
@@ -172,14 +114,7 @@ class Settlement(_message.Message):
     success: bool
     error_message: str
     result_json: str
-    def __init__(
-        self,
-        job_id: _Optional[str] = ...,
-        lease_id: _Optional[str] = ...,
-        success: _Optional[bool] = ...,
-        error_message: _Optional[str] = ...,
-        result_json: _Optional[str] = ...,
-    ) -> None: ...
+    def __init__(self, job_id: _Optional[str] = ..., lease_id: _Optional[str] = ..., success: _Optional[bool] = ..., error_message: _Optional[str] = ..., result_json: _Optional[str] = ...) -> None: ...
 
 class SettleRequest(_message.Message):
     __slots__ = ("worker_id", "settlements")
@@ -187,9 +122,7 @@ class SettleRequest(_message.Message):
     SETTLEMENTS_FIELD_NUMBER: _ClassVar[int]
     worker_id: str
     settlements: _containers.RepeatedCompositeFieldContainer[Settlement]
-    def __init__(
-        self, worker_id: _Optional[str] = ..., settlements: _Optional[_Iterable[_Union[Settlement, _Mapping]]] = ...
-    ) -> None: ...
+    def __init__(self, worker_id: _Optional[str] = ..., settlements: _Optional[_Iterable[_Union[Settlement, _Mapping]]] = ...) -> None: ...
 
 class SettleResult(_message.Message):
     __slots__ = ("job_id", "outcome", "status", "attempts", "run_at", "error")
@@ -200,7 +133,6 @@ class SettleResult(_message.Message):
         STALE_LEASE: _ClassVar[SettleResult.Outcome]
         NOT_FOUND: _ClassVar[SettleResult.Outcome]
         INVALID: _ClassVar[SettleResult.Outcome]
-
     OUTCOME_UNSPECIFIED: SettleResult.Outcome
     SETTLED: SettleResult.Outcome
     STALE_LEASE: SettleResult.Outcome
@@ -218,15 +150,7 @@ class SettleResult(_message.Message):
     attempts: int
     run_at: _timestamp_pb2.Timestamp
     error: str
-    def __init__(
-        self,
-        job_id: _Optional[str] = ...,
-        outcome: _Optional[_Union[SettleResult.Outcome, str]] = ...,
-        status: _Optional[str] = ...,
-        attempts: _Optional[int] = ...,
-        run_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...,
-        error: _Optional[str] = ...,
-    ) -> None: ...
+    def __init__(self, job_id: _Optional[str] = ..., outcome: _Optional[_Union[SettleResult.Outcome, str]] = ..., status: _Optional[str] = ..., attempts: _Optional[int] = ..., run_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., error: _Optional[str] = ...) -> None: ...
 
 class SettleResponse(_message.Message):
     __slots__ = ("results",)
