@@ -89,9 +89,7 @@ def test_a_metrics_port_already_taken_exits_2_naming_the_variable(sqlite_url):
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        env = clean_environ(
-            DATABASE_URL=sqlite_url, QUORRA_METRICS_ADDR=f"127.0.0.1:{port}", QUORRA_LOG_FORMAT="json"
-        )
+        env = clean_environ(DATABASE_URL=sqlite_url, QUORRA_METRICS_ADDR=f"127.0.0.1:{port}", QUORRA_LOG_FORMAT="json")
         scheduler = QuorraProcess("scheduler", env)
         assert scheduler.popen.wait(START_TIMEOUT_SECONDS) == 2
     output = scheduler.output()
