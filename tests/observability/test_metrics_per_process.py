@@ -94,3 +94,17 @@ def test_a_metrics_port_already_taken_exits_2_naming_the_variable(sqlite_url):
         assert scheduler.popen.wait(START_TIMEOUT_SECONDS) == 2
     output = scheduler.output()
     assert "QUORRA_METRICS_ADDR: cannot listen on" in output and "Traceback" not in output
+
+
+def test_the_metrics_address_is_validated_and_unset_by_default():
+    from quorra.config import Settings
+    from quorra.errors import InvalidConfig
+
+    assert Settings.from_env({}).metrics_addr is None
+    assert Settings.from_env({"QUORRA_METRICS_ADDR": ":9102"}).metrics_addr == ":9102"
+    try:
+        Settings.from_env({"QUORRA_METRICS_ADDR": "9102"})
+    except InvalidConfig as exc:
+        assert "QUORRA_METRICS_ADDR" in exc.message
+    else:
+        raise AssertionError("a port without a colon was accepted")
