@@ -15,6 +15,7 @@ import shlex
 import subprocess
 import sys
 import sysconfig
+import zipfile
 from functools import cache
 from importlib import metadata
 from pathlib import Path
@@ -123,6 +124,16 @@ def test_setup_cfg_pins_loosely_and_requirements_txt_pins_each_dependency_inside
         assert req.specifier.contains(pinned()[canonical(req.name)]), (req, pinned()[canonical(req.name)])
     assert set(extras()) == {"client", "worker", "server", "all"}
     assert [str(req) for req in extras()["all"]] == ["quorra[client,server,worker]"]
+
+
+def test_setup_cfg_ships_every_package_of_the_source_tree():
+    listed = set(setup_cfg()["options"]["packages"].split())
+    found = {
+        ".".join(path.parent.relative_to(REPO).parts)
+        for path in (REPO / "quorra").rglob("__init__.py")
+        if "__pycache__" not in path.parts
+    }
+    assert found <= listed, f"missing from setup.cfg's packages: {found - listed}"
 
 
 def test_grpcio_and_protobuf_start_at_the_versions_the_generated_code_demands():
@@ -242,6 +253,9 @@ def test_the_image_python_layer_builds_a_wheel_that_runs_from_a_fresh_venv(tmp_p
     pip = [sys.executable, "-m", "pip", "--quiet", "--disable-pip-version-check"]
     _run([*pip, "wheel", "--no-deps", "--no-build-isolation", "--no-index", "--wheel-dir", str(wheels), str(source)])
     [wheel] = wheels.glob("quorra-*.whl")
+    shipped = set(zipfile.ZipFile(wheel).namelist())
+    for init in (REPO / "quorra").rglob("__init__.py"):
+        assert init.relative_to(REPO).as_posix() in shipped, f"the wheel lacks {init.parent.name}"
     # When it is installed into a fresh venv (its dependencies taken from this environment,
     # after the venv's own packages, instead of the image's pinned wheels)
     _run([sys.executable, "-m", "venv", "--without-pip", str(venv)])
