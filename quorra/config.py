@@ -22,6 +22,7 @@ from quorra.jobs import MAX_QUEUE_CHARS, is_valid_name
 DEV_API_KEY = "dev-api-key-change-in-production"
 MIN_SECRET_CHARS = 16
 
+
 def split_list(value: object) -> object:
     """'a, b,,c' -> ('a', 'b', 'c'); the comma lists of GoQuorra's variables."""
     if isinstance(value, str):

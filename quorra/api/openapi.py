@@ -12,6 +12,8 @@ from quorra import __version__
 from quorra.api.cursor import MAC_BYTES
 from quorra.api.errors import STATUS_BY_CODE
 from quorra.api.jobs import BATCH_BODY_FACTOR, BODIES
+from quorra.api.waits import MAX_WAIT_SECONDS
+from quorra.durations import DURATION_PATTERN
 from quorra.jobs import (
     MAX_BATCH_SIZE,
     MAX_PAYLOAD_DEPTH,
@@ -46,7 +48,7 @@ _ERROR_DESCRIPTIONS = {
     409: "The job's status does not allow this",
     413: "Request body too large",
     415: "The body is not application/json",
-    503: "The database cannot be reached",
+    503: "The database cannot be reached (or, for a wait, too many waits: see Retry-After)",
 }
 
 
@@ -57,6 +59,19 @@ def _responses(ok: int, schema: dict[str, Any], description: str, *errors: int) 
     return responses
 
 
+_WAIT = {
+    "name": "wait",
+    "in": "query",
+    "required": False,
+    "schema": {"type": "string", "pattern": DURATION_PATTERN},
+    "description": (
+        "Hold the answer until the job is succeeded, dead or cancelled, or until this much time "
+        f"has passed (30s, 500ms, 1m or seconds; at most {MAX_WAIT_SECONDS:g} s, longer waits are cut "
+        "to it). Each web process holds a bounded number of waits; beyond it the answer is a 503 "
+        "with Retry-After, and the client should poll."
+    ),
+}
+_WAIT_ANSWER = "The job: finished, or as it is when the wait ended"
 _JOB_ID = {"name": "job_id", "in": "path", "required": True, "schema": {"type": "string", "format": "uuid"}}
 _NAME = {"type": "string", "minLength": 1, "pattern": NAME_PATTERN}
 
@@ -132,10 +147,10 @@ def _job_paths() -> dict[str, Any]:
         },
         "/v1/jobs/{job_id}": {
             "get": {
-                "summary": "Read a job",
+                "summary": "Read a job; with wait, once it has finished (a long poll)",
                 "operationId": "getJob",
-                "parameters": [_JOB_ID],
-                "responses": _responses(200, _ref("Job"), "The job", 401, 404, 503),
+                "parameters": [_JOB_ID, _WAIT],
+                "responses": _responses(200, _ref("Job"), _WAIT_ANSWER, 400, 401, 404, 503),
             }
         },
         **_job_actions(),
