@@ -190,7 +190,7 @@ def retry_policy(kind: Kind, retries: int) -> dict[str, Any]:
     """Keyword arguments for tenacity.Retrying / AsyncRetrying."""
     return {
         "stop": stop_after_attempt(retries + 1),
-        "wait": wait_retry_after(wait_exponential_jitter(initial=0.2, max=5.0, jitter=0.2)),
+        "wait": wait_retry_after(wait_exponential_jitter(multiplier=0.2, max=5.0, jitter=0.2)),
         "retry": retry_if_exception(lambda exc: is_retryable(kind, exc)),
         "reraise": True,
     }
