@@ -53,6 +53,14 @@ class JobManager:
         self._wake([job.queue])
         return job
 
+    def retry_dead(self, queue: str, *, type: str | None = None) -> int:
+        """Every dead job of `queue` (and `type`) back in line in one statement; the count."""
+        by_type = self.store.retry_dead(queue, type=type)
+        metrics.dead_jobs_retried(queue, by_type)
+        if by_type:
+            self._wake([queue])
+        return sum(by_type.values())
+
     # -- a worker's verbs -----------------------------------------------------------------------
 
     def lease(

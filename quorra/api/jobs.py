@@ -81,6 +81,13 @@ def list_jobs():
     }
 
 
+@bp.post("/retry")
+def retry_dead():
+    """Bulk retry of the dead-letter queue: every dead job matching the filter, in one statement."""
+    query = RetryFilter.parse(read_json(services().settings.max_payload_bytes))
+    return {"retried": services().manager.retry_dead(query.queue, type=query.type)}
+
+
 @bp.post("/<job_id>/cancel")
 def cancel(job_id: str):
     return job_json(services().manager.cancel(job_id))
@@ -119,6 +126,23 @@ class ListQuery(BaseModel):
         if len(set(include)) < len(include):
             raise ValueError("name payload and result at most once each")
         return include
+
+
+class RetryFilter(BaseModel):
+    """The body of POST /v1/jobs/retry: which dead jobs to put back in line."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    queue: QueueName
+    type: TypeName | None = None
+    status: Literal["dead"] = "dead"
+
+    @classmethod
+    def parse(cls, data: object) -> RetryFilter:
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            raise InvalidArgument("invalid retry filter", details=describe_errors(exc)) from None
 
 
 class WaitQuery(BaseModel):

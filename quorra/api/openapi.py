@@ -11,7 +11,7 @@ from flask import Blueprint
 from quorra import __version__
 from quorra.api.cursor import MAC_BYTES
 from quorra.api.errors import STATUS_BY_CODE
-from quorra.api.jobs import BATCH_BODY_FACTOR, BODIES
+from quorra.api.jobs import BATCH_BODY_FACTOR, BODIES, RetryFilter
 from quorra.api.waits import MAX_WAIT_SECONDS
 from quorra.durations import DURATION_PATTERN
 from quorra.jobs import (
@@ -143,6 +143,14 @@ def _job_paths() -> dict[str, Any]:
                 "operationId": "createJobs",
                 "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("JobBatch")}}},
                 "responses": _responses(201, _ref("JobBatchCreated"), "Every job was created", *submit_errors),
+            }
+        },
+        "/v1/jobs/retry": {
+            "post": {
+                "summary": "Put every dead job of a queue (and type) back in line, in one statement",
+                "operationId": "retryDeadJobs",
+                "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("RetryFilter")}}},
+                "responses": _responses(200, _ref("RetryCount"), "How many jobs were retried", 400, 401, 413, 415, 503),
             }
         },
         "/v1/jobs/{job_id}": {
@@ -309,6 +317,8 @@ def _submission_schemas() -> dict[str, Any]:
         "JobSpec": _job_spec_schema(),
         "JobBatch": {**_object_of("jobs", batch), "additionalProperties": False},
         "JobCreated": created,
+        "RetryFilter": RetryFilter.model_json_schema(),
+        "RetryCount": _object_of("retried", {"type": "integer", "minimum": 0}),
         "JobBatchCreated": _object_of("jobs", {"type": "array", "items": _ref("JobCreated")}),
     }
 

@@ -418,4 +418,4 @@ def health(state: State) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(prog_name="quorractl"))
