@@ -9,31 +9,18 @@ from __future__ import annotations
 
 import hmac
 import os
-import re
 import socket
 from collections.abc import Mapping
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 
+from quorra.durations import parse_duration
 from quorra.errors import InvalidConfig
 from quorra.jobs import MAX_QUEUE_CHARS, is_valid_name
 
 DEV_API_KEY = "dev-api-key-change-in-production"
 MIN_SECRET_CHARS = 16
-
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
-_UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
-
-
-def parse_duration(value: object) -> object:
-    """'30s', '500ms', '2m', '1h', '7d' or a bare number of seconds -> float seconds."""
-    if isinstance(value, str):
-        match = _DURATION.match(value)
-        if not match:
-            raise ValueError("expected a duration such as 30s, 500ms, 2m, 1h, 7d or a number of seconds")
-        return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
-    return value
 
 
 def split_list(value: object) -> object:
