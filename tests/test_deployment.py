@@ -169,9 +169,10 @@ def distribution_closure(requirements: list[Requirement]) -> set[str]:
     return names
 
 
-# Tried and skipped when missing: grpc's __init__ probes its companions, and mako (under
-# alembic) pygments for highlighting. A role never needs them.
-OPTIONAL_PROBES = {"grpcio-tools", "grpcio-health-checking", "grpcio-reflection", "pygments"}
+# Tried and skipped when missing: grpc's __init__ probes its companions, mako (under
+# alembic) pygments for highlighting, and httpx its command line (rich, pygments, beside
+# click). A role never needs them.
+OPTIONAL_PROBES = {"grpcio-tools", "grpcio-health-checking", "grpcio-reflection", "pygments", "rich"}
 
 
 def distributions_loaded_by(*modules: str) -> set[str]:
