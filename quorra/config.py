@@ -9,31 +9,18 @@ from __future__ import annotations
 
 import hmac
 import os
-import re
 import socket
 from collections.abc import Mapping
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 
+from quorra.durations import parse_duration
 from quorra.errors import InvalidConfig
 from quorra.jobs import MAX_QUEUE_CHARS, MAX_TIMEOUT_SECONDS, is_valid_name
 
 DEV_API_KEY = "dev-api-key-change-in-production"
 MIN_SECRET_CHARS = 16
-
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
-_UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
-
-
-def parse_duration(value: object) -> object:
-    """'30s', '500ms', '2m', '1h', '7d' or a bare number of seconds -> float seconds."""
-    if isinstance(value, str):
-        match = _DURATION.match(value)
-        if not match:
-            raise ValueError("expected a duration such as 30s, 500ms, 2m, 1h, 7d or a number of seconds")
-        return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
-    return value
 
 
 def split_list(value: object) -> object:
@@ -102,6 +89,9 @@ class Settings(BaseModel):
     # metrics: label values clients choose are capped; the rest are counted as `other`
     metrics_max_queues: int = Field(100, alias="QUORRA_METRICS_MAX_QUEUES", ge=1, le=100_000)
     metrics_max_job_types: int = Field(100, alias="QUORRA_METRICS_MAX_JOB_TYPES", ge=1, le=100_000)
+    # grpc, scheduler, worker: serve this process's own /metrics here (one port per process,
+    # for hosts that share no filesystem: containers, pods). Unset: no endpoint of its own.
+    metrics_addr: str | None = Field(None, alias="QUORRA_METRICS_ADDR")
 
     # web: gunicorn gthread workers
     web_workers: int = Field(2, alias="QUORRA_WEB_WORKERS", ge=1, le=64)
@@ -171,6 +161,14 @@ class Settings(BaseModel):
     @field_validator("http_addr", "grpc_addr")
     @classmethod
     def _address(cls, address: str) -> str:
+        parse_address(address)
+        return address
+
+    @field_validator("metrics_addr")
+    @classmethod
+    def _optional_address(cls, address: str | None) -> str | None:
+        if address in (None, ""):
+            return None
         parse_address(address)
         return address
 

@@ -18,8 +18,8 @@ from typing import Any
 
 from quorra import metrics
 from quorra.errors import QuorraError
-from quorra.jobs import Job, JobSpec
-from quorra.notify import Notifier
+from quorra.jobs import TERMINAL, Job, JobSpec
+from quorra.notify import Notifier, finished_key
 from quorra.schedules import Schedule, ScheduleSpec, plan_tick
 from quorra.store import FiredTick, Settlement, SettleResult, Store
 
@@ -52,6 +52,7 @@ class JobManager:
     def cancel(self, job_id: str) -> Job:
         job = self.store.cancel(job_id)
         metrics.job_cancelled(job)
+        self._announce_finished([job])
         return job
 
     def retry(self, job_id: str) -> Job:
@@ -59,6 +60,14 @@ class JobManager:
         metrics.job_retried(job)
         self._wake([job.queue])
         return job
+
+    def retry_dead(self, queue: str, *, type: str | None = None) -> int:
+        """Every dead job of `queue` (and `type`) back in line in one statement; the count."""
+        by_type = self.store.retry_dead(queue, type=type)
+        metrics.dead_jobs_retried(queue, by_type)
+        if by_type:
+            self._wake([queue])
+        return sum(by_type.values())
 
     # -- a worker's verbs -----------------------------------------------------------------------
 
@@ -78,9 +87,10 @@ class JobManager:
         """Acks and nacks in one store call; one result per settlement, in order. A failed
         attempt is retried after its backoff, so its wake-up is the scheduler's (wake_due)."""
         results = self.store.settle_many(settlements, worker_id=worker_id)
-        for result in results:
-            if result.job is not None:
-                metrics.job_settled(result.job)
+        settled = [result.job for result in results if result.job is not None]
+        for job in settled:
+            metrics.job_settled(job)
+        self._announce_finished(settled)
         return results
 
     def ack(self, job_id: str, lease_id: str, result: Any = None, *, worker_id: str | None) -> Job:
@@ -162,6 +172,7 @@ class JobManager:
         job is retried after its backoff, so its wake-up is wake_due's."""
         reaped = self.store.reap_expired_leases(now=now, limit=limit)
         metrics.leases_expired(reaped)
+        self._announce_finished(reaped)  # those out of retries are dead
         return reaped
 
     def wake_due(self, after: datetime, *, now: datetime | None = None) -> list[str]:
@@ -214,8 +225,16 @@ class JobManager:
 
     # -- wake-ups ---------------------------------------------------------------------------------
 
+    def _announce_finished(self, jobs: Iterable[Job]) -> None:
+        """Wake the waits on jobs that just finished (GET /v1/jobs/{id}?wait=): one publish
+        per queue of the batch, not one per job; a waiter re-reads its own job."""
+        self._publish(finished_key(job.queue) for job in jobs if job.status in TERMINAL)
+
     def _wake(self, queues: Iterable[str]) -> None:
-        for queue in sorted(set(queues)):
+        self._publish(queues)
+
+    def _publish(self, keys: Iterable[str]) -> None:
+        for queue in sorted(set(keys)):
             try:
                 self.notifier.publish(queue)
             except Exception:  # best effort, see the module docstring

@@ -138,6 +138,11 @@ def job_retried(job: Job) -> None:
     JOBS_RETRIED.labels(*_job_labels(job)).inc()
 
 
+def dead_jobs_retried(queue: str, by_type: dict[str, int]) -> None:
+    for job_type, count in by_type.items():
+        JOBS_RETRIED.labels(_queue_label(queue), _type_label(job_type)).inc(count)
+
+
 def jobs_pruned(count: int) -> None:
     JOBS_PRUNED.inc(count)
 

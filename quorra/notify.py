@@ -1,4 +1,6 @@
 """Wake-ups: enqueue and retry publish the queue's name; long-polling leases wait for it.
+A job that finishes (succeeded, dead, cancelled) publishes ``finished_key(queue)``, which
+long polls of GET /v1/jobs/{id}?wait= wait for.
 
 A Notifier only shortens waits. It is never the source of truth: after any wake-up (or
 none) the caller asks the store again, so a lost message costs latency, never a job.
@@ -48,6 +50,12 @@ PG_CHANNEL = "quorra_wake"
 PROBE_BACKOFF = (0.25, 5.0)  # first and longest pause between reconnection attempts
 LISTEN_POLL_SECONDS = 0.25  # listeners look up this often to notice close()
 _ALL = "\x00all"  # a wake-up for every queue: the channel was down, messages may be lost
+
+
+def finished_key(queue: str) -> str:
+    """The wake-up of jobs of `queue` that finished. '/' is no character of a queue name,
+    so this never wakes the queue's leases (nor theirs this)."""
+    return f"finished/{queue}"
 
 
 class Subscription(Protocol):

@@ -47,3 +47,8 @@ def test_importing_the_worker_sdk_loads_no_database_or_web_library():
 def test_importing_the_errors_loads_no_third_party_library():
     # errors.py is the root every layer imports: it stays free of third-party code
     assert top_level_modules_after("quorra.errors") & {"pydantic", "sqlalchemy", "flask", "grpc", "redis"} == set()
+
+
+def test_importing_the_client_loads_no_server_library():
+    loaded = top_level_modules_after("quorra.client")
+    assert loaded & {"sqlalchemy", "alembic", "psycopg2", "flask", "grpc", "redis", "pydantic"} == set()

@@ -41,6 +41,7 @@ def create_app(settings: Settings | None = None, store: Store | None = None, not
     app = Flask(__name__, static_folder=None)  # the API serves no files
     app.json.sort_keys = False  # keep the documented field order
     app.extensions[EXTENSION] = services
+    app.stop_long_polls = services.waits.stop  # called by the web worker on SIGTERM
     register_request_context(app)
     register_blueprints(app)
     dashboard.init_app(app, services.store, settings.accepts_api_key)

@@ -49,7 +49,11 @@ def error_response(code: str, message: str, details: Any = None) -> tuple[Respon
 def handle_quorra_error(exc: QuorraError) -> tuple[Response, int]:
     if STATUS_BY_CODE.get(exc.code, 500) == 500:
         return handle_unexpected(exc)
-    return error_response(exc.code, exc.message, exc.details)
+    response, status = error_response(exc.code, exc.message, exc.details)
+    retry_after = getattr(exc, "retry_after_seconds", None)
+    if retry_after is not None:
+        response.headers["Retry-After"] = str(retry_after)
+    return response, status
 
 
 def handle_http_error(exc: HTTPException) -> Response:

@@ -137,6 +137,14 @@ class BufferingWorker(ThreadWorker):
         self.cfg = FrozenConfig(self.cfg)
         super().init_process()
 
+    def handle_exit(self, sig, frame):
+        """SIGTERM: also end the app's long polls (an attribute assignment, safe in a signal
+        handler), so that they answer within the grace instead of being cut at its end."""
+        super().handle_exit(sig, frame)
+        stop_long_polls = getattr(getattr(self, "wsgi", None), "stop_long_polls", None)
+        if stop_long_polls is not None:
+            stop_long_polls()
+
     @classmethod
     def check_config(cls, cfg, log):
         super().check_config(cfg, log)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 from flask import Blueprint, request, url_for
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
@@ -15,6 +15,7 @@ from quorra.api.auth import require_api_key
 from quorra.api.body import read_json
 from quorra.api.cursor import CursorCodec
 from quorra.api.services import services
+from quorra.durations import parse_duration
 from quorra.errors import InvalidArgument
 from quorra.jobs import (
     Job,
@@ -53,12 +54,16 @@ def enqueue_batch():
 
 @bp.get("/<uuid:job_id>")  # a uuid, so that GET /v1/jobs/batch is no route (Allow: POST)
 def get_job(job_id):
-    return job_json(services().store.get_job(str(job_id)))
+    wait = parse_query(WaitQuery, request.args).wait
+    job = services().store.get_job(str(job_id))
+    if wait:
+        job = services().waits.until_finished(job, wait)
+    return job_json(job)
 
 
 @bp.get("")
 def list_jobs():
-    query = ListQuery.parse(request.args)
+    query = parse_query(ListQuery, request.args)
     settings = services().settings
     codec = CursorCodec(settings.cursor_keys)
     page = services().store.list_jobs(
@@ -76,6 +81,13 @@ def list_jobs():
     }
 
 
+@bp.post("/retry")
+def retry_dead():
+    """Bulk retry of the dead-letter queue: every dead job matching the filter, in one statement."""
+    query = RetryFilter.parse(read_json(services().settings.max_payload_bytes))
+    return {"retried": services().manager.retry_dead(query.queue, type=query.type)}
+
+
 @bp.post("/<job_id>/cancel")
 def cancel(job_id: str):
     return job_json(services().manager.cancel(job_id))
@@ -87,6 +99,7 @@ def retry(job_id: str):
 
 
 BODIES = ("payload", "result")
+Query = TypeVar("Query", bound=BaseModel)
 
 
 def _comma_list(value: object) -> object:
@@ -114,16 +127,43 @@ class ListQuery(BaseModel):
             raise ValueError("name payload and result at most once each")
         return include
 
+
+class RetryFilter(BaseModel):
+    """The body of POST /v1/jobs/retry: which dead jobs to put back in line."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    queue: QueueName
+    type: TypeName | None = None
+    status: Literal["dead"] = "dead"
+
     @classmethod
-    def parse(cls, args) -> ListQuery:
-        repeated = sorted(name for name in args if len(args.getlist(name)) > 1)
-        if repeated:
-            details = [{"field": name, "message": "given more than once"} for name in repeated]
-            raise InvalidArgument("invalid query parameters", details=details)
+    def parse(cls, data: object) -> RetryFilter:
         try:
-            return cls.model_validate(args.to_dict())
+            return cls.model_validate(data)
         except ValidationError as exc:
-            raise InvalidArgument("invalid query parameters", details=describe_errors(exc)) from None
+            raise InvalidArgument("invalid retry filter", details=describe_errors(exc)) from None
+
+
+class WaitQuery(BaseModel):
+    """The query string of GET /v1/jobs/{id}: ?wait=30s holds the answer until the job is
+    finished or the wait ends (at most MAX_WAIT_SECONDS; longer waits are cut to it)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    wait: Annotated[float, BeforeValidator(parse_duration), Field(ge=0)] = 0.0
+
+
+def parse_query(model: type[Query], args) -> Query:
+    """The query string as `model`: repeated, unknown or bad parameters are a 400 naming each."""
+    repeated = sorted(name for name in args if len(args.getlist(name)) > 1)
+    if repeated:
+        details = [{"field": name, "message": "given more than once"} for name in repeated]
+        raise InvalidArgument("invalid query parameters", details=details)
+    try:
+        return model.model_validate(args.to_dict())
+    except ValidationError as exc:
+        raise InvalidArgument("invalid query parameters", details=describe_errors(exc)) from None
 
 
 def timestamp(value: datetime | None) -> str | None:

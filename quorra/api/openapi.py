@@ -11,7 +11,9 @@ from flask import Blueprint
 from quorra import __version__
 from quorra.api.cursor import MAC_BYTES
 from quorra.api.errors import STATUS_BY_CODE
-from quorra.api.jobs import BATCH_BODY_FACTOR, BODIES
+from quorra.api.jobs import BATCH_BODY_FACTOR, BODIES, RetryFilter
+from quorra.api.waits import MAX_WAIT_SECONDS
+from quorra.durations import DURATION_PATTERN
 from quorra.jobs import (
     MAX_BATCH_SIZE,
     MAX_PAYLOAD_DEPTH,
@@ -47,7 +49,7 @@ _ERROR_DESCRIPTIONS = {
     409: "The job's status does not allow this (or: a schedule of that name exists)",
     413: "Request body too large",
     415: "The body is not application/json",
-    503: "The database cannot be reached",
+    503: "The database cannot be reached (or, for a wait, too many waits: see Retry-After)",
 }
 
 
@@ -58,6 +60,19 @@ def _responses(ok: int, schema: dict[str, Any], description: str, *errors: int) 
     return responses
 
 
+_WAIT = {
+    "name": "wait",
+    "in": "query",
+    "required": False,
+    "schema": {"type": "string", "pattern": DURATION_PATTERN},
+    "description": (
+        "Hold the answer until the job is succeeded, dead or cancelled, or until this much time "
+        f"has passed (30s, 500ms, 1m or seconds; at most {MAX_WAIT_SECONDS:g} s, longer waits are cut "
+        "to it). Each web process holds a bounded number of waits; beyond it the answer is a 503 "
+        "with Retry-After, and the client should poll."
+    ),
+}
+_WAIT_ANSWER = "The job: finished, or as it is when the wait ended"
 _JOB_ID = {"name": "job_id", "in": "path", "required": True, "schema": {"type": "string", "format": "uuid"}}
 _NAME = {"type": "string", "minLength": 1, "pattern": NAME_PATTERN}
 
@@ -131,12 +146,20 @@ def _job_paths() -> dict[str, Any]:
                 "responses": _responses(201, _ref("JobBatchCreated"), "Every job was created", *submit_errors),
             }
         },
+        "/v1/jobs/retry": {
+            "post": {
+                "summary": "Put every dead job of a queue (and type) back in line, in one statement",
+                "operationId": "retryDeadJobs",
+                "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("RetryFilter")}}},
+                "responses": _responses(200, _ref("RetryCount"), "How many jobs were retried", 400, 401, 413, 415, 503),
+            }
+        },
         "/v1/jobs/{job_id}": {
             "get": {
-                "summary": "Read a job",
+                "summary": "Read a job; with wait, once it has finished (a long poll)",
                 "operationId": "getJob",
-                "parameters": [_JOB_ID],
-                "responses": _responses(200, _ref("Job"), "The job", 401, 404, 503),
+                "parameters": [_JOB_ID, _WAIT],
+                "responses": _responses(200, _ref("Job"), _WAIT_ANSWER, 400, 401, 404, 503),
             }
         },
         **_job_actions(),
@@ -463,6 +486,8 @@ def _submission_schemas() -> dict[str, Any]:
         "JobSpec": _job_spec_schema(),
         "JobBatch": {**_object_of("jobs", batch), "additionalProperties": False},
         "JobCreated": created,
+        "RetryFilter": RetryFilter.model_json_schema(),
+        "RetryCount": _object_of("retried", {"type": "integer", "minimum": 0}),
         "JobBatchCreated": _object_of("jobs", {"type": "array", "items": _ref("JobCreated")}),
     }
 

@@ -1,6 +1,6 @@
 """What the views share, built once per app by ``create_app``: settings, the store (for
 reads), the job manager (for every change of state, with its metrics and wake-ups), the
-notifier and (when REDIS_URL is set) a Redis client for the readiness check."""
+job waits (long polls), the notifier and (when REDIS_URL is set) a Redis client for the readiness check."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import redis
 from flask import current_app
 
+from quorra.api.waits import JobWaits, max_job_waits
 from quorra.config import Settings
 from quorra.manager import JobManager
 from quorra.migrate import ensure_at_head
@@ -34,7 +35,13 @@ class Services:
     def manager(self) -> JobManager:
         return JobManager(self.store, self.notifier, default_timeout_seconds=self.settings.default_job_timeout_seconds)
 
+    @functools.cached_property
+    def waits(self) -> JobWaits:
+        """The long polls of GET /v1/jobs/{id}?wait=, bounded by the request threads."""
+        return JobWaits(self.store, self.notifier, max_job_waits(self.settings.web_threads))
+
     def close(self) -> None:
+        self.waits.stop()
         self.notifier.close()
         if self.redis is not None:
             self.redis.close()

@@ -5,6 +5,7 @@
     quorra web                  the REST API under gunicorn
     quorra grpc                 the worker protocol (gRPC)
     quorra scheduler            reaper, wake-ups, pruning (one leader at a time)
+    quorra worker [OPTIONS]     the same as `quorra-worker [OPTIONS]` (one entry point for images)
 
 Settings come from the environment (see README); a bad value exits 2 with a message
 naming every bad variable.
@@ -17,6 +18,8 @@ import os
 import shutil
 import sys
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import click
@@ -45,10 +48,35 @@ def server_settings(role: str) -> Settings:
     except InvalidConfig as exc:
         click.echo(exc.message, err=True)
         sys.exit(2)
-    from quorra import metrics
+    with needs_extra("server"):
+        from quorra import metrics
 
     metrics.limit_labels(settings.metrics_max_queues, settings.metrics_max_job_types)
     return settings
+
+
+@contextmanager
+def needs_extra(extra: str) -> Iterator[None]:
+    """A library of `quorra[extra]` missing (plain `pip install quorra` has only the core):
+    one line naming the extra to install, exit 2, instead of a traceback."""
+    try:
+        yield
+    except ModuleNotFoundError as exc:
+        if (exc.name or "quorra").partition(".")[0] == "quorra":
+            raise  # our own module: a bug, not a missing extra
+        click.echo(f"quorra: {exc.name} is not installed: pip install 'quorra[{extra}]'", err=True)
+        sys.exit(2)
+
+
+def serve_own_metrics(settings: Settings) -> None:
+    """QUORRA_METRICS_ADDR: this process's own /metrics, for hosts sharing no metrics directory."""
+    from quorra.metrics_endpoint import serve_metrics
+
+    try:
+        serve_metrics(settings)
+    except InvalidConfig as exc:
+        click.echo(exc.message, err=True)
+        sys.exit(2)
 
 
 PRIVATE_METRICS_PREFIX = "quorra-web-metrics-"
@@ -104,8 +132,9 @@ def main() -> None:
 )
 def migrate(downgrade_to: str | None) -> None:
     """Upgrade the schema of DATABASE_URL to the latest revision."""
-    from quorra import migrate as migrations
-    from quorra.db import make_engine
+    with needs_extra("server"):
+        from quorra import migrate as migrations
+        from quorra.db import make_engine
 
     settings = load_settings("cli")
     engine = make_engine(settings.database_url)
@@ -133,7 +162,8 @@ def web() -> None:
     if multiprocess_dir() is None:
         use_private_multiprocess_dir()
     settings = server_settings("web")
-    from quorra.api.server import serve
+    with needs_extra("server"):
+        from quorra.api.server import serve
 
     serve(settings)
 
@@ -142,8 +172,9 @@ def web() -> None:
 def grpc_command() -> None:
     """Serve the worker protocol on QUORRA_GRPC_ADDR."""
     settings = server_settings("grpc")
-    from quorra.rpc.server import serve
-
+    with needs_extra("server"):
+        from quorra.rpc.server import serve
+    serve_own_metrics(settings)
     serve(settings)
 
 
@@ -151,9 +182,22 @@ def grpc_command() -> None:
 def scheduler() -> None:
     """Reap expired leases, wake workers for due jobs, prune old jobs."""
     settings = server_settings("scheduler")
-    from quorra.scheduler import serve
-
+    with needs_extra("server"):
+        from quorra.scheduler import serve
+    serve_own_metrics(settings)
     serve(settings)
+
+
+@main.command(
+    context_settings={"ignore_unknown_options": True, "allow_extra_args": True, "help_option_names": []},
+    add_help_option=False,
+)
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def worker(args: tuple[str, ...]) -> None:
+    """Run a worker: the same as `quorra-worker` (see `quorra worker --help`)."""
+    with needs_extra("worker"):
+        from quorra.worker.cli import main as worker_main
+    worker_main.main(args=list(args), prog_name="quorra worker")
 
 
 if __name__ == "__main__":

@@ -5,8 +5,8 @@
     quorractl schedules list      quorractl schedules get nightly
     quorractl schedules update nightly --priority 5      quorractl schedules pause|resume|delete nightly
 
-The group is registered on quorractl's main group; it uses the client main puts on the
-context (``.call(method, path, json=...)``)."""
+The group is registered on quorractl's main group and uses the state main puts on the
+context (its `.client`, a quorra.client.Client, and `.as_json` for -o json)."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import json
 from typing import Any
 
 import click
+from tabulate import tabulate
 
 
 @click.group()
@@ -67,62 +68,71 @@ def _body(options: dict[str, Any]) -> dict[str, Any]:
 @_template_options
 @click.option("--paused", "is_paused", is_flag=True, default=None, help="create it paused")
 @click.pass_obj
-def create(client, name: str, **options: Any) -> None:
+def create(state, name: str, **options: Any) -> None:
     """Create the schedule NAME (give --cron or --every, and --type)."""
-    _print(client.call("POST", "/v1/schedules", json={"name": name, **_body(options)}))
+    _print(state.client.create_schedule({"name": name, **_body(options)}))
 
 
 @schedules.command("update")
 @click.argument("name")
 @_template_options
 @click.pass_obj
-def update(client, name: str, **options: Any) -> None:
+def update(state, name: str, **options: Any) -> None:
     """Change the options given; the job template's other fields are kept."""
-    _print(client.call("PATCH", f"/v1/schedules/{name}", json=_body(options)))
+    _print(state.client.update_schedule(name, _body(options)))
 
 
 @schedules.command("list")
 @click.pass_obj
-def list_schedules(client) -> None:
+def list_schedules(state) -> None:
     """Every schedule: timing, next and last run, and the last job's status."""
-    rows = client.call("GET", "/v1/schedules")["schedules"]
-    for row in rows:
-        timing = row["cron"] or f"every {row['interval_seconds']} s"
-        state = "paused" if row["is_paused"] else f"next {row['next_run_at']}"
-        last = f"last {row['last_run_at']} {row['last_job_status'] or ''}".rstrip() if row["last_run_at"] else ""
-        click.echo(f"{row['name']:<24} {timing:<20} {row['timezone']:<16} {state}  {last}".rstrip())
-    if not rows:
-        click.echo("no schedules", err=True)
+    rows = state.client.schedules()
+    if state.as_json:
+        _print({"schedules": rows})
+        return
+    table = [
+        [
+            row["name"],
+            row["cron"] or f"every {row['interval_seconds']} s",
+            row["timezone"],
+            "paused" if row["is_paused"] else row["next_run_at"],
+            row["last_run_at"] or "",
+            row["last_job_status"] or "",
+        ]
+        for row in rows
+    ]
+    headers = ["NAME", "TIMING", "TIMEZONE", "NEXT RUN", "LAST RUN", "LAST JOB"]
+    click.echo(tabulate(table, headers=headers, tablefmt="simple", disable_numparse=True))
 
 
 @schedules.command("get")
 @click.argument("name")
 @click.pass_obj
-def get(client, name: str) -> None:
+def get(state, name: str) -> None:
     """Show one schedule."""
-    _print(client.call("GET", f"/v1/schedules/{name}"))
+    _print(state.client.schedule(name))
 
 
 @schedules.command("pause")
 @click.argument("name")
 @click.pass_obj
-def pause(client, name: str) -> None:
+def pause(state, name: str) -> None:
     """Fire no tick until resumed."""
-    _print(client.call("POST", f"/v1/schedules/{name}/pause"))
+    _print(state.client.pause_schedule(name))
 
 
 @schedules.command("resume")
 @click.argument("name")
 @click.pass_obj
-def resume(client, name: str) -> None:
+def resume(state, name: str) -> None:
     """Go on from the next tick after now (the paused ones are not made up)."""
-    _print(client.call("POST", f"/v1/schedules/{name}/resume"))
+    _print(state.client.resume_schedule(name))
 
 
 @schedules.command("delete")
 @click.argument("name")
 @click.pass_obj
-def delete(client, name: str) -> None:
+def delete(state, name: str) -> None:
     """Delete the schedule (its jobs stay)."""
-    client.call("DELETE", f"/v1/schedules/{name}")
+    state.client.delete_schedule(name)
     click.echo(f"deleted {name}")

@@ -1,18 +1,17 @@
 import datetime
-from collections.abc import Iterable as _Iterable
-from collections.abc import Mapping as _Mapping
-from typing import ClassVar as _ClassVar
 
-from google.protobuf import descriptor as _descriptor
-from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class LeaseRequest(_message.Message):
-    __slots__ = ("lease_ttl_seconds", "max_jobs", "queue", "queues", "wait_seconds", "worker_id")
+    __slots__ = ("worker_id", "queue", "max_jobs", "lease_ttl_seconds", "queues", "wait_seconds")
     WORKER_ID_FIELD_NUMBER: _ClassVar[int]
     QUEUE_FIELD_NUMBER: _ClassVar[int]
     MAX_JOBS_FIELD_NUMBER: _ClassVar[int]
@@ -25,10 +24,10 @@ class LeaseRequest(_message.Message):
     lease_ttl_seconds: int
     queues: _containers.RepeatedScalarFieldContainer[str]
     wait_seconds: float
-    def __init__(self, worker_id: str | None = ..., queue: str | None = ..., max_jobs: int | None = ..., lease_ttl_seconds: int | None = ..., queues: _Iterable[str] | None = ..., wait_seconds: float | None = ...) -> None: ...
+    def __init__(self, worker_id: _Optional[str] = ..., queue: _Optional[str] = ..., max_jobs: _Optional[int] = ..., lease_ttl_seconds: _Optional[int] = ..., queues: _Optional[_Iterable[str]] = ..., wait_seconds: _Optional[float] = ...) -> None: ...
 
 class Job(_message.Message):
-    __slots__ = ("attempts", "created_at", "id", "lease_expires_at", "lease_id", "max_retries", "payload", "priority", "queue", "run_at", "timeout_seconds", "type")
+    __slots__ = ("id", "type", "queue", "payload", "priority", "attempts", "max_retries", "lease_id", "lease_expires_at", "created_at", "run_at", "timeout_seconds")
     ID_FIELD_NUMBER: _ClassVar[int]
     TYPE_FIELD_NUMBER: _ClassVar[int]
     QUEUE_FIELD_NUMBER: _ClassVar[int]
@@ -53,10 +52,10 @@ class Job(_message.Message):
     created_at: _timestamp_pb2.Timestamp
     run_at: _timestamp_pb2.Timestamp
     timeout_seconds: int
-    def __init__(self, id: str | None = ..., type: str | None = ..., queue: str | None = ..., payload: str | None = ..., priority: int | None = ..., attempts: int | None = ..., max_retries: int | None = ..., lease_id: str | None = ..., lease_expires_at: datetime.datetime | _timestamp_pb2.Timestamp | _Mapping | None = ..., created_at: datetime.datetime | _timestamp_pb2.Timestamp | _Mapping | None = ..., run_at: datetime.datetime | _timestamp_pb2.Timestamp | _Mapping | None = ..., timeout_seconds: int | None = ...) -> None: ...
+    def __init__(self, id: _Optional[str] = ..., type: _Optional[str] = ..., queue: _Optional[str] = ..., payload: _Optional[str] = ..., priority: _Optional[int] = ..., attempts: _Optional[int] = ..., max_retries: _Optional[int] = ..., lease_id: _Optional[str] = ..., lease_expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., run_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., timeout_seconds: _Optional[int] = ...) -> None: ...
 
 class JobAck(_message.Message):
-    __slots__ = ("error_message", "job_id", "lease_id", "result_json", "success", "worker_id")
+    __slots__ = ("job_id", "worker_id", "lease_id", "success", "error_message", "result_json")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     WORKER_ID_FIELD_NUMBER: _ClassVar[int]
     LEASE_ID_FIELD_NUMBER: _ClassVar[int]
@@ -69,10 +68,10 @@ class JobAck(_message.Message):
     success: bool
     error_message: str
     result_json: str
-    def __init__(self, job_id: str | None = ..., worker_id: str | None = ..., lease_id: str | None = ..., success: bool | None = ..., error_message: str | None = ..., result_json: str | None = ...) -> None: ...
+    def __init__(self, job_id: _Optional[str] = ..., worker_id: _Optional[str] = ..., lease_id: _Optional[str] = ..., success: _Optional[bool] = ..., error_message: _Optional[str] = ..., result_json: _Optional[str] = ...) -> None: ...
 
 class AckResponse(_message.Message):
-    __slots__ = ("attempts", "job_id", "run_at", "status")
+    __slots__ = ("job_id", "status", "attempts", "run_at")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
     ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
@@ -81,10 +80,10 @@ class AckResponse(_message.Message):
     status: str
     attempts: int
     run_at: _timestamp_pb2.Timestamp
-    def __init__(self, job_id: str | None = ..., status: str | None = ..., attempts: int | None = ..., run_at: datetime.datetime | _timestamp_pb2.Timestamp | _Mapping | None = ...) -> None: ...
+    def __init__(self, job_id: _Optional[str] = ..., status: _Optional[str] = ..., attempts: _Optional[int] = ..., run_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class ExtendLeaseRequest(_message.Message):
-    __slots__ = ("job_id", "lease_id", "lease_ttl_seconds", "worker_id")
+    __slots__ = ("job_id", "worker_id", "lease_id", "lease_ttl_seconds")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     WORKER_ID_FIELD_NUMBER: _ClassVar[int]
     LEASE_ID_FIELD_NUMBER: _ClassVar[int]
@@ -93,20 +92,20 @@ class ExtendLeaseRequest(_message.Message):
     worker_id: str
     lease_id: str
     lease_ttl_seconds: int
-    def __init__(self, job_id: str | None = ..., worker_id: str | None = ..., lease_id: str | None = ..., lease_ttl_seconds: int | None = ...) -> None: ...
+    def __init__(self, job_id: _Optional[str] = ..., worker_id: _Optional[str] = ..., lease_id: _Optional[str] = ..., lease_ttl_seconds: _Optional[int] = ...) -> None: ...
 
 class ExtendLeaseResponse(_message.Message):
-    __slots__ = ("job_id", "lease_expires_at", "status")
+    __slots__ = ("job_id", "status", "lease_expires_at")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
     LEASE_EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     status: str
     lease_expires_at: _timestamp_pb2.Timestamp
-    def __init__(self, job_id: str | None = ..., status: str | None = ..., lease_expires_at: datetime.datetime | _timestamp_pb2.Timestamp | _Mapping | None = ...) -> None: ...
+    def __init__(self, job_id: _Optional[str] = ..., status: _Optional[str] = ..., lease_expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class Settlement(_message.Message):
-    __slots__ = ("error_message", "job_id", "lease_id", "result_json", "success")
+    __slots__ = ("job_id", "lease_id", "success", "error_message", "result_json")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     LEASE_ID_FIELD_NUMBER: _ClassVar[int]
     SUCCESS_FIELD_NUMBER: _ClassVar[int]
@@ -117,18 +116,18 @@ class Settlement(_message.Message):
     success: bool
     error_message: str
     result_json: str
-    def __init__(self, job_id: str | None = ..., lease_id: str | None = ..., success: bool | None = ..., error_message: str | None = ..., result_json: str | None = ...) -> None: ...
+    def __init__(self, job_id: _Optional[str] = ..., lease_id: _Optional[str] = ..., success: _Optional[bool] = ..., error_message: _Optional[str] = ..., result_json: _Optional[str] = ...) -> None: ...
 
 class SettleRequest(_message.Message):
-    __slots__ = ("settlements", "worker_id")
+    __slots__ = ("worker_id", "settlements")
     WORKER_ID_FIELD_NUMBER: _ClassVar[int]
     SETTLEMENTS_FIELD_NUMBER: _ClassVar[int]
     worker_id: str
     settlements: _containers.RepeatedCompositeFieldContainer[Settlement]
-    def __init__(self, worker_id: str | None = ..., settlements: _Iterable[Settlement | _Mapping] | None = ...) -> None: ...
+    def __init__(self, worker_id: _Optional[str] = ..., settlements: _Optional[_Iterable[_Union[Settlement, _Mapping]]] = ...) -> None: ...
 
 class SettleResult(_message.Message):
-    __slots__ = ("attempts", "error", "job_id", "outcome", "run_at", "status")
+    __slots__ = ("job_id", "outcome", "status", "attempts", "run_at", "error")
     class Outcome(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         OUTCOME_UNSPECIFIED: _ClassVar[SettleResult.Outcome]
@@ -153,10 +152,10 @@ class SettleResult(_message.Message):
     attempts: int
     run_at: _timestamp_pb2.Timestamp
     error: str
-    def __init__(self, job_id: str | None = ..., outcome: SettleResult.Outcome | str | None = ..., status: str | None = ..., attempts: int | None = ..., run_at: datetime.datetime | _timestamp_pb2.Timestamp | _Mapping | None = ..., error: str | None = ...) -> None: ...
+    def __init__(self, job_id: _Optional[str] = ..., outcome: _Optional[_Union[SettleResult.Outcome, str]] = ..., status: _Optional[str] = ..., attempts: _Optional[int] = ..., run_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., error: _Optional[str] = ...) -> None: ...
 
 class SettleResponse(_message.Message):
     __slots__ = ("results",)
     RESULTS_FIELD_NUMBER: _ClassVar[int]
     results: _containers.RepeatedCompositeFieldContainer[SettleResult]
-    def __init__(self, results: _Iterable[SettleResult | _Mapping] | None = ...) -> None: ...
+    def __init__(self, results: _Optional[_Iterable[_Union[SettleResult, _Mapping]]] = ...) -> None: ...

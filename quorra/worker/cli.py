@@ -13,6 +13,7 @@ import click
 from quorra.config import Settings
 from quorra.errors import InvalidConfig
 from quorra.logs import configure_logging
+from quorra.metrics_endpoint import serve_metrics
 from quorra.worker.registry import HandlerRegistry
 from quorra.worker.worker import Worker, WorkerRecycled
 
@@ -50,6 +51,7 @@ def main(**options: object) -> None:
     try:
         settings = Settings.from_env(**{name: value for name, value in options.items() if value is not None})
         configure_logging(settings, "worker")
+        serve_metrics(settings)
         Worker(settings, load_handlers(settings.worker_handlers)).run()
     except InvalidConfig as exc:
         click.echo(f"quorra-worker: {exc.message}", err=True)

@@ -1,4 +1,4 @@
-"""deployments/prometheus.yml and deployments/grafana/quorra.json: well formed, scraping the
+"""deployments/prometheus-local.yml and deployments/grafana/quorra.json: well formed, scraping the
 web's /metrics, and a dashboard whose every query names only Quorra metrics. That those
 metrics really are on /metrics is checked against a real deployment in
 test_metrics_end_to_end.py."""
@@ -13,7 +13,7 @@ import yaml
 
 from tests.conftest import REPO
 
-PROMETHEUS = REPO / "deployments" / "prometheus.yml"
+PROMETHEUS = REPO / "deployments" / "prometheus-local.yml"
 DASHBOARD = REPO / "deployments" / "grafana" / "quorra.json"
 
 _STRING = re.compile(r'"(?:[^"\\]|\\.)*"')

@@ -3,27 +3,17 @@
 from __future__ import annotations
 
 import json
-import threading
 
 import pytest
 from click.testing import CliRunner
-from werkzeug.serving import make_server
 
-from quorra.api import create_app
 from quorra.cli.quorractl import main
-from quorra.notify import PollingNotifier
 from tests.conftest import TEST_API_KEY
 
 
 @pytest.fixture
-def server_url(settings, store):
-    notifier = PollingNotifier(0.5)
-    server = make_server("127.0.0.1", 0, create_app(settings, store=store, notifier=notifier), threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}"
-    server.shutdown()
-    notifier.close()
+def server_url(served):
+    return served.url
 
 
 def schedules(url: str, *args: str):
@@ -53,7 +43,7 @@ def test_create_list_update_pause_resume_delete(server_url, store):
         "max_retries": 3,
         "timeout_seconds": 600,
     }
-    assert listing.output.startswith("nightly") and "0 3 * * *" in listing.output
+    assert "nightly" in listing.output and "0 3 * * *" in listing.output and "Europe/Paris" in listing.output
     assert (json.loads(paused.output)["is_paused"], json.loads(resumed.output)["is_paused"]) == (True, False)
     assert deleted.exit_code == 0 and store.list_schedules() == []
 
@@ -62,4 +52,13 @@ def test_a_bad_schedule_prints_the_server_error(server_url):
     result = schedules(server_url, "create", "bad", "--cron", "0 25 * * *", "--type", "x")
 
     assert result.exit_code == 1
-    assert "400 invalid_argument" in result.output and "cron" in result.output
+    assert "cron" in result.output
+
+
+def test_submit_takes_a_timeout(server_url, store):
+    result = CliRunner().invoke(
+        main, ["--url", server_url, "--api-key", TEST_API_KEY, "-o", "json", "submit", "sleep", "--timeout", "30"]
+    )
+
+    assert result.exit_code == 0, result.output
+    assert store.get_job(json.loads(result.output)["id"]).timeout_seconds == 30

@@ -1,0 +1,102 @@
+"""What the client returns: frozen dataclasses with parsed timestamps (aware, UTC).
+
+The fields are the server's (GET /v1/jobs/{id}); tests/client checks them against the
+OpenAPI document, and the statuses against quorra.jobs, which this module does not import
+(it stays free of pydantic and the server's code)."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, fields
+from datetime import datetime
+from typing import Any
+
+DEV_API_KEY = "dev-api-key-change-in-production"  # quorra.config's default key; a test keeps them equal
+
+
+class JobStatus(str, enum.Enum):
+    """A job's status; compares equal to its string ('succeeded')."""
+
+    PENDING = "pending"
+    LEASED = "leased"
+    PROCESSING = "processing"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"  # an attempt failed; retried at run_at
+    DEAD = "dead"  # out of retries
+    CANCELLED = "cancelled"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+TERMINAL = frozenset({JobStatus.SUCCEEDED, JobStatus.DEAD, JobStatus.CANCELLED})
+
+
+def parse_timestamp(value: str | None) -> datetime | None:
+    return None if value is None else datetime.fromisoformat(value)
+
+
+@dataclass(frozen=True)
+class Job:
+    """A job as the server shows it. ``payload`` and ``result`` are None in a list that did
+    not include them."""
+
+    id: str
+    type: str
+    queue: str
+    status: JobStatus
+    priority: int
+    attempts: int
+    max_retries: int
+    run_at: datetime
+    created_at: datetime
+    updated_at: datetime
+    payload: dict[str, Any] | None = None
+    result: Any = None
+    last_error: str | None = None
+    leased_by: str | None = None
+    leased_at: datetime | None = None
+    lease_expires_at: datetime | None = None
+    finished_at: datetime | None = None
+    timeout_seconds: int | None = None  # how long the worker lets one attempt run (None: no limit)
+
+    @property
+    def is_finished(self) -> bool:
+        """succeeded, dead or cancelled: nothing more happens unless someone retries it."""
+        return self.status in TERMINAL
+
+    @classmethod
+    def from_json(cls, body: dict[str, Any]) -> Job:
+        values = {name: body.get(name) for name in _JOB_FIELDS}
+        values["status"] = JobStatus(body["status"])
+        for name in _TIMESTAMPS:
+            values[name] = parse_timestamp(values[name])
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class SubmittedJob:
+    """What a submit answers: the new job's id, status (pending) and when it may run."""
+
+    id: str
+    status: JobStatus
+    run_at: datetime
+
+    @classmethod
+    def from_json(cls, body: dict[str, Any]) -> SubmittedJob:
+        return cls(id=body["id"], status=JobStatus(body["status"]), run_at=parse_timestamp(body["run_at"]))
+
+
+@dataclass(frozen=True)
+class QueueCount:
+    queue: str
+    status: JobStatus
+    count: int
+
+    @classmethod
+    def from_json(cls, body: dict[str, Any]) -> QueueCount:
+        return cls(queue=body["queue"], status=JobStatus(body["status"]), count=body["count"])
+
+
+_JOB_FIELDS = tuple(field.name for field in fields(Job))
+_TIMESTAMPS = ("run_at", "created_at", "updated_at", "leased_at", "lease_expires_at", "finished_at")
