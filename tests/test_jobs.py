@@ -51,7 +51,7 @@ def test_job_spec_fills_in_the_defaults():
 
 
 def test_job_spec_keeps_every_given_field():
-    data = VALID | {"queue": "mail", "priority": -5, "delay_seconds": 60, "max_retries": 0}
+    data = VALID | {"queue": "mail", "priority": -5, "delay_seconds": 60, "max_retries": 0, "timeout_seconds": 30}
     job = JobSpec.parse(data)
     assert job.model_dump() == data
 

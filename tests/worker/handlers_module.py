@@ -1,7 +1,5 @@
 """A handler module as a team writes one, for `--handlers tests.worker.handlers_module`."""
 
-import time
-
 from quorra.worker import handler
 
 
@@ -14,9 +12,3 @@ def greet(job):
 @handler("yell")
 def shout(job):
     return job.payload["text"].upper()
-
-
-@handler("stubborn")
-def stubborn(job):
-    """Sleeps its `seconds` whatever happens: ignores job.timed_out (its thread is abandoned)."""
-    time.sleep(job.payload["seconds"])

@@ -97,7 +97,7 @@ def test_a_coroutine_handler_past_its_timeout_is_cancelled_for_real(grpc_server,
 def test_a_worker_exits_3_after_abandoning_its_maximum_of_threads(api_url, grpc_server):
     # Given a worker process that may abandon one handler thread
     port, _ = grpc_server
-    worker = WorkerProcess(port, "--handlers", "tests.worker.handlers_module", QUORRA_WORKER_MAX_ABANDONED="1")
+    worker = WorkerProcess(port, "--handlers", "tests.worker.stubborn_handlers", QUORRA_WORKER_MAX_ABANDONED="1")
 
     # When a job's handler ignores its timeout
     body = {"type": "stubborn", "payload": {"seconds": 60}, "timeout_seconds": 1, "max_retries": 0}
