@@ -28,6 +28,7 @@ README_REMINDER = """{
   }"""
 JOB_FIELDS = {
     "id",
+    "timeout_seconds",
     "type",
     "queue",
     "payload",

@@ -72,11 +72,15 @@ def test_grpc_scheduler_and_worker_each_serve_their_own_metrics(database_url, st
         assert grpc_samples[("quorra_jobs_leased_total", labels)] == 1.0
         assert "quorra_grpc_requests" in grpc_families
         # ...the scheduler's declares the scheduler's counters, and every endpoint has its
-        # process figures (the worker counts nothing of its own: jobs are counted server side)
+        # process figures (the worker counts only the handler threads it abandoned past their
+        # timeout: jobs are counted server side)
         scheduler_samples, scheduler_families = scrape(ports["scheduler"])
         assert {"quorra_leases_expired", "quorra_jobs_pruned"} <= scheduler_families
         worker_samples, worker_families = scrape(ports["worker"])
-        assert not {name for name in worker_families if name.startswith("quorra_")}
+        assert {name for name in worker_families if name.startswith("quorra_")} <= {
+            "quorra_worker_threads_abandoned",
+            "quorra_worker_threads_abandoned_created",
+        }
         for samples in (grpc_samples, scheduler_samples, worker_samples):
             assert samples[("process_cpu_seconds_total", ())] > 0
     finally:

@@ -17,11 +17,12 @@ _QUORRACTL_QUEUE = re.compile(r"quorractl enqueue .*--queue (\S+)")
 
 
 def readme_jobs() -> list[dict]:
-    """The job bodies of the README's curl examples (a batch counts as its jobs)."""
+    """The job bodies of the README's curl examples (a batch counts as its jobs, a schedule
+    as its job template)."""
     jobs = []
     for body in _CURL_BODY.findall((REPO / "README.md").read_text()):
         document = json.loads(body)
-        jobs.extend(document.get("jobs", [document]))
+        jobs.extend(document.get("jobs", [document.get("job", document)]))
     return jobs
 
 
