@@ -172,7 +172,7 @@ class ScheduleSpec(BaseModel):
         giving one of cron and interval_seconds drops the other."""
         if not isinstance(changes, dict):
             raise InvalidArgument("a schedule change must be a JSON object")
-        if "name" in changes and changes["name"] != self.name:
+        if "name" in changes:
             raise InvalidArgument("a schedule cannot be renamed", details=[{"field": "name", "message": "read-only"}])
         data = self.model_dump(mode="json", exclude_none=True)
         data["job"] = self.job.model_dump(mode="json")

@@ -174,65 +174,43 @@ _SCHEDULE_NAME = {
 }
 
 
+def _schedule_operation(summary: str, operation_id: str, responses: dict[str, Any], body: str | None = None):
+    operation = {"summary": summary, "operationId": operation_id, "responses": responses}
+    if body is not None:
+        operation["requestBody"] = {"required": True, "content": {"application/json": {"schema": _ref(body)}}}
+    return operation
+
+
 def _schedule_paths() -> dict[str, Any]:
-    def operation(summary: str, operation_id: str, ok: int, schema, description: str, *errors: int, body=None):
-        op = {
-            "summary": summary,
-            "operationId": operation_id,
-            "responses": _responses(ok, schema, description, *errors),
-        }
-        if body is not None:
-            op["requestBody"] = {"required": True, "content": {"application/json": {"schema": _ref(body)}}}
-        return op
+    one, changed = _ref("Schedule"), "The schedule after the change"
 
     def action(summary: str, operation_id: str) -> dict[str, Any]:
-        one = operation(summary, operation_id, 200, _ref("Schedule"), "The schedule after the change", 401, 404, 503)
-        return {"post": {**one, "parameters": [_SCHEDULE_NAME]}}
+        operation = _schedule_operation(summary, operation_id, _responses(200, one, changed, 401, 404, 503))
+        return {"post": {**operation, "parameters": [_SCHEDULE_NAME]}}
 
-    change_errors = (400, 401, 404, 413, 415, 503)
-    read = operation("Read a schedule", "getSchedule", 200, _ref("Schedule"), "The schedule", 401, 404, 503)
-    change = operation(
-        "Change a schedule (a new timing, or a resume, starts it from its next tick after now)",
-        "updateSchedule",
-        200,
-        _ref("Schedule"),
-        "The schedule after the change",
-        *change_errors,
-        body="ScheduleChange",
-    )
-    errors = {
-        status: response for status, response in _responses(200, {}, "", 401, 404, 503).items() if status != "200"
-    }
-    delete = {
-        "summary": "Delete a schedule (its jobs stay)",
-        "operationId": "deleteSchedule",
-        "responses": {"204": {"description": "Deleted"}, **errors},
-    }
+    errors = {status: answer for status, answer in _responses(200, {}, "", 401, 404, 503).items() if status != "200"}
+    created = _responses(201, one, "The schedule was created", 400, 401, 409, 413, 415, 503)
+    listed = _responses(200, _ref("ScheduleList"), "The schedules", 401, 503)
+    change = "Change a schedule (a new timing, or a resume, starts it from its next tick after now)"
     return {
         "/v1/schedules": {
-            "post": operation(
-                "Create a schedule",
-                "createSchedule",
-                201,
-                _ref("Schedule"),
-                "The schedule was created",
-                400,
-                401,
-                409,
-                413,
-                415,
-                503,
-                body="ScheduleSpec",
-            ),
-            "get": operation(
-                "Every schedule, by name", "listSchedules", 200, _ref("ScheduleList"), "The schedules", 401, 503
-            ),
+            "post": _schedule_operation("Create a schedule", "createSchedule", created, body="ScheduleSpec"),
+            "get": _schedule_operation("Every schedule, by name", "listSchedules", listed),
         },
         "/v1/schedules/{name}": {
             "parameters": [_SCHEDULE_NAME],
-            "get": read,
-            "patch": change,
-            "delete": delete,
+            "get": _schedule_operation(
+                "Read a schedule", "getSchedule", _responses(200, one, "The schedule", 401, 404, 503)
+            ),
+            "patch": _schedule_operation(
+                change,
+                "updateSchedule",
+                _responses(200, one, changed, 400, 401, 404, 413, 415, 503),
+                body="ScheduleChange",
+            ),
+            "delete": _schedule_operation(
+                "Delete a schedule (its jobs stay)", "deleteSchedule", {"204": {"description": "Deleted"}, **errors}
+            ),
         },
         "/v1/schedules/{name}/pause": action("Pause a schedule: it fires no tick until resumed", "pauseSchedule"),
         "/v1/schedules/{name}/resume": action("Resume a schedule from its next tick after now", "resumeSchedule"),
