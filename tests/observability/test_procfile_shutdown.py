@@ -11,6 +11,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import requests
@@ -29,22 +30,48 @@ def make_run_environment() -> dict[str, str]:
     return dict(_RUN_EXPORT.findall((REPO / "Makefile").read_text()))
 
 
-def start_honcho(env: dict[str, str]) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", "honcho", "-f", str(REPO / "Procfile"), "-d", str(REPO), "start", *ROLES],
-        env=env,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+class Honcho:
+    """honcho running the Procfile, its output read as it comes (so a test can wait for a line)."""
+
+    def __init__(self, env: dict[str, str]):
+        self.popen = subprocess.Popen(
+            [sys.executable, "-m", "honcho", "-f", str(REPO / "Procfile"), "-d", str(REPO), "start", *ROLES],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        self._lines: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        for line in self.popen.stdout:
+            self._lines.append(line)
+
+    @property
+    def output(self) -> str:
+        return "".join(self._lines)
+
+    def stop(self, timeout: float) -> str:
+        """SIGINT, as Ctrl-C does; all of honcho's output once it has exited."""
+        self.popen.send_signal(signal.SIGINT)
+        self.popen.wait(timeout)
+        self._reader.join(10)
+        return self.output
+
+    def kill(self) -> None:
+        if self.popen.poll() is None:
+            self.popen.kill()
+            self.popen.wait()
 
 
-def wait_for(condition, what: str, honcho: subprocess.Popen, timeout: float = 60.0) -> None:
+def wait_for(condition, what: str, honcho: Honcho, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if honcho.poll() is not None:
-            raise AssertionError(f"honcho exited before {what}:\n{honcho.stdout.read()[-5000:]}")
+        if honcho.popen.poll() is not None:
+            raise AssertionError(f"honcho exited before {what}:\n{honcho.output[-5000:]}")
         try:
             if condition():
                 return
@@ -52,7 +79,7 @@ def wait_for(condition, what: str, honcho: subprocess.Popen, timeout: float = 60
             pass
         time.sleep(0.2)
     honcho.kill()
-    raise AssertionError(f"no {what} within {timeout} s:\n{honcho.communicate()[0][-5000:]}")
+    raise AssertionError(f"no {what} within {timeout} s:\n{honcho.output[-5000:]}")
 
 
 def test_ctrl_c_under_honcho_settles_the_running_job_and_every_process_exits_0(database_url, tmp_path):
@@ -66,9 +93,11 @@ def test_ctrl_c_under_honcho_settles_the_running_job_and_every_process_exits_0(d
         PATH=f"{os.path.dirname(sys.executable)}:{os.environ['PATH']}",
         **make_run_environment(),
     )
-    honcho = start_honcho(env)
+    honcho = Honcho(env)
     try:
         wait_for(lambda: requests.get(f"{base}/healthz", timeout=1).status_code == 200, "healthy web", honcho)
+        # every process is up (a signal during a process's imports would end it before it can exit 0)
+        wait_for(lambda: '"event": "scheduler.started"' in honcho.output, "scheduler start", honcho)
         created = requests.post(
             f"{base}/v1/jobs", json={"type": "sleep", "payload": {"seconds": 600}}, headers=AUTH, timeout=10
         )
@@ -80,12 +109,9 @@ def test_ctrl_c_under_honcho_settles_the_running_job_and_every_process_exits_0(d
             honcho,
         )
 
-        honcho.send_signal(signal.SIGINT)
-        output, _ = honcho.communicate(timeout=60)
+        output = honcho.stop(timeout=60)
     finally:
-        if honcho.poll() is None:
-            honcho.kill()
-            honcho.communicate()
+        honcho.kill()
 
     store = Store.from_url(database_url)
     job = store.get_job(job_id)
