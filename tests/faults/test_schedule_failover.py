@@ -98,4 +98,5 @@ def test_a_schedule_fires_each_tick_once_across_two_leader_kills(figures, store,
     )
     assert len(expected) >= TICKS and times[0] == start + timedelta(seconds=1)
     assert times == expected  # one job per tick: none twice, none missing
-    assert len(fired_by) >= KILLS + 1  # the killed leaders and the last one all fired ticks
+    # ticks were fired on both sides of a kill (a leader killed early under load may have fired none)
+    assert len(fired_by) >= 2
