@@ -11,22 +11,24 @@ from typing import Annotated, Any, Literal, TypeVar
 from flask import Blueprint, request, url_for
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 
-from quorra.api.auth import require_api_key
+from quorra.api.auth import api_key_scope, require_api_key
 from quorra.api.body import read_json
 from quorra.api.cursor import CursorCodec
 from quorra.api.services import services
 from quorra.durations import parse_duration
 from quorra.errors import InvalidArgument
 from quorra.jobs import (
+    MAX_IDEMPOTENCY_KEY_CHARS,
     Job,
     JobSpec,
     JobStatus,
     QueueName,
     TypeName,
     describe_errors,
+    is_valid_idempotency_key,
     parse_batch,
 )
-from quorra.store import MAX_LIST_LIMIT
+from quorra.store import MAX_LIST_LIMIT, Outcome, Submitted
 
 # A batch body may be this many times QUORRA_MAX_PAYLOAD_BYTES; each job's payload still
 # has to fit in QUORRA_MAX_PAYLOAD_BYTES on its own.
@@ -36,20 +38,63 @@ bp = Blueprint("jobs", __name__, url_prefix="/v1/jobs")
 bp.before_request(require_api_key)
 
 
+IDEMPOTENCY_KEY_HEADER = "Idempotency-Key"
+REPLAYED_HEADER = "Idempotent-Replayed"
+
+
 @bp.post("")
 def enqueue():
+    """201 for a new job; 200 for the job a retry with the same Idempotency-Key (and the
+    same job) created, with Idempotent-Replayed: true, or for a unique job's holder."""
     limit = services().settings.max_payload_bytes
-    spec = JobSpec.parse(read_json(limit), max_payload_bytes=limit)
-    job = services().manager.enqueue(spec)
-    return created_json(job), 201, {"Location": url_for(".get_job", job_id=job.id)}
+    spec = with_header_key(JobSpec.parse(read_json(limit), max_payload_bytes=limit))
+    submitted = _submit([spec])[0]
+    headers = {"Location": url_for(".get_job", job_id=submitted.job.id)}
+    if submitted.outcome is Outcome.REPLAYED:
+        headers[REPLAYED_HEADER] = "true"
+    return created_json(submitted), 201 if submitted.created else 200, headers
 
 
 @bp.post("/batch")
 def enqueue_batch():
+    """201 when the batch created a job, else 200 (each job says what became of it)."""
     limit = services().settings.max_payload_bytes
     specs = parse_batch(read_json(limit * BATCH_BODY_FACTOR), max_payload_bytes=limit)
-    created = services().manager.enqueue_many(specs)
-    return {"jobs": [created_json(job) for job in created]}, 201
+    submitted = _submit(specs)
+    status = 201 if any(item.created for item in submitted) else 200
+    return {"jobs": [created_json(item) for item in submitted]}, status
+
+
+def _submit(specs: list[JobSpec]) -> list[Submitted]:
+    ttl = services().settings.idempotency_ttl_seconds
+    return services().manager.enqueue_many(specs, scope=api_key_scope(), key_ttl_seconds=ttl)
+
+
+def with_header_key(spec: JobSpec) -> JobSpec:
+    """The job with the Idempotency-Key header as its idempotency_key (400 if the header is
+    malformed, or if the body names a different key)."""
+    key = request.headers.get(IDEMPOTENCY_KEY_HEADER)
+    if key is None:
+        return spec
+    if not is_valid_idempotency_key(key):
+        raise InvalidArgument(
+            f"the {IDEMPOTENCY_KEY_HEADER} header is invalid",
+            details=[{"field": IDEMPOTENCY_KEY_HEADER, "message": IDEMPOTENCY_KEY_RULE}],
+        )
+    if spec.idempotency_key not in (None, key):
+        raise InvalidArgument(
+            f"the {IDEMPOTENCY_KEY_HEADER} header and the body's idempotency_key differ",
+            details=[
+                {
+                    "field": "idempotency_key",
+                    "message": f"differs from the {IDEMPOTENCY_KEY_HEADER} header",
+                }
+            ],
+        )
+    return spec.model_copy(update={"idempotency_key": key})
+
+
+IDEMPOTENCY_KEY_RULE = f"1 to {MAX_IDEMPOTENCY_KEY_CHARS} visible ASCII characters (no spaces)"
 
 
 @bp.get("/<uuid:job_id>")  # a uuid, so that GET /v1/jobs/batch is no route (Allow: POST)
@@ -173,8 +218,15 @@ def timestamp(value: datetime | None) -> str | None:
     return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
-def created_json(job: Job) -> dict[str, Any]:
-    return {"id": job.id, "status": job.status.value, "run_at": timestamp(job.run_at)}
+def created_json(submitted: Submitted) -> dict[str, Any]:
+    """A submitted job: its id, status and run_at now, and what the submission did."""
+    job = submitted.job
+    return {
+        "id": job.id,
+        "status": job.status.value,
+        "run_at": timestamp(job.run_at),
+        "outcome": submitted.outcome.value,
+    }
 
 
 def job_json(job: Job, include: Sequence[str] = BODIES) -> dict[str, Any]:

@@ -8,10 +8,13 @@ from typing import Any
 
 from sqlalchemy import (
     delete,
+    exists,
     literal,
     select,
+    tuple_,
     update,
 )
+from sqlalchemy import exc as sa_exc
 
 from quorra.errors import IllegalTransition, JobNotFound
 from quorra.jobs import (
@@ -22,7 +25,7 @@ from quorra.jobs import (
     JobStatus,
     parse_job_id,
 )
-from quorra.schema import UTCDateTime, jobs
+from quorra.schema import UTCDateTime, idempotency_keys, jobs
 from quorra.store.base import (
     LEASE_EXPIRED,
     Clock,
@@ -37,7 +40,8 @@ from quorra.store.base import (
 
 
 class Admin(StoreBase):
-    """A person's verbs (cancel, retry) and the scheduler's (reap expired leases, prune)."""
+    """A person's verbs (cancel, retry) and the scheduler's (reap expired leases, prune jobs
+    and idempotency keys)."""
 
     def cancel(self, job_id: str, *, now: datetime | None = None) -> Job:
         """Cancel a job that has not finished; a worker holding it can no longer ack."""
@@ -54,11 +58,20 @@ class Admin(StoreBase):
         return job
 
     def retry(self, job_id: str, *, now: datetime | None = None) -> Job:
-        """Put a dead, failed or cancelled job back in line now, with its retries renewed."""
-        with self._transaction() as conn:
-            job = self._transition(conn, job_id, RETRYABLE, requeued(self._clock(now)), verb="retry")
+        """Put a dead, failed or cancelled job back in line now, with its retries renewed.
+        A unique job whose slot another job took meanwhile stays where it is (conflict)."""
+        try:
+            job = self._retry(job_id, now)
+        except sa_exc.IntegrityError:  # only ix_jobs_unique_key can refuse this UPDATE
+            raise IllegalTransition(
+                f"cannot retry job {job_id}: another job with its unique key holds the slot"
+            ) from None
         log_transition("job retried", "job.retried", job)
         return job
+
+    def _retry(self, job_id: str, now: datetime | None) -> Job:
+        with self._transaction() as conn:
+            return self._transition(conn, job_id, RETRYABLE, requeued(self._clock(now)), verb="retry")
 
     def retry_dead(self, queue: str, *, type: str | None = None, now: datetime | None = None) -> dict[str, int]:
         """Put every dead job of `queue` (of `type`, if given) back in line now, in one
@@ -104,12 +117,15 @@ class Admin(StoreBase):
 
     def prune(self, finished_before: datetime, *, limit: int = 500) -> int:
         """Delete up to `limit` succeeded or cancelled jobs that finished before the given
-        time; dead jobs stay until a person retries them. Small batches, short locks."""
+        time; dead jobs stay until a person retries them, and a job stays while an
+        idempotency key names it (a retry must find it). Small batches, short locks."""
+        named_by_a_key = exists().where(idempotency_keys.c.job_id == jobs.c.id)
         doomed = (
             select(jobs.c.id)
             .where(
                 jobs.c.status.in_([JobStatus.SUCCEEDED.value, JobStatus.CANCELLED.value]),
                 jobs.c.finished_at < literal(finished_before, UTCDateTime),
+                ~named_by_a_key,
             )
             .limit(limit)
         )
@@ -119,6 +135,20 @@ class Admin(StoreBase):
             deleted = conn.execute(delete(jobs).where(jobs.c.id.in_(doomed.scalar_subquery()))).rowcount
         if deleted:
             logger.info("jobs pruned", extra={"event": "jobs.pruned", "count": deleted})
+        return deleted
+
+    def prune_idempotency_keys(self, *, now: datetime | None = None, limit: int = 500) -> int:
+        """Delete up to `limit` idempotency keys that expired; a retry after that creates a
+        new job. (A submission also takes over an expired key it finds.)"""
+        key = tuple_(idempotency_keys.c.scope, idempotency_keys.c.key)
+        with self._transaction() as conn:
+            clock = self._clock(now)
+            expired = select(key).where(idempotency_keys.c.expires_at <= clock.now()).limit(limit)
+            if self.dialect == "postgresql":
+                expired = expired.with_for_update(skip_locked=True)
+            deleted = conn.execute(delete(idempotency_keys).where(key.in_(expired))).rowcount
+        if deleted:
+            logger.info("idempotency keys pruned", extra={"event": "idempotency_keys.pruned", "count": deleted})
         return deleted
 
     def _transition(self, conn, job_id: str, allowed, values: dict[str, Any], *, verb: str) -> Job:

@@ -82,6 +82,26 @@ class Settlement:
     error: str = "failed"
 
 
+class Outcome(str, enum.Enum):
+    """What a submission did."""
+
+    CREATED = "created"  # a new job
+    REPLAYED = "replayed"  # its idempotency key was seen with the same job: that job
+    DUPLICATE = "duplicate"  # a job with its unique key holds the slot: that job
+
+
+@dataclass(frozen=True)
+class Submitted:
+    """One submitted job and what the submission did."""
+
+    job: Job
+    outcome: Outcome
+
+    @property
+    def created(self) -> bool:
+        return self.outcome is Outcome.CREATED
+
+
 class SettleOutcome(str, enum.Enum):
     SETTLED = "settled"  # the job is succeeded, failed (retry scheduled) or dead
     STALE_LEASE = "stale_lease"  # the lease is no longer held by this worker

@@ -1,10 +1,14 @@
-"""Submitting jobs: one prebuilt INSERT run with executemany, so a batch of 1,000 is
-compiled once per shape, never per request."""
+"""Submitting jobs. Plain jobs (no idempotency key, no unique options) go in with one
+prebuilt INSERT run with executemany, so a batch of 1,000 is compiled once per shape, never
+per request. A job with an idempotency key or unique options goes in on its own, in the same
+transaction, through INSERT ... ON CONFLICT: the database's unique indexes settle a race
+between two web processes, never a read before the write."""
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -12,20 +16,41 @@ from sqlalchemy import (
     bindparam,
     func,
     insert,
+    select,
+    text,
+    update,
 )
+from sqlalchemy.dialects import postgresql, sqlite
 
+from quorra.errors import DatabaseUnavailable, IdempotencyKeyReused
 from quorra.jobs import (
+    DEFAULT_IDEMPOTENCY_TTL_SECONDS,
     Job,
     JobSpec,
     JobStatus,
+    period_start,
 )
-from quorra.schema import jobs
+from quorra.schema import UNIQUE_SLOT_HELD, idempotency_keys, jobs
 from quorra.store.base import (
     Clock,
+    Outcome,
     StoreBase,
+    Submitted,
     log_transition,
     to_job,
 )
+
+# A unique job's INSERT found the slot taken, then no holder: the holder left the slot in
+# between. Try again this many times (each a fresh snapshot) before giving up.
+UNIQUE_INSERT_ATTEMPTS = 5
+
+
+@dataclass(frozen=True)
+class KeyScope:
+    """Where idempotency keys live (the sha256 of an API key) and how long each is kept."""
+
+    scope: str = ""
+    ttl_seconds: float = DEFAULT_IDEMPOTENCY_TTL_SECONDS
 
 
 class Submitting(StoreBase):
@@ -36,19 +61,143 @@ class Submitting(StoreBase):
 
     def enqueue_many(self, specs: Sequence[JobSpec], *, now: datetime | None = None) -> list[Job]:
         """Insert all the jobs in one transaction: all are created or none."""
+        return [submitted.job for submitted in self.submit_many(specs, now=now)]
+
+    def submit_many(
+        self,
+        specs: Sequence[JobSpec],
+        *,
+        scope: str = "",
+        key_ttl_seconds: float = DEFAULT_IDEMPOTENCY_TTL_SECONDS,
+        now: datetime | None = None,
+    ) -> list[Submitted]:
+        """Submit all the jobs in one transaction, all or none; one result per job, in order.
+        A job whose idempotency key (within `scope`) was used for the same job is that job,
+        REPLAYED; for another job, IdempotencyKeyReused fails the whole batch. A unique job
+        whose slot is held is the holder, DUPLICATE."""
         if not specs:
             return []
+        keys = KeyScope(scope, key_ttl_seconds)
         with self._transaction() as conn:
             clock = self._clock(now)
-            rows = [_new_row(spec, clock) for spec in specs]
-            # executemany of one prebuilt INSERT: SQLAlchemy's insertmanyvalues batches the rows
-            # into multi-row INSERTs and compiles once per shape (insert().values(list) never caches).
-            created = conn.execute(_INSERT_AT_DB_TIME if clock.fixed is None else _INSERT, rows).all()
+            results = self._insert_plain(conn, clock, specs)
+            for index, spec in enumerate(specs):
+                if not spec.is_plain:
+                    results[index] = self._submit_one(conn, clock, spec, keys)
+        submitted = [result for result in results if result is not None]
+        for result in submitted:
+            if result.created:
+                log_transition("job enqueued", "job.enqueued", result.job)
+        return submitted
+
+    def _insert_plain(self, conn, clock: Clock, specs: Sequence[JobSpec]) -> list[Submitted | None]:
+        """The plain jobs in one executemany; None in the places of the others."""
+        rows = {index: _new_row(spec, clock) for index, spec in enumerate(specs) if spec.is_plain}
+        if not rows:
+            return [None] * len(specs)
+        # executemany of one prebuilt INSERT: SQLAlchemy's insertmanyvalues batches the rows
+        # into multi-row INSERTs and compiles once per shape (insert().values(list) never caches).
+        statement = _INSERT_AT_DB_TIME if clock.fixed is None else _INSERT
+        created = conn.execute(statement, list(rows.values())).all()
         by_id = {str(uuid.UUID(str(row.id))): row for row in created}
-        result = [to_job(by_id[row["id"]]) for row in rows]
-        for job in result:
-            log_transition("job enqueued", "job.enqueued", job)
-        return result
+        return [
+            Submitted(to_job(by_id[rows[index]["id"]]), Outcome.CREATED) if index in rows else None
+            for index in range(len(specs))
+        ]
+
+    def _submit_one(self, conn, clock: Clock, spec: JobSpec, keys: KeyScope) -> Submitted:
+        values = _new_values(spec, clock)
+        if spec.idempotency_key is not None:
+            seen = self._claim_key(conn, clock, spec, values["id"], keys)
+            if seen is not None:
+                return _replay(conn, spec, seen)
+        if spec.unique is None:
+            row = conn.execute(insert(jobs).values(values).returning(*jobs.c)).one()
+            submitted = Submitted(to_job(row), Outcome.CREATED)
+        else:
+            submitted = self._insert_unique(conn, clock, spec, values)
+        if spec.idempotency_key is not None and not submitted.created:  # the key answers with the holder
+            key = _key_row(keys.scope, spec.idempotency_key)
+            conn.execute(update(idempotency_keys).where(*key).values(job_id=submitted.job.id))
+        return submitted
+
+    def _claim_key(self, conn, clock: Clock, spec: JobSpec, job_id: str, keys: KeyScope):
+        """Insert the key naming the job about to be created, or take over an expired one:
+        None when claimed, else the row of the live key. On PostgreSQL a concurrent claim of
+        the same key waits here for the first to commit, then sees its row."""
+        table = idempotency_keys
+        statement = self._insert(table).values(
+            scope=keys.scope,
+            key=spec.idempotency_key,
+            fingerprint=spec.fingerprint(),
+            job_id=job_id,
+            created_at=clock.now(),
+            expires_at=clock.after(keys.ttl_seconds),
+        )
+        renewed = ("fingerprint", "job_id", "created_at", "expires_at")
+        statement = statement.on_conflict_do_update(
+            index_elements=[table.c.scope, table.c.key],
+            set_={name: statement.excluded[name] for name in renewed},
+            where=table.c.expires_at <= clock.now(),
+        )
+        if conn.execute(statement.returning(table.c.job_id)).first() is not None:
+            return None
+        return conn.execute(select(table).where(*_key_row(keys.scope, spec.idempotency_key))).one()
+
+    def _insert_unique(self, conn, clock: Clock, spec: JobSpec, values: dict[str, Any]) -> Submitted:
+        """INSERT ... ON CONFLICT DO NOTHING on the unique slot; when taken, the holder. On
+        PostgreSQL a concurrent insert of the same key waits for the first to commit."""
+        key = spec.unique_key(self._period_start(conn, clock, spec))
+        held = text(UNIQUE_SLOT_HELD)
+        statement = (
+            self._insert(jobs)
+            .values(values | {"unique_key": key, "unique_states": spec.unique.mask})
+            .on_conflict_do_nothing(index_elements=[jobs.c.unique_key], index_where=held)
+            .returning(*jobs.c)
+        )
+        holder_of_slot = select(jobs).where(jobs.c.unique_key == key, held)
+        if self.dialect == "postgresql":  # the weakest lock that keeps prune from deleting it
+            holder_of_slot = holder_of_slot.with_for_update(read=True, key_share=True)
+        for _ in range(UNIQUE_INSERT_ATTEMPTS):
+            row = conn.execute(statement).one_or_none()
+            if row is not None:
+                return Submitted(to_job(row), Outcome.CREATED)
+            holder = conn.execute(holder_of_slot).one_or_none()
+            if holder is not None:
+                return Submitted(to_job(holder), Outcome.DUPLICATE)
+        raise DatabaseUnavailable("the unique job's slot kept changing hands; try again")
+
+    def _period_start(self, conn, clock: Clock, spec: JobSpec) -> int | None:
+        if spec.unique is None or spec.unique.period_seconds is None:
+            return None
+        now = clock.fixed or conn.execute(select(func.now())).scalar_one()
+        return period_start(now.timestamp(), spec.unique.period_seconds)
+
+    def _insert(self, table):
+        """INSERT with ON CONFLICT, in this database's dialect."""
+        return (postgresql.insert if self.dialect == "postgresql" else sqlite.insert)(table)
+
+
+def _key_row(scope: str, key: str) -> list:
+    return [idempotency_keys.c.scope == scope, idempotency_keys.c.key == key]
+
+
+def _replay(conn, spec: JobSpec, seen) -> Submitted:
+    """The answer to a retry: the job the key names, if the retry repeats the same job."""
+    job_id = str(uuid.UUID(str(seen.job_id)))
+    details = {"idempotency_key": spec.idempotency_key, "job_id": job_id}
+    if seen.fingerprint != spec.fingerprint():
+        raise IdempotencyKeyReused(
+            f"the idempotency key {spec.idempotency_key!r} was used for a different job",
+            details=details,
+        )
+    row = conn.execute(select(jobs).where(jobs.c.id == job_id)).one_or_none()
+    if row is None:  # pruning keeps a job while a key names it; only a person could delete it
+        raise IdempotencyKeyReused(
+            f"the idempotency key {spec.idempotency_key!r} names a job that no longer exists",
+            details=details,
+        )
+    return Submitted(to_job(row), Outcome.REPLAYED)
 
 
 _INSERT = insert(jobs).returning(*jobs.c)
@@ -65,8 +214,8 @@ _INSERT_AT_DB_TIME = (
 )
 
 
-def _new_row(spec: JobSpec, clock: Clock) -> dict[str, Any]:
-    row = {
+def _base_row(spec: JobSpec) -> dict[str, Any]:
+    return {
         "id": str(uuid.uuid4()),
         "type": spec.type,
         "queue": spec.queue,
@@ -76,6 +225,11 @@ def _new_row(spec: JobSpec, clock: Clock) -> dict[str, Any]:
         "attempts": 0,
         "max_retries": spec.max_retries,
     }
+
+
+def _new_row(spec: JobSpec, clock: Clock) -> dict[str, Any]:
+    """Parameters of the prebuilt INSERTs."""
+    row = _base_row(spec)
     if clock.fixed is None:  # PostgreSQL time: now() + delay, computed by the database
         return row | {"delay_seconds": spec.delay_seconds}
     created_at = clock.fixed
@@ -83,4 +237,13 @@ def _new_row(spec: JobSpec, clock: Clock) -> dict[str, Any]:
         "run_at": created_at + timedelta(seconds=spec.delay_seconds),
         "created_at": created_at,
         "updated_at": created_at,
+    }
+
+
+def _new_values(spec: JobSpec, clock: Clock) -> dict[str, Any]:
+    """Values (SQL expressions for the times) of a job inserted on its own."""
+    return _base_row(spec) | {
+        "run_at": clock.after(spec.delay_seconds),
+        "created_at": clock.now(),
+        "updated_at": clock.now(),
     }
