@@ -140,13 +140,13 @@ class Admin(StoreBase):
     def prune_idempotency_keys(self, *, now: datetime | None = None, limit: int = 500) -> int:
         """Delete up to `limit` idempotency keys that expired; a retry after that creates a
         new job. (A submission also takes over an expired key it finds.)"""
-        key = tuple_(idempotency_keys.c.scope, idempotency_keys.c.key)
+        columns = (idempotency_keys.c.scope, idempotency_keys.c.key)
         with self._transaction() as conn:
             clock = self._clock(now)
-            expired = select(key).where(idempotency_keys.c.expires_at <= clock.now()).limit(limit)
+            expired = select(*columns).where(idempotency_keys.c.expires_at <= clock.now()).limit(limit)
             if self.dialect == "postgresql":
                 expired = expired.with_for_update(skip_locked=True)
-            deleted = conn.execute(delete(idempotency_keys).where(key.in_(expired))).rowcount
+            deleted = conn.execute(delete(idempotency_keys).where(tuple_(*columns).in_(expired))).rowcount
         if deleted:
             logger.info("idempotency keys pruned", extra={"event": "idempotency_keys.pruned", "count": deleted})
         return deleted
