@@ -179,7 +179,7 @@ class UniqueOptions(BaseModel):
 
     key: StrictStr | None = Field(None, min_length=1, max_length=MAX_UNIQUE_KEY_CHARS)
     states: tuple[JobStatus, ...] = tuple(sorted(LIVE, key=list(JobStatus).index))
-    period_seconds: JsonInt | None = Field(None, ge=1, le=MAX_UNIQUE_PERIOD_SECONDS)
+    period_seconds: Annotated[JsonInt, Field(ge=1, le=MAX_UNIQUE_PERIOD_SECONDS)] | None = None
 
     @field_validator("key")
     @classmethod

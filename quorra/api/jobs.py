@@ -16,8 +16,9 @@ from quorra.api.body import read_json
 from quorra.api.cursor import CursorCodec
 from quorra.api.services import services
 from quorra.durations import parse_duration
-from quorra.errors import InvalidArgument
+from quorra.errors import InvalidArgument, InvalidJobSpec
 from quorra.jobs import (
+    MAX_BATCH_SIZE,
     MAX_IDEMPOTENCY_KEY_CHARS,
     Job,
     JobSpec,
@@ -40,15 +41,23 @@ bp.before_request(require_api_key)
 
 IDEMPOTENCY_KEY_HEADER = "Idempotency-Key"
 REPLAYED_HEADER = "Idempotent-Replayed"
+# A batch's Idempotency-Key names each job that has no idempotency_key of its own as
+# "<key>:<index>", which must still fit in MAX_IDEMPOTENCY_KEY_CHARS.
+MAX_BATCH_KEY_CHARS = MAX_IDEMPOTENCY_KEY_CHARS - len(f":{MAX_BATCH_SIZE}")
 
 
 @bp.post("")
 def enqueue():
-    """201 for a new job; 200 for the job a retry with the same Idempotency-Key (and the
-    same job) created, with Idempotent-Replayed: true, or for a unique job's holder."""
+    """201 and a new job; or 200 and the job that a first try with the same
+    Idempotency-Key (and the same job) created, with Idempotent-Replayed: true, or that
+    holds the unique job's slot."""
     limit = services().settings.max_payload_bytes
-    spec = with_header_key(JobSpec.parse(read_json(limit), max_payload_bytes=limit))
-    submitted = _submit([spec])[0]
+    body = read_json(limit)
+    if isinstance(body, dict) and "idempotency_key" in body:
+        raise InvalidJobSpec("the job is invalid", details=[_KEY_IN_BODY])
+    spec = JobSpec.parse(body, max_payload_bytes=limit)
+    key = header_key(MAX_IDEMPOTENCY_KEY_CHARS)
+    [submitted] = _submit([spec if key is None else spec.model_copy(update={"idempotency_key": key})])
     headers = {"Location": url_for(".get_job", job_id=submitted.job.id)}
     if submitted.outcome is Outcome.REPLAYED:
         headers[REPLAYED_HEADER] = "true"
@@ -57,12 +66,22 @@ def enqueue():
 
 @bp.post("/batch")
 def enqueue_batch():
-    """201 when the batch created a job, else 200 (each job says what became of it)."""
+    """201 when the batch created a job, else 200 (Idempotent-Replayed: true when every job
+    was replayed); each job says what became of it."""
     limit = services().settings.max_payload_bytes
     specs = parse_batch(read_json(limit * BATCH_BODY_FACTOR), max_payload_bytes=limit)
+    key = header_key(MAX_BATCH_KEY_CHARS)
+    if key is not None:
+        specs = [_with_key(spec, f"{key}:{index}") for index, spec in enumerate(specs)]
     submitted = _submit(specs)
+    headers = {}
+    if all(item.outcome is Outcome.REPLAYED for item in submitted):
+        headers[REPLAYED_HEADER] = "true"
     status = 201 if any(item.created for item in submitted) else 200
-    return {"jobs": [created_json(item) for item in submitted]}, status
+    return {"jobs": [created_json(item) for item in submitted]}, status, headers
+
+
+_KEY_IN_BODY = {"field": "idempotency_key", "message": f"unknown field; send the {IDEMPOTENCY_KEY_HEADER} header"}
 
 
 def _submit(specs: list[JobSpec]) -> list[Submitted]:
@@ -70,31 +89,23 @@ def _submit(specs: list[JobSpec]) -> list[Submitted]:
     return services().manager.enqueue_many(specs, scope=api_key_scope(), key_ttl_seconds=ttl)
 
 
-def with_header_key(spec: JobSpec) -> JobSpec:
-    """The job with the Idempotency-Key header as its idempotency_key (400 if the header is
-    malformed, or if the body names a different key)."""
+def _with_key(spec: JobSpec, key: str) -> JobSpec:
+    """A batch job keeps an idempotency_key of its own; else it gets the batch's."""
+    return spec if spec.idempotency_key is not None else spec.model_copy(update={"idempotency_key": key})
+
+
+def header_key(max_chars: int) -> str | None:
+    """The Idempotency-Key header, if sent: 1 to `max_chars` visible ASCII characters, else 400."""
     key = request.headers.get(IDEMPOTENCY_KEY_HEADER)
     if key is None:
-        return spec
-    if not is_valid_idempotency_key(key):
+        return None
+    if not is_valid_idempotency_key(key) or len(key) > max_chars:
+        message = f"1 to {max_chars} visible ASCII characters (no spaces)"
         raise InvalidArgument(
             f"the {IDEMPOTENCY_KEY_HEADER} header is invalid",
-            details=[{"field": IDEMPOTENCY_KEY_HEADER, "message": IDEMPOTENCY_KEY_RULE}],
+            details=[{"field": IDEMPOTENCY_KEY_HEADER, "message": message}],
         )
-    if spec.idempotency_key not in (None, key):
-        raise InvalidArgument(
-            f"the {IDEMPOTENCY_KEY_HEADER} header and the body's idempotency_key differ",
-            details=[
-                {
-                    "field": "idempotency_key",
-                    "message": f"differs from the {IDEMPOTENCY_KEY_HEADER} header",
-                }
-            ],
-        )
-    return spec.model_copy(update={"idempotency_key": key})
-
-
-IDEMPOTENCY_KEY_RULE = f"1 to {MAX_IDEMPOTENCY_KEY_CHARS} visible ASCII characters (no spaces)"
+    return key
 
 
 @bp.get("/<uuid:job_id>")  # a uuid, so that GET /v1/jobs/batch is no route (Allow: POST)
