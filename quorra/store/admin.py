@@ -7,14 +7,17 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
+    and_,
     delete,
     exists,
     literal,
+    or_,
     select,
     tuple_,
     update,
 )
 from sqlalchemy import exc as sa_exc
+from sqlalchemy.sql.elements import ColumnElement
 
 from quorra.errors import IllegalTransition, JobNotFound
 from quorra.jobs import (
@@ -36,6 +39,7 @@ from quorra.store.base import (
     logger,
     status_in,
     to_job,
+    unique_slot_held,
 )
 
 
@@ -76,12 +80,18 @@ class Admin(StoreBase):
     def retry_dead(self, queue: str, *, type: str | None = None, now: datetime | None = None) -> dict[str, int]:
         """Put every dead job of `queue` (of `type`, if given) back in line now, in one
         UPDATE; answers how many of each type were retried."""
-        guard = [jobs.c.status == JobStatus.DEAD.value, jobs.c.queue == queue]
-        if type is not None:
-            guard.append(jobs.c.type == type)
+        guard = _dead_of(jobs, queue, type)
         with self._transaction() as conn:
-            statement = update(jobs).where(*guard).values(requeued(self._clock(now))).returning(jobs.c.type)
-            retried = Counter(conn.execute(statement).scalars())
+            statement = (
+                update(jobs)
+                .where(*guard, _unique_slot_free(queue, type))
+                .values(requeued(self._clock(now)))
+                .returning(jobs.c.type)
+            )
+            try:
+                retried = Counter(conn.execute(statement).scalars())
+            except sa_exc.IntegrityError:  # a unique job took a slot meanwhile (PostgreSQL)
+                raise IllegalTransition("a unique job took the slot of a dead job meanwhile; try again") from None
         logger.info(
             "dead jobs retried",
             extra={"event": "jobs.retried", "queue": queue, "job_type": type, "count": sum(retried.values())},
@@ -176,3 +186,24 @@ def requeued(clock: Clock) -> dict[str, Any]:
         "finished_at": None,
         "updated_at": clock.now(),
     }
+
+
+def _dead_of(table, queue: str, type: str | None) -> list[ColumnElement]:
+    guard = [table.c.status == JobStatus.DEAD.value, table.c.queue == queue]
+    if type is not None:
+        guard.append(table.c.type == type)
+    return guard
+
+
+def _unique_slot_free(queue: str, type: str | None) -> ColumnElement:
+    """A dead job that may go back to pending without breaking a unique slot: not unique, or
+    no other job holds its slot and it is the last (by id) of the dead jobs retried with it
+    that share the slot. A dead unique job whose slot is taken stays dead."""
+    holder, twin = jobs.alias("holder"), jobs.alias("twin")
+    held_by_another = exists().where(
+        holder.c.unique_key == jobs.c.unique_key, holder.c.id != jobs.c.id, unique_slot_held(holder)
+    )
+    later_twin = exists().where(
+        twin.c.unique_key == jobs.c.unique_key, twin.c.id > jobs.c.id, *_dead_of(twin, queue, type)
+    )
+    return or_(jobs.c.unique_key.is_(None), and_(~held_by_another, ~later_twin))

@@ -16,6 +16,7 @@ from typing import Any, NamedTuple, Self
 from sqlalchemy import (
     Connection,
     Engine,
+    and_,
     bindparam,
     case,
     func,
@@ -31,6 +32,7 @@ from quorra.errors import DatabaseUnavailable, InvalidArgument, JobNotFound, Sta
 from quorra.jobs import (
     BACKOFF_CAPPED_FROM,
     HOLDING_LEASE,
+    STATUS_BITS,
     Job,
     JobStatus,
     backoff_seconds,
@@ -251,6 +253,12 @@ def _backoff_interval(attempts) -> ColumnElement:
         else_=backoff_seconds(BACKOFF_CAPPED_FROM),
     )
     return func.make_interval(0, 0, 0, 0, 0, 0, seconds)
+
+
+def unique_slot_held(table) -> ColumnElement:
+    """schema.UNIQUE_SLOT_HELD over `table` (an alias of jobs): the job holds its unique slot."""
+    bit = case({status.value: bit for status, bit in STATUS_BITS.items()}, value=table.c.status, else_=0)
+    return and_(table.c.unique_key.is_not(None), table.c.unique_states.op("&")(bit) != 0)
 
 
 def status_values(statuses) -> list[str]:

@@ -255,3 +255,27 @@ def test_a_unique_job_twice_in_one_batch_is_one_job(store):
     results = submit(store, spec(unique={"key": "k"}), spec(unique={"key": "k"}))
     assert [r.outcome for r in results] == [Outcome.CREATED, Outcome.DUPLICATE]
     assert results[0].job.id == results[1].job.id
+
+
+def test_bulk_retry_leaves_a_dead_unique_job_whose_slot_is_taken_dead(store):
+    # Given a dead unique job whose slot a new job took, and a dead plain job, in one queue
+    plain = job_in_status(store, S.DEAD, queue="payments")
+    taken = job_in_status(store, S.DEAD, unique={"key": "k"}, queue="payments")
+    [taker] = submit(store, spec(unique={"key": "k"}, queue="payments"))
+    # When the queue's dead jobs are retried in bulk
+    retried = store.retry_dead("payments")
+    # Then the plain one is back in line; the unique one stays dead, its slot with the taker
+    assert retried == {"email_send": 1}
+    assert (store.get_job(plain.id).status, store.get_job(taken.id).status) == (S.PENDING, S.DEAD)
+    assert store.get_job(taker.job.id).status == S.PENDING
+
+
+def test_bulk_retry_of_dead_unique_jobs_sharing_a_slot_retries_one(store):
+    # Given two dead unique jobs with the same key (the second created once the first died)
+    first = job_in_status(store, S.DEAD, unique={"key": "k"}, queue="payments")
+    second = job_in_status(store, S.DEAD, unique={"key": "k"}, queue="payments")
+    # When the queue's dead jobs are retried in bulk
+    assert store.retry_dead("payments") == {"email_send": 1}
+    # Then exactly one of them holds the slot again
+    statuses = sorted(store.get_job(job.id).status.value for job in (first, second))
+    assert statuses == ["dead", "pending"]
