@@ -7,6 +7,7 @@ between two web processes, never a read before the write."""
 from __future__ import annotations
 
 import uuid
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -81,9 +82,10 @@ class Submitting(StoreBase):
         with self._transaction() as conn:
             clock = self._clock(now)
             results = self._insert_plain(conn, clock, specs)
+            keyed = self._insert_keyed(conn, clock, specs, keys)
             for index, spec in enumerate(specs):
-                if not spec.is_plain:
-                    results[index] = self._submit_one(conn, clock, spec, keys)
+                if results[index] is None:
+                    results[index] = keyed.get(index) or self._submit_one(conn, clock, spec, keys)
         submitted = [result for result in results if result is not None]
         for result in submitted:
             if result.created:
@@ -93,24 +95,42 @@ class Submitting(StoreBase):
     def _insert_plain(self, conn, clock: Clock, specs: Sequence[JobSpec]) -> list[Submitted | None]:
         """The plain jobs in one executemany; None in the places of the others."""
         rows = {index: _new_row(spec, clock) for index, spec in enumerate(specs) if spec.is_plain}
-        if not rows:
-            return [None] * len(specs)
-        # executemany of one prebuilt INSERT: SQLAlchemy's insertmanyvalues batches the rows
-        # into multi-row INSERTs and compiles once per shape (insert().values(list) never caches).
-        statement = _INSERT_AT_DB_TIME if clock.fixed is None else _INSERT
-        created = conn.execute(statement, list(rows.values())).all()
-        by_id = {str(uuid.UUID(str(row.id))): row for row in created}
+        created = _insert_rows(conn, clock, list(rows.values()))
         return [
-            Submitted(to_job(by_id[rows[index]["id"]]), Outcome.CREATED) if index in rows else None
+            Submitted(created[rows[index]["id"]], Outcome.CREATED) if index in rows else None
             for index in range(len(specs))
         ]
 
+    def _insert_keyed(self, conn, clock: Clock, specs: Sequence[JobSpec], keys: KeyScope) -> dict[int, Submitted]:
+        """The jobs with an idempotency key (used once in the batch) and no unique options, all
+        at once, as a client that keys every batch sends them: one INSERT ... ON CONFLICT
+        claims every key, one executemany inserts the jobs of the keys claimed, and two
+        queries read back the jobs of the keys already used."""
+        uses = Counter(spec.idempotency_key for spec in specs)
+        keyed = {
+            index: spec
+            for index, spec in enumerate(specs)
+            if spec.idempotency_key is not None and spec.unique is None and uses[spec.idempotency_key] == 1
+        }
+        if not keyed:
+            return {}
+        rows = {index: _new_row(spec, clock) for index, spec in keyed.items()}
+        claimed = self._claim_keys(conn, clock, [(spec, rows[index]["id"]) for index, spec in keyed.items()], keys)
+        created = _insert_rows(conn, clock, [rows[i] for i, spec in keyed.items() if spec.idempotency_key in claimed])
+        replays = _replay_many(
+            conn, keys.scope, [spec for spec in keyed.values() if spec.idempotency_key not in claimed]
+        )
+        return {
+            index: Submitted(created[rows[index]["id"]], Outcome.CREATED)
+            if spec.idempotency_key in claimed
+            else replays[spec.idempotency_key]
+            for index, spec in keyed.items()
+        }
+
     def _submit_one(self, conn, clock: Clock, spec: JobSpec, keys: KeyScope) -> Submitted:
         values = _new_values(spec, clock)
-        if spec.idempotency_key is not None:
-            seen = self._claim_key(conn, clock, spec, values["id"], keys)
-            if seen is not None:
-                return _replay(conn, spec, seen)
+        if spec.idempotency_key is not None and not self._claim_keys(conn, clock, [(spec, values["id"])], keys):
+            return _replay_many(conn, keys.scope, [spec])[spec.idempotency_key]
         if spec.unique is None:
             row = conn.execute(insert(jobs).values(values).returning(*jobs.c)).one()
             submitted = Submitted(to_job(row), Outcome.CREATED)
@@ -121,28 +141,23 @@ class Submitting(StoreBase):
             conn.execute(update(idempotency_keys).where(*key).values(job_id=submitted.job.id))
         return submitted
 
-    def _claim_key(self, conn, clock: Clock, spec: JobSpec, job_id: str, keys: KeyScope):
-        """Insert the key naming the job about to be created, or take over an expired one:
-        None when claimed, else the row of the live key. On PostgreSQL a concurrent claim of
-        the same key waits here for the first to commit, then sees its row."""
+    def _claim_keys(self, conn, clock: Clock, claims: list[tuple[JobSpec, str]], keys: KeyScope) -> set[str]:
+        """Insert each key naming the job about to be created, or take over an expired one;
+        the keys claimed (the others are live). On PostgreSQL a concurrent claim of the same
+        key waits here for the first to commit, then finds its row."""
         table = idempotency_keys
-        statement = self._insert(table).values(
-            scope=keys.scope,
-            key=spec.idempotency_key,
-            fingerprint=spec.fingerprint(),
-            job_id=job_id,
-            created_at=clock.now(),
-            expires_at=clock.after(keys.ttl_seconds),
-        )
+        statement = self._insert(table).values(created_at=clock.now(), expires_at=clock.after(keys.ttl_seconds))
         renewed = ("fingerprint", "job_id", "created_at", "expires_at")
         statement = statement.on_conflict_do_update(
             index_elements=[table.c.scope, table.c.key],
             set_={name: statement.excluded[name] for name in renewed},
             where=table.c.expires_at <= clock.now(),
-        )
-        if conn.execute(statement.returning(table.c.job_id)).first() is not None:
-            return None
-        return conn.execute(select(table).where(*_key_row(keys.scope, spec.idempotency_key))).one()
+        ).returning(table.c.key)
+        rows = [
+            {"scope": keys.scope, "key": spec.idempotency_key, "fingerprint": spec.fingerprint(), "job_id": job_id}
+            for spec, job_id in claims
+        ]
+        return set(conn.execute(statement, rows).scalars())
 
     def _insert_unique(self, conn, clock: Clock, spec: JobSpec, values: dict[str, Any]) -> Submitted:
         """INSERT ... ON CONFLICT DO NOTHING on the unique slot; when taken, the holder. On
@@ -182,22 +197,54 @@ def _key_row(scope: str, key: str) -> list:
     return [idempotency_keys.c.scope == scope, idempotency_keys.c.key == key]
 
 
-def _replay(conn, spec: JobSpec, seen) -> Submitted:
-    """The answer to a retry: the job the key names, if the retry repeats the same job."""
-    job_id = str(uuid.UUID(str(seen.job_id)))
-    details = {"idempotency_key": spec.idempotency_key, "job_id": job_id}
+def _replay_many(conn, scope: str, specs: list[JobSpec]) -> dict[str, Submitted]:
+    """The answers to retries, by key: the job each key names, if the retry repeats that
+    job; else IdempotencyKeyReused."""
+    if not specs:
+        return {}
+    table = idempotency_keys
+    seen = {
+        row.key: row
+        for row in conn.execute(
+            select(table).where(table.c.scope == scope, table.c.key.in_([s.idempotency_key for s in specs]))
+        )
+    }
+    for spec in specs:
+        _check_same_job(spec, seen[spec.idempotency_key])
+    job_ids = {str(uuid.UUID(str(row.job_id))) for row in seen.values()}
+    found = {job.id: job for job in map(to_job, conn.execute(select(jobs).where(jobs.c.id.in_(job_ids))))}
+    answers = {}
+    for spec in specs:
+        job = found.get(str(uuid.UUID(str(seen[spec.idempotency_key].job_id))))
+        if job is None:  # pruning keeps a job while a key names it; only a person could delete it
+            raise IdempotencyKeyReused(
+                f"the idempotency key {spec.idempotency_key!r} names a job that no longer exists",
+                details=_key_details(spec, seen[spec.idempotency_key]),
+            )
+        answers[spec.idempotency_key] = Submitted(job, Outcome.REPLAYED)
+    return answers
+
+
+def _check_same_job(spec: JobSpec, seen) -> None:
     if seen.fingerprint != spec.fingerprint():
         raise IdempotencyKeyReused(
             f"the idempotency key {spec.idempotency_key!r} was used for a different job",
-            details=details,
+            details=_key_details(spec, seen),
         )
-    row = conn.execute(select(jobs).where(jobs.c.id == job_id)).one_or_none()
-    if row is None:  # pruning keeps a job while a key names it; only a person could delete it
-        raise IdempotencyKeyReused(
-            f"the idempotency key {spec.idempotency_key!r} names a job that no longer exists",
-            details=details,
-        )
-    return Submitted(to_job(row), Outcome.REPLAYED)
+
+
+def _key_details(spec: JobSpec, seen) -> dict[str, str]:
+    return {"idempotency_key": spec.idempotency_key, "job_id": str(uuid.UUID(str(seen.job_id)))}
+
+
+def _insert_rows(conn, clock: Clock, rows: list[dict[str, Any]]) -> dict[str, Job]:
+    """New jobs (_new_row) by id. executemany of one prebuilt INSERT: SQLAlchemy's
+    insertmanyvalues batches the rows into multi-row INSERTs and compiles once per shape
+    (insert().values(list) never caches)."""
+    if not rows:
+        return {}
+    statement = _INSERT_AT_DB_TIME if clock.fixed is None else _INSERT
+    return {job.id: job for job in map(to_job, conn.execute(statement, rows))}
 
 
 _INSERT = insert(jobs).returning(*jobs.c)

@@ -92,6 +92,20 @@ def test_a_key_used_twice_in_one_batch_is_one_job(store):
     assert job_count(store) == 3
 
 
+def test_a_keyed_batch_retried_with_more_jobs_replays_the_old_and_creates_the_new(store):
+    # Given a batch of 50 jobs, each under a key of its own (as the Python client sends them)
+    first = submit(store, *[spec(idempotency_key=f"batch-1:{n}", payload={"n": n}) for n in range(50)])
+    # When it is retried with 25 more jobs in between
+    retry = [spec(idempotency_key=f"batch-1:{n}", payload={"n": n}) for n in range(75)]
+    again = submit(store, *retry[::2], *retry[1::2])
+    # Then the 50 are replayed with their ids, in the order sent, and the 25 created
+    by_key = {spec.idempotency_key: result for spec, result in zip(retry[::2] + retry[1::2], again, strict=True)}
+    assert [by_key[f"batch-1:{n}"].job.id for n in range(50)] == [result.job.id for result in first]
+    assert {by_key[f"batch-1:{n}"].outcome for n in range(50)} == {Outcome.REPLAYED}
+    assert {by_key[f"batch-1:{n}"].outcome for n in range(50, 75)} == {Outcome.CREATED}
+    assert job_count(store) == 75
+
+
 def test_a_replay_answers_with_the_job_as_it_is_now(store):
     # Given a job submitted under a key, then leased
     [first] = submit(store, spec(idempotency_key="k", queue="q-replay-now"))
