@@ -82,10 +82,10 @@ class Submitting(StoreBase):
         with self._transaction() as conn:
             clock = self._clock(now)
             results = self._insert_plain(conn, clock, specs)
-            keyed = self._insert_keyed(conn, clock, specs, keys)
+            batched = self._insert_keyed(conn, clock, specs, keys) | self._insert_unique_many(conn, clock, specs)
             for index, spec in enumerate(specs):
                 if results[index] is None:
-                    results[index] = keyed.get(index) or self._submit_one(conn, clock, spec, keys)
+                    results[index] = batched.get(index) or self._submit_one(conn, clock, spec, keys)
         submitted = [result for result in results if result is not None]
         for result in submitted:
             if result.created:
@@ -159,6 +159,61 @@ class Submitting(StoreBase):
         ]
         return set(conn.execute(statement, rows).scalars())
 
+    def _insert_unique_many(self, conn, clock: Clock, specs: Sequence[JobSpec]) -> dict[int, Submitted]:
+        """The unique jobs without an idempotency key (each slot once in the batch), all at
+        once: one executemany of INSERT ... ON CONFLICT DO NOTHING, then one query for the
+        holders of the slots that were taken. A slot neither won nor held (its holder left
+        it in between) is left out, for the per-job path."""
+        now = self._now_if_periods(conn, clock, specs)
+        slots = {
+            index: _slot(spec, now)
+            for index, spec in enumerate(specs)
+            if spec.unique is not None and spec.idempotency_key is None
+        }
+        uses = Counter(slots.values())
+        rows = {
+            index: _new_row(specs[index], clock) | {"unique_key": slot, "unique_states": specs[index].unique.mask}
+            for index, slot in slots.items()
+            if uses[slot] == 1
+        }
+        if not rows:
+            return {}
+        won = {
+            job.unique_key: job
+            for job in map(to_job, conn.execute(self._insert_unique_statement(clock), list(rows.values())))
+        }
+        holders = self._holders(conn, [row["unique_key"] for row in rows.values() if row["unique_key"] not in won])
+        answers = {}
+        for index, row in rows.items():
+            if row["unique_key"] in won:
+                answers[index] = Submitted(won[row["unique_key"]], Outcome.CREATED)
+            elif row["unique_key"] in holders:
+                answers[index] = Submitted(holders[row["unique_key"]], Outcome.DUPLICATE)
+        return answers
+
+    def _insert_unique_statement(self, clock: Clock):
+        statement = self._insert(jobs)
+        if clock.fixed is None:  # as _INSERT_AT_DB_TIME
+            delay = func.make_interval(0, 0, 0, 0, 0, 0, bindparam("delay_seconds"))
+            statement = statement.values(run_at=func.now() + delay, created_at=func.now(), updated_at=func.now())
+        held = text(UNIQUE_SLOT_HELD)
+        return statement.on_conflict_do_nothing(index_elements=[jobs.c.unique_key], index_where=held).returning(*jobs.c)
+
+    def _holders(self, conn, slots: list[str]) -> dict[str, Job]:
+        """The jobs holding these unique slots (on PostgreSQL share-locked against pruning)."""
+        if not slots:
+            return {}
+        query = select(jobs).where(jobs.c.unique_key.in_(slots), text(UNIQUE_SLOT_HELD))
+        if self.dialect == "postgresql":
+            query = query.with_for_update(read=True, key_share=True)
+        return {job.unique_key: job for job in map(to_job, conn.execute(query))}
+
+    def _now_if_periods(self, conn, clock: Clock, specs: Sequence[JobSpec]) -> datetime | None:
+        """The transaction's time, if a unique job of the batch has a period."""
+        if not any(spec.unique is not None and spec.unique.period_seconds is not None for spec in specs):
+            return None
+        return clock.fixed or conn.execute(select(func.now())).scalar_one()
+
     def _insert_unique(self, conn, clock: Clock, spec: JobSpec, values: dict[str, Any]) -> Submitted:
         """INSERT ... ON CONFLICT DO NOTHING on the unique slot; when taken, the holder. On
         PostgreSQL a concurrent insert of the same key waits for the first to commit."""
@@ -191,6 +246,12 @@ class Submitting(StoreBase):
     def _insert(self, table):
         """INSERT with ON CONFLICT, in this database's dialect."""
         return (postgresql.insert if self.dialect == "postgresql" else sqlite.insert)(table)
+
+
+def _slot(spec: JobSpec, now: datetime | None) -> str | None:
+    """The unique job's slot, in the period of `now` when its options have one."""
+    period = spec.unique.period_seconds if spec.unique is not None else None
+    return spec.unique_key(period_start(now.timestamp(), period) if period and now else None)
 
 
 def _key_row(scope: str, key: str) -> list:

@@ -254,6 +254,15 @@ def test_a_period_makes_one_job_per_period(store):
     assert next_hour.outcome == Outcome.CREATED
 
 
+def test_a_batch_mixes_unique_jobs_with_and_without_a_period(store):
+    hourly, moment = {"key": "hourly", "period_seconds": 3600}, store.database_now()  # both in one hour
+    first = submit(store, spec(unique=hourly), spec(unique={"key": "plain"}), spec(), now=moment)
+    again = submit(store, spec(unique=hourly), spec(unique={"key": "plain"}), spec(), now=moment)
+    assert [r.outcome for r in first] == [Outcome.CREATED] * 3
+    assert [r.outcome for r in again] == [Outcome.DUPLICATE, Outcome.DUPLICATE, Outcome.CREATED]
+    assert [r.job.id for r in again[:2]] == [r.job.id for r in first[:2]]
+
+
 def test_a_unique_job_under_an_idempotency_key_replays_the_holder(store):
     # Given a unique job, and a second submission of it under an idempotency key
     [holder] = submit(store, spec(unique={"key": "k"}))
