@@ -115,7 +115,7 @@ def test_retry_wakes_the_queue(manager):
 def test_retry_dead_counts_and_wakes_the_queue_once(manager):
     queue = f"m-{uuid.uuid4().hex[:8]}"
     for _ in range(2):
-        [leased] = manager.lease([manager.enqueue(spec(queue=queue, max_retries=0)).queue], "worker-a", 1, 30)
+        [leased] = manager.lease([manager.enqueue(spec(queue=queue, max_retries=0)).job.queue], "worker-a", 1, 30)
         manager.nack(leased.id, leased.lease_id, "boom", worker_id="worker-a")
     manager.notifier.published.clear()
     assert manager.retry_dead(queue) == 2
