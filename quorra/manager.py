@@ -18,10 +18,10 @@ from typing import Any
 
 from quorra import metrics
 from quorra.errors import QuorraError
-from quorra.jobs import TERMINAL, Job, JobSpec
+from quorra.jobs import DEFAULT_IDEMPOTENCY_TTL_SECONDS, TERMINAL, Job, JobSpec
 from quorra.notify import Notifier, finished_key
 from quorra.schedules import Schedule, ScheduleSpec, plan_tick
-from quorra.store import FiredTick, Settlement, SettleResult, Store
+from quorra.store import FiredTick, Settlement, SettleResult, Store, Submitted
 
 logger = logging.getLogger(__name__)
 
@@ -34,15 +34,27 @@ class JobManager:
 
     # -- a client's verbs ---------------------------------------------------------------------
 
-    def enqueue(self, spec: JobSpec) -> Job:
-        return self.enqueue_many([spec])[0]
+    def enqueue(self, spec: JobSpec, **options: Any) -> Submitted:
+        return self.enqueue_many([spec], **options)[0]
 
-    def enqueue_many(self, specs: Sequence[JobSpec]) -> list[Job]:
-        """All the jobs in one transaction; waiting workers of their queues are woken."""
-        created = self.store.enqueue_many([self._with_defaults(spec) for spec in specs])
+    def enqueue_many(
+        self,
+        specs: Sequence[JobSpec],
+        *,
+        scope: str = "",
+        key_ttl_seconds: float = DEFAULT_IDEMPOTENCY_TTL_SECONDS,
+    ) -> list[Submitted]:
+        """All the jobs in one transaction, each created, or replayed (its idempotency key
+        within `scope` was used for the same job) or a duplicate (its unique slot is held).
+        Waiting workers of the queues that got a new job are woken."""
+        submitted = self.store.submit_many(
+            [self._with_defaults(spec) for spec in specs], scope=scope, key_ttl_seconds=key_ttl_seconds
+        )
+        created = [item.job for item in submitted if item.created]
         metrics.jobs_created(created)
+        metrics.submissions_deduplicated(item.outcome.value for item in submitted if not item.created)
         self._wake(job.queue for job in created)
-        return created
+        return submitted
 
     def _with_defaults(self, spec: JobSpec) -> JobSpec:
         if spec.timeout_seconds is None and self.default_timeout_seconds is not None:
@@ -186,6 +198,9 @@ class JobManager:
         if pruned:
             metrics.jobs_pruned(pruned)
         return pruned
+
+    def prune_idempotency_keys(self, now: datetime, *, limit: int = 500) -> int:
+        return self.store.prune_idempotency_keys(now=now, limit=limit)
 
     def fire_schedules(self, now: datetime, misfire_threshold_seconds: float, *, limit: int = 100) -> list[FiredTick]:
         """Carry out the due tick of every due schedule (one pass: each due schedule once;

@@ -6,7 +6,7 @@ so a tick fired twice (a leader replaced mid-tick) cannot make two jobs.
 schedules: jobs submitted on a cron expression or an interval, fired by the scheduler leader.
 
 Revision ID: 0004
-Revises: 0002
+Revises: 0003
 Create Date: 2026-12-01
 """
 
@@ -16,7 +16,7 @@ from alembic import op
 from quorra.schema import Document, UTCDateTime
 
 revision = "0004"
-down_revision = "0002"
+down_revision = "0003"
 branch_labels = None
 depends_on = None
 

@@ -22,10 +22,12 @@ from quorra.store.base import (
     MAX_LIST_LIMIT,
     JobPage,
     ListPosition,
+    Outcome,
     QueueCount,
     Settlement,
     SettleOutcome,
     SettleResult,
+    Submitted,
     utcnow,
 )
 from quorra.store.leasing import Leasing
@@ -46,10 +48,12 @@ __all__ = [
     "FiredTick",
     "JobPage",
     "ListPosition",
+    "Outcome",
     "QueueCount",
     "SettleOutcome",
     "SettleResult",
     "Settlement",
     "Store",
+    "Submitted",
     "utcnow",
 ]
