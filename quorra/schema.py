@@ -27,6 +27,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 
 from quorra.jobs import HOLDING_LEASE, LEASABLE, STATUS_BITS, JobStatus
+from quorra.schedules import MissedTicks
 
 metadata = MetaData(
     naming_convention={
