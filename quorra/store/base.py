@@ -298,6 +298,8 @@ def log_failed_attempt(job: Job) -> None:
 
 
 def log_transition(message: str, event: str, job: Job, *, level: int = logging.INFO, **extra: Any) -> None:
+    if not logger.isEnabledFor(level):  # per job on the hot path: skip building the fields
+        return
     logger.log(
         level,
         message,

@@ -111,7 +111,10 @@ class Completer:
     def _enqueue(self, pending: Pending) -> None:
         with self._condition:
             self._pending.append(pending)
-            self._condition.notify_all()
+            # The completer thread waits for the first outcome, then for a full batch (or
+            # its interval): only those two wake it, not every outcome in between.
+            if len(self._pending) in (1, self.batch_size):
+                self._condition.notify_all()
 
     def close(self, deadline: float) -> None:
         """Flush everything handed over (retrying no later than `deadline`), then stop."""

@@ -38,6 +38,7 @@ class Heartbeats:
         self.interval = ttl_seconds / 3
         self.first_beat = min(first_beat, self.interval)
         self._leases: dict[str, Lease] = {}
+        self._wake_at = float("inf")  # when the heartbeat thread wakes next by itself (monotonic)
         self._condition = threading.Condition()
         self._stopped = False
         self._thread = threading.Thread(target=self._run, name="quorra-heartbeat", daemon=True)
@@ -57,7 +58,8 @@ class Heartbeats:
         lease = Lease(job, valid_until=received_at + self.ttl_seconds, next_beat=now + self.first_beat)
         with self._condition:
             self._leases[job.id] = lease
-            self._condition.notify_all()
+            if lease.next_beat < self._wake_at:  # else the thread wakes in time by itself: no wake-up per job
+                self._condition.notify_all()
         return lease
 
     def untrack(self, job_id: str) -> None:
@@ -83,8 +85,9 @@ class Heartbeats:
                 due = [lease for lease in self._leases.values() if lease.next_beat <= now]
                 if due:
                     return due
-                next_at = min((lease.next_beat for lease in self._leases.values()), default=now + self.interval)
-                self._condition.wait(next_at - now)
+                self._wake_at = min((lease.next_beat for lease in self._leases.values()), default=now + self.interval)
+                self._condition.wait(self._wake_at - now)
+                self._wake_at = float("inf")
             return None
 
     def _beat(self, lease: Lease) -> None:

@@ -85,7 +85,8 @@ class Slots:
     def give(self) -> None:
         with self._condition:
             self.busy -= 1
-            self._condition.notify_all()
+            if self.busy in (0, self.size - 1):  # what the waiters wait for: a first free slot, or all
+                self._condition.notify_all()
 
     def wake(self) -> None:
         with self._condition:
