@@ -49,6 +49,7 @@ LEASE_WAIT_SECONDS = 30.0  # how long one LeaseJobs call may wait for a job (the
 MAX_TRACEBACK_CHARS = 4000
 ABANDON_SETTLE_SECONDS = 2.0  # time left to nack the jobs still running when the grace ends
 LEASE_LINGER_SECONDS = 0.005  # with a slot free, how long to wait for the others before leasing
+MAX_CARRIED_SETTLES = 1000  # outcomes one SettleAndLease may carry (the server's limit)
 
 
 class Slots:
@@ -108,6 +109,7 @@ class Worker:
         self._slots = Slots(settings.worker_max_jobs, self._backlog_full)
         self._jobs: queue.Queue[tuple[pb2.Job, float] | None] = queue.Queue()
         self._call: Any = None
+        self._settle_and_lease = True  # False once the server said it has no SettleAndLease
         self._delivering = False  # the current lease call has sent at least one job
         self._call_lock = threading.Lock()
         self._server_down = False
@@ -183,7 +185,10 @@ class Worker:
             },
         )
         grace_ends = time.monotonic() + grace
-        finished = self._slots.wait_idle(grace)
+        # The lease call ends at once (cancelled, or it asked for no wait): its jobs are
+        # waited for below, and the settles it carried are answered or back with the completer.
+        self._lease_thread.join(timeout=grace)
+        finished = self._slots.wait_idle(max(0.0, grace_ends - time.monotonic()))
         if not finished:
             self._abandon_running()
         # Settles may retry for what is left of the grace (a busy server), and at least a moment.
@@ -248,6 +253,47 @@ class Worker:
         free = self._slots.wait_free(self._stopping, LEASE_LINGER_SECONDS)
         if self._stopping.is_set():
             return
+        if self._settle_and_lease:
+            try:
+                self._lease_with_settles(free)
+                return
+            except grpc.RpcError as exc:
+                if status_code(exc) is not grpc.StatusCode.UNIMPLEMENTED:
+                    raise
+                self._settle_and_lease = False
+                logger.info(
+                    "the server has no SettleAndLease; leasing with LeaseJobs",
+                    extra={"event": "worker.lease_streamed", "worker_id": self.worker_id},
+                )
+        self._lease_streamed(free)
+
+    def _lease_with_settles(self, free: int) -> None:
+        """One SettleAndLease: the outcomes waiting go with it (then it asks for no wait, so
+        their answers come at once), the jobs come back in its reply."""
+        carried = self.completer.take(MAX_CARRIED_SETTLES)
+        wait = 0.0 if carried else LEASE_WAIT_SECONDS
+        settlements = [pending.settlement() for pending in carried]
+        try:
+            call = self.client.settle_and_lease(self.settings.worker_queues, free, self.ttl_seconds, wait, settlements)
+            with self._call_lock:
+                self._call, self._delivering = call, bool(carried)  # a call that carries settles is not cancelled
+                if self._stopping.is_set() and not carried:
+                    call.cancel()
+            reply = call.result()
+        except grpc.FutureCancelledError:  # stop() ended the long poll
+            self.completer.give_back(carried)
+            return
+        except BaseException:
+            self.completer.give_back(carried)
+            raise
+        self.completer.answered(carried, reply.results)
+        received_at = time.monotonic()
+        for message in reply.jobs:
+            self._slots.take()
+            self._jobs.put((message, received_at))
+        self._server_reachable()
+
+    def _lease_streamed(self, free: int) -> None:
         call = self.client.lease(self.settings.worker_queues, free, self.ttl_seconds, LEASE_WAIT_SECONDS)
         with self._call_lock:
             self._call, self._delivering = call, False
