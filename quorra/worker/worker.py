@@ -50,6 +50,11 @@ MAX_TRACEBACK_CHARS = 4000
 ABANDON_SETTLE_SECONDS = 2.0  # time left to nack the jobs still running when the grace ends
 LEASE_LINGER_SECONDS = 0.005  # with a slot free, how long to wait for the others before leasing
 MAX_CARRIED_SETTLES = 1000  # outcomes one SettleAndLease may carry (the server's limit)
+# Handlers this fast on average (seconds) let the worker lease as many jobs again as it has
+# threads, ahead of them: the next batch is on its way while the last ones run. Slower
+# handlers get no prefetch (a job waiting for a thread would hold a lease others could run).
+PREFETCH_BELOW_SECONDS = 0.02
+DURATION_WEIGHT = 0.1  # of each new handler duration in the running average
 
 
 class Slots:
@@ -64,20 +69,23 @@ class Slots:
 
     def __init__(self, size: int, backlog_full: Callable[[], bool] = lambda: False):
         self.size = size
-        self.busy = 0
+        self.busy = 0  # jobs received and not finished: running, or waiting for a thread
+        self.prefetch = 0  # jobs leased ahead of the threads (see Worker._note_duration)
         self._backlog_full = backlog_full
         self._condition = threading.Condition()
 
     def wait_free(self, stopping: threading.Event, linger: float = 0.0) -> int:
         """Wait for a free slot, then up to `linger` for the others (fast jobs free them
-        within moments), so that one lease fills the slots rather than one per job."""
+        within moments), so that one lease fills the slots rather than one per job. With
+        a prefetch, the next lease goes out once no job waits for a thread, while the
+        last ones run."""
         with self._condition:
             self._condition.wait_for(lambda: self._can_lease() or stopping.is_set())
-            self._condition.wait_for(lambda: self.busy == 0 or stopping.is_set(), linger)
-            return self.size - self.busy
+            self._condition.wait_for(lambda: self.busy <= self.prefetch or stopping.is_set(), linger)
+            return self.size + self.prefetch - self.busy
 
     def _can_lease(self) -> bool:
-        return self.busy < self.size and not self._backlog_full()
+        return self.busy < self.size + self.prefetch and not self._backlog_full()
 
     def take(self) -> None:
         with self._condition:
@@ -86,8 +94,15 @@ class Slots:
     def give(self) -> None:
         with self._condition:
             self.busy -= 1
-            if self.busy in (0, self.size - 1):  # what the waiters wait for: a first free slot, or all
+            # what the waiters wait for: a first free slot, or the end of the queue (all free)
+            if self.busy <= self.prefetch or self.busy == self.size + self.prefetch - 1:
                 self._condition.notify_all()
+
+    def set_prefetch(self, prefetch: int) -> None:
+        if prefetch != self.prefetch:
+            with self._condition:
+                self.prefetch = prefetch
+                self._condition.notify_all()  # what the lease loop waits for has changed
 
     def wake(self) -> None:
         with self._condition:
@@ -110,6 +125,7 @@ class Worker:
         self._jobs: queue.Queue[tuple[pb2.Job, float] | None] = queue.Queue()
         self._call: Any = None
         self._settle_and_lease = True  # False once the server said it has no SettleAndLease
+        self._average_duration = PREFETCH_BELOW_SECONDS  # no prefetch until handlers proved fast
         self._delivering = False  # the current lease call has sent at least one job
         self._call_lock = threading.Lock()
         self._server_down = False
@@ -404,8 +420,16 @@ class Worker:
             outcome = Outcome(False, error=encodable(describe_exception(exc)))
         else:
             outcome = Outcome(True, result_json=self._result_json(job, value))
-        self._log_outcome(job, outcome, time.perf_counter() - started)
+        duration = time.perf_counter() - started
+        self._note_duration(duration)
+        self._log_outcome(job, outcome, duration)
         return outcome
+
+    def _note_duration(self, seconds: float) -> None:
+        """Keep the running average of handler durations, and the prefetch it allows."""
+        self._average_duration += DURATION_WEIGHT * (seconds - self._average_duration)
+        fast = self._average_duration < PREFETCH_BELOW_SECONDS
+        self._slots.set_prefetch(self.settings.worker_max_jobs if fast else 0)
 
     def _result_json(self, job: LeasedJob, value: Any) -> str:
         if value is None:
