@@ -24,7 +24,9 @@ from quorra.db import make_engine
 
 API_KEY = "bench-api-key"
 AUTH = {"X-API-Key": API_KEY}
-PG_URL = os.environ.get("QUORRA_BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+PG_URL = os.environ.get(
+    "QUORRA_BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
 
 
 def free_port() -> int:
@@ -39,14 +41,27 @@ def web_server(url: str | None, **env_overrides: str) -> Iterator[str]:
     if url:
         yield url.rstrip("/")
         return
-    with _database() as database_url, _quorra_web(database_url, env_overrides) as base:
+    with started_web_server(**env_overrides) as (base, _pid):
         yield base
+
+
+@contextmanager
+def started_web_server(**env_overrides: str) -> Iterator[tuple[str, int]]:
+    """A fresh `quorra web` on a fresh database: its base URL and its (gunicorn master's) pid."""
+    with (
+        _database() as database_url,
+        _quorra_web(database_url, env_overrides) as started,
+    ):
+        yield started
 
 
 @contextmanager
 def _database() -> Iterator[str]:
     name = f"quorra_bench_web_{os.getpid()}"
-    admin = create_engine(make_url(PG_URL).set(drivername="postgresql+psycopg2"), isolation_level="AUTOCOMMIT")
+    admin = create_engine(
+        make_url(PG_URL).set(drivername="postgresql+psycopg2"),
+        isolation_level="AUTOCOMMIT",
+    )
     with admin.connect() as conn:
         conn.execute(text(f'CREATE DATABASE "{name}"'))
     try:
@@ -62,9 +77,15 @@ def _database() -> Iterator[str]:
 
 
 @contextmanager
-def _quorra_web(database_url: str, env_overrides: dict[str, str]) -> Iterator[str]:
+def _quorra_web(
+    database_url: str, env_overrides: dict[str, str]
+) -> Iterator[tuple[str, int]]:
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("QUORRA_", "REDIS_URL", "PROMETHEUS"))}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("QUORRA_", "REDIS_URL", "PROMETHEUS"))
+    }
     env |= {
         "DATABASE_URL": database_url,
         "QUORRA_HTTP_ADDR": f"127.0.0.1:{port}",
@@ -75,10 +96,12 @@ def _quorra_web(database_url: str, env_overrides: dict[str, str]) -> Iterator[st
     base = f"http://127.0.0.1:{port}"
     # The server's log (info: one line per request) goes to a file, read if it fails to start.
     with tempfile.TemporaryFile() as log:
-        process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=log)
+        process = subprocess.Popen(
+            command, env=env, stdout=subprocess.DEVNULL, stderr=log
+        )
         try:
             _wait_healthy(base, process, log)
-            yield base
+            yield base, process.pid
         finally:
             process.terminate()
             try:

@@ -16,6 +16,7 @@ validation of a submitted job. Pure Python; the store applies these rules in SQL
 from __future__ import annotations
 
 import enum
+import functools
 import json
 import math
 import re
@@ -177,14 +178,16 @@ class JobSpec(BaseModel):
             spec = cls.model_validate(data)
         except ValidationError as exc:
             raise InvalidJobSpec("the job is invalid", details=describe_errors(exc)) from None
-        if max_payload_bytes is not None and len(spec.payload_json().encode()) > max_payload_bytes:
+        if max_payload_bytes is not None and len(spec.payload_json.encode()) > max_payload_bytes:
             raise InvalidJobSpec(
                 "payload is too large",
                 details=[{"field": "payload", "message": f"larger than {max_payload_bytes} bytes"}],
             )
         return spec
 
+    @functools.cached_property
     def payload_json(self) -> str:
+        """The payload as compact JSON, made once (the size check and the store both need it)."""
         return json.dumps(self.payload, separators=(",", ":"), ensure_ascii=False)
 
 

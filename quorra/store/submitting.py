@@ -1,73 +1,126 @@
-"""Submitting jobs: one prebuilt INSERT run with executemany, so a batch of 1,000 is
-compiled once per shape, never per request."""
+"""Submitting jobs. On PostgreSQL a batch is one INSERT ... SELECT FROM unnest(one array per
+column): one statement of one shape whatever the batch size (compiled and planned once), its
+parameters adapted per column rather than per row, and nothing read back but the clock it
+ran at (the ids are made here). On SQLite, one prebuilt INSERT run with executemany."""
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
+    Integer,
+    Text,
+    Uuid,
     bindparam,
+    cast,
     func,
     insert,
+    literal,
+    select,
 )
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 
 from quorra.jobs import (
     Job,
     JobSpec,
     JobStatus,
 )
-from quorra.schema import jobs
+from quorra.schema import UTCDateTime, jobs
 from quorra.store.base import (
-    Clock,
     StoreBase,
     log_transition,
-    to_job,
+    logger,
+    utcnow,
 )
 
 
 class Submitting(StoreBase):
-    """enqueue: new jobs, all in one transaction."""
+    """enqueue: new jobs, all in one statement or transaction."""
 
     def enqueue(self, spec: JobSpec, *, now: datetime | None = None) -> Job:
         return self.enqueue_many([spec], now=now)[0]
 
     def enqueue_many(self, specs: Sequence[JobSpec], *, now: datetime | None = None) -> list[Job]:
-        """Insert all the jobs in one transaction: all are created or none."""
+        """Insert all the jobs at once: all are created or none. Returns them in order."""
         if not specs:
             return []
+        ids = [str(uuid.uuid4()) for _ in specs]
+        if self.dialect == "postgresql":
+            created_at = self._insert_unnested(ids, specs, now)
+        else:
+            created_at = self._insert_rows(ids, specs, now or utcnow())
+        created = [_new_job(job_id, spec, created_at) for job_id, spec in zip(ids, specs, strict=True)]
+        _log_enqueued(created)
+        return created
+
+    def _insert_unnested(self, ids: list[str], specs: Sequence[JobSpec], now: datetime | None) -> datetime:
+        arrays = {
+            "ids": ids,
+            "types": [spec.type for spec in specs],
+            "queues": [spec.queue for spec in specs],
+            "payloads": [spec.payload_json for spec in specs],
+            "priorities": [spec.priority for spec in specs],
+            "max_retries": [spec.max_retries for spec in specs],
+            "delays": [spec.delay_seconds for spec in specs],
+            "now": now,
+        }
+        with self._one_statement() as conn:  # one INSERT is atomic on its own: no BEGIN/COMMIT trips
+            return conn.execute(_INSERT_UNNESTED, arrays).scalar_one()
+
+    def _insert_rows(self, ids: list[str], specs: Sequence[JobSpec], now: datetime) -> datetime:
+        rows = [_new_row(job_id, spec, now) for job_id, spec in zip(ids, specs, strict=True)]
         with self._transaction() as conn:
-            clock = self._clock(now)
-            rows = [_new_row(spec, clock) for spec in specs]
-            # executemany of one prebuilt INSERT: SQLAlchemy's insertmanyvalues batches the rows
-            # into multi-row INSERTs and compiles once per shape (insert().values(list) never caches).
-            created = conn.execute(_INSERT_AT_DB_TIME if clock.fixed is None else _INSERT, rows).all()
-        by_id = {str(uuid.UUID(str(row.id))): row for row in created}
-        result = [to_job(by_id[row["id"]]) for row in rows]
-        for job in result:
-            log_transition("job enqueued", "job.enqueued", job)
-        return result
+            conn.execute(_INSERT, rows)
+        return now
 
 
-_INSERT = insert(jobs).returning(*jobs.c)
+_INSERT = insert(jobs)
 
 
-_INSERT_AT_DB_TIME = (
-    insert(jobs)
-    .values(
-        run_at=func.now() + func.make_interval(0, 0, 0, 0, 0, 0, bindparam("delay_seconds")),
-        created_at=func.now(),
-        updated_at=func.now(),
+def _insert_unnested_statement():
+    """INSERT INTO jobs SELECT ... FROM unnest(:ids, :types, ...) in a CTE, and the time the
+    jobs were created at (`:now`, or the statement's now())."""
+    given = (
+        func.unnest(
+            *(bindparam(name, type_=ARRAY(Text)) for name in ("ids", "types", "queues", "payloads")),
+            *(bindparam(name, type_=ARRAY(Integer)) for name in ("priorities", "max_retries", "delays")),
+        )
+        .table_valued("id", "type", "queue", "payload", "priority", "max_retries", "delay_seconds")
+        .render_derived(name="given")
     )
-    .returning(*jobs.c)
-)
+    now = func.coalesce(bindparam("now", type_=UTCDateTime), func.now(), type_=UTCDateTime)
+    values = {
+        "id": cast(given.c.id, Uuid(as_uuid=False)),
+        "type": given.c.type,
+        "queue": given.c.queue,
+        "payload": cast(given.c.payload, JSONB),
+        "priority": given.c.priority,
+        "status": literal(JobStatus.PENDING.value),
+        "attempts": literal(0),
+        "max_retries": given.c.max_retries,
+        "run_at": now + func.make_interval(0, 0, 0, 0, 0, 0, given.c.delay_seconds),
+        "created_at": now,
+        "updated_at": now,
+    }
+    inserted = (
+        insert(jobs)
+        .from_select(list(values), select(*values.values()))
+        .returning(jobs.c.created_at)
+        .cte("inserted")
+    )
+    return select(func.max(inserted.c.created_at, type_=UTCDateTime)).select_from(inserted)
 
 
-def _new_row(spec: JobSpec, clock: Clock) -> dict[str, Any]:
-    row = {
-        "id": str(uuid.uuid4()),
+_INSERT_UNNESTED = _insert_unnested_statement()
+
+
+def _new_row(job_id: str, spec: JobSpec, now: datetime) -> dict[str, Any]:
+    return {
+        "id": job_id,
         "type": spec.type,
         "queue": spec.queue,
         "payload": spec.payload,
@@ -75,12 +128,39 @@ def _new_row(spec: JobSpec, clock: Clock) -> dict[str, Any]:
         "status": JobStatus.PENDING.value,
         "attempts": 0,
         "max_retries": spec.max_retries,
+        "run_at": now + timedelta(seconds=spec.delay_seconds),
+        "created_at": now,
+        "updated_at": now,
     }
-    if clock.fixed is None:  # PostgreSQL time: now() + delay, computed by the database
-        return row | {"delay_seconds": spec.delay_seconds}
-    created_at = clock.fixed
-    return row | {
-        "run_at": created_at + timedelta(seconds=spec.delay_seconds),
-        "created_at": created_at,
-        "updated_at": created_at,
-    }
+
+
+def _new_job(job_id: str, spec: JobSpec, created_at: datetime) -> Job:
+    """The job as inserted: every column is known here, so none is read back."""
+    return Job(
+        id=job_id,
+        type=spec.type,
+        queue=spec.queue,
+        payload=spec.payload,
+        priority=spec.priority,
+        status=JobStatus.PENDING,
+        attempts=0,
+        max_retries=spec.max_retries,
+        run_at=created_at + timedelta(seconds=spec.delay_seconds),
+        created_at=created_at,
+        updated_at=created_at,
+    )
+
+
+def _log_enqueued(created: list[Job]) -> None:
+    """One `job.enqueued` line per job for a single submit; a batch logs one `jobs.enqueued`
+    line (INFO) with its size, and each job's `job.enqueued` line at DEBUG."""
+    if len(created) == 1:
+        log_transition("job enqueued", "job.enqueued", created[0])
+        return
+    logger.info(
+        "jobs enqueued",
+        extra={"event": "jobs.enqueued", "count": len(created), "queues": sorted({job.queue for job in created})},
+    )
+    if logger.isEnabledFor(logging.DEBUG):
+        for job in created:
+            log_transition("job enqueued", "job.enqueued", job, level=logging.DEBUG)
