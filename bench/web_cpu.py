@@ -28,9 +28,7 @@ from bench.rest_throughput import SUBMIT_BODY, build_request, measure
 from bench.web_stack import AUTH, percentile, started_web_server
 
 TICK = os.sysconf("SC_CLK_TCK")
-BATCH_BODY = json.dumps(
-    {"jobs": [{"type": "bench", "payload": {"n": n}} for n in range(1000)]}
-).encode()
+BATCH_BODY = json.dumps({"jobs": [{"type": "bench", "payload": {"n": n}} for n in range(1000)]}).encode()
 CLIENTS = {"batch": 4, "submit": 32, "get": 32}
 JOBS_PER_REQUEST = {"batch": 1000, "submit": 1, "get": 0}
 
@@ -43,24 +41,18 @@ def main() -> None:
         f"{'web CPU ms/req':>15} {'pg CPU ms/req':>14} {'web CPU us/job':>15}"
     )
     with started_web_server(**overrides) as (base, pid):
-        job_id = requests.post(
-            f"{base}/v1/jobs", json={"type": "bench", "payload": {}}, headers=AUTH
-        ).json()["id"]
+        job_id = requests.post(f"{base}/v1/jobs", json={"type": "bench", "payload": {}}, headers=AUTH).json()["id"]
         bodies = {
             "batch": build_request("POST", "/v1/jobs/batch", BATCH_BODY),
             "submit": build_request("POST", "/v1/jobs", SUBMIT_BODY),
             "get": build_request("GET", f"/v1/jobs/{job_id}"),
         }
         for op in args.ops.split(","):
-            asyncio.run(
-                measure(base, bodies[op], CLIENTS[op], 1.0)
-            )  # warm-up: pools open, code paths hot
+            asyncio.run(measure(base, bodies[op], CLIENTS[op], 1.0))  # warm-up: pools open, code paths hot
             web_pids = process_tree(pid)
             pg_pids = postgres_backends(args.pg_url)
             web_before, pg_before = cpu_seconds(web_pids), cpu_seconds(pg_pids)
-            latencies, errors = asyncio.run(
-                measure(base, bodies[op], CLIENTS[op], args.seconds)
-            )
+            latencies, errors = asyncio.run(measure(base, bodies[op], CLIENTS[op], args.seconds))
             web_cpu, pg_cpu = (
                 cpu_seconds(web_pids) - web_before,
                 cpu_seconds(pg_pids) - pg_before,
@@ -69,9 +61,7 @@ def main() -> None:
 
 
 def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--ops", default="batch,submit,get")
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument(
@@ -82,9 +72,7 @@ def parse_args() -> argparse.Namespace:
     )
     parser.add_argument(
         "--pg-url",
-        default=os.environ.get(
-            "QUORRA_BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
-        ),
+        default=os.environ.get("QUORRA_BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres"),
     )
     return parser.parse_args()
 
@@ -126,11 +114,7 @@ def postgres_backends(pg_url: str) -> list[int]:
     """The PostgreSQL sessions of the bench databases (quorra_bench_web_*), by server pid."""
     engine = create_engine(make_url(pg_url).set(drivername="postgresql+psycopg2"))
     with engine.connect() as conn:
-        rows = conn.execute(
-            text(
-                "SELECT pid FROM pg_stat_activity WHERE datname LIKE 'quorra_bench_web_%'"
-            )
-        ).all()
+        rows = conn.execute(text("SELECT pid FROM pg_stat_activity WHERE datname LIKE 'quorra_bench_web_%'")).all()
     engine.dispose()
     return [row.pid for row in rows]
 

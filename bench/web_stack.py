@@ -24,9 +24,7 @@ from quorra.db import make_engine
 
 API_KEY = "bench-api-key"
 AUTH = {"X-API-Key": API_KEY}
-PG_URL = os.environ.get(
-    "QUORRA_BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
-)
+PG_URL = os.environ.get("QUORRA_BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 
 
 def free_port() -> int:
@@ -77,15 +75,9 @@ def _database() -> Iterator[str]:
 
 
 @contextmanager
-def _quorra_web(
-    database_url: str, env_overrides: dict[str, str]
-) -> Iterator[tuple[str, int]]:
+def _quorra_web(database_url: str, env_overrides: dict[str, str]) -> Iterator[tuple[str, int]]:
     port = free_port()
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("QUORRA_", "REDIS_URL", "PROMETHEUS"))
-    }
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("QUORRA_", "REDIS_URL", "PROMETHEUS"))}
     env |= {
         "DATABASE_URL": database_url,
         "QUORRA_HTTP_ADDR": f"127.0.0.1:{port}",
@@ -96,9 +88,7 @@ def _quorra_web(
     base = f"http://127.0.0.1:{port}"
     # The server's log (info: one line per request) goes to a file, read if it fails to start.
     with tempfile.TemporaryFile() as log:
-        process = subprocess.Popen(
-            command, env=env, stdout=subprocess.DEVNULL, stderr=log
-        )
+        process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=log)
         try:
             _wait_healthy(base, process, log)
             yield base, process.pid

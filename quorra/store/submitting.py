@@ -107,10 +107,7 @@ def _insert_unnested_statement():
         "updated_at": now,
     }
     inserted = (
-        insert(jobs)
-        .from_select(list(values), select(*values.values()))
-        .returning(jobs.c.created_at)
-        .cte("inserted")
+        insert(jobs).from_select(list(values), select(*values.values())).returning(jobs.c.created_at).cte("inserted")
     )
     return select(func.max(inserted.c.created_at, type_=UTCDateTime)).select_from(inserted)
 
