@@ -8,7 +8,8 @@ load; CPU per request moves much less, so compare that between two versions.
     python -m bench.web_cpu --ops get --env QUORRA_WEB_WORKERS=1   # one worker, e.g. for py-spy
 
 batch: POST /v1/jobs/batch with 1,000 jobs, 4 connections; submit: POST /v1/jobs and get:
-GET /v1/jobs/{id}, 32 connections each (bench/rest_throughput.py's raw HTTP/1.1 clients).
+GET /v1/jobs/{id}, 32 connections each (bench/rest_throughput.py's raw HTTP/1.1 clients);
+healthz (not in the default --ops): GET /healthz, the per-request floor of the stack.
 Each operation has a 1 s warm-up first, so the connection pools are open. CPU is user +
 system time from /proc. Prints figures and asserts nothing.
 """
@@ -29,8 +30,8 @@ from bench.web_stack import AUTH, percentile, started_web_server
 
 TICK = os.sysconf("SC_CLK_TCK")
 BATCH_BODY = json.dumps({"jobs": [{"type": "bench", "payload": {"n": n}} for n in range(1000)]}).encode()
-CLIENTS = {"batch": 4, "submit": 32, "get": 32}
-JOBS_PER_REQUEST = {"batch": 1000, "submit": 1, "get": 0}
+CLIENTS = {"batch": 4, "submit": 32, "get": 32, "healthz": 32}
+JOBS_PER_REQUEST = {"batch": 1000, "submit": 1, "get": 0, "healthz": 0}
 
 
 def main() -> None:
@@ -46,6 +47,7 @@ def main() -> None:
             "batch": build_request("POST", "/v1/jobs/batch", BATCH_BODY),
             "submit": build_request("POST", "/v1/jobs", SUBMIT_BODY),
             "get": build_request("GET", f"/v1/jobs/{job_id}"),
+            "healthz": build_request("GET", "/healthz"),
         }
         for op in args.ops.split(","):
             asyncio.run(measure(base, bodies[op], CLIENTS[op], 1.0))  # warm-up: pools open, code paths hot

@@ -92,9 +92,9 @@ def autocommitted(engine: Engine) -> Iterator[Connection]:
     two more round trips on PostgreSQL when the connection goes back to the pool (SET SESSION
     CHARACTERISTICS, COMMIT), so psycopg2's own switch is flipped for the statement instead."""
     with engine.connect() as conn:
-        conn.execution_options(**{AUTOCOMMIT_OPTION: True})
         if engine.dialect.name != "postgresql":
-            yield conn  # pysqlite runs without a transaction unless BEGIN IMMEDIATE (skipped) starts one
+            # pysqlite runs without a transaction unless _begin_immediate starts one; it is told not to.
+            yield conn.execution_options(**{AUTOCOMMIT_OPTION: True})
             return
         dbapi_connection = conn.connection.dbapi_connection
         dbapi_connection.autocommit = True

@@ -4,6 +4,7 @@ store directly. The rules live in quorra.jobs."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal, TypeVar
@@ -49,7 +50,8 @@ def enqueue_batch():
     limit = services().settings.max_payload_bytes
     specs = parse_batch(read_json(limit * BATCH_BODY_FACTOR), max_payload_bytes=limit)
     created = services().manager.enqueue_many(specs)
-    return {"jobs": [created_json(job) for job in created]}, 201
+    run_at = functools.lru_cache(maxsize=16)(timestamp)  # a batch's jobs share a few run_at values
+    return {"jobs": [{"id": job.id, "status": job.status.value, "run_at": run_at(job.run_at)} for job in created]}, 201
 
 
 @bp.get("/<uuid:job_id>")  # a uuid, so that GET /v1/jobs/batch is no route (Allow: POST)

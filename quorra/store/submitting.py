@@ -1,12 +1,13 @@
-"""Submitting jobs. On PostgreSQL a batch is one INSERT ... SELECT FROM unnest(one array per
-column): one statement of one shape whatever the batch size (compiled and planned once), its
-parameters adapted per column rather than per row, and nothing read back but the clock it
-ran at (the ids are made here). On SQLite, one prebuilt INSERT run with executemany."""
+"""Submitting jobs. On PostgreSQL a batch is one INSERT ... SELECT FROM json_to_recordset(the
+batch as one JSON text): one statement of one shape whatever the batch size (compiled and
+planned once), one parameter, and nothing read back but the clock it ran at (the ids are made
+here). On SQLite, one prebuilt INSERT run with executemany."""
 
 from __future__ import annotations
 
+import json
 import logging
-import uuid
+import os
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
@@ -16,13 +17,13 @@ from sqlalchemy import (
     Text,
     Uuid,
     bindparam,
-    cast,
+    column,
     func,
     insert,
     literal,
     select,
 )
-from sqlalchemy.dialects.postgresql import ARRAY, JSONB
+from sqlalchemy.dialects.postgresql import JSONB
 
 from quorra.jobs import (
     Job,
@@ -48,7 +49,7 @@ class Submitting(StoreBase):
         """Insert all the jobs at once: all are created or none. Returns them in order."""
         if not specs:
             return []
-        ids = [str(uuid.uuid4()) for _ in specs]
+        ids = new_job_ids(len(specs))
         if self.dialect == "postgresql":
             created_at = self._insert_unnested(ids, specs, now)
         else:
@@ -58,18 +59,21 @@ class Submitting(StoreBase):
         return created
 
     def _insert_unnested(self, ids: list[str], specs: Sequence[JobSpec], now: datetime | None) -> datetime:
-        arrays = {
-            "ids": ids,
-            "types": [spec.type for spec in specs],
-            "queues": [spec.queue for spec in specs],
-            "payloads": [spec.payload_json for spec in specs],
-            "priorities": [spec.priority for spec in specs],
-            "max_retries": [spec.max_retries for spec in specs],
-            "delays": [spec.delay_seconds for spec in specs],
-            "now": now,
-        }
+        rows = [
+            {
+                "id": job_id,
+                "type": spec.type,
+                "queue": spec.queue,
+                "payload": spec.payload,
+                "priority": spec.priority,
+                "max_retries": spec.max_retries,
+                "delay_seconds": spec.delay_seconds,
+            }
+            for job_id, spec in zip(ids, specs, strict=True)
+        ]
+        parameters = {"jobs": json.dumps(rows, separators=(",", ":")), "now": now}
         with self._one_statement() as conn:  # one INSERT is atomic on its own: no BEGIN/COMMIT trips
-            return conn.execute(_INSERT_UNNESTED, arrays).scalar_one()
+            return conn.execute(_INSERT_UNNESTED, parameters).scalar_one()
 
     def _insert_rows(self, ids: list[str], specs: Sequence[JobSpec], now: datetime) -> datetime:
         rows = [_new_row(job_id, spec, now) for job_id, spec in zip(ids, specs, strict=True)]
@@ -81,23 +85,42 @@ class Submitting(StoreBase):
 _INSERT = insert(jobs)
 
 
+def new_job_ids(count: int) -> list[str]:
+    """`count` random (version 4) UUIDs in their canonical text form, as str(uuid.uuid4())
+    gives them at a quarter of its cost (no UUID object per id)."""
+    random = os.urandom(16 * count)
+    ids = []
+    for start in range(0, 16 * count, 16):
+        digits = random[start : start + 16].hex()
+        variant = "89ab"[int(digits[16], 16) & 3]  # the RFC 4122 variant: bits 10xx
+        ids.append(f"{digits[:8]}-{digits[8:12]}-4{digits[13:16]}-{variant}{digits[17:20]}-{digits[20:]}")
+    return ids
+
+
 def _insert_unnested_statement():
-    """INSERT INTO jobs SELECT ... FROM unnest(:ids, :types, ...) in a CTE, and the time the
-    jobs were created at (`:now`, or the statement's now())."""
+    """INSERT INTO jobs SELECT ... FROM json_to_recordset(:jobs) in a CTE, and the time the
+    jobs were created at (`:now`, or the statement's now()). The batch travels as one JSON
+    text: psycopg2 adapts one string instead of an array element per job and column (which
+    cost 8 µs a job), and PostgreSQL parses it in C."""
     given = (
-        func.unnest(
-            *(bindparam(name, type_=ARRAY(Text)) for name in ("ids", "types", "queues", "payloads")),
-            *(bindparam(name, type_=ARRAY(Integer)) for name in ("priorities", "max_retries", "delays")),
+        func.json_to_recordset(bindparam("jobs", type_=Text))
+        .table_valued(
+            column("id", Uuid(as_uuid=False)),
+            column("type", Text),
+            column("queue", Text),
+            column("payload", JSONB),
+            column("priority", Integer),
+            column("max_retries", Integer),
+            column("delay_seconds", Integer),
         )
-        .table_valued("id", "type", "queue", "payload", "priority", "max_retries", "delay_seconds")
-        .render_derived(name="given")
+        .render_derived(name="given", with_types=True)
     )
     now = func.coalesce(bindparam("now", type_=UTCDateTime), func.now(), type_=UTCDateTime)
     values = {
-        "id": cast(given.c.id, Uuid(as_uuid=False)),
+        "id": given.c.id,
         "type": given.c.type,
         "queue": given.c.queue,
-        "payload": cast(given.c.payload, JSONB),
+        "payload": given.c.payload,
         "priority": given.c.priority,
         "status": literal(JobStatus.PENDING.value),
         "attempts": literal(0),
