@@ -84,6 +84,15 @@ def test_enqueue_many_accepts_a_full_batch(store):
     assert sum(c.count for c in store.queue_counts()) == MAX_BATCH_SIZE
 
 
+def test_enqueue_returns_the_jobs_exactly_as_stored(store):
+    # Given specs with and without a delay (nothing is read back: the store builds them itself)
+    specs = [spec(payload={"n": 1, "text": "é"}, priority=-3, max_retries=7), spec(delay_seconds=3600)]
+    # When they are enqueued
+    created = store.enqueue_many(specs)
+    # Then each returned job equals the one read back, field for field
+    assert created == [store.get_job(job.id) for job in created]
+
+
 def test_new_job_ids_are_distinct_random_uuids_in_canonical_form():
     # When many ids are made at once
     ids = new_job_ids(10_000)
