@@ -188,7 +188,11 @@ class JobSpec(BaseModel):
     @functools.cached_property
     def payload_json(self) -> str:
         """The payload as compact JSON, made once (the size check and the store both need it)."""
-        return json.dumps(self.payload, separators=(",", ":"), ensure_ascii=False)
+        return _COMPACT_JSON.encode(self.payload)
+
+
+# One encoder for every payload: json.dumps with options would build one per call.
+_COMPACT_JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
 
 
 def parse_batch(data: object, *, max_payload_bytes: int | None = None) -> list[JobSpec]:
