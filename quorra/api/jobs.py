@@ -5,7 +5,7 @@ store directly. The rules live in quorra.jobs."""
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal, TypeVar
 
@@ -50,8 +50,8 @@ def enqueue_batch():
     limit = services().settings.max_payload_bytes
     specs = parse_batch(read_json(limit * BATCH_BODY_FACTOR), max_payload_bytes=limit)
     created = services().manager.enqueue_many(specs)
-    run_at = functools.lru_cache(maxsize=16)(timestamp)  # a batch's jobs share a few run_at values
-    return {"jobs": [{"id": job.id, "status": job.status.value, "run_at": run_at(job.run_at)} for job in created]}, 201
+    formatted = functools.lru_cache(maxsize=16)(timestamp)  # a batch's jobs share a few run_at values
+    return {"jobs": [created_json(job, formatted) for job in created]}, 201
 
 
 @bp.get("/<uuid:job_id>")  # a uuid, so that GET /v1/jobs/batch is no route (Allow: POST)
@@ -175,8 +175,8 @@ def timestamp(value: datetime | None) -> str | None:
     return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
-def created_json(job: Job) -> dict[str, Any]:
-    return {"id": job.id, "status": job.status.value, "run_at": timestamp(job.run_at)}
+def created_json(job: Job, formatted: Callable[[datetime], str | None] = timestamp) -> dict[str, Any]:
+    return {"id": job.id, "status": job.status.value, "run_at": formatted(job.run_at)}
 
 
 def job_json(job: Job, include: Sequence[str] = BODIES) -> dict[str, Any]:

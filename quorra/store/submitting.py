@@ -182,8 +182,8 @@ _UNSET_FIELDS = {field.name: field.default for field in dataclasses.fields(Job) 
 
 
 def _log_enqueued(created: list[Job]) -> None:
-    """One `job.enqueued` line per job for a single submit; a batch logs one `jobs.enqueued`
-    line (INFO) with its size, and each job's `job.enqueued` line at DEBUG."""
+    """One `job.enqueued` line for a single job; a batch of several logs one `jobs.enqueued`
+    line (INFO) with its size and queues, and each job's `job.enqueued` line at DEBUG."""
     if len(created) == 1:
         log_transition("job enqueued", "job.enqueued", created[0])
         return
