@@ -17,7 +17,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 
 from quorra.durations import parse_duration
 from quorra.errors import InvalidConfig
-from quorra.jobs import MAX_QUEUE_CHARS, is_valid_name
+from quorra.jobs import DEFAULT_IDEMPOTENCY_TTL_SECONDS, MAX_QUEUE_CHARS, is_valid_name
 
 DEV_API_KEY = "dev-api-key-change-in-production"
 MIN_SECRET_CHARS = 16
@@ -107,6 +107,8 @@ class Settings(BaseModel):
     scheduler_interval_seconds: Seconds = Field(1.0, alias="QUORRA_SCHEDULER_INTERVAL")
     retention_seconds: Seconds = Field(7 * 86400.0, alias="QUORRA_RETENTION")
     prune_batch_size: int = Field(500, alias="QUORRA_PRUNE_BATCH", ge=1, le=100_000)
+    # how long an Idempotency-Key is remembered (its job is kept at least as long)
+    idempotency_ttl_seconds: Seconds = Field(DEFAULT_IDEMPOTENCY_TTL_SECONDS, alias="QUORRA_IDEMPOTENCY_TTL")
 
     # worker (GoQuorra names)
     worker_id: str = Field(default_factory=_default_worker_id, alias="QUORRA_WORKER_ID", min_length=1)

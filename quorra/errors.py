@@ -45,6 +45,10 @@ class IllegalTransition(QuorraError):
     code = "conflict"
 
 
+class IdempotencyKeyReused(IllegalTransition):
+    """This idempotency key was used for a different job."""
+
+
 class StaleLease(QuorraError):
     """The lease is no longer held: it expired, was reclaimed, or the job was settled."""
 

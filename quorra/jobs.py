@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import enum
 import functools
+import hashlib
 import json
 import math
 import re
@@ -43,6 +44,13 @@ MAX_PAYLOAD_DEPTH = 32
 MAX_BATCH_SIZE = 1000
 MAX_QUEUE_CHARS = 100
 MAX_TYPE_CHARS = 200
+MAX_IDEMPOTENCY_KEY_CHARS = 255
+MAX_UNIQUE_KEY_CHARS = 255
+MAX_UNIQUE_PERIOD_SECONDS = 366 * 86400
+DEFAULT_IDEMPOTENCY_TTL_SECONDS = 86400.0
+# An idempotency key: 1 to 255 visible ASCII characters (no spaces), as fits an HTTP header.
+IDEMPOTENCY_KEY_PATTERN = "^[!-~]+$"
+_IDEMPOTENCY_KEY = re.compile("[!-~]+")
 # Queue and type names. NAME_PATTERN is the JSON Schema (ECMA-262) spelling, used by pydantic
 # (whose Rust engine reads `$` as the end of the text) and by the OpenAPI document. Python code
 # checks names with is_valid_name: Python's `$` also matches before a trailing newline, so a
@@ -89,6 +97,12 @@ HOLDING_LEASE = frozenset({S.LEASED, S.PROCESSING})
 CANCELLABLE = frozenset({S.PENDING, S.FAILED, S.LEASED, S.PROCESSING})
 RETRYABLE = frozenset({S.DEAD, S.FAILED, S.CANCELLED})
 TERMINAL = frozenset({S.SUCCEEDED, S.DEAD, S.CANCELLED})
+# A job moves among these states by itself (lease, heartbeat, nack, expiry, hand-back), so a
+# unique job keeps its slot in all of them: a slot let go in one and taken back in another
+# could find a newer job in it. Terminal states may be added to keep the slot after the end.
+LIVE = frozenset({S.PENDING, S.LEASED, S.PROCESSING, S.FAILED})
+# One bit per status, for the unique-slot bitmask (jobs.unique_states); never renumber.
+STATUS_BITS: dict[JobStatus, int] = {status: 1 << n for n, status in enumerate(JobStatus)}
 
 TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
     S.PENDING: frozenset({S.LEASED, S.CANCELLED}),
@@ -145,9 +159,71 @@ class Job:
     last_error: str | None = None
     result: Any = None
     finished_at: datetime | None = None
+    unique_key: str | None = None  # a unique job's slot (see UniqueOptions)
+    unique_states: int | None = None  # the STATUS_BITS of the states that hold it
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def states_mask(states) -> int:
+    return sum(STATUS_BITS[JobStatus(state)] for state in set(states))
+
+
+class UniqueOptions(BaseModel):
+    """A unique job (River's unique opts): while a job with the same unique key holds its
+    slot (is in one of `states`), submitting another returns that job instead. The key is
+    the job type with `key`, or else with the queue and the payload; with `period_seconds`,
+    also the period it is submitted in (periods aligned to the Unix epoch)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    key: StrictStr | None = Field(None, min_length=1, max_length=MAX_UNIQUE_KEY_CHARS)
+    states: tuple[JobStatus, ...] = tuple(sorted(LIVE, key=list(JobStatus).index))
+    period_seconds: Annotated[JsonInt, Field(ge=1, le=MAX_UNIQUE_PERIOD_SECONDS)] | None = None
+
+    @field_validator("key")
+    @classmethod
+    def _storable_key(cls, key: str | None) -> str | None:
+        if key is not None:
+            check_portable_json(key, "key")
+        return key
+
+    @field_validator("states")
+    @classmethod
+    def _live_states_included(cls, states: tuple[JobStatus, ...]) -> tuple[JobStatus, ...]:
+        if len(set(states)) < len(states):
+            raise ValueError("name each status at most once")
+        missing = [s.value for s in JobStatus if s in LIVE - set(states)]
+        if missing:
+            raise ValueError(
+                "must include pending, leased, processing and failed (a job moves among them by itself); "
+                f"missing {', '.join(missing)}"
+            )
+        return states
+
+    @property
+    def mask(self) -> int:
+        return states_mask(self.states)
+
+
+def is_valid_idempotency_key(text: object) -> bool:
+    """1 to MAX_IDEMPOTENCY_KEY_CHARS visible ASCII characters."""
+    return (
+        isinstance(text, str)
+        and len(text) <= MAX_IDEMPOTENCY_KEY_CHARS
+        and _IDEMPOTENCY_KEY.fullmatch(text) is not None
+    )
+
+
+IdempotencyKey = Annotated[
+    StrictStr,
+    Field(
+        min_length=1,
+        max_length=MAX_IDEMPOTENCY_KEY_CHARS,
+        pattern=IDEMPOTENCY_KEY_PATTERN,
+    ),
+]
 
 
 class JobSpec(BaseModel):
@@ -162,6 +238,9 @@ class JobSpec(BaseModel):
     priority: JsonInt = Field(0, ge=-1000, le=1000)
     delay_seconds: JsonInt = Field(0, ge=0, le=366 * 86400)
     max_retries: JsonInt = Field(3, ge=0, le=100)
+    # A retry with the same key and the same job returns the job the first try created.
+    idempotency_key: IdempotencyKey | None = None
+    unique: UniqueOptions | None = None
 
     @field_validator("payload")
     @classmethod
@@ -190,9 +269,42 @@ class JobSpec(BaseModel):
         """The payload as compact JSON, made once (the size check and the store both need it)."""
         return _COMPACT_JSON.encode(self.payload)
 
+    @property
+    def is_plain(self) -> bool:
+        """Neither an idempotency key nor unique options: the batch INSERT's fast path."""
+        return self.idempotency_key is None and self.unique is None
+
+    def fingerprint(self) -> str:
+        """The job as submitted, whatever its JSON spelling (key order, defaults left out),
+        without its idempotency key: what a retry under that key must repeat exactly."""
+        return _digest(self.model_dump(mode="json", exclude={"idempotency_key"}))
+
+    def unique_key(self, period_start: int | None = None) -> str | None:
+        """The unique slot's key: the job type with the given key, or with the queue and the
+        payload; and the start of the period (Unix seconds) when the options have one."""
+        if self.unique is None:
+            return None
+        if self.unique.key is not None:
+            parts: dict[str, Any] = {"type": self.type, "key": self.unique.key}
+        else:
+            parts = {"type": self.type, "queue": self.queue, "payload": self.payload}
+        if self.unique.period_seconds is not None:
+            parts["period_start"] = period_start
+        return _digest(parts)
+
 
 # One encoder for every payload: json.dumps with options would build one per call.
 _COMPACT_JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+
+
+def _digest(value: Any) -> str:
+    canonical = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def period_start(unix_seconds: float, period_seconds: int) -> int:
+    """The start of the period (aligned to the Unix epoch) that holds `unix_seconds`."""
+    return int(unix_seconds // period_seconds) * period_seconds
 
 
 def parse_batch(data: object, *, max_payload_bytes: int | None = None) -> list[JobSpec]:

@@ -17,9 +17,9 @@ from typing import Any
 
 from quorra import metrics
 from quorra.errors import QuorraError
-from quorra.jobs import TERMINAL, Job, JobSpec
+from quorra.jobs import DEFAULT_IDEMPOTENCY_TTL_SECONDS, TERMINAL, Job, JobSpec
 from quorra.notify import Notifier, finished_key
-from quorra.store import Settlement, SettleResult, Store
+from quorra.store import Settlement, SettleResult, Store, Submitted
 
 logger = logging.getLogger(__name__)
 
@@ -31,15 +31,25 @@ class JobManager:
 
     # -- a client's verbs ---------------------------------------------------------------------
 
-    def enqueue(self, spec: JobSpec) -> Job:
-        return self.enqueue_many([spec])[0]
+    def enqueue(self, spec: JobSpec, **options: Any) -> Submitted:
+        return self.enqueue_many([spec], **options)[0]
 
-    def enqueue_many(self, specs: Sequence[JobSpec]) -> list[Job]:
-        """All the jobs in one transaction; waiting workers of their queues are woken."""
-        created = self.store.enqueue_many(specs)
+    def enqueue_many(
+        self,
+        specs: Sequence[JobSpec],
+        *,
+        scope: str = "",
+        key_ttl_seconds: float = DEFAULT_IDEMPOTENCY_TTL_SECONDS,
+    ) -> list[Submitted]:
+        """All the jobs in one transaction, each created, or replayed (its idempotency key
+        within `scope` was used for the same job) or a duplicate (its unique slot is held).
+        Waiting workers of the queues that got a new job are woken."""
+        submitted = self.store.submit_many(specs, scope=scope, key_ttl_seconds=key_ttl_seconds)
+        created = [item.job for item in submitted if item.created]
         metrics.jobs_created(created)
+        metrics.submissions_deduplicated(item.outcome.value for item in submitted if not item.created)
         self._wake(job.queue for job in created)
-        return created
+        return submitted
 
     def cancel(self, job_id: str) -> Job:
         job = self.store.cancel(job_id)
@@ -142,6 +152,9 @@ class JobManager:
         if pruned:
             metrics.jobs_pruned(pruned)
         return pruned
+
+    def prune_idempotency_keys(self, now: datetime, *, limit: int = 500) -> int:
+        return self.store.prune_idempotency_keys(now=now, limit=limit)
 
     # -- wake-ups ---------------------------------------------------------------------------------
 

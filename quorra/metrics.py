@@ -48,6 +48,11 @@ LEASES_RELEASED = Counter(
     "quorra_leases_released", "Leases handed back because they never reached a worker", ("queue",)
 )
 JOBS_PRUNED = Counter("quorra_jobs_pruned", "Finished jobs deleted after the retention period")
+SUBMISSIONS_DEDUPLICATED = Counter(
+    "quorra_submissions_deduplicated",
+    "Submissions answered with an existing job: replayed (same idempotency key) or duplicate (unique slot held)",
+    ("outcome",),
+)
 
 JOB_WAIT = Histogram(
     "quorra_job_wait_seconds", "Time from a job being due (run_at) to its lease", ("queue",), buckets=_BUCKETS
@@ -147,6 +152,11 @@ def dead_jobs_retried(queue: str, by_type: dict[str, int]) -> None:
 
 def jobs_pruned(count: int) -> None:
     JOBS_PRUNED.inc(count)
+
+
+def submissions_deduplicated(outcomes: Iterable[str]) -> None:
+    for outcome in outcomes:
+        SUBMISSIONS_DEDUPLICATED.labels(outcome).inc()
 
 
 # -- the scrape-time queue gauges -----------------------------------------------------------------

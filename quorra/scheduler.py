@@ -5,7 +5,8 @@ Every QUORRA_SCHEDULER_INTERVAL the leader (one scheduler at a time, see quorra.
 - reaps expired leases: each is a failed attempt with the error 'lease expired', retried
   after the backoff or dead, exactly as a nack would do;
 - wakes workers waiting on queues whose delayed or retrying jobs have just become due;
-- prunes succeeded and cancelled jobs older than QUORRA_RETENTION (dead jobs stay).
+- prunes succeeded and cancelled jobs older than QUORRA_RETENTION (dead jobs stay), and
+  idempotency keys older than QUORRA_IDEMPOTENCY_TTL (a job stays while a key names it).
 
 Each duty takes `now` (the store's clock by default), so tests move time instead of
 sleeping, and each is safe even if two schedulers ever overlapped: reaping and pruning
@@ -116,7 +117,9 @@ class Scheduler:
         return queues
 
     def prune(self, now: datetime) -> int:
-        """Delete succeeded and cancelled jobs that finished more than the retention ago."""
+        """Delete expired idempotency keys, then succeeded and cancelled jobs that finished
+        more than the retention ago (and that no key names any more)."""
+        self.prune_idempotency_keys(now)
         before = now - timedelta(seconds=self.settings.retention_seconds)
         size = self.settings.prune_batch_size
         batches = self._in_batches(lambda: self.manager.prune(before, limit=size), size, int)
@@ -132,6 +135,11 @@ class Scheduler:
                 },
             )
         return pruned
+
+    def prune_idempotency_keys(self, now: datetime) -> int:
+        """Delete the idempotency keys that expired (QUORRA_IDEMPOTENCY_TTL after their use)."""
+        size = self.settings.prune_batch_size
+        return sum(self._in_batches(lambda: self.manager.prune_idempotency_keys(now, limit=size), size, int))
 
     def _in_batches(self, take: Callable[[], Any], size: int, count: Callable[[Any], int]) -> list[Any]:
         """Call `take` until a batch comes back short, at most max_batches times."""

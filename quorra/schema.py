@@ -14,6 +14,8 @@ from sqlalchemy import (
     Index,
     Integer,
     MetaData,
+    PrimaryKeyConstraint,
+    SmallInteger,
     String,
     Table,
     Text,
@@ -23,7 +25,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import JSONB
 
-from quorra.jobs import HOLDING_LEASE, LEASABLE, JobStatus
+from quorra.jobs import HOLDING_LEASE, LEASABLE, STATUS_BITS, JobStatus
 
 metadata = MetaData(
     naming_convention={
@@ -84,6 +86,10 @@ jobs = Table(
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
     Column("finished_at", UTCDateTime),
+    # Unique jobs: the slot's key (a sha256, see JobSpec.unique_key) and the states, as a
+    # bitmask of STATUS_BITS, in which the job holds it. NULL for every other job.
+    Column("unique_key", String(64)),
+    Column("unique_states", SmallInteger),
     CheckConstraint(f"status IN ({_in(JobStatus)})", name="status"),
     CheckConstraint("attempts >= 0 AND max_retries >= 0", name="counts"),
 )
@@ -113,6 +119,18 @@ Index(
     postgresql_where=text(f"status IN ({_in(HOLDING_LEASE)})"),
     sqlite_where=text(f"status IN ({_in(HOLDING_LEASE)})"),
 )
+# Unique jobs (River's approach): a job holds its slot while its status is one of its
+# unique_states. The predicate follows the status by itself, so no transition has to touch
+# the slot, and jobs without unique options (unique_key NULL) are never in the index.
+_STATUS_BIT = " ".join(f"WHEN '{status.value}' THEN {bit}" for status, bit in STATUS_BITS.items())
+UNIQUE_SLOT_HELD = f"unique_key IS NOT NULL AND (unique_states & CASE status {_STATUS_BIT} ELSE 0 END) <> 0"
+Index(
+    "ix_jobs_unique_key",
+    jobs.c.unique_key,
+    unique=True,
+    postgresql_where=text(UNIQUE_SLOT_HELD),
+    sqlite_where=text(UNIQUE_SLOT_HELD),
+)
 # Listing newest first (keyset pagination), optionally by queue or status.
 Index("ix_jobs_created", jobs.c.created_at.desc(), jobs.c.id.desc())
 Index("ix_jobs_queue_status", jobs.c.queue, jobs.c.status)
@@ -123,3 +141,22 @@ Index(
     postgresql_where=text("finished_at IS NOT NULL"),
     sqlite_where=text("finished_at IS NOT NULL"),
 )
+
+
+# Idempotent submission: one row per (scope, key) for QUORRA_IDEMPOTENCY_TTL, written in the
+# transaction that creates the job. scope is the sha256 of the API key that sent the request
+# (room for a tenant id later). No foreign key: the row decides the answer to a retry even
+# if the job were gone; pruning keeps a job while a key names it (ix_idempotency_keys_job_id).
+idempotency_keys = Table(
+    "idempotency_keys",
+    metadata,
+    Column("scope", String(64), nullable=False, server_default=text("''")),
+    Column("key", String(255), nullable=False),
+    Column("fingerprint", String(64), nullable=False),
+    Column("job_id", Uuid(as_uuid=False), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False),
+    PrimaryKeyConstraint("scope", "key"),
+)
+Index("ix_idempotency_keys_expires_at", idempotency_keys.c.expires_at)
+Index("ix_idempotency_keys_job_id", idempotency_keys.c.job_id)

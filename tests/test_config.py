@@ -60,6 +60,12 @@ def test_a_malformed_or_non_positive_duration_is_invalid(text):
     assert "QUORRA_WORKER_LEASE_TTL" in invalid({"QUORRA_WORKER_LEASE_TTL": text}).message
 
 
+def test_idempotency_keys_are_kept_a_day_unless_configured():
+    assert Settings.from_env({}).idempotency_ttl_seconds == 86400
+    assert Settings.from_env({"QUORRA_IDEMPOTENCY_TTL": "2h"}).idempotency_ttl_seconds == 7200
+    assert "QUORRA_IDEMPOTENCY_TTL" in invalid({"QUORRA_IDEMPOTENCY_TTL": "0"}).message
+
+
 def test_comma_lists_are_trimmed_and_skip_empty_items():
     settings = Settings.from_env({"QUORRA_API_KEY": " key-a, key-b,,key-c ", "QUORRA_WORKER_QUEUES": "email,default"})
     assert settings.api_keys == ("key-a", "key-b", "key-c")

@@ -7,15 +7,21 @@ import pytest
 
 from quorra.errors import InvalidJobSpec
 from quorra.jobs import (
+    LIVE,
     MAX_BATCH_SIZE,
+    MAX_IDEMPOTENCY_KEY_CHARS,
     MAX_PAYLOAD_DEPTH,
+    STATUS_BITS,
     TERMINAL,
     TRANSITIONS,
     JobSpec,
     JobStatus,
+    UniqueOptions,
     backoff_seconds,
+    is_valid_idempotency_key,
     parse_batch,
     parse_job_id,
+    period_start,
     status_after_failure,
 )
 
@@ -53,7 +59,7 @@ def test_job_spec_fills_in_the_defaults():
 def test_job_spec_keeps_every_given_field():
     data = VALID | {"queue": "mail", "priority": -5, "delay_seconds": 60, "max_retries": 0}
     job = JobSpec.parse(data)
-    assert job.model_dump() == data
+    assert job.model_dump(exclude={"idempotency_key", "unique"}) == data
 
 
 @pytest.mark.parametrize("data", [None, [], "job", 42])
@@ -264,3 +270,53 @@ def test_parse_job_id_gives_the_canonical_spelling():
 @pytest.mark.parametrize("text", ["", "nope", "550e8400-e29b-41d4-a716-44665544000", None, 42])
 def test_parse_job_id_of_anything_else_is_none(text):
     assert parse_job_id(text) is None
+
+
+# -- idempotency keys and unique options --------------------------------------------------------
+
+
+def test_a_fingerprint_ignores_spelling_and_the_idempotency_key():
+    short = JobSpec.parse(VALID | {"payload": {"a": 1, "b": [1, 2]}})
+    spelled_out = JobSpec.parse(
+        VALID | {"payload": {"b": [1, 2], "a": 1}, "queue": "default", "priority": 0, "idempotency_key": "k"}
+    )
+    assert short.fingerprint() == spelled_out.fingerprint()
+    assert short.fingerprint() != JobSpec.parse(VALID | {"payload": {"a": 2, "b": [1, 2]}}).fingerprint()
+
+
+def test_the_default_unique_key_is_the_type_queue_and_payload():
+    def key(**fields):
+        return JobSpec.parse(VALID | {"unique": {}} | fields).unique_key()
+
+    assert key() == key(priority=5, max_retries=0)
+    assert len({key(), key(queue="other"), key(type="other"), key(payload={"x": 1})}) == 4
+    assert JobSpec.parse(VALID).unique_key() is None
+
+
+def test_a_given_unique_key_ignores_queue_and_payload_and_a_period_adds_its_start():
+    def key(period_start=None, **fields):
+        return JobSpec.parse(VALID | fields).unique_key(period_start)
+
+    assert key(unique={"key": "k"}) == key(unique={"key": "k"}, queue="other", payload={"x": 1})
+    hourly = {"key": "k", "period_seconds": 3600}
+    assert key(7200, unique=hourly) != key(10800, unique=hourly)
+    assert period_start(7200 + 3599.9, 3600) == 7200
+
+
+def test_unique_states_default_to_the_live_states():
+    assert set(UniqueOptions().states) == LIVE
+    assert UniqueOptions(states=[*LIVE, JobStatus.SUCCEEDED]).mask == sum(STATUS_BITS[s] for s in LIVE) + 8
+
+
+@pytest.mark.parametrize("key", ["k", "!~", "x" * MAX_IDEMPOTENCY_KEY_CHARS])
+def test_valid_idempotency_keys(key):
+    assert is_valid_idempotency_key(key)
+    assert JobSpec.parse(VALID | {"idempotency_key": key}).idempotency_key == key
+
+
+@pytest.mark.parametrize("key", ["", " ", "a b", "é", "x\n", "x" * (MAX_IDEMPOTENCY_KEY_CHARS + 1), 5, None])
+def test_invalid_idempotency_keys(key):
+    assert not is_valid_idempotency_key(key)
+    if key is not None:
+        with pytest.raises(InvalidJobSpec):
+            JobSpec.parse(VALID | {"idempotency_key": key})

@@ -46,6 +46,23 @@ def test_enqueue_many_counts_each_job_and_wakes_each_queue_once(manager):
     assert sorted(manager.notifier.published) == [queue, queue + "x"]
 
 
+def test_enqueue_counts_and_wakes_only_for_created_jobs(manager):
+    # Given a unique job, submitted under an idempotency key
+    queue = f"m-{uuid.uuid4().hex[:8]}"
+    first = manager.enqueue(spec(queue=queue, unique={}, idempotency_key="k"), scope="s")
+    manager.notifier.published.clear()
+    replays = REGISTRY.get_sample_value("quorra_submissions_deduplicated_total", {"outcome": "replayed"}) or 0.0
+    # When it is submitted again under the key, and again under no key
+    again = manager.enqueue(spec(queue=queue, unique={}, idempotency_key="k"), scope="s")
+    duplicate = manager.enqueue(spec(queue=queue, unique={}))
+    # Then both answers are the first job: counted as deduplicated, not created, and no wake-up
+    assert (again.outcome.value, duplicate.outcome.value) == ("replayed", "duplicate")
+    assert again.job.id == duplicate.job.id == first.job.id
+    assert _count("quorra_jobs_created", queue) == 1
+    assert REGISTRY.get_sample_value("quorra_submissions_deduplicated_total", {"outcome": "replayed"}) == replays + 1
+    assert manager.notifier.published == []
+
+
 def test_settle_many_counts_only_what_it_settled(manager):
     # Given two leased jobs
     queue = f"m-{uuid.uuid4().hex[:8]}"
@@ -88,7 +105,7 @@ def test_release_many_hands_back_and_wakes_the_queue(manager):
 
 def test_retry_wakes_the_queue(manager):
     queue = f"m-{uuid.uuid4().hex[:8]}"
-    job = manager.enqueue(spec(queue=queue))
+    job = manager.enqueue(spec(queue=queue)).job
     manager.cancel(job.id)
     manager.notifier.published.clear()
     assert manager.retry(job.id).status is JobStatus.PENDING
@@ -98,7 +115,7 @@ def test_retry_wakes_the_queue(manager):
 def test_retry_dead_counts_and_wakes_the_queue_once(manager):
     queue = f"m-{uuid.uuid4().hex[:8]}"
     for _ in range(2):
-        [leased] = manager.lease([manager.enqueue(spec(queue=queue, max_retries=0)).queue], "worker-a", 1, 30)
+        [leased] = manager.lease([manager.enqueue(spec(queue=queue, max_retries=0)).job.queue], "worker-a", 1, 30)
         manager.nack(leased.id, leased.lease_id, "boom", worker_id="worker-a")
     manager.notifier.published.clear()
     assert manager.retry_dead(queue) == 2

@@ -5,6 +5,7 @@ key can be rotated without downtime."""
 
 from __future__ import annotations
 
+import hashlib
 import logging
 
 from flask import Flask, request
@@ -25,6 +26,12 @@ def require_api_key() -> None:
     if not services().settings.accepts_api_key(given):
         logger.info("request refused", extra={"event": "auth.refused", "path": request.path})
         raise NotAuthenticated(f"the {API_KEY_HEADER} header does not hold a valid key")
+
+
+def api_key_scope() -> str:
+    """Where this request's idempotency keys live: the sha256 of its API key (checked by
+    require_api_key), so two clients with different keys never share one."""
+    return hashlib.sha256(request.headers.get(API_KEY_HEADER, "").encode()).hexdigest()
 
 
 def register_auth(app: Flask) -> None:

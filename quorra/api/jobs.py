@@ -4,30 +4,32 @@ store directly. The rules live in quorra.jobs."""
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal, TypeVar
 
 from flask import Blueprint, request, url_for
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 
-from quorra.api.auth import require_api_key
+from quorra.api.auth import api_key_scope, require_api_key
 from quorra.api.body import read_json
 from quorra.api.cursor import CursorCodec
 from quorra.api.services import services
 from quorra.durations import parse_duration
-from quorra.errors import InvalidArgument
+from quorra.errors import InvalidArgument, InvalidJobSpec
 from quorra.jobs import (
+    MAX_BATCH_SIZE,
+    MAX_IDEMPOTENCY_KEY_CHARS,
     Job,
     JobSpec,
     JobStatus,
     QueueName,
     TypeName,
     describe_errors,
+    is_valid_idempotency_key,
     parse_batch,
 )
-from quorra.store import MAX_LIST_LIMIT
+from quorra.store import MAX_LIST_LIMIT, Outcome, Submitted
 
 # A batch body may be this many times QUORRA_MAX_PAYLOAD_BYTES; each job's payload still
 # has to fit in QUORRA_MAX_PAYLOAD_BYTES on its own.
@@ -37,21 +39,73 @@ bp = Blueprint("jobs", __name__, url_prefix="/v1/jobs")
 bp.before_request(require_api_key)
 
 
+IDEMPOTENCY_KEY_HEADER = "Idempotency-Key"
+REPLAYED_HEADER = "Idempotent-Replayed"
+# A batch's Idempotency-Key names each job that has no idempotency_key of its own as
+# "<key>:<index>", which must still fit in MAX_IDEMPOTENCY_KEY_CHARS.
+MAX_BATCH_KEY_CHARS = MAX_IDEMPOTENCY_KEY_CHARS - len(f":{MAX_BATCH_SIZE}")
+
+
 @bp.post("")
 def enqueue():
+    """201 and a new job; or 200 and the job that a first try with the same
+    Idempotency-Key (and the same job) created, with Idempotent-Replayed: true, or that
+    holds the unique job's slot."""
     limit = services().settings.max_payload_bytes
-    spec = JobSpec.parse(read_json(limit), max_payload_bytes=limit)
-    job = services().manager.enqueue(spec)
-    return created_json(job), 201, {"Location": url_for(".get_job", job_id=job.id)}
+    body = read_json(limit)
+    if isinstance(body, dict) and "idempotency_key" in body:
+        raise InvalidJobSpec("the job is invalid", details=[_KEY_IN_BODY])
+    spec = JobSpec.parse(body, max_payload_bytes=limit)
+    key = header_key(MAX_IDEMPOTENCY_KEY_CHARS)
+    [submitted] = _submit([spec if key is None else spec.model_copy(update={"idempotency_key": key})])
+    headers = {"Location": url_for(".get_job", job_id=submitted.job.id)}
+    if submitted.outcome is Outcome.REPLAYED:
+        headers[REPLAYED_HEADER] = "true"
+    return created_json(submitted), 201 if submitted.created else 200, headers
 
 
 @bp.post("/batch")
 def enqueue_batch():
+    """201 when the batch created a job, else 200 (Idempotent-Replayed: true when every job
+    was replayed); each job says what became of it."""
     limit = services().settings.max_payload_bytes
     specs = parse_batch(read_json(limit * BATCH_BODY_FACTOR), max_payload_bytes=limit)
-    created = services().manager.enqueue_many(specs)
-    formatted = functools.lru_cache(maxsize=16)(timestamp)  # a batch's jobs share a few run_at values
-    return {"jobs": [created_json(job, formatted) for job in created]}, 201
+    key = header_key(MAX_BATCH_KEY_CHARS)
+    if key is not None:
+        specs = [_with_key(spec, f"{key}:{index}") for index, spec in enumerate(specs)]
+    submitted = _submit(specs)
+    headers = {}
+    if all(item.outcome is Outcome.REPLAYED for item in submitted):
+        headers[REPLAYED_HEADER] = "true"
+    status = 201 if any(item.created for item in submitted) else 200
+    return {"jobs": [created_json(item) for item in submitted]}, status, headers
+
+
+_KEY_IN_BODY = {"field": "idempotency_key", "message": f"unknown field; send the {IDEMPOTENCY_KEY_HEADER} header"}
+
+
+def _submit(specs: list[JobSpec]) -> list[Submitted]:
+    ttl = services().settings.idempotency_ttl_seconds
+    return services().manager.enqueue_many(specs, scope=api_key_scope(), key_ttl_seconds=ttl)
+
+
+def _with_key(spec: JobSpec, key: str) -> JobSpec:
+    """A batch job keeps an idempotency_key of its own; else it gets the batch's."""
+    return spec if spec.idempotency_key is not None else spec.model_copy(update={"idempotency_key": key})
+
+
+def header_key(max_chars: int) -> str | None:
+    """The Idempotency-Key header, if sent: 1 to `max_chars` visible ASCII characters, else 400."""
+    key = request.headers.get(IDEMPOTENCY_KEY_HEADER)
+    if key is None:
+        return None
+    if not is_valid_idempotency_key(key) or len(key) > max_chars:
+        message = f"1 to {max_chars} visible ASCII characters (no spaces)"
+        raise InvalidArgument(
+            f"the {IDEMPOTENCY_KEY_HEADER} header is invalid",
+            details=[{"field": IDEMPOTENCY_KEY_HEADER, "message": message}],
+        )
+    return key
 
 
 @bp.get("/<uuid:job_id>")  # a uuid, so that GET /v1/jobs/batch is no route (Allow: POST)
@@ -175,8 +229,15 @@ def timestamp(value: datetime | None) -> str | None:
     return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
-def created_json(job: Job, formatted: Callable[[datetime], str | None] = timestamp) -> dict[str, Any]:
-    return {"id": job.id, "status": job.status.value, "run_at": formatted(job.run_at)}
+def created_json(submitted: Submitted) -> dict[str, Any]:
+    """A submitted job: its id, status and run_at now, and what the submission did."""
+    job = submitted.job
+    return {
+        "id": job.id,
+        "status": job.status.value,
+        "run_at": timestamp(job.run_at),
+        "outcome": submitted.outcome.value,
+    }
 
 
 def job_json(job: Job, include: Sequence[str] = BODIES) -> dict[str, Any]:

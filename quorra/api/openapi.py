@@ -11,11 +11,21 @@ from flask import Blueprint
 from quorra import __version__
 from quorra.api.cursor import MAC_BYTES
 from quorra.api.errors import STATUS_BY_CODE
-from quorra.api.jobs import BATCH_BODY_FACTOR, BODIES, RetryFilter
+from quorra.api.jobs import (
+    BATCH_BODY_FACTOR,
+    BODIES,
+    IDEMPOTENCY_KEY_HEADER,
+    MAX_BATCH_KEY_CHARS,
+    REPLAYED_HEADER,
+    RetryFilter,
+)
 from quorra.api.waits import MAX_WAIT_SECONDS
 from quorra.durations import DURATION_PATTERN
 from quorra.jobs import (
+    IDEMPOTENCY_KEY_PATTERN,
+    LIVE,
     MAX_BATCH_SIZE,
+    MAX_IDEMPOTENCY_KEY_CHARS,
     MAX_PAYLOAD_DEPTH,
     MAX_QUEUE_CHARS,
     MAX_TYPE_CHARS,
@@ -119,15 +129,53 @@ def _job_actions() -> dict[str, Any]:
     }
 
 
+def _idempotency_key_header(max_chars: int, description: str) -> dict[str, Any]:
+    schema = {"type": "string", "minLength": 1, "maxLength": max_chars, "pattern": IDEMPOTENCY_KEY_PATTERN}
+    return {
+        "name": IDEMPOTENCY_KEY_HEADER,
+        "in": "header",
+        "required": False,
+        "schema": schema,
+        "description": description,
+    }
+
+
+_SINGLE_KEY = (
+    "A retry with the same key and the same job returns the job the first try created (200, "
+    f"{REPLAYED_HEADER}: true); the same key with another job is a 409. Kept for QUORRA_IDEMPOTENCY_TTL, "
+    "per API key."
+)
+_BATCH_KEY = (
+    'Gives each job without an idempotency_key of its own the key "<this key>:<index in the batch>"; see createJob.'
+)
+
+
+def _submit_responses(schema: dict[str, Any], created: str, existing: str) -> dict[str, Any]:
+    replayed = {
+        REPLAYED_HEADER: {
+            "description": "true when the answer is a replay under the same Idempotency-Key",
+            "schema": {"type": "string", "const": "true"},
+        }
+    }
+    responses = _responses(201, schema, created, 400, 401, 409, 413, 415, 503)
+    responses["200"] = {**_json(schema, existing), "headers": replayed}
+    responses["409"]["description"] = "The idempotency key was used for a different job"
+    return dict(sorted(responses.items()))
+
+
 def _job_paths() -> dict[str, Any]:
-    submit_errors = (400, 401, 413, 415, 503)
     return {
         "/v1/jobs": {
             "post": {
                 "summary": "Create a job",
                 "operationId": "createJob",
+                "parameters": [_idempotency_key_header(MAX_IDEMPOTENCY_KEY_CHARS, _SINGLE_KEY)],
                 "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("JobSpec")}}},
-                "responses": _responses(201, _ref("JobCreated"), "The job was created", *submit_errors),
+                "responses": _submit_responses(
+                    _ref("JobCreated"),
+                    "The job was created",
+                    "An existing job: the first try's (same Idempotency-Key) or the unique job's holder",
+                ),
             },
             "get": {
                 "summary": "List jobs, newest first (keyset pagination)",
@@ -141,8 +189,13 @@ def _job_paths() -> dict[str, Any]:
                 "summary": f"Create up to {MAX_BATCH_SIZE} jobs at once: all of them or none",
                 "description": f"The body may be up to {BATCH_BODY_FACTOR} x QUORRA_MAX_PAYLOAD_BYTES.",
                 "operationId": "createJobs",
+                "parameters": [_idempotency_key_header(MAX_BATCH_KEY_CHARS, _BATCH_KEY)],
                 "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("JobBatch")}}},
-                "responses": _responses(201, _ref("JobBatchCreated"), "Every job was created", *submit_errors),
+                "responses": _submit_responses(
+                    _ref("JobBatchCreated"),
+                    "At least one job was created (each job's outcome says which)",
+                    "No job was created: each is a replay or a unique job's holder",
+                ),
             }
         },
         "/v1/jobs/retry": {
@@ -260,18 +313,37 @@ def _portable_json_schema() -> dict[str, Any]:
     }
 
 
-def _job_spec_schema() -> dict[str, Any]:
-    schema = JobSpec.model_json_schema()
-    schema["description"] = (
+def _job_spec_schemas() -> dict[str, Any]:
+    """JobSpec (POST /v1/jobs: the key comes in the Idempotency-Key header), BatchJobSpec
+    (a batch's job, which may carry its own idempotency_key) and UniqueOptions."""
+    batch = JobSpec.model_json_schema(ref_template="#/components/schemas/{model}")
+    unique = batch.pop("$defs")["UniqueOptions"]
+    batch["description"] = (
         "A job to run. Unknown fields are refused; integer fields take JSON numbers without a fraction "
         '(10 or 10.0, never 10.5, "10" or true).'
     )
-    schema["properties"]["payload"] = {
+    batch["properties"]["payload"] = {
         "type": "object",
         "description": "At most QUORRA_MAX_PAYLOAD_BYTES once encoded",
         "additionalProperties": _ref("PortableJson"),
         "propertyNames": _STORABLE_TEXT,
     }
+    single = {**batch, "properties": {k: v for k, v in batch["properties"].items() if k != "idempotency_key"}}
+    batch = {**batch, "title": "BatchJobSpec"}
+    return {"JobSpec": single, "BatchJobSpec": batch, "UniqueOptions": _unique_options_schema(unique)}
+
+
+def _unique_options_schema(schema: dict[str, Any]) -> dict[str, Any]:
+    """UniqueOptions as pydantic describes it, plus what its validators add: the key holds no
+    NUL, and the states name each status once and include every live one."""
+    live = [status.value for status in JobStatus if status in LIVE]
+    states = schema["properties"]["states"]
+    states["uniqueItems"] = True
+    states["allOf"] = [{"contains": {"const": status}} for status in live]
+    schema["properties"]["key"]["anyOf"][0]["pattern"] = _STORABLE_TEXT["pattern"]
+    # pydantic spells the bounds of an optional JsonInt "ge"/"le", which JSON Schema ignores
+    period = schema["properties"]["period_seconds"]["anyOf"][0]
+    period["minimum"], period["maximum"] = period.pop("ge"), period.pop("le")
     return schema
 
 
@@ -307,14 +379,24 @@ def _listing_schemas() -> dict[str, Any]:
 
 
 def _submission_schemas() -> dict[str, Any]:
+    outcome = {
+        "type": "string",
+        "enum": ["created", "replayed", "duplicate"],
+        "description": "created; replayed: the first try's job (same idempotency key); duplicate: the unique job's holder",
+    }
     created = {
         "type": "object",
-        "required": ["id", "status", "run_at"],
-        "properties": {"id": {"type": "string", "format": "uuid"}, "status": _ref("JobStatus"), "run_at": _timestamp()},
+        "required": ["id", "status", "run_at", "outcome"],
+        "properties": {
+            "id": {"type": "string", "format": "uuid"},
+            "status": _ref("JobStatus"),
+            "run_at": _timestamp(),
+            "outcome": outcome,
+        },
     }
-    batch = {"type": "array", "minItems": 1, "maxItems": MAX_BATCH_SIZE, "items": _ref("JobSpec")}
+    batch = {"type": "array", "minItems": 1, "maxItems": MAX_BATCH_SIZE, "items": _ref("BatchJobSpec")}
     return {
-        "JobSpec": _job_spec_schema(),
+        **_job_spec_schemas(),
         "JobBatch": {**_object_of("jobs", batch), "additionalProperties": False},
         "JobCreated": created,
         "RetryFilter": RetryFilter.model_json_schema(),

@@ -22,10 +22,12 @@ from quorra.store.base import (
     MAX_LIST_LIMIT,
     JobPage,
     ListPosition,
+    Outcome,
     QueueCount,
     Settlement,
     SettleOutcome,
     SettleResult,
+    Submitted,
     utcnow,
 )
 from quorra.store.leasing import Leasing
@@ -44,10 +46,12 @@ __all__ = [
     "MAX_LIST_LIMIT",
     "JobPage",
     "ListPosition",
+    "Outcome",
     "QueueCount",
     "SettleOutcome",
     "SettleResult",
     "Settlement",
     "Store",
+    "Submitted",
     "utcnow",
 ]

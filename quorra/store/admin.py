@@ -7,11 +7,17 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
+    and_,
     delete,
+    exists,
     literal,
+    or_,
     select,
+    tuple_,
     update,
 )
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.sql.elements import ColumnElement
 
 from quorra.errors import IllegalTransition, JobNotFound
 from quorra.jobs import (
@@ -22,7 +28,7 @@ from quorra.jobs import (
     JobStatus,
     parse_job_id,
 )
-from quorra.schema import UTCDateTime, jobs
+from quorra.schema import UTCDateTime, idempotency_keys, jobs
 from quorra.store.base import (
     LEASE_EXPIRED,
     Clock,
@@ -33,11 +39,13 @@ from quorra.store.base import (
     logger,
     status_in,
     to_job,
+    unique_slot_held,
 )
 
 
 class Admin(StoreBase):
-    """A person's verbs (cancel, retry) and the scheduler's (reap expired leases, prune)."""
+    """A person's verbs (cancel, retry) and the scheduler's (reap expired leases, prune jobs
+    and idempotency keys)."""
 
     def cancel(self, job_id: str, *, now: datetime | None = None) -> Job:
         """Cancel a job that has not finished; a worker holding it can no longer ack."""
@@ -54,21 +62,36 @@ class Admin(StoreBase):
         return job
 
     def retry(self, job_id: str, *, now: datetime | None = None) -> Job:
-        """Put a dead, failed or cancelled job back in line now, with its retries renewed."""
-        with self._transaction() as conn:
-            job = self._transition(conn, job_id, RETRYABLE, requeued(self._clock(now)), verb="retry")
+        """Put a dead, failed or cancelled job back in line now, with its retries renewed.
+        A unique job whose slot another job took meanwhile stays where it is (conflict)."""
+        try:
+            job = self._retry(job_id, now)
+        except sa_exc.IntegrityError:  # only ix_jobs_unique_key can refuse this UPDATE
+            raise IllegalTransition(
+                f"cannot retry job {job_id}: another job with its unique key holds the slot"
+            ) from None
         log_transition("job retried", "job.retried", job)
         return job
+
+    def _retry(self, job_id: str, now: datetime | None) -> Job:
+        with self._transaction() as conn:
+            return self._transition(conn, job_id, RETRYABLE, requeued(self._clock(now)), verb="retry")
 
     def retry_dead(self, queue: str, *, type: str | None = None, now: datetime | None = None) -> dict[str, int]:
         """Put every dead job of `queue` (of `type`, if given) back in line now, in one
         UPDATE; answers how many of each type were retried."""
-        guard = [jobs.c.status == JobStatus.DEAD.value, jobs.c.queue == queue]
-        if type is not None:
-            guard.append(jobs.c.type == type)
+        guard = _dead_of(jobs, queue, type)
         with self._transaction() as conn:
-            statement = update(jobs).where(*guard).values(requeued(self._clock(now))).returning(jobs.c.type)
-            retried = Counter(conn.execute(statement).scalars())
+            statement = (
+                update(jobs)
+                .where(*guard, _unique_slot_free(queue, type))
+                .values(requeued(self._clock(now)))
+                .returning(jobs.c.type)
+            )
+            try:
+                retried = Counter(conn.execute(statement).scalars())
+            except sa_exc.IntegrityError:  # a unique job took a slot meanwhile (PostgreSQL)
+                raise IllegalTransition("a unique job took the slot of a dead job meanwhile; try again") from None
         logger.info(
             "dead jobs retried",
             extra={"event": "jobs.retried", "queue": queue, "job_type": type, "count": sum(retried.values())},
@@ -104,12 +127,15 @@ class Admin(StoreBase):
 
     def prune(self, finished_before: datetime, *, limit: int = 500) -> int:
         """Delete up to `limit` succeeded or cancelled jobs that finished before the given
-        time; dead jobs stay until a person retries them. Small batches, short locks."""
+        time; dead jobs stay until a person retries them, and a job stays while an
+        idempotency key names it (a retry must find it). Small batches, short locks."""
+        named_by_a_key = exists().where(idempotency_keys.c.job_id == jobs.c.id)
         doomed = (
             select(jobs.c.id)
             .where(
                 jobs.c.status.in_([JobStatus.SUCCEEDED.value, JobStatus.CANCELLED.value]),
                 jobs.c.finished_at < literal(finished_before, UTCDateTime),
+                ~named_by_a_key,
             )
             .limit(limit)
         )
@@ -119,6 +145,20 @@ class Admin(StoreBase):
             deleted = conn.execute(delete(jobs).where(jobs.c.id.in_(doomed.scalar_subquery()))).rowcount
         if deleted:
             logger.info("jobs pruned", extra={"event": "jobs.pruned", "count": deleted})
+        return deleted
+
+    def prune_idempotency_keys(self, *, now: datetime | None = None, limit: int = 500) -> int:
+        """Delete up to `limit` idempotency keys that expired; a retry after that creates a
+        new job. (A submission also takes over an expired key it finds.)"""
+        columns = (idempotency_keys.c.scope, idempotency_keys.c.key)
+        with self._transaction() as conn:
+            clock = self._clock(now)
+            expired = select(*columns).where(idempotency_keys.c.expires_at <= clock.now()).limit(limit)
+            if self.dialect == "postgresql":
+                expired = expired.with_for_update(skip_locked=True)
+            deleted = conn.execute(delete(idempotency_keys).where(tuple_(*columns).in_(expired))).rowcount
+        if deleted:
+            logger.info("idempotency keys pruned", extra={"event": "idempotency_keys.pruned", "count": deleted})
         return deleted
 
     def _transition(self, conn, job_id: str, allowed, values: dict[str, Any], *, verb: str) -> Job:
@@ -146,3 +186,24 @@ def requeued(clock: Clock) -> dict[str, Any]:
         "finished_at": None,
         "updated_at": clock.now(),
     }
+
+
+def _dead_of(table, queue: str, type: str | None) -> list[ColumnElement]:
+    guard = [table.c.status == JobStatus.DEAD.value, table.c.queue == queue]
+    if type is not None:
+        guard.append(table.c.type == type)
+    return guard
+
+
+def _unique_slot_free(queue: str, type: str | None) -> ColumnElement:
+    """A dead job that may go back to pending without breaking a unique slot: not unique, or
+    no other job holds its slot and it is the last (by id) of the dead jobs retried with it
+    that share the slot. A dead unique job whose slot is taken stays dead."""
+    holder, twin = jobs.alias("holder"), jobs.alias("twin")
+    held_by_another = exists().where(
+        holder.c.unique_key == jobs.c.unique_key, holder.c.id != jobs.c.id, unique_slot_held(holder)
+    )
+    later_twin = exists().where(
+        twin.c.unique_key == jobs.c.unique_key, twin.c.id > jobs.c.id, *_dead_of(twin, queue, type)
+    )
+    return or_(jobs.c.unique_key.is_(None), and_(~held_by_another, ~later_twin))

@@ -16,6 +16,7 @@ from typing import Any, NamedTuple, Self
 from sqlalchemy import (
     Connection,
     Engine,
+    and_,
     bindparam,
     case,
     func,
@@ -31,6 +32,7 @@ from quorra.errors import DatabaseUnavailable, InvalidArgument, JobNotFound, Sta
 from quorra.jobs import (
     BACKOFF_CAPPED_FROM,
     HOLDING_LEASE,
+    STATUS_BITS,
     Job,
     JobStatus,
     backoff_seconds,
@@ -80,6 +82,26 @@ class Settlement:
     success: bool
     result: Any = None
     error: str = "failed"
+
+
+class Outcome(str, enum.Enum):
+    """What a submission did."""
+
+    CREATED = "created"  # a new job
+    REPLAYED = "replayed"  # its idempotency key was seen with the same job: that job
+    DUPLICATE = "duplicate"  # a job with its unique key holds the slot: that job
+
+
+@dataclass(frozen=True)
+class Submitted:
+    """One submitted job and what the submission did."""
+
+    job: Job
+    outcome: Outcome
+
+    @property
+    def created(self) -> bool:
+        return self.outcome is Outcome.CREATED
 
 
 class SettleOutcome(str, enum.Enum):
@@ -245,6 +267,12 @@ def _backoff_interval(attempts) -> ColumnElement:
         else_=backoff_seconds(BACKOFF_CAPPED_FROM),
     )
     return func.make_interval(0, 0, 0, 0, 0, 0, seconds)
+
+
+def unique_slot_held(table) -> ColumnElement:
+    """schema.UNIQUE_SLOT_HELD over `table` (an alias of jobs): the job holds its unique slot."""
+    bit = case({status.value: bit for status, bit in STATUS_BITS.items()}, value=table.c.status, else_=0)
+    return and_(table.c.unique_key.is_not(None), table.c.unique_states.op("&")(bit) != 0)
 
 
 def status_values(statuses) -> list[str]:

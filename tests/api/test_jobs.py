@@ -62,8 +62,8 @@ def test_create_job_answers_201_with_id_status_and_run_at(client, store):
 
     assert response.status_code == 201
     body = response.get_json()
-    assert set(body) == {"id", "status", "run_at"}
-    assert body["status"] == "pending"
+    assert set(body) == {"id", "status", "run_at", "outcome"}
+    assert (body["status"], body["outcome"]) == ("pending", "created")
     job = store.get_job(body["id"])
     assert parse_time(body["run_at"]) == job.run_at
     assert response.headers["Location"] == f"/v1/jobs/{job.id}"
@@ -151,7 +151,7 @@ def test_batch_creates_every_job_in_order(client, store, notifier):
 
     assert response.status_code == 201
     created = response.get_json()["jobs"]
-    assert [set(item) for item in created] == [{"id", "status", "run_at"}] * 3
+    assert [set(item) for item in created] == [{"id", "status", "run_at", "outcome"}] * 3
     assert [store.get_job(item["id"]).payload["n"] for item in created] == [0, 1, 2]
     assert sorted(notifier.published) == ["img", "thumbs"]
 

@@ -221,6 +221,26 @@ def test_prune_deletes_in_small_batches_bounded_per_tick(store, make_scheduler, 
     assert (first.pruned, second.pruned) == (4, 1)
 
 
+def test_prune_deletes_expired_idempotency_keys_then_the_jobs_they_kept(store, make_scheduler):
+    # Given a job submitted two days ago under an idempotency key kept three days, and done at once
+    scheduler = make_scheduler(retention_seconds=3600)
+    two_days_ago = days_ago(2)
+    [kept] = store.submit_many(
+        [factories.spec(queue="old", idempotency_key="k")], scope="s", key_ttl_seconds=3 * 86400, now=two_days_ago
+    )
+    [leased] = store.lease_jobs(["old"], "worker-a", 1, 30, now=two_days_ago)
+    store.ack(leased.id, leased.lease_id, now=two_days_ago)
+    # When the scheduler ticks now: the key lives, so the job stays past its retention
+    assert scheduler.tick().pruned == 0
+    assert store.get_job(kept.job.id).status is JobStatus.SUCCEEDED
+    # And when it ticks two days later, the key has expired: both go in the same tick
+    assert scheduler.tick(now=later(store, 2 * 86400)).pruned == 1
+    with pytest.raises(JobNotFound):
+        store.get_job(kept.job.id)
+    [again] = store.submit_many([factories.spec(queue="old", idempotency_key="k")], scope="s")
+    assert again.created
+
+
 def test_prune_counts_pruned_jobs_in_metrics(store, scheduler):
     finished_job(store, days_ago(8))
     before = REGISTRY.get_sample_value("quorra_jobs_pruned_total") or 0.0
