@@ -39,14 +39,27 @@ def web_server(url: str | None, **env_overrides: str) -> Iterator[str]:
     if url:
         yield url.rstrip("/")
         return
-    with _database() as database_url, _quorra_web(database_url, env_overrides) as base:
+    with started_web_server(**env_overrides) as (base, _pid):
         yield base
+
+
+@contextmanager
+def started_web_server(**env_overrides: str) -> Iterator[tuple[str, int]]:
+    """A fresh `quorra web` on a fresh database: its base URL and its (gunicorn master's) pid."""
+    with (
+        _database() as database_url,
+        _quorra_web(database_url, env_overrides) as started,
+    ):
+        yield started
 
 
 @contextmanager
 def _database() -> Iterator[str]:
     name = f"quorra_bench_web_{os.getpid()}"
-    admin = create_engine(make_url(PG_URL).set(drivername="postgresql+psycopg2"), isolation_level="AUTOCOMMIT")
+    admin = create_engine(
+        make_url(PG_URL).set(drivername="postgresql+psycopg2"),
+        isolation_level="AUTOCOMMIT",
+    )
     with admin.connect() as conn:
         conn.execute(text(f'CREATE DATABASE "{name}"'))
     try:
@@ -62,7 +75,7 @@ def _database() -> Iterator[str]:
 
 
 @contextmanager
-def _quorra_web(database_url: str, env_overrides: dict[str, str]) -> Iterator[str]:
+def _quorra_web(database_url: str, env_overrides: dict[str, str]) -> Iterator[tuple[str, int]]:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("QUORRA_", "REDIS_URL", "PROMETHEUS"))}
     env |= {
@@ -78,7 +91,7 @@ def _quorra_web(database_url: str, env_overrides: dict[str, str]) -> Iterator[st
         process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=log)
         try:
             _wait_healthy(base, process, log)
-            yield base
+            yield base, process.pid
         finally:
             process.terminate()
             try:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -23,7 +24,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from lease_throughput import throwaway_postgres  # bench/ is on sys.path: run as `python bench/...`
+import grpc
+from lease_throughput import (
+    throwaway_postgres,
+)  # bench/ is on sys.path: run as `python bench/...`
 from sqlalchemy import text
 
 from quorra import migrate
@@ -57,7 +61,16 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--max-jobs", type=int, default=10)
     parser.add_argument("--log-level", default="warning", help="the workers' QUORRA_LOG_LEVEL")
-    parser.add_argument("--worker-src", default=None, help="a directory holding the quorra package the workers run")
+    parser.add_argument(
+        "--worker-src",
+        default=None,
+        help="a directory holding the quorra package the workers run",
+    )
+    parser.add_argument(
+        "--profile",
+        default=None,
+        help="a directory for py-spy flame graphs of the server and workers",
+    )
     return parser.parse_args()
 
 
@@ -72,19 +85,80 @@ def run(store: Store, url: str, directory: Path, options: argparse.Namespace) ->
     server = subprocess.Popen([str(REPO / ".venv/bin/quorra"), "grpc"], env=env, stdout=subprocess.DEVNULL)
     workers = [start_worker(env, directory, options, n) for n in range(options.workers)]
     try:
+        with grpc.insecure_channel(env["QUORRA_GRPC_ADDR"]) as channel:
+            grpc.channel_ready_future(channel).result(timeout=60)
         time.sleep(3.0)  # connected and waiting on their long polls
-        before = {p.pid: cpu_seconds(p.pid) for p in (server, *workers)}
+        backends = database_backends(store)
+        processes = [server.pid, *(p.pid for p in workers)]
+        profilers = start_profilers(options.profile, server, workers)
+        before = {pid: cpu_seconds(pid) for pid in processes + backends}
         started = time.monotonic()
         store.enqueue_many([JobSpec.parse({"type": "noop", "queue": QUEUE, "payload": {}})] * options.jobs)
         wait_all_succeeded(store, options.jobs)
         elapsed = time.monotonic() - started
-        after = {p.pid: cpu_seconds(p.pid) for p in (server, *workers)}
+        backends = sorted(set(backends) | set(database_backends(store)))  # and those opened meanwhile
+        after = {pid: cpu_seconds(pid) for pid in processes + backends}
+        stop_profilers(profilers)
     finally:
         for process in (*workers, server):
             process.terminate()
         for process in (*workers, server):
             process.wait(30)
-    report(options, elapsed, {pid: after[pid] - before[pid] for pid in before}, server.pid)
+    cpu = {pid: after[pid] - before.get(pid, 0.0) for pid in after}
+    report(
+        options,
+        elapsed,
+        {pid: cpu[pid] for pid in cpu if pid not in backends},
+        server.pid,
+    )
+    database = sum(cpu[pid] for pid in backends)
+    print(
+        f"  PostgreSQL CPU/job: {database / options.jobs * 1000:7.3f} ms ({database:.2f} s, {len(backends)} backends)"
+    )
+    print(f"  load average: {[round(x, 2) for x in os.getloadavg()]}")
+
+
+def database_backends(store: Store) -> list[int]:
+    """The PostgreSQL backends of the throwaway database (the server's pool), but this script's own."""
+    query = text("SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()")
+    with store.engine.connect() as conn:
+        return [pid for pid in conn.execute(query).scalars() if Path(f"/proc/{pid}").exists()]
+
+
+def start_profilers(directory: str | None, server: subprocess.Popen, workers: list) -> list[subprocess.Popen]:
+    if directory is None:
+        return []
+    Path(directory).mkdir(parents=True, exist_ok=True)
+    spy = str(Path(sys.executable).parent / "py-spy")
+    named = [("server", server)] + [(f"worker-{n}", w) for n, w in enumerate(workers)]
+    return [
+        subprocess.Popen(
+            [
+                spy,
+                "record",
+                "--pid",
+                str(p.pid),
+                "--format",
+                "raw",
+                "--gil",
+                "--nonblocking",
+                "-o",
+                f"{directory}/{name}.txt",
+                "--rate",
+                "200",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for name, p in named
+    ]
+
+
+def stop_profilers(profilers: list[subprocess.Popen]) -> None:
+    for profiler in profilers:
+        profiler.send_signal(signal.SIGINT)
+    for profiler in profilers:
+        profiler.wait(30)
 
 
 def start_worker(env: dict, directory: Path, options: argparse.Namespace, number: int) -> subprocess.Popen:
@@ -94,7 +168,12 @@ def start_worker(env: dict, directory: Path, options: argparse.Namespace, number
         "QUORRA_WORKER_ID": f"bench-{number}",
         "QUORRA_LOG_LEVEL": options.log_level,
     }
-    command = [sys.executable, str(REPO / "bin/quorra-worker"), "--handlers", "noop_handlers"]
+    command = [
+        sys.executable,
+        str(REPO / "bin/quorra-worker"),
+        "--handlers",
+        "noop_handlers",
+    ]
     command += ["--queues", QUEUE, "--max-jobs", str(options.max_jobs)]
     return subprocess.Popen(command, env=worker_env, cwd=directory, stdout=subprocess.DEVNULL)
 

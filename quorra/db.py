@@ -1,15 +1,19 @@
 """Engine creation: pool sizing, dead-connection checks, SQLite pragmas and SQLite's
-BEGIN IMMEDIATE."""
+BEGIN IMMEDIATE; and connections for one statement outside any transaction."""
 
 from __future__ import annotations
 
 import select
+from collections.abc import Iterator
+from contextlib import contextmanager
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import make_url
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
+# Execution option of a connection that runs its statement outside a transaction (autocommit).
+AUTOCOMMIT_OPTION = "quorra_autocommit"
 # Our own PostgreSQL sessions never sit idle inside a transaction for long (bloat, locks).
 PG_SESSION_OPTIONS = "-c idle_in_transaction_session_timeout=60000 -c lock_timeout=10000"
 
@@ -73,6 +77,29 @@ def _sqlite_engine(url: str) -> Engine:
     @event.listens_for(engine, "begin")
     def _begin_immediate(connection):
         # Take the write lock up front: two leasers can never read the same ready row.
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        # A connection of autocommitted() runs its statement without a transaction, so no lock.
+        if not connection.get_execution_options().get(AUTOCOMMIT_OPTION):
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
 
     return engine
+
+
+@contextmanager
+def autocommitted(engine: Engine) -> Iterator[Connection]:
+    """A connection for one statement that runs outside any transaction: no BEGIN and COMMIT
+    round trips around it (PostgreSQL) and no write lock (SQLite). One statement is atomic
+    and sees one snapshot on its own. SQLAlchemy's isolation_level="AUTOCOMMIT" would cost
+    two more round trips on PostgreSQL when the connection goes back to the pool (SET SESSION
+    CHARACTERISTICS, COMMIT), so psycopg2's own switch is flipped for the statement instead."""
+    with engine.connect() as conn:
+        if engine.dialect.name != "postgresql":
+            # pysqlite runs without a transaction unless _begin_immediate starts one; it is told not to.
+            yield conn.execution_options(**{AUTOCOMMIT_OPTION: True})
+            return
+        dbapi_connection = conn.connection.dbapi_connection
+        dbapi_connection.autocommit = True
+        try:
+            yield conn
+        finally:
+            if not dbapi_connection.closed:  # a connection lost meanwhile is discarded anyway
+                dbapi_connection.autocommit = False  # before the pool hands it to a transaction

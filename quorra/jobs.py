@@ -16,6 +16,7 @@ validation of a submitted job. Pure Python; the store applies these rules in SQL
 from __future__ import annotations
 
 import enum
+import functools
 import hashlib
 import json
 import math
@@ -265,15 +266,17 @@ class JobSpec(BaseModel):
             spec = cls.model_validate(data)
         except ValidationError as exc:
             raise InvalidJobSpec("the job is invalid", details=describe_errors(exc)) from None
-        if max_payload_bytes is not None and len(spec.payload_json().encode()) > max_payload_bytes:
+        if max_payload_bytes is not None and len(spec.payload_json.encode()) > max_payload_bytes:
             raise InvalidJobSpec(
                 "payload is too large",
                 details=[{"field": "payload", "message": f"larger than {max_payload_bytes} bytes"}],
             )
         return spec
 
+    @functools.cached_property
     def payload_json(self) -> str:
-        return json.dumps(self.payload, separators=(",", ":"), ensure_ascii=False)
+        """The payload as compact JSON, made once (the size check and the store both need it)."""
+        return _COMPACT_JSON.encode(self.payload)
 
     @property
     def is_plain(self) -> bool:
@@ -297,6 +300,10 @@ class JobSpec(BaseModel):
         if self.unique.period_seconds is not None:
             parts["period_start"] = period_start
         return _digest(parts)
+
+
+# One encoder for every payload: json.dumps with options would build one per call.
+_COMPACT_JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
 
 
 def _digest(value: Any) -> str:

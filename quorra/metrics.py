@@ -15,6 +15,7 @@ many names clients make up.
 
 from __future__ import annotations
 
+import collections
 import threading
 import time
 from collections.abc import Iterable
@@ -105,8 +106,9 @@ _SETTLED = {
 
 
 def jobs_created(jobs: Iterable[Job]) -> None:
-    for job in jobs:
-        JOBS_CREATED.labels(*_job_labels(job)).inc()
+    """One increment per (queue, type) of the batch, not one per job."""
+    for (queue, type_), count in collections.Counter((job.queue, job.type) for job in jobs).items():
+        JOBS_CREATED.labels(_queue_label(queue), _type_label(type_)).inc(count)
 
 
 def jobs_leased(jobs: Iterable[Job]) -> None:

@@ -7,7 +7,8 @@ long polls must never leave acks waiting.
                      (a quarter of QUORRA_GRPC_THREADS, at least 2)
     health watches   Health/Watch: answered without a thread (grpc's non-blocking handler),
                      at most QUORRA_GRPC_HEALTH_WATCHES open at once
-    held calls       everything else (LeaseJobs and its long poll, reflection): at most
+    held calls       everything else (LeaseJobs and SettleAndLease with their long polls,
+                     reflection): at most
                      QUORRA_GRPC_THREADS minus the reserve at once
 
 A call over its kind's limit is refused at once with RESOURCE_EXHAUSTED. While the server
@@ -29,7 +30,7 @@ import grpc
 from quorra.rpc.interceptors import Behavior, is_non_blocking, wrap_handler
 from quorra.rpc.servicer import SERVICE_NAME
 
-LEASE_METHOD = f"/{SERVICE_NAME}/LeaseJobs"
+LEASE_METHODS = frozenset(f"/{SERVICE_NAME}/{name}" for name in ("LeaseJobs", "SettleAndLease"))
 SETTLE_METHODS = frozenset(f"/{SERVICE_NAME}/{name}" for name in ("AckJob", "NackJob", "ExtendLease", "SettleJobs"))
 SHORT_METHODS = SETTLE_METHODS | {"/grpc.health.v1.Health/Check"}
 
@@ -147,7 +148,7 @@ class CallGate(grpc.ServerInterceptor):
         if method in SHORT_METHODS:
             yield
             return
-        if self.draining and method == LEASE_METHOD:
+        if self.draining and method in LEASE_METHODS:
             context.abort(grpc.StatusCode.UNAVAILABLE, "the server is shutting down; lease from another server")
         if not self.held.try_take():
             context.abort(

@@ -9,8 +9,9 @@ lease it handed out is settled, has expired, or the grace period is over. An idl
 stops at once.
 
 The ledger learns from the calls themselves (``LedgerInterceptor``): each job sent by
-LeaseJobs, each ExtendLease answer, and each ack, nack or SettleJobs result that ends a
-lease (settled, stale or unknown: either way nothing is left to settle).
+LeaseJobs or SettleAndLease, each ExtendLease answer, and each ack, nack or SettleJobs /
+SettleAndLease result that ends a lease (settled, stale or unknown: either way nothing is
+left to settle).
 """
 
 from __future__ import annotations
@@ -93,6 +94,7 @@ class LedgerInterceptor(grpc.ServerInterceptor):
             f"/{SERVICE_NAME}/NackJob": self._settle_one,
             f"/{SERVICE_NAME}/ExtendLease": self._extend,
             f"/{SERVICE_NAME}/SettleJobs": self._settle_many,
+            f"/{SERVICE_NAME}/SettleAndLease": self._settle_and_lease,
         }
 
     def intercept_service(self, continuation, details: grpc.HandlerCallDetails):
@@ -131,12 +133,25 @@ class LedgerInterceptor(grpc.ServerInterceptor):
     def _settle_many(self, behavior: Behavior) -> Behavior:
         def unary(request: Any, context: grpc.ServicerContext) -> Any:
             reply = behavior(request, context)
-            for result in getattr(reply, "results", ()):
-                if result.outcome in _RESULT_ENDS_LEASE:
-                    self.ledger.ended(result.job_id)
+            self._record_results(reply)
             return reply
 
         return unary
+
+    def _settle_and_lease(self, behavior: Behavior) -> Behavior:
+        def unary(request: Any, context: grpc.ServicerContext) -> Any:
+            reply = behavior(request, context)
+            self._record_results(reply)
+            for job in reply.jobs:
+                self.ledger.delivered(job.id, _epoch_seconds(job.lease_expires_at))
+            return reply
+
+        return unary
+
+    def _record_results(self, reply: Any) -> None:
+        for result in getattr(reply, "results", ()):
+            if result.outcome in _RESULT_ENDS_LEASE:
+                self.ledger.ended(result.job_id)
 
     @contextmanager
     def _ended_when_gone(self, job_id: str, context: grpc.ServicerContext) -> Iterator[None]:

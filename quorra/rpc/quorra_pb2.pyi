@@ -159,3 +159,19 @@ class SettleResponse(_message.Message):
     RESULTS_FIELD_NUMBER: _ClassVar[int]
     results: _containers.RepeatedCompositeFieldContainer[SettleResult]
     def __init__(self, results: _Optional[_Iterable[_Union[SettleResult, _Mapping]]] = ...) -> None: ...
+
+class SettleAndLeaseRequest(_message.Message):
+    __slots__ = ("lease", "settlements")
+    LEASE_FIELD_NUMBER: _ClassVar[int]
+    SETTLEMENTS_FIELD_NUMBER: _ClassVar[int]
+    lease: LeaseRequest
+    settlements: _containers.RepeatedCompositeFieldContainer[Settlement]
+    def __init__(self, lease: _Optional[_Union[LeaseRequest, _Mapping]] = ..., settlements: _Optional[_Iterable[_Union[Settlement, _Mapping]]] = ...) -> None: ...
+
+class SettleAndLeaseResponse(_message.Message):
+    __slots__ = ("results", "jobs")
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    JOBS_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[SettleResult]
+    jobs: _containers.RepeatedCompositeFieldContainer[Job]
+    def __init__(self, results: _Optional[_Iterable[_Union[SettleResult, _Mapping]]] = ..., jobs: _Optional[_Iterable[_Union[Job, _Mapping]]] = ...) -> None: ...

@@ -59,6 +59,11 @@ class WorkerServiceStub:
                 request_serializer=quorra__pb2.SettleRequest.SerializeToString,
                 response_deserializer=quorra__pb2.SettleResponse.FromString,
                 _registered_method=True)
+        self.SettleAndLease = channel.unary_unary(
+                '/quorra.v1.WorkerService/SettleAndLease',
+                request_serializer=quorra__pb2.SettleAndLeaseRequest.SerializeToString,
+                response_deserializer=quorra__pb2.SettleAndLeaseResponse.FromString,
+                _registered_method=True)
 
 
 class WorkerServiceServicer:
@@ -107,6 +112,19 @@ class WorkerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SettleAndLease(self, request, context):
+        """Settle and lease in one round trip, with every leased job in one message: the
+        settlements are applied first, exactly as SettleJobs would apply them (the lease's
+        worker_id holds them), then jobs are leased as LeaseJobs would lease them, long poll
+        included (the reply comes once jobs are leased or the wait is over; a worker carrying
+        settlements asks for no wait). Once settled, settlements stay settled: a failure of
+        the lease part answers the results with no jobs. A whole-call error settles nothing.
+        An older server answers UNIMPLEMENTED: use SettleJobs and LeaseJobs.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_WorkerServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -134,6 +152,11 @@ def add_WorkerServiceServicer_to_server(servicer, server):
                     servicer.SettleJobs,
                     request_deserializer=quorra__pb2.SettleRequest.FromString,
                     response_serializer=quorra__pb2.SettleResponse.SerializeToString,
+            ),
+            'SettleAndLease': grpc.unary_unary_rpc_method_handler(
+                    servicer.SettleAndLease,
+                    request_deserializer=quorra__pb2.SettleAndLeaseRequest.FromString,
+                    response_serializer=quorra__pb2.SettleAndLeaseResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -271,6 +294,33 @@ class WorkerService:
             '/quorra.v1.WorkerService/SettleJobs',
             quorra__pb2.SettleRequest.SerializeToString,
             quorra__pb2.SettleResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SettleAndLease(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/quorra.v1.WorkerService/SettleAndLease',
+            quorra__pb2.SettleAndLeaseRequest.SerializeToString,
+            quorra__pb2.SettleAndLeaseResponse.FromString,
             options,
             channel_credentials,
             insecure,

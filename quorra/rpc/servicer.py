@@ -160,6 +160,16 @@ def parse_settle(request: pb2.SettleRequest, max_bytes: int) -> list[Settlement 
     return [_settlement(item, max_bytes) for item in request.settlements]
 
 
+def parse_carried(request: pb2.SettleAndLeaseRequest, max_bytes: int) -> list[Settlement | SettleResult]:
+    """The settlements a SettleAndLeaseRequest carries (none is fine), as parse_settle."""
+    _refuse_problems(
+        []
+        if len(request.settlements) <= MAX_SETTLEMENTS
+        else [f"settlements must hold at most {MAX_SETTLEMENTS} items"]
+    )
+    return [_settlement(item, max_bytes) for item in request.settlements]
+
+
 def _settlement(item: pb2.Settlement, max_bytes: int) -> Settlement | SettleResult:
     if not item.success:
         return Settlement(
@@ -278,10 +288,55 @@ class WorkerServicer(pb2_grpc.WorkerServiceServicer):
     def SettleJobs(self, request: pb2.SettleRequest, context: grpc.ServicerContext) -> pb2.SettleResponse:
         with wire_errors(context, request):
             parsed = parse_settle(request, self.settings.max_payload_bytes)
-            valid = [item for item in parsed if isinstance(item, Settlement)]
-            settled = iter(self.manager.settle_many(valid, worker_id=request.worker_id))
-            results = [item if isinstance(item, SettleResult) else next(settled) for item in parsed]
+            results = self._settle(parsed, request.worker_id)
             return pb2.SettleResponse(results=[settle_result_message(result) for result in results])
+
+    def SettleAndLease(
+        self, request: pb2.SettleAndLeaseRequest, context: grpc.ServicerContext
+    ) -> pb2.SettleAndLeaseResponse:
+        """SettleJobs, then LeaseJobs, in one call; the jobs go back in the one reply."""
+        with wire_errors(context, request.lease):
+            args = parse_lease(request.lease, self.settings.lease_wait_max_seconds)
+            parsed = parse_carried(request, self.settings.max_payload_bytes)
+            results = self._settle(parsed, args.worker_id) if parsed else []
+        batch = self._lease_after_settling(args, context, settled=bool(results))
+        reply = pb2.SettleAndLeaseResponse(results=[settle_result_message(result) for result in results])
+        reply.jobs.extend(job_message(job) for job in self._deliverable(batch, context))
+        return reply
+
+    def _settle(self, parsed: list[Settlement | SettleResult], worker_id: str) -> list[SettleResult]:
+        valid = [item for item in parsed if isinstance(item, Settlement)]
+        settled = iter(self.manager.settle_many(valid, worker_id=worker_id))
+        return [item if isinstance(item, SettleResult) else next(settled) for item in parsed]
+
+    def _lease_after_settling(self, args: LeaseArgs, context: grpc.ServicerContext, *, settled: bool) -> LeaseBatch:
+        """The lease part of SettleAndLease. Once settlements are committed, a failure here
+        must not turn into a whole-call error (the worker would send them again and be told
+        their leases are gone): it is logged and answered with no jobs."""
+        if not settled:
+            with wire_errors(context, args):
+                return self._lease_when_ready(args, context)
+        try:
+            return self._lease_when_ready(args, context)
+        except QuorraError as exc:
+            logger.warning(
+                "lease after settling failed; answering the settlements alone",
+                extra={
+                    "event": "rpc.lease_failed",
+                    "code": exc.code,
+                    "error": exc.message,
+                    "worker_id": args.worker_id,
+                },
+            )
+            return LeaseBatch([], deliver_by=math.inf)
+
+    def _deliverable(self, batch: LeaseBatch, context: grpc.ServicerContext) -> list[Job]:
+        """The jobs of a one-message reply: all of them, or none when the call is gone or
+        the leases (nearly) expired meanwhile; those are handed back at once, as _deliver does."""
+        if batch.jobs and (not context.is_active() or time.monotonic() > batch.deliver_by):
+            self.manager.release_many(batch.jobs)
+            return []
+        return batch.jobs
 
     def ExtendLease(self, request: pb2.ExtendLeaseRequest, context: grpc.ServicerContext) -> pb2.ExtendLeaseResponse:
         with wire_errors(context, request):

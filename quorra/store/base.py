@@ -27,7 +27,7 @@ from sqlalchemy import (
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.sql.elements import ColumnElement
 
-from quorra.db import make_engine
+from quorra.db import autocommitted, make_engine
 from quorra.errors import DatabaseUnavailable, InvalidArgument, JobNotFound, StaleLease
 from quorra.jobs import (
     BACKOFF_CAPPED_FROM,
@@ -173,9 +173,20 @@ class StoreBase:
     def _transaction(self) -> Iterator[Connection]:
         """One transaction; driver errors that mean 'database unreachable' become
         DatabaseUnavailable, so the edges answer 503/UNAVAILABLE, not a traceback."""
+        with self._translated_errors(), self.engine.begin() as conn:
+            yield conn
+
+    @contextmanager
+    def _one_statement(self) -> Iterator[Connection]:
+        """A connection for exactly one statement, run outside any transaction (see
+        quorra.db.autocommitted): one round trip instead of three on PostgreSQL."""
+        with self._translated_errors(), autocommitted(self.engine) as conn:
+            yield conn
+
+    @contextmanager
+    def _translated_errors(self) -> Iterator[None]:
         try:
-            with self.engine.begin() as conn:
-                yield conn
+            yield
         except (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.TimeoutError) as exc:
             reason = str(getattr(exc, "orig", exc))[:500]
             logger.warning("database unavailable", extra={"event": "database.unavailable", "error": reason})
@@ -188,10 +199,8 @@ class StoreBase:
         canonical = parse_job_id(job_id)
         if canonical is None:
             raise JobNotFound(f"no job has the id {job_id!r}")
-        query = select(jobs).where(jobs.c.id == canonical)
-        if for_update and self.dialect == "postgresql":
-            query = query.with_for_update()
-        row = conn.execute(query).one_or_none()
+        query = _SELECT_JOB_FOR_UPDATE if for_update and self.dialect == "postgresql" else _SELECT_JOB
+        row = conn.execute(query, {"job_id": canonical}).one_or_none()
         if row is None:
             raise JobNotFound(f"no job has the id {job_id!r}")
         return row
@@ -222,6 +231,11 @@ class StoreBase:
         if row.status in status_values(HOLDING_LEASE):
             return StaleLease(f"job {job_id} is held under another lease, or this one expired")
         return StaleLease(f"job {job_id} is {row.status}; its lease is no longer held")
+
+
+# Built once: a statement object is compiled once and its cache key computed once.
+_SELECT_JOB = select(jobs).where(jobs.c.id == bindparam("job_id"))
+_SELECT_JOB_FOR_UPDATE = _SELECT_JOB.with_for_update()
 
 
 def failure_values(clock: Clock) -> dict[str, Any]:
@@ -299,6 +313,8 @@ def log_failed_attempt(job: Job) -> None:
 
 
 def log_transition(message: str, event: str, job: Job, *, level: int = logging.INFO, **extra: Any) -> None:
+    if not logger.isEnabledFor(level):  # per job on the hot path: skip building the fields
+        return
     logger.log(
         level,
         message,

@@ -7,11 +7,12 @@ import functools
 import logging
 import uuid
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
     Connection,
+    Interval,
     LargeBinary,
     Text,
     bindparam,
@@ -74,11 +75,6 @@ class Leasing(StoreBase):
             log_transition("job leased", "job.leased", job, worker_id=worker_id)
         return leased
 
-    def _ready_ids(self, clock: Clock, queues: list[str], max_jobs: int):
-        """PostgreSQL: the ready jobs to lease, locked, best first, as one CTE and its
-        parameters. See _ready_cte."""
-        return _ready_cte(len(queues), clock.fixed is not None), _ready_params(clock, queues, max_jobs)
-
     def _ready_ids_level_by_level(self, conn, clock: Clock, queues: list[str], max_jobs: int) -> list[str]:
         """SQLite: the same walk as _ready_cte, one priority level per statement."""
         top, below, at_level = _level_walk(len(queues))
@@ -101,10 +97,12 @@ class Leasing(StoreBase):
         }
 
     def _lease_skip_locked(self, conn, clock, queues, worker_id, max_jobs, ttl_seconds, max_bytes):
-        # The CTE form: LIMIT inside IN (SELECT ... SKIP LOCKED) may lock more rows than asked.
-        ready, params = self._ready_ids(clock, queues, max_jobs)
-        if max_bytes is not None:
-            ready, params = _within_budget(ready), params | {"max_bytes": max_bytes}
+        params = _ready_params(clock, queues, max_jobs) | ({"max_bytes": max_bytes} if max_bytes is not None else {})
+        if clock.fixed is None:  # the hot path: one statement object per shape, built once
+            statement = _lease_statement(len(queues), max_bytes is not None)
+            params |= {"worker_id": worker_id, "ttl": timedelta(seconds=ttl_seconds)}
+            return conn.execute(statement, params).all()
+        ready = _lease_ready(len(queues), True, max_bytes is not None)
         values = self._lease_values(clock, worker_id, ttl_seconds) | {"lease_id": func.gen_random_uuid()}
         statement = update(jobs).where(jobs.c.id == ready.c.id).values(values).returning(*jobs.c)
         return conn.execute(statement, params).all()
@@ -175,6 +173,31 @@ def _payload_bytes(dialect: str) -> ColumnElement:
     if dialect == "postgresql":
         return func.octet_length(cast(jobs.c.payload, Text)).label("size")
     return func.length(cast(jobs.c.payload, LargeBinary)).label("size")  # SQLite: its UTF-8 bytes
+
+
+def _lease_ready(queue_count: int, fixed_now: bool, budget: bool) -> CTE:
+    """PostgreSQL: the ready jobs to lease, locked, best first (the CTE form: LIMIT inside
+    IN (SELECT ... SKIP LOCKED) may lock more rows than asked), within the byte budget if any."""
+    ready = _ready_cte(queue_count, fixed_now)
+    return _within_budget(ready) if budget else ready
+
+
+@functools.lru_cache(maxsize=64)
+def _lease_statement(queue_count: int, budget: bool):
+    """The lease UPDATE on the database clock, built once per shape: SQLAlchemy then finds
+    its compiled form by the statement's memoized cache key instead of walking a new tree
+    on every lease. Parameters: the ready CTE's, worker_id and ttl (an interval)."""
+    values = {
+        "status": JobStatus.LEASED.value,
+        "leased_by": bindparam("worker_id", type_=Text),
+        "attempts": jobs.c.attempts + 1,
+        "leased_at": func.now(),
+        "lease_expires_at": func.clock_timestamp() + bindparam("ttl", type_=Interval),
+        "updated_at": func.now(),
+        "lease_id": func.gen_random_uuid(),
+    }
+    ready = _lease_ready(queue_count, False, budget)
+    return update(jobs).where(jobs.c.id == ready.c.id).values(values).returning(*jobs.c)
 
 
 @functools.lru_cache(maxsize=64)

@@ -39,7 +39,7 @@ class Reading(StoreBase):
     """Reads: one job, pages of jobs, counts, and the clock."""
 
     def get_job(self, job_id: str) -> Job:
-        with self._transaction() as conn:
+        with self._one_statement() as conn:
             return to_job(self._fetch(conn, job_id))
 
     def list_jobs(

@@ -1,11 +1,17 @@
-"""Submitting jobs. Plain jobs (no idempotency key, no unique options) go in with one
-prebuilt INSERT run with executemany, so a batch of 1,000 is compiled once per shape, never
-per request. A job with an idempotency key or unique options goes in on its own, in the same
+"""Submitting jobs. A batch of plain jobs only (no idempotency key, no unique options, the
+common case) is one statement: on PostgreSQL an INSERT ... SELECT FROM json_to_recordset(the
+batch as one JSON text) run in autocommit, reading nothing back but its clock (the ids are made
+here); on SQLite one prebuilt INSERT run with executemany. Plain jobs of a mixed batch go in
+with one prebuilt INSERT run with executemany, so a batch of 1,000 is compiled once per shape. A job with an idempotency key or unique options goes in on its own, in the same
 transaction, through INSERT ... ON CONFLICT: the database's unique indexes settle a race
 between two web processes, never a read before the write."""
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import logging
+import os
 import uuid
 from collections import Counter
 from collections.abc import Sequence
@@ -14,14 +20,20 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
+    Integer,
+    Text,
+    Uuid,
     bindparam,
+    column,
     func,
     insert,
+    literal,
     select,
     text,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects.postgresql import JSONB
 
 from quorra.errors import DatabaseUnavailable, IdempotencyKeyReused
 from quorra.jobs import (
@@ -31,14 +43,16 @@ from quorra.jobs import (
     JobStatus,
     period_start,
 )
-from quorra.schema import UNIQUE_SLOT_HELD, idempotency_keys, jobs
+from quorra.schema import UNIQUE_SLOT_HELD, UTCDateTime, idempotency_keys, jobs
 from quorra.store.base import (
     Clock,
     Outcome,
     StoreBase,
     Submitted,
     log_transition,
+    logger,
     to_job,
+    utcnow,
 )
 
 # A unique job's INSERT found the slot taken, then no holder: the holder left the slot in
@@ -78,6 +92,8 @@ class Submitting(StoreBase):
         whose slot is held is the holder, DUPLICATE."""
         if not specs:
             return []
+        if all(spec.is_plain for spec in specs):
+            return [Submitted(job, Outcome.CREATED) for job in self._insert_plain_only(specs, now)]
         keys = KeyScope(scope, key_ttl_seconds)
         with self._transaction() as conn:
             clock = self._clock(now)
@@ -87,10 +103,41 @@ class Submitting(StoreBase):
                 if results[index] is None:
                     results[index] = batched.get(index) or self._submit_one(conn, clock, spec, keys)
         submitted = [result for result in results if result is not None]
-        for result in submitted:
-            if result.created:
-                log_transition("job enqueued", "job.enqueued", result.job)
+        _log_enqueued([result.job for result in submitted if result.created])
         return submitted
+
+    def _insert_plain_only(self, specs: Sequence[JobSpec], now: datetime | None) -> list[Job]:
+        ids = new_job_ids(len(specs))
+        if self.dialect == "postgresql":
+            created_at = self._insert_unnested(ids, specs, now)
+        else:
+            created_at = self._insert_rows_without_returning(ids, specs, now or utcnow())
+        created = [_new_job(job_id, spec, created_at) for job_id, spec in zip(ids, specs, strict=True)]
+        _log_enqueued(created)
+        return created
+
+    def _insert_unnested(self, ids: list[str], specs: Sequence[JobSpec], now: datetime | None) -> datetime:
+        rows = [
+            {
+                "id": job_id,
+                "type": spec.type,
+                "queue": spec.queue,
+                "payload": spec.payload,
+                "priority": spec.priority,
+                "max_retries": spec.max_retries,
+                "delay_seconds": spec.delay_seconds,
+            }
+            for job_id, spec in zip(ids, specs, strict=True)
+        ]
+        parameters = {"jobs": json.dumps(rows, separators=(",", ":")), "now": now}
+        with self._one_statement() as conn:  # one INSERT is atomic on its own: no BEGIN/COMMIT trips
+            return conn.execute(_INSERT_UNNESTED, parameters).scalar_one()
+
+    def _insert_rows_without_returning(self, ids: list[str], specs: Sequence[JobSpec], now: datetime) -> datetime:
+        rows = [_given_row(job_id, spec, now) for job_id, spec in zip(ids, specs, strict=True)]
+        with self._transaction() as conn:
+            conn.execute(_INSERT_WITHOUT_RETURNING, rows)
+        return now
 
     def _insert_plain(self, conn, clock: Clock, specs: Sequence[JobSpec]) -> list[Submitted | None]:
         """The plain jobs in one executemany; None in the places of the others."""
@@ -356,3 +403,118 @@ def _new_values(spec: JobSpec, clock: Clock) -> dict[str, Any]:
         "created_at": clock.now(),
         "updated_at": clock.now(),
     }
+
+
+_INSERT_WITHOUT_RETURNING = insert(jobs)
+
+
+def new_job_ids(count: int) -> list[str]:
+    """`count` random (version 4) UUIDs in their canonical text form, as str(uuid.uuid4())
+    gives them at a quarter of its cost (no UUID object per id)."""
+    random = os.urandom(16 * count)
+    ids = []
+    for start in range(0, 16 * count, 16):
+        digits = random[start : start + 16].hex()
+        variant = "89ab"[int(digits[16], 16) & 3]  # the RFC 4122 variant: bits 10xx
+        ids.append(f"{digits[:8]}-{digits[8:12]}-4{digits[13:16]}-{variant}{digits[17:20]}-{digits[20:]}")
+    return ids
+
+
+def _insert_unnested_statement():
+    """INSERT INTO jobs SELECT ... FROM json_to_recordset(:jobs) in a CTE, and the time the
+    jobs were created at (`:now`, or the statement's now()). The batch travels as one JSON
+    text: psycopg2 adapts one string instead of an array element per job and column (which
+    cost 8 µs a job), and PostgreSQL parses it in C."""
+    given = (
+        func.json_to_recordset(bindparam("jobs", type_=Text))
+        .table_valued(
+            column("id", Uuid(as_uuid=False)),
+            column("type", Text),
+            column("queue", Text),
+            column("payload", JSONB),
+            column("priority", Integer),
+            column("max_retries", Integer),
+            column("delay_seconds", Integer),
+        )
+        .render_derived(name="given", with_types=True)
+    )
+    now = func.coalesce(bindparam("now", type_=UTCDateTime), func.now(), type_=UTCDateTime)
+    values = {
+        "id": given.c.id,
+        "type": given.c.type,
+        "queue": given.c.queue,
+        "payload": given.c.payload,
+        "priority": given.c.priority,
+        "status": literal(JobStatus.PENDING.value),
+        "attempts": literal(0),
+        "max_retries": given.c.max_retries,
+        "run_at": now + func.make_interval(0, 0, 0, 0, 0, 0, given.c.delay_seconds),
+        "created_at": now,
+        "updated_at": now,
+    }
+    inserted = (
+        insert(jobs).from_select(list(values), select(*values.values())).returning(jobs.c.created_at).cte("inserted")
+    )
+    return select(func.max(inserted.c.created_at, type_=UTCDateTime)).select_from(inserted)
+
+
+_INSERT_UNNESTED = _insert_unnested_statement()
+
+
+def _given_row(job_id: str, spec: JobSpec, now: datetime) -> dict[str, Any]:
+    return {
+        "id": job_id,
+        "type": spec.type,
+        "queue": spec.queue,
+        "payload": spec.payload,
+        "priority": spec.priority,
+        "status": JobStatus.PENDING.value,
+        "attempts": 0,
+        "max_retries": spec.max_retries,
+        "run_at": now + timedelta(seconds=spec.delay_seconds),
+        "created_at": now,
+        "updated_at": now,
+    }
+
+
+def _new_job(job_id: str, spec: JobSpec, created_at: datetime) -> Job:
+    """The job as inserted: every column is known here, so none is read back. Built by
+    filling a new instance's fields at once: Job(...) (a frozen dataclass) would set its 18
+    fields one object.__setattr__ at a time, which cost 3.6 µs a job, 8 times this."""
+    job = object.__new__(Job)
+    job.__dict__.update(
+        _UNSET_FIELDS,
+        id=job_id,
+        type=spec.type,
+        queue=spec.queue,
+        payload=spec.payload,
+        priority=spec.priority,
+        status=JobStatus.PENDING,
+        attempts=0,
+        max_retries=spec.max_retries,
+        run_at=created_at + timedelta(seconds=spec.delay_seconds) if spec.delay_seconds else created_at,
+        created_at=created_at,
+        updated_at=created_at,
+    )
+    return job
+
+
+# The fields a new plain job keeps at their defaults (lease, error, result, finish, unique slot).
+_UNSET_FIELDS = {
+    field.name: field.default for field in dataclasses.fields(Job) if field.default is not dataclasses.MISSING
+}
+
+
+def _log_enqueued(created: list[Job]) -> None:
+    """One `job.enqueued` line for a single job; a batch of several logs one `jobs.enqueued`
+    line (INFO) with its size and queues, and each job's `job.enqueued` line at DEBUG."""
+    if len(created) == 1:
+        log_transition("job enqueued", "job.enqueued", created[0])
+        return
+    logger.info(
+        "jobs enqueued",
+        extra={"event": "jobs.enqueued", "count": len(created), "queues": sorted({job.queue for job in created})},
+    )
+    if logger.isEnabledFor(logging.DEBUG):
+        for job in created:
+            log_transition("job enqueued", "job.enqueued", job, level=logging.DEBUG)

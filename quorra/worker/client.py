@@ -9,6 +9,8 @@ retry rules (tenacity) for each verb.
   reclaimed, cancelled) and are not retried.
 - SettleJobs: a batch of acks and nacks, retried as AckJob / NackJob while one of its
   leases may still be held.
+- SettleAndLease: the lease loop's call when the server has it; retried as LeaseJobs (the
+  settlements it carried go back to the completer, which retries them as SettleJobs).
 - ExtendLease: one attempt; the heartbeat loop decides what to do next.
 """
 
@@ -80,6 +82,30 @@ class WorkerClient:
             wait_seconds=wait_seconds,
         )
         return self.stub.LeaseJobs(request, metadata=self.metadata, timeout=wait_seconds + self.call_timeout)
+
+    def settle_and_lease(
+        self,
+        queues: Sequence[str],
+        max_jobs: int,
+        ttl_seconds: int,
+        wait_seconds: float,
+        settlements: list[pb2.Settlement],
+    ):
+        """Start a SettleAndLease call: `result()` is the reply (settle results and jobs),
+        `cancel()` ends it early. UNIMPLEMENTED on an older server."""
+        request = pb2.SettleAndLeaseRequest(
+            lease=pb2.LeaseRequest(
+                worker_id=self.worker_id,
+                queues=list(queues),
+                max_jobs=max_jobs,
+                lease_ttl_seconds=ttl_seconds,
+                wait_seconds=wait_seconds,
+            ),
+            settlements=settlements,
+        )
+        return self.stub.SettleAndLease.future(
+            request, metadata=self.metadata, timeout=wait_seconds + self.call_timeout
+        )
 
     def lease_retrying(self, attempt: Callable[[], Any], stopping, on_retry: Callable[[BaseException], None]) -> Any:
         """Run `attempt` (one lease round) until it succeeds, the failure is fatal, or

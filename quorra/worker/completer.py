@@ -2,7 +2,9 @@
 
 A job thread hands its outcome over and goes back to work; one completer thread sends
 the outcomes gathered so far in one `SettleJobs` call, at most `interval` seconds after
-the first of them arrived or as soon as `batch_size` are waiting. Meanwhile the
+the first of them arrived or as soon as `batch_size` are waiting. When the lease loop asks
+for more jobs first, it takes the outcomes waiting (`take`) and settles them in the same
+round trip (SettleAndLease); if that call fails it hands them back (`give_back`). Meanwhile the
 heartbeats go on: a job's lease is let go only once its settle is answered, so a slow or
 failed flush never lets a finished job's lease lapse while it is retried.
 
@@ -79,6 +81,7 @@ class Completer:
         self._on_drained = on_drained or (lambda: None)
         self._pending: list[Pending] = []
         self._in_flight = 0
+        self._carried = 0  # taken by the lease loop to go with its next SettleAndLease
         self._condition = threading.Condition()
         self._closing = False
         self._deadline = float("inf")  # at close: give up retrying after this (monotonic)
@@ -91,7 +94,38 @@ class Completer:
     def backlog(self) -> int:
         """Outcomes handed over whose settle is not answered yet."""
         with self._condition:
-            return len(self._pending) + self._in_flight
+            return len(self._pending) + self._in_flight + self._carried
+
+    # -- carried by the lease loop (SettleAndLease) ----------------------------------------------
+
+    def take(self, limit: int) -> list[Pending]:
+        """The outcomes waiting now (up to `limit`), for the lease loop to settle with its
+        next lease; answer them with `answered`, or hand them back with `give_back`."""
+        with self._condition:
+            if not self.batched or self._closing:
+                return []
+            taken, self._pending = self._pending[:limit], self._pending[limit:]
+            self._carried += len(taken)
+            return taken
+
+    def answered(self, taken: list[Pending], results) -> None:
+        """The carrying call's results, one per taken outcome, in order."""
+        if len(results) != len(taken):
+            logger.error("settle reply does not match the request", extra={"event": "job.settle_mismatch"})
+            self.give_back(taken)
+            return
+        with self._condition:
+            self._carried -= len(taken)
+        for pending, result in zip(taken, results, strict=True):
+            self._answered(pending, result)
+
+    def give_back(self, taken: list[Pending]) -> None:
+        """The carrying call failed: the completer settles these itself (with its retries)."""
+        with self._condition:
+            self._carried -= len(taken)
+            self._pending[:0] = taken
+            if taken:
+                self._condition.notify_all()
 
     def settle(self, lease: Lease, outcome: Outcome) -> bool:
         """Hand over a finished job's outcome; returns at once (except against a server
@@ -111,7 +145,10 @@ class Completer:
     def _enqueue(self, pending: Pending) -> None:
         with self._condition:
             self._pending.append(pending)
-            self._condition.notify_all()
+            # The completer thread waits for the first outcome, then for a full batch (or
+            # its interval): only those two wake it, not every outcome in between.
+            if len(self._pending) in (1, self.batch_size):
+                self._condition.notify_all()
 
     def close(self, deadline: float) -> None:
         """Flush everything handed over (retrying no later than `deadline`), then stop."""
@@ -138,15 +175,16 @@ class Completer:
     def _next_batch(self) -> list[Pending] | None:
         """Wait for a first outcome, then up to `interval` for more (or a full batch)."""
         with self._condition:
-            self._condition.wait_for(lambda: self._pending or self._closing)
-            if not self._pending:
-                return None
-            flush_at = time.monotonic() + self.interval
-            while len(self._pending) < self.batch_size and not self._closing:
-                left = flush_at - time.monotonic()
-                if left <= 0:
-                    break
-                self._condition.wait(left)
+            while not self._pending:  # the lease loop may take them all meanwhile (take)
+                self._condition.wait_for(lambda: self._pending or self._closing)
+                if not self._pending:
+                    return None
+                flush_at = time.monotonic() + self.interval
+                while len(self._pending) < self.batch_size and not self._closing:
+                    left = flush_at - time.monotonic()
+                    if left <= 0:
+                        break
+                    self._condition.wait(left)
             batch, self._pending = self._pending[: self.batch_size], self._pending[self.batch_size :]
             self._in_flight = len(batch)
             return batch

@@ -40,6 +40,7 @@ class Heartbeats:
         self.interval = ttl_seconds / 3
         self.first_beat = min(first_beat, self.interval)
         self._leases: dict[str, Lease] = {}
+        self._wake_at = float("inf")  # when the heartbeat thread wakes next by itself (monotonic)
         self._condition = threading.Condition()
         self._stopped = False
         self._thread = threading.Thread(target=self._run, name="quorra-heartbeat", daemon=True)
@@ -61,7 +62,8 @@ class Heartbeats:
             lease.deadline = now + job.timeout_seconds
         with self._condition:
             self._leases[job.id] = lease
-            self._condition.notify_all()
+            if lease.next_beat < self._wake_at:  # else the thread wakes in time by itself: no wake-up per job
+                self._condition.notify_all()
         return lease
 
     def untrack(self, job_id: str) -> None:
@@ -87,8 +89,9 @@ class Heartbeats:
                 due = [lease for lease in self._leases.values() if lease.next_beat <= now]
                 if due:
                     return due
-                next_at = min((lease.next_beat for lease in self._leases.values()), default=now + self.interval)
-                self._condition.wait(min(next_at - now, self.interval))
+                self._wake_at = min((lease.next_beat for lease in self._leases.values()), default=now + self.interval)
+                self._condition.wait(min(self._wake_at - now, self.interval))  # a timed-out lease beats at inf
+                self._wake_at = float("inf")
             return None
 
     def _beat(self, lease: Lease) -> None:

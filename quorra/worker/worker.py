@@ -49,6 +49,12 @@ LEASE_WAIT_SECONDS = 30.0  # how long one LeaseJobs call may wait for a job (the
 MAX_TRACEBACK_CHARS = 4000
 ABANDON_SETTLE_SECONDS = 2.0  # time left to nack the jobs still running when the grace ends
 LEASE_LINGER_SECONDS = 0.005  # with a slot free, how long to wait for the others before leasing
+MAX_CARRIED_SETTLES = 1000  # outcomes one SettleAndLease may carry (the server's limit)
+# Handlers this fast on average (seconds) let the worker lease as many jobs again as it has
+# threads, ahead of them: the next batch is on its way while the last ones run. Slower
+# handlers get no prefetch (a job waiting for a thread would hold a lease others could run).
+PREFETCH_BELOW_SECONDS = 0.02
+DURATION_WEIGHT = 0.1  # of each new handler duration in the running average
 
 
 class WorkerRecycled(Exception):
@@ -67,20 +73,23 @@ class Slots:
 
     def __init__(self, size: int, backlog_full: Callable[[], bool] = lambda: False):
         self.size = size
-        self.busy = 0
+        self.busy = 0  # jobs received and not finished: running, or waiting for a thread
+        self.prefetch = 0  # jobs leased ahead of the threads (see Worker._note_duration)
         self._backlog_full = backlog_full
         self._condition = threading.Condition()
 
     def wait_free(self, stopping: threading.Event, linger: float = 0.0) -> int:
         """Wait for a free slot, then up to `linger` for the others (fast jobs free them
-        within moments), so that one lease fills the slots rather than one per job."""
+        within moments), so that one lease fills the slots rather than one per job. With
+        a prefetch, the next lease goes out once no job waits for a thread, while the
+        last ones run."""
         with self._condition:
             self._condition.wait_for(lambda: self._can_lease() or stopping.is_set())
-            self._condition.wait_for(lambda: self.busy == 0 or stopping.is_set(), linger)
-            return self.size - self.busy
+            self._condition.wait_for(lambda: self.busy <= self.prefetch or stopping.is_set(), linger)
+            return self.size + self.prefetch - self.busy
 
     def _can_lease(self) -> bool:
-        return self.busy < self.size and not self._backlog_full()
+        return self.busy < self.size + self.prefetch and not self._backlog_full()
 
     def take(self) -> None:
         with self._condition:
@@ -89,7 +98,15 @@ class Slots:
     def give(self) -> None:
         with self._condition:
             self.busy -= 1
-            self._condition.notify_all()
+            # what the waiters wait for: a first free slot, or the end of the queue (all free)
+            if self.busy <= self.prefetch or self.busy == self.size + self.prefetch - 1:
+                self._condition.notify_all()
+
+    def set_prefetch(self, prefetch: int) -> None:
+        if prefetch != self.prefetch:
+            with self._condition:
+                self.prefetch = prefetch
+                self._condition.notify_all()  # what the lease loop waits for has changed
 
     def wake(self) -> None:
         with self._condition:
@@ -111,6 +128,8 @@ class Worker:
         self._slots = Slots(settings.worker_max_jobs, self._backlog_full)
         self._jobs: queue.Queue[tuple[pb2.Job, float] | None] = queue.Queue()
         self._call: Any = None
+        self._settle_and_lease = True  # False once the server said it has no SettleAndLease
+        self._average_duration = PREFETCH_BELOW_SECONDS  # no prefetch until handlers proved fast
         self._delivering = False  # the current lease call has sent at least one job
         self._call_lock = threading.Lock()
         self._server_down = False
@@ -193,7 +212,10 @@ class Worker:
             },
         )
         grace_ends = time.monotonic() + grace
-        finished = self._slots.wait_idle(grace)
+        # The lease call ends at once (cancelled, or it asked for no wait): its jobs are
+        # waited for below, and the settles it carried are answered or back with the completer.
+        self._lease_thread.join(timeout=grace)
+        finished = self._slots.wait_idle(max(0.0, grace_ends - time.monotonic()))
         if not finished:
             self._abandon_running()
         # Settles may retry for what is left of the grace (a busy server), and at least a moment.
@@ -258,6 +280,47 @@ class Worker:
         free = self._slots.wait_free(self._stopping, LEASE_LINGER_SECONDS)
         if self._stopping.is_set():
             return
+        if self._settle_and_lease:
+            try:
+                self._lease_with_settles(free)
+                return
+            except grpc.RpcError as exc:
+                if status_code(exc) is not grpc.StatusCode.UNIMPLEMENTED:
+                    raise
+                self._settle_and_lease = False
+                logger.info(
+                    "the server has no SettleAndLease; leasing with LeaseJobs",
+                    extra={"event": "worker.lease_streamed", "worker_id": self.worker_id},
+                )
+        self._lease_streamed(free)
+
+    def _lease_with_settles(self, free: int) -> None:
+        """One SettleAndLease: the outcomes waiting go with it (then it asks for no wait, so
+        their answers come at once), the jobs come back in its reply."""
+        carried = self.completer.take(MAX_CARRIED_SETTLES)
+        wait = 0.0 if carried else LEASE_WAIT_SECONDS
+        settlements = [pending.settlement() for pending in carried]
+        try:
+            call = self.client.settle_and_lease(self.settings.worker_queues, free, self.ttl_seconds, wait, settlements)
+            with self._call_lock:
+                self._call, self._delivering = call, bool(carried)  # a call that carries settles is not cancelled
+                if self._stopping.is_set() and not carried:
+                    call.cancel()
+            reply = call.result()
+        except grpc.FutureCancelledError:  # stop() ended the long poll
+            self.completer.give_back(carried)
+            return
+        except BaseException:
+            self.completer.give_back(carried)
+            raise
+        self.completer.answered(carried, reply.results)
+        received_at = time.monotonic()
+        for message in reply.jobs:
+            self._slots.take()
+            self._jobs.put((message, received_at))
+        self._server_reachable()
+
+    def _lease_streamed(self, free: int) -> None:
         call = self.client.lease(self.settings.worker_queues, free, self.ttl_seconds, LEASE_WAIT_SECONDS)
         with self._call_lock:
             self._call, self._delivering = call, False
@@ -374,8 +437,16 @@ class Worker:
             outcome = Outcome(False, error=encodable(describe_exception(exc)))
         else:
             outcome = Outcome(True, result_json=self._result_json(job, value))
-        self._log_outcome(job, outcome, time.perf_counter() - started)
+        duration = time.perf_counter() - started
+        self._note_duration(duration)
+        self._log_outcome(job, outcome, duration)
         return outcome
+
+    def _note_duration(self, seconds: float) -> None:
+        """Keep the running average of handler durations, and the prefetch it allows."""
+        self._average_duration += DURATION_WEIGHT * (seconds - self._average_duration)
+        fast = self._average_duration < PREFETCH_BELOW_SECONDS
+        self._slots.set_prefetch(self.settings.worker_max_jobs if fast else 0)
 
     def _result_json(self, job: LeasedJob, value: Any) -> str:
         if value is None:

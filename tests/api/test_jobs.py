@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime, timedelta
 
 from quorra.jobs import JobStatus
@@ -154,6 +155,27 @@ def test_batch_creates_every_job_in_order(client, store, notifier):
     assert [set(item) for item in created] == [{"id", "status", "run_at", "outcome"}] * 3
     assert [store.get_job(item["id"]).payload["n"] for item in created] == [0, 1, 2]
     assert sorted(notifier.published) == ["img", "thumbs"]
+
+
+def test_batch_logs_one_info_line_and_each_job_at_debug(client, caplog):
+    # Given a batch of three jobs on two queues, logged at DEBUG
+    caplog.set_level(logging.DEBUG, logger="quorra.store")
+    jobs = [{"type": "resize", "payload": {}, "queue": q} for q in ["img", "img", "thumbs"]]
+    # When it is submitted
+    created = client.post("/v1/jobs/batch", json={"jobs": jobs}, headers=AUTH).get_json()["jobs"]
+    # Then one INFO line tells the batch, and each job has its own line at DEBUG
+    lines = [r for r in caplog.records if getattr(r, "event", "").endswith("enqueued")]
+    [summary] = [r for r in lines if r.levelno == logging.INFO]
+    assert (summary.event, summary.count, summary.queues) == ("jobs.enqueued", 3, ["img", "thumbs"])
+    per_job = [r for r in lines if r.levelno == logging.DEBUG]
+    assert [(r.event, r.job_id) for r in per_job] == [("job.enqueued", item["id"]) for item in created]
+
+
+def test_single_submit_logs_its_job_at_info(client, caplog):
+    caplog.set_level(logging.INFO, logger="quorra.store")
+    job_id = post_job(client, {"type": "resize", "payload": {}}).get_json()["id"]
+    [line] = [r for r in caplog.records if getattr(r, "event", "").endswith("enqueued")]
+    assert (line.event, line.levelno, line.job_id) == ("job.enqueued", logging.INFO, job_id)
 
 
 def test_batch_with_one_bad_job_creates_none_and_names_its_index(client, store):

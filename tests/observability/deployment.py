@@ -56,7 +56,7 @@ class Deployment:
         assert self.servers["web"].popen.poll() is None, f"quorra web exited:\n{self.servers['web'].output()}"
         try:
             return requests.get(f"{self.base_url}/healthz", timeout=1).status_code == 200
-        except requests.ConnectionError:
+        except (requests.ConnectionError, requests.Timeout):  # not listening yet, or slow to answer under load
             return False
 
     def worker(self, *args: str) -> WorkerProcess:

@@ -15,6 +15,7 @@ from sqlalchemy import exc as sa_exc
 from quorra.errors import DatabaseUnavailable, IllegalTransition, InvalidArgument, JobNotFound
 from quorra.jobs import MAX_BATCH_SIZE, JobSpec, JobStatus
 from quorra.store import Store
+from quorra.store.submitting import new_job_ids
 from tests.conftest import free_port
 from tests.factories import dead_job, job_in_status, leased_job, make_job, spec
 from tests.store.support import canonical, later
@@ -81,6 +82,24 @@ def test_enqueue_many_accepts_a_full_batch(store):
     # Then every job exists
     assert len({job.id for job in created}) == MAX_BATCH_SIZE
     assert sum(c.count for c in store.queue_counts()) == MAX_BATCH_SIZE
+
+
+def test_enqueue_returns_the_jobs_exactly_as_stored(store):
+    # Given specs with and without a delay (nothing is read back: the store builds them itself)
+    specs = [spec(payload={"n": 1, "text": "é"}, priority=-3, max_retries=7), spec(delay_seconds=3600)]
+    # When they are enqueued
+    created = store.enqueue_many(specs)
+    # Then each returned job equals the one read back, field for field
+    assert created == [store.get_job(job.id) for job in created]
+
+
+def test_new_job_ids_are_distinct_random_uuids_in_canonical_form():
+    # When many ids are made at once
+    ids = new_job_ids(10_000)
+    # Then each is a distinct version 4 (random) UUID, written as str(uuid.UUID) writes it
+    parsed = [uuid.UUID(job_id) for job_id in ids]
+    assert [str(u) for u in parsed] == ids and len(set(ids)) == len(ids)
+    assert {(u.version, u.variant) for u in parsed} == {(4, uuid.RFC_4122)}
 
 
 def test_enqueue_many_of_nothing_creates_nothing(store):

@@ -99,6 +99,37 @@ def test_the_worker_leases_only_as_many_jobs_as_it_has_free_slots(grpc_server, s
     assert all(settled(store, job.id).status is JobStatus.SUCCEEDED for job in jobs)
 
 
+def test_fast_handlers_let_the_worker_lease_ahead_of_its_threads(grpc_server, store, make_worker):
+    # Given a worker of 2 threads whose handlers return at once
+    port, notifier = grpc_server
+    worker = make_worker(port, {"email_send": lambda job: None}, worker_max_jobs=2)
+    asked = []
+    real = worker.client.settle_and_lease
+    worker.client.settle_and_lease = lambda *args: asked.append(args[1]) or real(*args)
+
+    # When it has run enough of them to know they are fast
+    jobs = [factories.make_job(store, queue="work") for _ in range(60)]
+    notifier.publish("work")
+    assert all(settled(store, job.id).status is JobStatus.SUCCEEDED for job in jobs)
+
+    # Then it asked for more jobs than it has threads (as many again, at most), and ran each once
+    assert max(asked) == 4
+    assert [store.get_job(job.id).attempts for job in jobs] == [1] * 60
+
+
+def test_slow_handlers_get_no_prefetch(grpc_server, store, make_worker):
+    port, notifier = grpc_server
+    worker = make_worker(port, {"email_send": lambda job: time.sleep(0.05)}, worker_max_jobs=2)
+    asked = []
+    real = worker.client.settle_and_lease
+    worker.client.settle_and_lease = lambda *args: asked.append(args[1]) or real(*args)
+
+    jobs = [factories.make_job(store, queue="work") for _ in range(6)]
+    notifier.publish("work")
+    assert all(settled(store, job.id).status is JobStatus.SUCCEEDED for job in jobs)
+    assert max(asked) <= 2
+
+
 def test_heartbeats_keep_a_job_longer_than_its_ttl_leased(grpc_server, store, make_worker):
     port, notifier = grpc_server
     make_worker(port, {"email_send": lambda job: time.sleep(2.6)}, worker_lease_ttl_seconds=2)
