@@ -126,6 +126,7 @@ class Submitting(StoreBase):
                 "priority": spec.priority,
                 "max_retries": spec.max_retries,
                 "delay_seconds": spec.delay_seconds,
+                "timeout_seconds": spec.timeout_seconds,
             }
             for job_id, spec in zip(ids, specs, strict=True)
         ]
@@ -435,6 +436,7 @@ def _insert_unnested_statement():
             column("priority", Integer),
             column("max_retries", Integer),
             column("delay_seconds", Integer),
+            column("timeout_seconds", Integer),
         )
         .render_derived(name="given", with_types=True)
     )
@@ -448,6 +450,7 @@ def _insert_unnested_statement():
         "status": literal(JobStatus.PENDING.value),
         "attempts": literal(0),
         "max_retries": given.c.max_retries,
+        "timeout_seconds": given.c.timeout_seconds,
         "run_at": now + func.make_interval(0, 0, 0, 0, 0, 0, given.c.delay_seconds),
         "created_at": now,
         "updated_at": now,
@@ -471,6 +474,7 @@ def _given_row(job_id: str, spec: JobSpec, now: datetime) -> dict[str, Any]:
         "status": JobStatus.PENDING.value,
         "attempts": 0,
         "max_retries": spec.max_retries,
+        "timeout_seconds": spec.timeout_seconds,
         "run_at": now + timedelta(seconds=spec.delay_seconds),
         "created_at": now,
         "updated_at": now,
@@ -492,6 +496,7 @@ def _new_job(job_id: str, spec: JobSpec, created_at: datetime) -> Job:
         status=JobStatus.PENDING,
         attempts=0,
         max_retries=spec.max_retries,
+        timeout_seconds=spec.timeout_seconds,
         run_at=created_at + timedelta(seconds=spec.delay_seconds) if spec.delay_seconds else created_at,
         created_at=created_at,
         updated_at=created_at,
