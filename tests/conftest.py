@@ -106,7 +106,28 @@ def pytest_collection_modifyitems(items):
     items[:] = longest_first(items)
 
 
+class XdistGroupCheck:
+    """Under --dist loadgroup, xdist sends a group to one worker by the `@group` it appends to
+    each node id. Should it stop doing so (as with pytest 9.2, pytest-dev/pytest-xdist#1386),
+    every group would be split silently: fault scenarios would run side by side and shared
+    deployments be built once per worker. Each test of a group then fails at once instead."""
+
+    def __init__(self) -> None:
+        self.ungrouped: set[str] = set()
+
+    @pytest.hookimpl(trylast=True)  # after xdist has (or has not) renamed the items
+    def pytest_collection_modifyitems(self, config, items):
+        if getattr(config.option, "loadgroup", False):
+            self.ungrouped = {i.nodeid for i in items if i.get_closest_marker("xdist_group") and "@" not in i.nodeid}
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtest_setup(self, item):
+        if item.nodeid in self.ungrouped:
+            pytest.fail("pytest-xdist did not group this test (see requirements-dev.txt)", pytrace=False)
+
+
 def pytest_configure(config):
+    config.pluginmanager.register(XdistGroupCheck(), "quorra-xdist-group-check")
     # xdist would sort the work units by their number of tests; longest_first has ordered them.
     if hasattr(config.option, "loadscopereorder"):
         config.option.loadscopereorder = False
@@ -155,7 +176,9 @@ def _shared_fixture_group(item) -> str | None:
         return None
     params = getattr(item, "callspec", None)
     variant = ",".join(f"{name}={params.params[name]}" for name in shared if params and name in params.params)
-    return f"{item.module.__name__}[{variant}]" if variant else item.module.__name__
+    # Not "module[variant]": xdist takes a node id ending in "]" for a parametrised test
+    # without a group, and would hand each of these tests out on its own.
+    return f"{item.module.__name__}({variant})" if variant else item.module.__name__
 
 
 def pytest_report_header(config):
