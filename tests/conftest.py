@@ -74,9 +74,25 @@ def pytest_runtest_makereport(item, call):
         report.longrepr = f"QUORRA_REQUIRE_SERVICES=1 but this test was skipped: {report.longrepr}"
 
 
-# Each fault scenario runs a whole deployment (5 to 8 processes) flat out: they run one
-# after the other on one xdist worker, beside the rest of the suite but not beside each other.
-ONE_AT_A_TIME = {REPO / "tests" / "faults": "faults"}
+# Each fault scenario runs a whole deployment (5 to 8 processes) flat out: they run in two
+# lanes (xdist groups), one scenario at a time in each, beside the rest of the suite. The
+# lanes hold about the same work. A scenario not listed goes to the last lane; LIGHT ones
+# (a single job or two) run anywhere.
+FAULTS = REPO / "tests" / "faults"
+FAULT_LANES = {
+    "faults-a": ("test_worker_crash", "test_server_crash[sqlite]", "test_database_restart"),
+    "faults-b": ("test_race", "test_server_crash[postgres]", "test_redis_down", "test_scheduler_failover"),
+}
+LIGHT_FAULTS = ("test_worker_faults",)
+# Besides the fault lanes, what takes longest (tens of seconds on an idle machine) is handed
+# out first, so that the run does not end waiting on one long test.
+LONG_RUNNING = (
+    "tests/test_harness.py",
+    "tests/api/test_openapi.py",
+    "tests/store/test_concurrency.py",
+    "tests/observability/test_metrics_end_to_end.py",
+    "tests/api/test_server.py::test_a_chunked_body_over_the_limit_is_refused_by_the_real_server",
+)
 
 
 @pytest.hookimpl(tryfirst=True)  # before xdist reads the groups (it renames the items)
@@ -85,12 +101,64 @@ def pytest_collection_modifyitems(items):
         params = getattr(item, "callspec", None)
         if params and "postgres" in params.params.values():
             item.add_marker(pytest.mark.postgres)
-        if group := _one_at_a_time_group(item) or _shared_fixture_group(item):
+        if group := _fault_lane(item) or _shared_fixture_group(item):
             item.add_marker(pytest.mark.xdist_group(group))
+    items[:] = longest_first(items)
 
 
-def _one_at_a_time_group(item) -> str | None:
-    return next((group for directory, group in ONE_AT_A_TIME.items() if directory in item.path.parents), None)
+class XdistGroupCheck:
+    """Under --dist loadgroup, xdist sends a group to one worker by the `@group` it appends to
+    each node id. Should it stop doing so (as with pytest 9.2, pytest-dev/pytest-xdist#1386),
+    every group would be split silently: fault scenarios would run side by side and shared
+    deployments be built once per worker. Each test of a group then fails at once instead."""
+
+    def __init__(self) -> None:
+        self.ungrouped: set[str] = set()
+
+    @pytest.hookimpl(trylast=True)  # after xdist has (or has not) renamed the items
+    def pytest_collection_modifyitems(self, config, items):
+        if getattr(config.option, "loadgroup", False):
+            self.ungrouped = {i.nodeid for i in items if i.get_closest_marker("xdist_group") and "@" not in i.nodeid}
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtest_setup(self, item):
+        if item.nodeid in self.ungrouped:
+            pytest.fail("pytest-xdist did not group this test (see requirements-dev.txt)", pytrace=False)
+
+
+def pytest_configure(config):
+    config.pluginmanager.register(XdistGroupCheck(), "quorra-xdist-group-check")
+    # xdist would sort the work units by their number of tests; longest_first has ordered them.
+    if hasattr(config.option, "loadscopereorder"):
+        config.option.loadscopereorder = False
+
+
+def _fault_lane(item) -> str | None:
+    if FAULTS not in item.path.parents or item.path.stem in LIGHT_FAULTS:
+        return None
+    params = getattr(item, "callspec", None)
+    name = f"{item.path.stem}[{params.id}]" if params else item.path.stem
+    return next((lane for lane, tests in FAULT_LANES.items() if {name, item.path.stem} & set(tests)), "faults-b")
+
+
+def longest_first(items: list) -> list:
+    """The items in the order xdist (--dist loadgroup) should hand out their work units (a
+    group, or a single test): the fault lanes, then the long-running tests, then the
+    largest groups; the same order in every xdist worker."""
+    units: dict[str, list] = {}
+    for item in items:
+        marker = item.get_closest_marker("xdist_group")
+        units.setdefault(marker.args[0] if marker else item.nodeid, []).append(item)
+
+    def rank(unit: tuple[int, tuple[str, list]]):
+        position, (name, members) = unit
+        lanes = list(FAULT_LANES)
+        if name in lanes:
+            return (0, lanes.index(name))
+        long = any(m.get_closest_marker("slow") or m.nodeid.startswith(LONG_RUNNING) for m in members)
+        return (1 if long else 2, -len(members), position)
+
+    return [item for _, (_, members) in sorted(enumerate(units.items()), key=rank) for item in members]
 
 
 def _shared_fixture_group(item) -> str | None:
@@ -108,7 +176,9 @@ def _shared_fixture_group(item) -> str | None:
         return None
     params = getattr(item, "callspec", None)
     variant = ",".join(f"{name}={params.params[name]}" for name in shared if params and name in params.params)
-    return f"{item.module.__name__}[{variant}]" if variant else item.module.__name__
+    # Not "module[variant]": xdist takes a node id ending in "]" for a parametrised test
+    # without a group, and would hand each of these tests out on its own.
+    return f"{item.module.__name__}({variant})" if variant else item.module.__name__
 
 
 def pytest_report_header(config):

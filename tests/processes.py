@@ -36,7 +36,7 @@ class LogLine:
 class LoggedProcess:
     """A real subprocess whose stderr JSON log lines are collected as they come."""
 
-    def __init__(self, command: list[str], env: dict[str, str], cwd: Path | None = None):
+    def __init__(self, command: list[str], env: dict[str, str], cwd: Path | None = None, *, new_session: bool = False):
         self.popen = subprocess.Popen(
             command,
             env=env,
@@ -45,6 +45,7 @@ class LoggedProcess:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,
+            start_new_session=new_session,  # a process group of its own, which kill_group ends
         )
         self.lines: list[LogLine] = []
         self.other_output: list[str] = []
@@ -103,6 +104,17 @@ class LoggedProcess:
         self.popen.wait(10)
         self._reader.join(10)
 
+    def kill_group(self) -> None:
+        """SIGKILL the process and every child it started (it must run in a session of its
+        own: new_session=True), and wait until it is gone. No graceful stop: a test's
+        teardown need not wait for one."""
+        try:
+            os.killpg(self.popen.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass  # the whole group is gone already
+        self.popen.wait(10)
+        self._reader.join(10)
+
     def output(self) -> str:
         """Everything it wrote that was not a JSON log line, once it has exited."""
         self.popen.wait(30)
@@ -120,6 +132,6 @@ def _matches(line: LogLine, events: tuple[str, ...], fields: dict[str, Any]) -> 
 class QuorraProcess(LoggedProcess):
     """`quorra <command>` (web, grpc, scheduler) with its JSON log lines collected."""
 
-    def __init__(self, command: str, env: dict[str, str]):
+    def __init__(self, command: str, env: dict[str, str], *, new_session: bool = False):
         self.role = command
-        super().__init__([sys.executable, "-m", "quorra.cli.admin", command], env, cwd=REPO)
+        super().__init__([sys.executable, "-m", "quorra.cli.admin", command], env, cwd=REPO, new_session=new_session)

@@ -8,7 +8,6 @@ from __future__ import annotations
 import itertools
 import os
 import random
-import signal
 import socket
 import time
 from dataclasses import dataclass, field
@@ -32,12 +31,21 @@ START_TIMEOUT_SECONDS = 120
 
 
 class QuorraProcess(processes.QuorraProcess):
+    """A server in a process group of its own: kill() ends it with every child it has
+    (gunicorn's workers), at once."""
+
+    def __init__(self, command: str, env: dict[str, str]):
+        super().__init__(command, env, new_session=True)
+
     def stop(self, timeout: float = 60.0) -> int:
         """SIGTERM and the exit code; SIGKILL (and fail) if it does not exit in time."""
         try:
             return super().stop(timeout)
         finally:
             self.kill()  # joins the reader
+
+    def kill(self) -> None:
+        self.kill_group()
 
 
 def restartable_port() -> int:
@@ -114,7 +122,12 @@ class Deployment:
     def start_grpc(self) -> QuorraProcess:
         """`quorra grpc` on this deployment's port (the same after a restart); returns once
         it answers SERVING."""
-        process = self._track(QuorraProcess("grpc", self.env(QUORRA_GRPC_ADDR=f"127.0.0.1:{self.grpc_port}")))
+        return self._serving(self._spawn_grpc())
+
+    def _spawn_grpc(self) -> QuorraProcess:
+        return self._track(QuorraProcess("grpc", self.env(QUORRA_GRPC_ADDR=f"127.0.0.1:{self.grpc_port}")))
+
+    def _serving(self, process: QuorraProcess) -> QuorraProcess:
         # Its own line first: a channel that dialled a port nobody listened on yet backs off
         # (up to minutes), and a busy machine may take tens of seconds to start a process.
         if self.log_level in ("debug", "info"):  # rpc.started is an info line
@@ -135,11 +148,16 @@ class Deployment:
 
     def start_web(self) -> tuple[QuorraProcess, str]:
         """`quorra web` (gunicorn) on a free port; returns it and its base URL once healthy."""
+        return self._healthy(*self._spawn_web())
+
+    def _spawn_web(self) -> tuple[QuorraProcess, str]:
         port = free_port()
         env = self.env(QUORRA_HTTP_ADDR=f"127.0.0.1:{port}", QUORRA_WEB_WORKERS="1", QUORRA_WEB_THREADS="4")
         process = self._track(QuorraProcess("web", env))
         self.webs.append(process)
-        base = f"http://127.0.0.1:{port}"
+        return process, f"http://127.0.0.1:{port}"
+
+    def _healthy(self, process: QuorraProcess, base: str) -> tuple[QuorraProcess, str]:
         wait_until(lambda: process.popen.poll() is not None or _healthy(base), START_TIMEOUT_SECONDS, "web healthy")
         assert process.popen.poll() is None, f"quorra web exited:\n{process.dump()}"
         return process, base
@@ -168,18 +186,17 @@ class Deployment:
         return self._track(process)
 
     def start_all(self, workers: int) -> Running:
-        """The gRPC server, a scheduler, the web and `workers` workers."""
-        server, scheduler = self.start_grpc(), self.start_scheduler()
-        web, base = self.start_web()
-        return Running(server, scheduler, web, base, [self.start_worker() for _ in range(workers)])
+        """The gRPC server, a scheduler, the web and `workers` workers, started side by side
+        (the workers once the server answers: a worker that finds no server backs off)."""
+        server, scheduler, (web, base) = self._spawn_grpc(), self.start_scheduler(), self._spawn_web()
+        self._serving(server)
+        started = [self.start_worker() for _ in range(workers)]
+        self._healthy(web, base)
+        return Running(server, scheduler, web, base, started)
 
     def close(self) -> None:
-        for web in self.webs:  # gunicorn: SIGTERM, so that its workers go with it
-            if web.popen.poll() is None:
-                web.stop()
+        """Kill every process (SIGKILL: the test is over, no graceful stop to wait for)."""
         for process in reversed(self.started):
-            if process.popen.poll() is None:
-                os.kill(process.popen.pid, signal.SIGCONT)  # a stopped process cannot die of SIGTERM
             process.kill()
 
 

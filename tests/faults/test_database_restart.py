@@ -1,4 +1,4 @@
-"""Database restart: a private PostgreSQL cluster is stopped for 3 s in the middle of a run
+"""Database restart: a private PostgreSQL cluster is stopped for 2 s in the middle of a run
 (clients submitting over REST, workers acking over gRPC) and started again. The web
 answers 503 while it is down and recovers by itself; every process stays up; no accepted
 job is lost, and every ack that failed was retried or its job leased again."""
@@ -23,8 +23,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.timeout(600)]
 TTL_SECONDS = 3
 INTERVAL_SECONDS = 0.25
 WORKERS = 2
-OUTAGE_SECONDS = 3.0
-STEADY_SECONDS = 2.0  # of traffic before the outage and after the recovery
+OUTAGE_SECONDS = 2.0
+STEADY_SECONDS = 1.0  # of traffic before the outage and after the recovery (some 50 jobs)
 
 
 @pytest.fixture
@@ -55,7 +55,7 @@ def test_database_restart_mid_run_loses_no_job(figures, private_postgres, privat
     with Submitter(base) as submitter:
         time.sleep(STEADY_SECONDS)
 
-        # When PostgreSQL stops for 3 s (every session ended) and starts again
+        # When PostgreSQL stops for 2 s (every session ended) and starts again
         private_postgres.stop()
         stopped_at = time.monotonic()
         wait_until(lambda: _readiness(base) == 503, timeout=60, what="/readyz answers 503")

@@ -20,7 +20,7 @@ from tests.worker.support import PrivateRedis, wait_until
 pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.redis, pytest.mark.timeout(600)]
 
 WORKERS = 2
-PHASE_SECONDS = 3.0  # of traffic before, during and after the outage
+PHASE_SECONDS = 1.5  # of traffic before, during and after the outage (some 75 jobs each)
 DELAYED_JOBS = 5
 LATER = "faults-later"  # the delayed jobs' queue: nobody leases it before the scheduler announced them
 

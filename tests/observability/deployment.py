@@ -55,8 +55,8 @@ class Deployment:
     def _healthy(self) -> bool:
         assert self.servers["web"].popen.poll() is None, f"quorra web exited:\n{self.servers['web'].output()}"
         try:
-            return requests.get(f"{self.base_url}/healthz", timeout=1).status_code == 200
-        except (requests.ConnectionError, requests.Timeout):  # not listening yet, or slow to answer under load
+            return requests.get(f"{self.base_url}/healthz", timeout=5).status_code == 200
+        except requests.RequestException:  # not listening yet, or too busy to answer in time: ask again
             return False
 
     def worker(self, *args: str) -> WorkerProcess:

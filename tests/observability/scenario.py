@@ -70,7 +70,7 @@ def run(database_url: str, metrics_dir: Path) -> Run:
 
 def _work(deployment: Deployment) -> dict[str, Any]:
     worker = deployment.worker("--id", WORKER_ID, "--queues", "mail,default", "--max-jobs", "4")
-    victim = deployment.worker("--id", VICTIM_ID, "--queues", "doomed", "--max-jobs", "1", "--lease-ttl", "1s")
+    victim = deployment.worker("--id", VICTIM_ID, "--queues", "doomed", "--max-jobs", "1", "--lease-ttl", "3s")
     traced = deployment.post(headers={"X-Request-ID": REQUEST_ID}, type="email_send", queue="mail", payload=EMAIL)
     emails = [traced.json()["id"]] + [
         deployment.post(type="email_send", queue=queue, payload=EMAIL).json()["id"]
@@ -83,7 +83,7 @@ def _work(deployment: Deployment) -> dict[str, Any]:
     # Its first heartbeat landed, so its LeaseJobs call has long ended: killed mid-stream, the
     # server could not tell a delivered lease from an undelivered one and would hand it back.
     wait_until(lambda: deployment.job(doomed)["status"] == "processing", what="the doomed job's first heartbeat")
-    victim.kill()  # its lease (1 s) runs out; only the scheduler can settle the job now
+    victim.kill()  # its lease (3 s) runs out; only the scheduler can settle the job now
     _wait_settled(deployment, worker, emails, failing)
 
     return {

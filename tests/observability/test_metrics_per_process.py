@@ -45,16 +45,15 @@ def server_env(database_url: str, grpc_port: int, metrics_port: int) -> dict[str
 
 def test_grpc_scheduler_and_worker_each_serve_their_own_metrics(database_url, store):
     grpc_port = free_port()
-    ports = {"grpc": free_port(), "scheduler": free_port(), "worker": free_port()}
-    servers = {
-        role: QuorraProcess(role, server_env(database_url, grpc_port, ports[role])) for role in ("grpc", "scheduler")
-    }
-    worker = WorkerProcess(grpc_port, QUORRA_METRICS_ADDR=f"127.0.0.1:{ports['worker']}")
+    # Port 0: each process binds a free port itself and logs it (no race for a port picked here)
+    servers = {role: QuorraProcess(role, server_env(database_url, grpc_port, 0)) for role in ("grpc", "scheduler")}
+    worker = WorkerProcess(grpc_port, QUORRA_METRICS_ADDR="127.0.0.1:0")
     processes = {**servers, "worker": worker}
     try:
+        ports = {}
         for role, process in processes.items():
-            listening = process.wait_for("metrics.listening", timeout=START_TIMEOUT_SECONDS)
-            assert listening.record["port"] == ports[role]
+            ports[role] = process.wait_for("metrics.listening", timeout=START_TIMEOUT_SECONDS).record["port"]
+            assert ports[role] > 0
         servers["grpc"].wait_for("rpc.started", timeout=START_TIMEOUT_SECONDS)
 
         # When a job runs through the worker

@@ -63,8 +63,8 @@ def test_follower_takes_over_and_reaps_after_leader_is_killed(store, start_sched
     assert follower.events("leadership.acquired") == []
 
     # When the leader is killed with SIGKILL and a lease then expires
+    killed_at = time.monotonic()  # before kill() returns: the survivor may lead by then
     leader.kill()
-    killed_at = time.monotonic()
     job = factories.leased_job(store, ttl_seconds=0.001)
 
     # Then the survivor takes over and reaps it as a failed attempt
