@@ -109,14 +109,14 @@ class Submitting(StoreBase):
     def _insert_plain_only(self, specs: Sequence[JobSpec], now: datetime | None) -> list[Job]:
         ids = new_job_ids(len(specs))
         if self.dialect == "postgresql":
-            created_at = self._insert_unnested(ids, specs, now)
+            created_at = self._insert_from_json(ids, specs, now)
         else:
             created_at = self._insert_rows_without_returning(ids, specs, now or utcnow())
         created = [_new_job(job_id, spec, created_at) for job_id, spec in zip(ids, specs, strict=True)]
         _log_enqueued(created)
         return created
 
-    def _insert_unnested(self, ids: list[str], specs: Sequence[JobSpec], now: datetime | None) -> datetime:
+    def _insert_from_json(self, ids: list[str], specs: Sequence[JobSpec], now: datetime | None) -> datetime:
         rows = [
             {
                 "id": job_id,
@@ -132,7 +132,7 @@ class Submitting(StoreBase):
         ]
         parameters = {"jobs": json.dumps(rows, separators=(",", ":")), "now": now}
         with self._one_statement() as conn:  # one INSERT is atomic on its own: no BEGIN/COMMIT trips
-            return conn.execute(_INSERT_UNNESTED, parameters).scalar_one()
+            return conn.execute(_INSERT_FROM_JSON, parameters).scalar_one()
 
     def _insert_rows_without_returning(self, ids: list[str], specs: Sequence[JobSpec], now: datetime) -> datetime:
         rows = [_given_row(job_id, spec, now) for job_id, spec in zip(ids, specs, strict=True)]
@@ -421,7 +421,7 @@ def new_job_ids(count: int) -> list[str]:
     return ids
 
 
-def _insert_unnested_statement():
+def _insert_from_json_statement():
     """INSERT INTO jobs SELECT ... FROM json_to_recordset(:jobs) in a CTE, and the time the
     jobs were created at (`:now`, or the statement's now()). The batch travels as one JSON
     text: psycopg2 adapts one string instead of an array element per job and column (which
@@ -461,7 +461,7 @@ def _insert_unnested_statement():
     return select(func.max(inserted.c.created_at, type_=UTCDateTime)).select_from(inserted)
 
 
-_INSERT_UNNESTED = _insert_unnested_statement()
+_INSERT_FROM_JSON = _insert_from_json_statement()
 
 
 def _given_row(job_id: str, spec: JobSpec, now: datetime) -> dict[str, Any]:
