@@ -370,9 +370,11 @@ _INSERT_AT_DB_TIME = (
 )
 
 
-def _base_row(spec: JobSpec) -> dict[str, Any]:
+def _base_row(spec: JobSpec, job_id: str | None = None) -> dict[str, Any]:
+    """A new job's columns but its times: the one list of them for every INSERT but the
+    PostgreSQL fast path's (json_to_recordset, which types its own columns)."""
     return {
-        "id": str(uuid.uuid4()),
+        "id": job_id or str(uuid.uuid4()),
         "type": spec.type,
         "queue": spec.queue,
         "payload": spec.payload,
@@ -389,8 +391,12 @@ def _new_row(spec: JobSpec, clock: Clock) -> dict[str, Any]:
     row = _base_row(spec)
     if clock.fixed is None:  # PostgreSQL time: now() + delay, computed by the database
         return row | {"delay_seconds": spec.delay_seconds}
-    created_at = clock.fixed
-    return row | {
+    return row | _times_from(spec, clock.fixed)
+
+
+def _times_from(spec: JobSpec, created_at: datetime) -> dict[str, datetime]:
+    """A new job's times, created at a known instant."""
+    return {
         "run_at": created_at + timedelta(seconds=spec.delay_seconds),
         "created_at": created_at,
         "updated_at": created_at,
@@ -465,20 +471,7 @@ _INSERT_FROM_JSON = _insert_from_json_statement()
 
 
 def _given_row(job_id: str, spec: JobSpec, now: datetime) -> dict[str, Any]:
-    return {
-        "id": job_id,
-        "type": spec.type,
-        "queue": spec.queue,
-        "payload": spec.payload,
-        "priority": spec.priority,
-        "status": JobStatus.PENDING.value,
-        "attempts": 0,
-        "max_retries": spec.max_retries,
-        "timeout_seconds": spec.timeout_seconds,
-        "run_at": now + timedelta(seconds=spec.delay_seconds),
-        "created_at": now,
-        "updated_at": now,
-    }
+    return _base_row(spec, job_id) | _times_from(spec, now)
 
 
 def _new_job(job_id: str, spec: JobSpec, created_at: datetime) -> Job:
