@@ -15,6 +15,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 
+from quorra.access import Authenticator
 from quorra.durations import parse_duration
 from quorra.errors import InvalidConfig
 from quorra.jobs import DEFAULT_IDEMPOTENCY_TTL_SECONDS, MAX_QUEUE_CHARS, MAX_TIMEOUT_SECONDS, is_valid_name
@@ -81,6 +82,8 @@ class Settings(BaseModel):
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", alias="QUORRA_LOG_LEVEL")
     log_format: Literal["json", "text"] = Field("json", alias="QUORRA_LOG_FORMAT")
     api_keys: Names = Field((DEV_API_KEY,), alias="QUORRA_API_KEY", min_length=1)
+    # Keys that may only read (the viewer role): REST GETs and the dashboard without its buttons.
+    readonly_api_keys: Names = Field((), alias="QUORRA_READONLY_API_KEYS", repr=False)
     max_payload_bytes: int = Field(1024 * 1024, alias="QUORRA_MAX_PAYLOAD_BYTES", ge=1024)
     # Signs list cursors (comma list: the first signs, all verify). Unset: derived from the API keys.
     secret_keys: Names = Field((), alias="QUORRA_SECRET_KEY", repr=False)
@@ -202,15 +205,10 @@ class Settings(BaseModel):
     def uses_dev_api_key(self) -> bool:
         return DEV_API_KEY in self.api_keys
 
-    def accepts_api_key(self, given: str) -> bool:
-        """Compare with every configured key in constant time and never stop at the first
-        match, so the response time tells nothing about which key matched or how much of one.
-        The REST API, the dashboard and the gRPC server all check keys through this."""
-        given_bytes = given.encode()
-        matched = False
-        for key in self.api_keys:
-            matched |= hmac.compare_digest(given_bytes, key.encode())
-        return matched and bool(given)
+    def authenticator(self) -> Authenticator:
+        """The REST API, the dashboard and the gRPC server all authenticate through one of
+        these: QUORRA_API_KEY's keys are admins, QUORRA_READONLY_API_KEYS's viewers."""
+        return Authenticator(self.api_keys, self.readonly_api_keys)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:

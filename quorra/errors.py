@@ -33,6 +33,12 @@ class NotAuthenticated(QuorraError):
     code = "unauthenticated"
 
 
+class PermissionDenied(QuorraError):
+    """The caller's role does not allow this."""
+
+    code = "permission_denied"
+
+
 class JobNotFound(QuorraError):
     """No job has that id."""
 

@@ -21,6 +21,7 @@ logger = logging.getLogger(__name__)
 STATUS_BY_CODE: dict[str, int] = {
     "invalid_argument": 400,
     "unauthenticated": 401,
+    "permission_denied": 403,
     "not_found": 404,
     "method_not_allowed": 405,
     "conflict": 409,

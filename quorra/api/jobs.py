@@ -11,7 +11,8 @@ from typing import Annotated, Any, Literal, TypeVar
 from flask import Blueprint, request, url_for
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 
-from quorra.api.auth import api_key_scope, require_api_key
+from quorra.access import Permission
+from quorra.api.auth import api_key_scope, require_api_key, requires
 from quorra.api.body import read_json
 from quorra.api.cursor import CursorCodec
 from quorra.api.services import services
@@ -47,6 +48,7 @@ MAX_BATCH_KEY_CHARS = MAX_IDEMPOTENCY_KEY_CHARS - len(f":{MAX_BATCH_SIZE}")
 
 
 @bp.post("")
+@requires(Permission.JOBS_SUBMIT)
 def enqueue():
     """201 and a new job; or 200 and the job that a first try with the same
     Idempotency-Key (and the same job) created, with Idempotent-Replayed: true, or that
@@ -65,6 +67,7 @@ def enqueue():
 
 
 @bp.post("/batch")
+@requires(Permission.JOBS_SUBMIT)
 def enqueue_batch():
     """201 when the batch created a job, else 200 (Idempotent-Replayed: true when every job
     was replayed); each job says what became of it."""
@@ -109,6 +112,7 @@ def header_key(max_chars: int) -> str | None:
 
 
 @bp.get("/<uuid:job_id>")  # a uuid, so that GET /v1/jobs/batch is no route (Allow: POST)
+@requires(Permission.JOBS_READ)
 def get_job(job_id):
     wait = parse_query(WaitQuery, request.args).wait
     job = services().store.get_job(str(job_id))
@@ -118,6 +122,7 @@ def get_job(job_id):
 
 
 @bp.get("")
+@requires(Permission.JOBS_READ)
 def list_jobs():
     query = parse_query(ListQuery, request.args)
     settings = services().settings
@@ -138,6 +143,7 @@ def list_jobs():
 
 
 @bp.post("/retry")
+@requires(Permission.JOBS_MANAGE)
 def retry_dead():
     """Bulk retry of the dead-letter queue: every dead job matching the filter, in one statement."""
     query = RetryFilter.parse(read_json(services().settings.max_payload_bytes))
@@ -145,11 +151,13 @@ def retry_dead():
 
 
 @bp.post("/<job_id>/cancel")
+@requires(Permission.JOBS_MANAGE)
 def cancel(job_id: str):
     return job_json(services().manager.cancel(job_id))
 
 
 @bp.post("/<job_id>/retry")
+@requires(Permission.JOBS_MANAGE)
 def retry(job_id: str):
     return job_json(services().manager.retry(job_id))
 

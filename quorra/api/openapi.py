@@ -55,6 +55,7 @@ def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
 _ERROR_DESCRIPTIONS = {
     400: "Invalid request (the error details name each bad field)",
     401: "Missing or invalid X-API-Key",
+    403: "The key's role lacks the permission this needs (the error details name it)",
     404: "No such job (or schedule)",
     409: "The job's status does not allow this (or: a schedule of that name exists)",
     413: "Request body too large",
@@ -65,7 +66,8 @@ _ERROR_DESCRIPTIONS = {
 
 def _responses(ok: int, schema: dict[str, Any], description: str, *errors: int) -> dict[str, Any]:
     responses = {str(ok): _json(schema, description)}
-    for status in errors:
+    # Every authenticated operation may also be refused to a role that lacks its permission.
+    for status in sorted({*errors, 403} if 401 in errors else set(errors)):
         responses[str(status)] = _json(_ref("Error"), _ERROR_DESCRIPTIONS[status])
     return responses
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from flask import Blueprint
 
-from quorra.api.auth import require_api_key
+from quorra.access import Permission
+from quorra.api.auth import require_api_key, requires
 from quorra.api.services import services
 
 bp = Blueprint("queues", __name__, url_prefix="/v1/queues")
@@ -12,6 +13,7 @@ bp.before_request(require_api_key)
 
 
 @bp.get("")
+@requires(Permission.JOBS_READ)
 def queue_counts():
     counts = services().store.queue_counts()
     return {"queues": [{"queue": c.queue, "status": c.status, "count": c.count} for c in counts]}

@@ -8,7 +8,8 @@ from typing import Any
 
 from flask import Blueprint, url_for
 
-from quorra.api.auth import require_api_key
+from quorra.access import Permission
+from quorra.api.auth import require_api_key, requires
 from quorra.api.body import read_json
 from quorra.api.jobs import timestamp
 from quorra.api.services import services
@@ -20,6 +21,7 @@ bp.before_request(require_api_key)
 
 
 @bp.post("")
+@requires(Permission.SCHEDULES_MANAGE)
 def create():
     spec = ScheduleSpec.parse(read_json(services().settings.max_payload_bytes))
     schedule = services().manager.create_schedule(spec)
@@ -27,16 +29,19 @@ def create():
 
 
 @bp.get("")
+@requires(Permission.SCHEDULES_READ)
 def list_schedules():
     return {"schedules": [schedule_json(schedule) for schedule in services().store.list_schedules()]}
 
 
 @bp.get("/<name>")
+@requires(Permission.SCHEDULES_READ)
 def get_schedule(name: str):
     return schedule_json(services().store.get_schedule(name))
 
 
 @bp.patch("/<name>")
+@requires(Permission.SCHEDULES_MANAGE)
 def update(name: str):
     changes = read_json(services().settings.max_payload_bytes)
     services().manager.update_schedule(name, changes)
@@ -44,18 +49,21 @@ def update(name: str):
 
 
 @bp.delete("/<name>")
+@requires(Permission.SCHEDULES_MANAGE)
 def delete(name: str):
     services().manager.delete_schedule(name)
     return "", 204
 
 
 @bp.post("/<name>/pause")
+@requires(Permission.SCHEDULES_MANAGE)
 def pause(name: str):
     services().manager.pause_schedule(name)
     return schedule_json(services().store.get_schedule(name))
 
 
 @bp.post("/<name>/resume")
+@requires(Permission.SCHEDULES_MANAGE)
 def resume(name: str):
     services().manager.resume_schedule(name)
     return schedule_json(services().store.get_schedule(name))

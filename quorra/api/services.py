@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import redis
 from flask import current_app
 
+from quorra.access import Authenticator
 from quorra.api.waits import JobWaits, max_job_waits
 from quorra.config import Settings
 from quorra.manager import JobManager
@@ -34,6 +35,10 @@ class Services:
     @functools.cached_property
     def manager(self) -> JobManager:
         return JobManager(self.store, self.notifier, default_timeout_seconds=self.settings.default_job_timeout_seconds)
+
+    @functools.cached_property
+    def authenticator(self) -> Authenticator:
+        return self.settings.authenticator()
 
     @functools.cached_property
     def waits(self) -> JobWaits:

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import secrets
 from collections import defaultdict
-from collections.abc import Callable
 
 from flask import Blueprint, Flask, Response, current_app, g, render_template, request
 
+from quorra.access import Authenticator, Permission
 from quorra.jobs import JobStatus
 from quorra.store import Store
 
@@ -25,8 +25,8 @@ STATUS_COLUMNS = [status.value for status in JobStatus]
 bp = Blueprint("dashboard", __name__, template_folder="templates")
 
 
-def init_app(app: Flask, store: Store, key_matches: Callable[[str], bool]) -> None:
-    app.extensions[EXTENSION] = (store, key_matches)
+def init_app(app: Flask, store: Store, authenticator: Authenticator) -> None:
+    app.extensions[EXTENSION] = (store, authenticator)
     app.register_blueprint(bp)
 
 
@@ -50,14 +50,16 @@ def add_security_headers(response: Response) -> Response:
 
 @bp.before_request
 def require_basic_auth() -> Response | None:
-    _, key_matches = current_app.extensions[EXTENSION]
+    _, authenticator = current_app.extensions[EXTENSION]
     credentials = request.authorization
-    if credentials is None or not key_matches(credentials.password or ""):
+    principal = None if credentials is None else authenticator.authenticate_key(credentials.password or "")
+    if principal is None or not principal.can(Permission.JOBS_READ):
         return Response(
             "An API key is required (any user name, the key as password).\n",
             401,
             {"WWW-Authenticate": 'Basic realm="Quorra", charset="UTF-8"', "Content-Type": "text/plain"},
         )
+    g.principal = principal
     return None
 
 

@@ -9,15 +9,18 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import grpc
 
 from quorra import metrics
+from quorra.access import Authenticator, Credential, Permission, Principal, Role
 from quorra.logs import request_id
 
 API_KEY_HEADER = "x-api-key"
+AUTHORIZATION_HEADER = "authorization"
+BEARER_PREFIX = "Bearer "
 REQUEST_ID_HEADER = "x-request-id"
 # The health service answers without a key, like REST's /healthz (probes send no metadata).
 OPEN_METHOD_PREFIXES = ("/grpc.health.v1.Health/",)
@@ -61,22 +64,55 @@ def metadata_value(details: grpc.HandlerCallDetails, key: str) -> str | None:
 
 
 class ApiKeyInterceptor(grpc.ServerInterceptor):
-    """Every call but the health check needs one of the configured keys as `x-api-key`."""
+    """Every call but the health check needs a credential (`x-api-key`, or `authorization:
+    Bearer <token>`) whose principal holds the permission its service needs. A service not
+    listed in `permissions` is refused to every caller but an admin (fail closed)."""
 
-    def __init__(self, accepts_api_key: Callable[[str], bool]):
-        self._accepts = accepts_api_key
+    def __init__(self, authenticator: Authenticator, permissions: Mapping[str, Permission]):
+        self._authenticator = authenticator
+        self._permissions = permissions  # "/package.Service/" -> permission
 
     def intercept_service(self, continuation, details: grpc.HandlerCallDetails):
         handler = continuation(details)
         if handler is None or details.method.startswith(OPEN_METHOD_PREFIXES):
             return handler
-        if self._accepts(metadata_value(details, API_KEY_HEADER) or ""):
+        credential = _credential(details)
+        principal = None if credential is None else self._authenticator.authenticate(credential)
+        if principal is None:
+            return wrap_handler(handler, lambda _behavior, _streaming: _refuse_unauthenticated)
+        permission = self._permissions.get(details.method[: details.method.rfind("/") + 1])
+        if _allowed(principal, permission):
             return handler
-        return wrap_handler(handler, lambda _behavior, _streaming: _refuse)
+        message = f"the {principal.role} role lacks the {permission or 'admin'} permission"
+        return wrap_handler(handler, lambda _behavior, _streaming: _refuser(grpc.StatusCode.PERMISSION_DENIED, message))
 
 
-def _refuse(_request: Any, context: grpc.ServicerContext) -> None:
-    context.abort(grpc.StatusCode.UNAUTHENTICATED, f"a valid API key is required as `{API_KEY_HEADER}` metadata")
+def _allowed(principal: Principal, permission: Permission | None) -> bool:
+    if permission is None:  # an unlisted service
+        return principal.role is Role.ADMIN
+    return principal.can(permission)
+
+
+def _credential(details: grpc.HandlerCallDetails) -> Credential | None:
+    key = metadata_value(details, API_KEY_HEADER)
+    if key:
+        return Credential("api_key", key)
+    authorization = metadata_value(details, AUTHORIZATION_HEADER) or ""
+    if authorization.startswith(BEARER_PREFIX) and authorization[len(BEARER_PREFIX) :].strip():
+        return Credential("bearer", authorization[len(BEARER_PREFIX) :].strip())
+    return None
+
+
+def _refuser(code: grpc.StatusCode, message: str) -> Behavior:
+    def refuse(_request: Any, context: grpc.ServicerContext) -> None:
+        context.abort(code, message)
+
+    return refuse
+
+
+_refuse_unauthenticated = _refuser(
+    grpc.StatusCode.UNAUTHENTICATED, f"a valid API key is required as `{API_KEY_HEADER}` metadata"
+)
 
 
 class ObservingInterceptor(grpc.ServerInterceptor):

@@ -30,6 +30,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from quorra.access import Permission
 from quorra.config import Settings, listen_address
 from quorra.errors import DatabaseUnavailable, QuorraError
 from quorra.migrate import ensure_at_head
@@ -48,6 +49,11 @@ HEALTH_CHECK_SECONDS = 2.0
 FINAL_STOP_SECONDS = 5.0  # after every call is cancelled, for grpc core to finish its shutdown
 HEALTH_STOP_SECONDS = 2.0  # at most this long telling health watchers of a shutdown
 QUEUED_CALLS_PER_THREAD = 4
+# What a caller's role must allow, by service; the health service needs no credential at all.
+SERVICE_PERMISSIONS = {
+    f"/{SERVICE_NAME}/": Permission.JOBS_WORK,
+    f"/{reflection.SERVICE_NAME}/": Permission.JOBS_WORK,
+}
 _SERVING = health_pb2.HealthCheckResponse.SERVING
 _NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
@@ -180,7 +186,7 @@ def create_server(
         # Outermost first. The gate admits by kind of call, after the key check.
         interceptors=[
             ObservingInterceptor(),
-            ApiKeyInterceptor(settings.accepts_api_key),
+            ApiKeyInterceptor(settings.authenticator(), SERVICE_PERMISSIONS),
             gate,
             LedgerInterceptor(ledger),
         ],

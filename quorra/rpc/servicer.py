@@ -52,6 +52,7 @@ STATUS_FOR_CODE: dict[str, grpc.StatusCode] = {
     "invalid_argument": grpc.StatusCode.INVALID_ARGUMENT,
     "payload_too_large": grpc.StatusCode.INVALID_ARGUMENT,
     "unauthenticated": grpc.StatusCode.UNAUTHENTICATED,
+    "permission_denied": grpc.StatusCode.PERMISSION_DENIED,
     "not_found": grpc.StatusCode.NOT_FOUND,
     "conflict": grpc.StatusCode.FAILED_PRECONDITION,
     "stale_lease": grpc.StatusCode.FAILED_PRECONDITION,

@@ -6,6 +6,7 @@ import logging
 
 import pytest
 
+from quorra.access import Credential, Permission, Role
 from quorra.api import create_app
 from quorra.api.services import warn_dev_api_key
 from quorra.config import DEV_API_KEY, Settings
@@ -66,12 +67,49 @@ def test_public_routes_need_no_key(client, path):
     assert client.get(path).status_code == 200
 
 
-def test_accepts_api_key_compares_with_every_key():
-    settings = Settings(api_keys=("a", "b", "c", "clé"))
-    assert settings.accepts_api_key("b")
-    assert settings.accepts_api_key("clé")
-    assert not settings.accepts_api_key("d")
-    assert not settings.accepts_api_key("")
+def test_the_authenticator_knows_every_configured_key_and_its_role():
+    authenticator = Settings(api_keys=("a", "b", "c", "clé"), readonly_api_keys=("r",)).authenticator()
+
+    assert authenticator.authenticate_key("b").role is Role.ADMIN
+    assert authenticator.authenticate_key("clé").role is Role.ADMIN
+    assert authenticator.authenticate_key("r").role is Role.VIEWER
+    assert authenticator.authenticate_key("d") is None
+    assert authenticator.authenticate_key("") is None
+    assert authenticator.authenticate(Credential("bearer", "a")) is None  # a key is no bearer token
+
+
+@pytest.fixture
+def readonly_client(database_url, store, notifier):
+    settings = Settings(database_url=database_url, api_keys=("admin-key",), readonly_api_keys=("viewer-key",))
+    return create_app(settings, store=store, notifier=notifier).test_client()
+
+
+def test_a_readonly_key_reads_but_is_refused_every_change(readonly_client, store):
+    viewer = {"X-API-Key": "viewer-key"}
+    created = readonly_client.post("/v1/jobs", json=BODY, headers={"X-API-Key": "admin-key"}).get_json()
+
+    assert readonly_client.get(f"/v1/jobs/{created['id']}", headers=viewer).status_code == 200
+    assert readonly_client.get("/v1/queues", headers=viewer).status_code == 200
+    refused = [
+        readonly_client.post("/v1/jobs", json=BODY, headers=viewer),
+        readonly_client.post(f"/v1/jobs/{created['id']}/cancel", headers=viewer),
+        readonly_client.post("/v1/schedules", json={"name": "s", "every": "1m", "type": "t"}, headers=viewer),
+    ]
+    for response in refused:
+        assert_error(response, 403, "permission_denied")
+        assert response.get_json()["error"]["details"]["role"] == "viewer"
+    assert readonly_client.get(f"/v1/jobs/{created['id']}", headers=viewer).get_json()["status"] == "pending"
+    assert job_count(store) == 1
+
+
+def test_every_v1_view_declares_the_permission_it_needs(app):
+    undeclared = [
+        rule.rule
+        for rule in app.url_map.iter_rules()
+        if rule.rule.startswith("/v1/")
+        and not isinstance(getattr(app.view_functions[rule.endpoint], "required_permission", None), Permission)
+    ]
+    assert undeclared == []
 
 
 def test_the_dev_api_key_is_warned_about_once_per_process(settings, store, notifier, caplog):

@@ -63,6 +63,17 @@ def test_any_configured_key_is_accepted(store, settings, notifier):
             )
 
 
+def test_a_readonly_key_may_not_lease_and_a_bearer_key_is_no_key(store, settings, notifier):
+    keys = rpc_settings(settings, api_keys=("admin-key",), readonly_api_keys=("viewer-key",))
+    with running_server(keys, store, notifier) as (_, port), stub_on(port) as stub:
+        lease = pb2.LeaseRequest(worker_id="w", queue="q")
+        denied = refusal(stub.LeaseJobs, lease, metadata=(("x-api-key", "viewer-key"),), timeout=10)
+        bearer = refusal(stub.LeaseJobs, lease, metadata=(("authorization", "Bearer admin-key"),), timeout=10)
+
+    assert denied.code() is C.PERMISSION_DENIED and "jobs:work" in denied.details()
+    assert bearer.code() is C.UNAUTHENTICATED
+
+
 def test_health_answers_without_a_key_and_reflection_lists_the_services(server):
     _, port = server
     with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
