@@ -95,3 +95,9 @@ class ScheduleExists(QuorraError):
     """A schedule of that name exists already."""
 
     code = "conflict"
+
+
+class WorkflowNotFound(QuorraError):
+    """No workflow has this id."""
+
+    code = "not_found"

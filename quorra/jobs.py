@@ -11,6 +11,14 @@ validation of a submitted job. Pure Python; the store applies these rules in SQL
                                                             dead     <-- attempts >  max_retries
     pending | failed | leased | processing --cancel--> cancelled
     dead | failed | cancelled --retry (manual)--> pending
+
+    blocked --last parent succeeded (or finished, on_parent_failure="run")--> pending
+    blocked --a parent dead or cancelled (on_parent_failure="cancel")--> cancelled
+    cancelled (by its parent) --the parent retried--> blocked
+    cancelled --retry (manual), a parent not yet succeeded--> blocked
+
+A job submitted with `depends_on` starts `blocked` (or `pending`, when every parent has
+already succeeded) and leaves it in the transaction that settles its last parent.
 """
 
 from __future__ import annotations
@@ -27,6 +35,7 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -73,6 +82,17 @@ def _integral_number(value: object) -> object:
     return value
 
 
+def _job_id(value: object) -> object:
+    if isinstance(value, str):
+        canonical = parse_job_id(value)
+        if canonical is None:
+            raise ValueError(f"{_printable(value[:100])!r} is not a job id (a UUID)")
+        return canonical
+    return value
+
+
+# A job id in a JSON body: a UUID in any spelling uuid.UUID takes, kept in canonical form.
+JobId = Annotated[StrictStr, AfterValidator(_job_id)]
 # An integer field of a JSON body: a JSON number without a fraction, never a bool or a string.
 JsonInt = Annotated[StrictInt, BeforeValidator(_integral_number)]
 QueueName = Annotated[StrictStr, Field(min_length=1, max_length=MAX_QUEUE_CHARS, pattern=NAME_PATTERN)]
@@ -89,7 +109,8 @@ class JobStatus(str, enum.Enum):
     SUCCEEDED = "succeeded"  # acked; terminal
     FAILED = "failed"  # an attempt failed; retried at run_at
     DEAD = "dead"  # out of retries: the dead-letter queue; terminal
-    CANCELLED = "cancelled"  # cancelled by a person; terminal
+    CANCELLED = "cancelled"  # cancelled by a person, or because a parent failed; terminal
+    BLOCKED = "blocked"  # waiting for its parents (depends_on) to succeed; never leased
 
     def __str__(self) -> str:
         return self.value
@@ -98,8 +119,10 @@ class JobStatus(str, enum.Enum):
 S = JobStatus
 LEASABLE = frozenset({S.PENDING, S.FAILED})
 HOLDING_LEASE = frozenset({S.LEASED, S.PROCESSING})
-CANCELLABLE = frozenset({S.PENDING, S.FAILED, S.LEASED, S.PROCESSING})
+CANCELLABLE = frozenset({S.PENDING, S.FAILED, S.LEASED, S.PROCESSING, S.BLOCKED})
 RETRYABLE = frozenset({S.DEAD, S.FAILED, S.CANCELLED})
+# A parent in one of these states will never succeed unless a person retries it.
+PARENT_FAILED = frozenset({S.DEAD, S.CANCELLED})
 TERMINAL = frozenset({S.SUCCEEDED, S.DEAD, S.CANCELLED})
 # A job moves among these states by itself (lease, heartbeat, nack, expiry, hand-back), so a
 # unique job keeps its slot in all of them: a slot let go in one and taken back in another
@@ -110,14 +133,17 @@ STATUS_BITS: dict[JobStatus, int] = {status: 1 << n for n, status in enumerate(J
 
 TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
     S.PENDING: frozenset({S.LEASED, S.CANCELLED}),
+    S.BLOCKED: frozenset({S.PENDING, S.CANCELLED}),
     S.LEASED: frozenset({S.PROCESSING, S.SUCCEEDED, S.FAILED, S.DEAD, S.CANCELLED, S.PENDING}),
     S.PROCESSING: frozenset({S.SUCCEEDED, S.FAILED, S.DEAD, S.CANCELLED}),
-    S.FAILED: frozenset({S.LEASED, S.CANCELLED, S.PENDING}),
     S.SUCCEEDED: frozenset(),
     S.DEAD: frozenset({S.PENDING}),
-    S.CANCELLED: frozenset({S.PENDING}),
+    S.FAILED: frozenset({S.LEASED, S.CANCELLED, S.PENDING}),
+    S.CANCELLED: frozenset({S.PENDING, S.BLOCKED}),
 }
 # leased -> pending is the hand-back of a lease that was never delivered (no attempt spent).
+# cancelled -> blocked: a dependant cancelled with its parent comes back when the parent is
+# retried (as Airflow clears a task's downstream), or a person retries it before its parents are done.
 
 
 def backoff_seconds(attempts: int) -> int:
@@ -168,13 +194,82 @@ class Job:
     scheduled_for: datetime | None = None  # for its tick at this time
     unique_key: str | None = None  # a unique job's slot (see UniqueOptions)
     unique_states: int | None = None  # the STATUS_BITS of the states that hold it
+    workflow_id: str | None = None  # the workflow it was submitted in (POST /v1/workflows)
+    ref: str | None = None  # its name within that workflow
+    on_parent_failure: str | None = None  # a dependant's ParentFailure policy; None without parents
+    pending_parents: int | None = None  # parents not yet met; None for a job without parents
+    has_dependants: bool = False  # some job depends on it: settling it releases them
+    cancelled_by_parent: str | None = None  # the failed parent that cancelled it (revived on its retry)
+    parents: tuple[ParentOutcome, ...] | None = None  # read for a lease only, not a column
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
+@dataclass(frozen=True)
+class ParentOutcome:
+    """What a dependant's handler sees of one parent."""
+
+    id: str
+    type: str
+    status: JobStatus
+    ref: str | None = None
+    result: Any = None
+    last_error: str | None = None
+
+
+class ParentFailure(str, enum.Enum):
+    """What a dependant does when a parent ends dead or cancelled."""
+
+    CANCEL = "cancel"  # cancelled too, naming the parent; back to blocked if the parent is retried
+    RUN = "run"  # runs anyway once every parent has finished; its handler sees their outcomes
+
+
+MAX_PARENTS = 1000
+
+
+def parent_is_met(status: JobStatus | str, policy: ParentFailure | str) -> bool:
+    """A parent no longer holds its dependant back: it succeeded or, for a dependant that
+    runs anyway, it finished."""
+    status = JobStatus(status)
+    return status is S.SUCCEEDED or (ParentFailure(policy) is ParentFailure.RUN and status in TERMINAL)
+
+
+@dataclass(frozen=True)
+class Readiness:
+    """Where a dependant stands, from its parents' states."""
+
+    status: JobStatus  # blocked, pending or cancelled
+    unmet: int  # parents still holding it back
+    failed_parent: tuple[str, JobStatus] | None = None  # (id, status) of the parent that cancels it
+
+
+def readiness(parents: dict[str, JobStatus], policy: ParentFailure | str) -> Readiness:
+    """A dependant's status given its parents' (by id): cancelled if its policy is "cancel"
+    and a parent is dead or cancelled, else pending once every parent is met, else blocked."""
+    if ParentFailure(policy) is ParentFailure.CANCEL:
+        failed = sorted((job_id, status) for job_id, status in parents.items() if status in PARENT_FAILED)
+        if failed:
+            return Readiness(S.CANCELLED, len(parents) - _met(parents, policy), failed[0])
+    unmet = len(parents) - _met(parents, policy)
+    return Readiness(S.PENDING if unmet == 0 else S.BLOCKED, unmet)
+
+
+def _met(parents: dict[str, JobStatus], policy) -> int:
+    return sum(parent_is_met(status, policy) for status in parents.values())
+
+
+def parent_failed_message(parent_id: str, status: JobStatus | str) -> str:
+    return f"parent {parent_id} is {JobStatus(status).value}"
+
+
 def states_mask(states) -> int:
-    return sum(STATUS_BITS[JobStatus(state)] for state in set(states))
+    """The STATUS_BITS of `states`; blocked goes with pending (a job waiting for its
+    parents holds its unique slot as a pending one does)."""
+    states = {JobStatus(state) for state in states}
+    if S.PENDING in states:
+        states.add(S.BLOCKED)
+    return sum(STATUS_BITS[state] for state in states)
 
 
 class UniqueOptions(BaseModel):
@@ -250,6 +345,14 @@ class JobSpec(BaseModel):
     # A retry with the same key and the same job returns the job the first try created.
     idempotency_key: IdempotencyKey | None = None
     unique: UniqueOptions | None = None
+    # Wait (blocked) until every one of these jobs has succeeded.
+    depends_on: tuple[JobId, ...] = Field((), max_length=MAX_PARENTS)
+    on_parent_failure: ParentFailure = ParentFailure.CANCEL
+
+    @field_validator("depends_on")
+    @classmethod
+    def _each_parent_once(cls, depends_on: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(depends_on))
 
     @field_validator("payload")
     @classmethod
@@ -280,13 +383,14 @@ class JobSpec(BaseModel):
 
     @property
     def is_plain(self) -> bool:
-        """Neither an idempotency key nor unique options: the batch INSERT's fast path."""
-        return self.idempotency_key is None and self.unique is None
+        """No idempotency key, unique options or parents: the batch INSERT's fast path."""
+        return self.idempotency_key is None and self.unique is None and not self.depends_on
 
     def fingerprint(self) -> str:
         """The job as submitted, whatever its JSON spelling (key order, defaults left out),
         without its idempotency key: what a retry under that key must repeat exactly."""
-        return _digest(self.model_dump(mode="json", exclude={"idempotency_key"}))
+        left_out = {"idempotency_key"} | ({"depends_on", "on_parent_failure"} if not self.depends_on else set())
+        return _digest(self.model_dump(mode="json", exclude=left_out))
 
     def unique_key(self, period_start: int | None = None) -> str | None:
         """The unique slot's key: the job type with the given key, or with the queue and the

@@ -18,10 +18,11 @@ from typing import Any
 
 from quorra import metrics
 from quorra.errors import QuorraError
-from quorra.jobs import DEFAULT_IDEMPOTENCY_TTL_SECONDS, TERMINAL, Job, JobSpec
+from quorra.jobs import DEFAULT_IDEMPOTENCY_TTL_SECONDS, LEASABLE, TERMINAL, Job, JobSpec, JobStatus
 from quorra.notify import Notifier, finished_key
 from quorra.schedules import Schedule, ScheduleSpec, plan_tick
-from quorra.store import FiredTick, Settlement, SettleResult, Store, Submitted
+from quorra.store import Effects, FiredTick, Settlement, SettleResult, Store, Submitted
+from quorra.workflows import Workflow, WorkflowPlan
 
 logger = logging.getLogger(__name__)
 
@@ -53,8 +54,19 @@ class JobManager:
         created = [item.job for item in submitted if item.created]
         metrics.jobs_created(created)
         metrics.submissions_deduplicated(item.outcome.value for item in submitted if not item.created)
-        self._wake(job.queue for job in created)
+        self._wake(job.queue for job in created if job.status in LEASABLE)  # blocked jobs wait for their parents
         return submitted
+
+    def submit_workflow(self, plan: WorkflowPlan) -> tuple[Workflow, list[Job]]:
+        """A workflow and all its jobs, in one transaction; the workers of the queues that
+        got a job ready to run are woken."""
+        workflow, created = self.store.submit_workflow(self._with_workflow_defaults(plan))
+        metrics.jobs_created(created)
+        self._wake(job.queue for job in created if job.status in LEASABLE)
+        return workflow, created
+
+    def _with_workflow_defaults(self, plan: WorkflowPlan) -> WorkflowPlan:
+        return dataclasses.replace(plan, specs=[self._with_defaults(spec) for spec in plan.specs])
 
     def _with_defaults(self, spec: JobSpec) -> JobSpec:
         if spec.timeout_seconds is None and self.default_timeout_seconds is not None:
@@ -62,23 +74,29 @@ class JobManager:
         return spec
 
     def cancel(self, job_id: str) -> Job:
-        job = self.store.cancel(job_id)
+        effects = Effects()
+        job = self.store.cancel(job_id, effects=effects)
         metrics.job_cancelled(job)
         self._announce_finished([job])
+        self._follow(effects)
         return job
 
     def retry(self, job_id: str) -> Job:
-        job = self.store.retry(job_id)
+        effects = Effects()
+        job = self.store.retry(job_id, effects=effects)
         metrics.job_retried(job)
-        self._wake([job.queue])
+        self._wake([job.queue] if job.status in LEASABLE else [])
+        self._follow(effects)
         return job
 
     def retry_dead(self, queue: str, *, type: str | None = None) -> int:
         """Every dead job of `queue` (and `type`) back in line in one statement; the count."""
-        by_type = self.store.retry_dead(queue, type=type)
+        effects = Effects()
+        by_type = self.store.retry_dead(queue, type=type, effects=effects)
         metrics.dead_jobs_retried(queue, by_type)
         if by_type:
             self._wake([queue])
+        self._follow(effects)
         return sum(by_type.values())
 
     # -- a worker's verbs -----------------------------------------------------------------------
@@ -98,11 +116,13 @@ class JobManager:
     def settle_many(self, settlements: Sequence[Settlement], *, worker_id: str | None) -> list[SettleResult]:
         """Acks and nacks in one store call; one result per settlement, in order. A failed
         attempt is retried after its backoff, so its wake-up is the scheduler's (wake_due)."""
-        results = self.store.settle_many(settlements, worker_id=worker_id)
+        effects = Effects()
+        results = self.store.settle_many(settlements, worker_id=worker_id, effects=effects)
         settled = [result.job for result in results if result.job is not None]
         for job in settled:
             metrics.job_settled(job)
         self._announce_finished(settled)
+        self._follow(effects)
         return results
 
     def ack(self, job_id: str, lease_id: str, result: Any = None, *, worker_id: str | None) -> Job:
@@ -182,9 +202,11 @@ class JobManager:
     def reap_expired(self, *, now: datetime | None = None, limit: int = 500) -> list[Job]:
         """One batch of expired leases, settled as failed attempts ('lease expired'). A reaped
         job is retried after its backoff, so its wake-up is wake_due's."""
-        reaped = self.store.reap_expired_leases(now=now, limit=limit)
+        effects = Effects()
+        reaped = self.store.reap_expired_leases(now=now, limit=limit, effects=effects)
         metrics.leases_expired(reaped)
         self._announce_finished(reaped)  # those out of retries are dead
+        self._follow(effects)
         return reaped
 
     def wake_due(self, after: datetime, *, now: datetime | None = None) -> list[str]:
@@ -237,6 +259,28 @@ class JobManager:
             metrics.schedule_tick_fired(schedule.name, (now - plan.fire_for).total_seconds())
             metrics.jobs_created([done.job])
         return done
+
+    # -- what a verb did to other jobs -------------------------------------------------------------
+
+    def _follow(self, effects: Effects) -> None:
+        """Dependants released (their queues woken), cancelled with a failed parent (counted,
+        their waiters woken), and workflows completed."""
+        if effects.dependants:
+            cancelled = [job for job in effects.dependants if job.status is JobStatus.CANCELLED]
+            for job in cancelled:
+                metrics.job_cancelled(job)
+            self._announce_finished(cancelled)
+            self._wake(job.queue for job in effects.dependants if job.status in LEASABLE)
+        for workflow in effects.workflows:
+            self._workflow_completed(workflow)
+
+    def _workflow_completed(self, workflow: Workflow) -> None:
+        """The workflow's last job finished (recorded once, in that job's transaction)."""
+        metrics.workflow_completed(workflow)
+        logger.info(
+            "workflow completed",
+            extra={"event": "workflow.completed", "workflow_id": workflow.id, "status": workflow.status.value},
+        )
 
     # -- wake-ups ---------------------------------------------------------------------------------
 

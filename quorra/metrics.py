@@ -41,7 +41,12 @@ JOBS_LEASED = Counter("quorra_jobs_leased", "Jobs leased to workers (one per att
 JOBS_PROCESSED = Counter("quorra_jobs_processed", "Jobs that succeeded", _JOB_LABELS)
 JOBS_FAILED = Counter("quorra_jobs_failed", "Failed attempts that will be retried", _JOB_LABELS)
 JOBS_DEAD = Counter("quorra_jobs_dead", "Jobs moved to the dead-letter queue", _JOB_LABELS)
-JOBS_CANCELLED = Counter("quorra_jobs_cancelled", "Jobs cancelled by a person", _JOB_LABELS)
+JOBS_CANCELLED = Counter(
+    "quorra_jobs_cancelled", "Jobs cancelled by a person, or with a parent that failed", _JOB_LABELS
+)
+WORKFLOWS_COMPLETED = Counter(
+    "quorra_workflows_completed", "Workflows whose last job finished, by their status then", ("status",)
+)
 JOBS_RETRIED = Counter("quorra_jobs_retried", "Jobs put back in line by a person", _JOB_LABELS)
 LEASES_EXPIRED = Counter("quorra_leases_expired", "Leases reclaimed by the scheduler after they expired", ("queue",))
 LEASES_RELEASED = Counter(
@@ -131,6 +136,10 @@ def leases_expired(jobs: Iterable[Job]) -> None:
     for job in jobs:
         LEASES_EXPIRED.labels(_queue_label(job.queue)).inc()
         job_settled(job)
+
+
+def workflow_completed(workflow) -> None:
+    WORKFLOWS_COMPLETED.labels(workflow.status.value).inc()
 
 
 def lease_released(job: Job) -> None:

@@ -28,6 +28,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 
 from quorra.jobs import HOLDING_LEASE, LEASABLE, STATUS_BITS, JobStatus
 from quorra.schedules import MissedTicks
+from quorra.workflows import WorkflowStatus
 
 metadata = MetaData(
     naming_convention={
@@ -95,6 +96,15 @@ jobs = Table(
     # bitmask of STATUS_BITS, in which the job holds it. NULL for every other job.
     Column("unique_key", String(64)),
     Column("unique_states", SmallInteger),
+    # Dependencies (job_dependencies holds the edges). A dependant counts its unmet parents
+    # in pending_parents, decremented set-based as they settle; a parent's has_dependants
+    # lets a settle skip the release statement when no settled job has dependants.
+    Column("workflow_id", Uuid(as_uuid=False)),
+    Column("ref", String(100)),
+    Column("on_parent_failure", String(8)),
+    Column("pending_parents", Integer),
+    Column("has_dependants", Boolean, nullable=False, server_default=text("false")),
+    Column("cancelled_by_parent", Uuid(as_uuid=False)),
     CheckConstraint(f"status IN ({_in(JobStatus)})", name="status"),
     CheckConstraint("attempts >= 0 AND max_retries >= 0", name="counts"),
 )
@@ -146,8 +156,46 @@ Index(
     postgresql_where=text("finished_at IS NOT NULL"),
     sqlite_where=text("finished_at IS NOT NULL"),
 )
+# The jobs of a workflow.
+Index(
+    "ix_jobs_workflow_id",
+    jobs.c.workflow_id,
+    postgresql_where=text("workflow_id IS NOT NULL"),
+    sqlite_where=text("workflow_id IS NOT NULL"),
+)
 # One job per schedule tick, whoever fires it (a leader replaced mid-tick cannot fire it twice).
 Index("ix_jobs_schedule_tick", jobs.c.schedule_id, jobs.c.scheduled_for, unique=True)
+
+
+# The edges of the dependency graph: job_id waits for parent_id. Read both ways: a job's
+# parents (the primary key) and a settled parent's dependants (ix_job_dependencies_parent_id).
+# No foreign keys: pruning removes a job's edges with it.
+job_dependencies = Table(
+    "job_dependencies",
+    metadata,
+    Column("job_id", Uuid(as_uuid=False), nullable=False),
+    Column("parent_id", Uuid(as_uuid=False), nullable=False),
+    PrimaryKeyConstraint("job_id", "parent_id"),
+)
+Index(
+    "ix_job_dependencies_parent_id",
+    job_dependencies.c.parent_id,
+    job_dependencies.c.job_id,
+)
+
+# A workflow: jobs submitted together (POST /v1/workflows). Its live status is counted from
+# its jobs; status and finished_at record its completion, set once by the transaction that
+# finished its last job (the workflow.completed moment), cleared when one of them is retried.
+workflows = Table(
+    "workflows",
+    metadata,
+    Column("id", Uuid(as_uuid=False), primary_key=True),
+    Column("name", String(200)),
+    Column("status", String(16), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("finished_at", UTCDateTime),
+    CheckConstraint(f"status IN ({_in(WorkflowStatus)})", name="status"),
+)
 
 
 schedules = Table(

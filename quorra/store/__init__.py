@@ -20,6 +20,7 @@ from quorra.store.base import (
     LEASE_EXPIRED,
     MAX_ERROR_CHARS,
     MAX_LIST_LIMIT,
+    Effects,
     JobPage,
     ListPosition,
     Outcome,
@@ -31,7 +32,7 @@ from quorra.store.base import (
     utcnow,
 )
 from quorra.store.leasing import Leasing
-from quorra.store.reading import Reading
+from quorra.store.reading import Reading, WorkflowView
 from quorra.store.schedules import FiredTick, Schedules
 from quorra.store.settling import Settling
 from quorra.store.submitting import Submitting
@@ -45,6 +46,7 @@ __all__ = [
     "LEASE_EXPIRED",
     "MAX_ERROR_CHARS",
     "MAX_LIST_LIMIT",
+    "Effects",
     "FiredTick",
     "JobPage",
     "ListPosition",
@@ -55,5 +57,6 @@ __all__ = [
     "Settlement",
     "Store",
     "Submitted",
+    "WorkflowView",
     "utcnow",
 ]

@@ -26,12 +26,16 @@ from quorra.jobs import (
     RETRYABLE,
     Job,
     JobStatus,
+    ParentFailure,
     parse_job_id,
+    readiness,
 )
 from quorra.schema import UTCDateTime, idempotency_keys, jobs
+from quorra.schema import job_dependencies as edges
 from quorra.store.base import (
     LEASE_EXPIRED,
     Clock,
+    Effects,
     StoreBase,
     failure_values,
     log_failed_attempt,
@@ -41,14 +45,28 @@ from quorra.store.base import (
     to_job,
     unique_slot_held,
 )
+from quorra.store.dependencies import (
+    follow,
+    log_dependants,
+    parents_of,
+    parents_retried,
+    workflows_reopened,
+)
 
 
 class Admin(StoreBase):
     """A person's verbs (cancel, retry) and the scheduler's (reap expired leases, prune jobs
     and idempotency keys)."""
 
-    def cancel(self, job_id: str, *, now: datetime | None = None) -> Job:
-        """Cancel a job that has not finished; a worker holding it can no longer ack."""
+    def cancel(
+        self,
+        job_id: str,
+        *,
+        now: datetime | None = None,
+        effects: Effects | None = None,
+    ) -> Job:
+        """Cancel a job that has not finished; a worker holding it can no longer ack. Its
+        dependants follow their on_parent_failure policy, in the same transaction."""
         with self._transaction() as conn:
             clock = self._clock(now)
             values = {
@@ -58,55 +76,118 @@ class Admin(StoreBase):
                 "updated_at": clock.now(),
             }
             job = self._transition(conn, job_id, CANCELLABLE, values, verb="cancel")
+            dependants = follow(conn, clock, self.dialect, [job], effects)
         log_transition("job cancelled", "job.cancelled", job)
+        log_dependants(dependants)
         return job
 
-    def retry(self, job_id: str, *, now: datetime | None = None) -> Job:
+    def retry(
+        self,
+        job_id: str,
+        *,
+        now: datetime | None = None,
+        effects: Effects | None = None,
+    ) -> Job:
         """Put a dead, failed or cancelled job back in line now, with its retries renewed.
-        A unique job whose slot another job took meanwhile stays where it is (conflict)."""
+        A unique job whose slot another job took meanwhile stays where it is (conflict).
+        A cancelled dependant whose parents have not all succeeded goes back to blocked (a
+        parent still dead or cancelled: conflict, retry that parent); the dependants this
+        job's failure cancelled come back too."""
         try:
-            job = self._retry(job_id, now)
+            job, dependants = self._retry(job_id, now, effects)
         except sa_exc.IntegrityError:  # only ix_jobs_unique_key can refuse this UPDATE
             raise IllegalTransition(
                 f"cannot retry job {job_id}: another job with its unique key holds the slot"
             ) from None
         log_transition("job retried", "job.retried", job)
+        log_dependants(dependants)
         return job
 
-    def _retry(self, job_id: str, now: datetime | None) -> Job:
+    def _retry(self, job_id: str, now: datetime | None, effects: Effects | None) -> tuple[Job, list[Job]]:
         with self._transaction() as conn:
-            return self._transition(conn, job_id, RETRYABLE, requeued(self._clock(now)), verb="retry")
+            clock = self._clock(now)
+            values = requeued(clock) | self._waiting_for_parents(conn, job_id)
+            job = self._transition(conn, job_id, RETRYABLE, values, verb="retry")
+            return job, self._back_in_line(conn, clock, [job], effects)
 
-    def retry_dead(self, queue: str, *, type: str | None = None, now: datetime | None = None) -> dict[str, int]:
+    def _waiting_for_parents(self, conn, job_id: str) -> dict[str, Any]:
+        """A cancelled dependant retried: blocked on its unmet parents, or refused while one
+        of them is dead or cancelled. Any other job goes back to pending."""
+        row = self._fetch(conn, job_id, for_update=True)
+        if row.pending_parents is None or row.status != JobStatus.CANCELLED.value:
+            return {}
+        ready = readiness(parents_of(conn, to_job(row)), row.on_parent_failure or ParentFailure.CANCEL)
+        if ready.failed_parent is not None:
+            parent, status = ready.failed_parent
+            raise IllegalTransition(
+                f"cannot retry job {job_id}: its parent {parent} is {status.value}; retry that first"
+            )
+        return {
+            "status": ready.status.value,
+            "pending_parents": ready.unmet,
+            "cancelled_by_parent": None,
+        }
+
+    def _back_in_line(self, conn, clock: Clock, retried: list[Job], effects: Effects | None) -> list[Job]:
+        """Retried jobs: the dependants their failure cancelled come back, and their
+        workflows run again."""
+        dependants = parents_retried(conn, clock, retried)
+        workflows_reopened(conn, [*retried, *dependants])
+        if effects is not None:
+            effects.add(dependants, [])
+        return dependants
+
+    def retry_dead(
+        self,
+        queue: str,
+        *,
+        type: str | None = None,
+        now: datetime | None = None,
+        effects: Effects | None = None,
+    ) -> dict[str, int]:
         """Put every dead job of `queue` (of `type`, if given) back in line now, in one
         UPDATE; answers how many of each type were retried."""
         guard = _dead_of(jobs, queue, type)
         with self._transaction() as conn:
+            clock = self._clock(now)
             statement = (
                 update(jobs)
                 .where(*guard, _unique_slot_free(queue, type))
-                .values(requeued(self._clock(now)))
-                .returning(jobs.c.type)
+                .values(requeued(clock))
+                .returning(jobs.c.type, jobs.c.id, jobs.c.has_dependants, jobs.c.workflow_id)
             )
             try:
-                retried = Counter(conn.execute(statement).scalars())
+                rows = conn.execute(statement).all()
             except sa_exc.IntegrityError:  # a unique job took a slot meanwhile (PostgreSQL)
                 raise IllegalTransition("a unique job took the slot of a dead job meanwhile; try again") from None
+            retried = Counter(row.type for row in rows)
+            followed = [row for row in rows if row.has_dependants or row.workflow_id is not None]
+            dependants = self._back_in_line(conn, clock, [self._job(conn, row.id) for row in followed], effects)
+        log_dependants(dependants)
         logger.info(
             "dead jobs retried",
             extra={"event": "jobs.retried", "queue": queue, "job_type": type, "count": sum(retried.values())},
         )
         return dict(retried)
 
-    def reap_expired_leases(self, *, now: datetime | None = None, limit: int = 500) -> list[Job]:
+    def reap_expired_leases(
+        self,
+        *,
+        now: datetime | None = None,
+        limit: int = 500,
+        effects: Effects | None = None,
+    ) -> list[Job]:
         """Leases past their expiry count as failed attempts ('lease expired'): the job is
-        retried with backoff or dead, exactly as a nack would do."""
+        retried with backoff or dead, exactly as a nack would do (dead ones' dependants
+        follow their policy)."""
         with self._transaction() as conn:
             clock = self._clock(now)
             rows = conn.execute(self._reap_statement(clock, limit)).all()
-        reaped = sorted(map(to_job, rows), key=lambda job: (job.updated_at, job.id))
+            reaped = sorted(map(to_job, rows), key=lambda job: (job.updated_at, job.id))
+            dependants = follow(conn, clock, self.dialect, reaped, effects)
         for job in reaped:
             log_failed_attempt(job)
+        log_dependants(dependants)
         return reaped
 
     def _reap_statement(self, clock: Clock, limit: int):
@@ -127,25 +208,38 @@ class Admin(StoreBase):
 
     def prune(self, finished_before: datetime, *, limit: int = 500) -> int:
         """Delete up to `limit` succeeded or cancelled jobs that finished before the given
-        time; dead jobs stay until a person retries them, and a job stays while an
-        idempotency key names it (a retry must find it). Small batches, short locks."""
+        time, with their dependency edges; dead jobs stay until a person retries them, a
+        job stays while an idempotency key names it (a retry must find it), and a parent
+        stays while a dependant of it has not finished (its handler reads the parent's
+        result). Small batches, short locks."""
         named_by_a_key = exists().where(idempotency_keys.c.job_id == jobs.c.id)
+        child = jobs.alias("child")
+        awaited = exists().where(
+            edges.c.parent_id == jobs.c.id,
+            child.c.id == edges.c.job_id,
+            child.c.status.not_in([JobStatus.SUCCEEDED.value, JobStatus.CANCELLED.value]),
+        )
         doomed = (
             select(jobs.c.id)
             .where(
                 jobs.c.status.in_([JobStatus.SUCCEEDED.value, JobStatus.CANCELLED.value]),
                 jobs.c.finished_at < literal(finished_before, UTCDateTime),
                 ~named_by_a_key,
+                or_(~jobs.c.has_dependants, ~awaited),
             )
             .limit(limit)
         )
         if self.dialect == "postgresql":
             doomed = doomed.with_for_update(skip_locked=True)
         with self._transaction() as conn:
-            deleted = conn.execute(delete(jobs).where(jobs.c.id.in_(doomed.scalar_subquery()))).rowcount
+            statement = delete(jobs).where(jobs.c.id.in_(doomed.scalar_subquery()))
+            deleted = conn.execute(statement.returning(jobs.c.id, jobs.c.has_dependants, jobs.c.pending_parents)).all()
+            linked = [str(row.id) for row in deleted if row.has_dependants or row.pending_parents is not None]
+            if linked:
+                conn.execute(delete(edges).where(or_(edges.c.job_id.in_(linked), edges.c.parent_id.in_(linked))))
         if deleted:
-            logger.info("jobs pruned", extra={"event": "jobs.pruned", "count": deleted})
-        return deleted
+            logger.info("jobs pruned", extra={"event": "jobs.pruned", "count": len(deleted)})
+        return len(deleted)
 
     def prune_idempotency_keys(self, *, now: datetime | None = None, limit: int = 500) -> int:
         """Delete up to `limit` idempotency keys that expired; a retry after that creates a
@@ -160,6 +254,9 @@ class Admin(StoreBase):
         if deleted:
             logger.info("idempotency keys pruned", extra={"event": "idempotency_keys.pruned", "count": deleted})
         return deleted
+
+    def _job(self, conn, job_id) -> Job:
+        return to_job(self._fetch(conn, str(job_id)))
 
     def _transition(self, conn, job_id: str, allowed, values: dict[str, Any], *, verb: str) -> Job:
         canonical = parse_job_id(job_id)

@@ -9,7 +9,7 @@ import logging
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple, Self
 
@@ -40,6 +40,7 @@ from quorra.jobs import (
     retries_remain,
 )
 from quorra.schema import UTCDateTime, jobs
+from quorra.workflows import Workflow
 
 logger = logging.getLogger("quorra.store")  # one logger for the whole store
 
@@ -70,6 +71,21 @@ class QueueCount:
     queue: str
     status: str
     count: int
+
+
+@dataclass
+class Effects:
+    """What a verb changed besides the jobs it was given, filled in by the store when the
+    caller passes one: dependants released (pending), cancelled with a failed parent or
+    revived (blocked again), and workflows whose last job just finished. The manager reads
+    it for their metrics, wake-ups and events."""
+
+    dependants: list[Job] = field(default_factory=list)
+    workflows: list[Workflow] = field(default_factory=list)
+
+    def add(self, dependants: list[Job], workflows: list[Workflow]) -> None:
+        self.dependants += dependants
+        self.workflows += workflows
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,7 @@ lease byte budget, heartbeats and the hand-back of a lease that never reached it
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import uuid
@@ -42,6 +43,7 @@ from quorra.store.base import (
     status_in,
     to_job,
 )
+from quorra.store.dependencies import parent_outcomes
 
 
 class Leasing(StoreBase):
@@ -70,7 +72,11 @@ class Leasing(StoreBase):
                 rows = self._lease_skip_locked(conn, clock, *ask)
             else:
                 rows = self._lease_one_by_one(conn, clock, *ask)
-        leased = sorted((to_job(row) for row in rows), key=lambda j: (-j.priority, j.run_at, j.id))
+            leased = [to_job(row) for row in rows]
+            if any(job.pending_parents is not None for job in leased):  # dependants: their parents' outcomes
+                outcomes = parent_outcomes(conn, leased)
+                leased = [_with_parents(job, outcomes) for job in leased]
+        leased.sort(key=lambda j: (-j.priority, j.run_at, j.id))
         for job in leased:
             log_transition("job leased", "job.leased", job, worker_id=worker_id)
         return leased
@@ -166,6 +172,10 @@ class Leasing(StoreBase):
         job = to_job(row)
         log_transition("lease released", "lease.released", job)
         return job
+
+
+def _with_parents(job: Job, outcomes: dict) -> Job:
+    return job if job.pending_parents is None else dataclasses.replace(job, parents=outcomes.get(job.id, ()))
 
 
 def _payload_bytes(dialect: str) -> ColumnElement:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import uuid
+from collections import Counter
+from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import (
@@ -16,13 +18,14 @@ from sqlalchemy import (
 )
 from sqlalchemy.sql.elements import ColumnElement
 
-from quorra.errors import InvalidArgument
+from quorra.errors import InvalidArgument, WorkflowNotFound
 from quorra.jobs import (
     LEASABLE,
     Job,
     JobStatus,
+    parse_job_id,
 )
-from quorra.schema import UTCDateTime, jobs
+from quorra.schema import UTCDateTime, jobs, workflows
 from quorra.store.base import (
     MAX_LIST_LIMIT,
     JobPage,
@@ -33,6 +36,8 @@ from quorra.store.base import (
     to_job,
     utcnow,
 )
+from quorra.store.dependencies import links_of, to_workflow
+from quorra.workflows import Workflow, WorkflowStatus, workflow_status
 
 
 class Reading(StoreBase):
@@ -41,6 +46,31 @@ class Reading(StoreBase):
     def get_job(self, job_id: str) -> Job:
         with self._one_statement() as conn:
             return to_job(self._fetch(conn, job_id))
+
+    def links(self, job_id: str) -> tuple[list[str], list[str]]:
+        """The ids of a job's parents and of its dependants."""
+        with self._transaction() as conn:
+            return links_of(conn, job_id)
+
+    def get_workflow(self, workflow_id: str) -> WorkflowView:
+        """A workflow, the count of its jobs by status and its jobs (without bodies), by ref."""
+        canonical = parse_job_id(workflow_id)
+        with self._transaction() as conn:
+            row = (
+                None
+                if canonical is None
+                else conn.execute(select(workflows).where(workflows.c.id == canonical)).one_or_none()
+            )
+            if row is None:
+                raise WorkflowNotFound(f"no workflow has the id {workflow_id!r}")
+            columns = [_no_body(c) if c.name in _BODIES else c for c in jobs.c]
+            members = conn.execute(
+                select(*columns)
+                .where(jobs.c.workflow_id == canonical)
+                .order_by(jobs.c.created_at, jobs.c.ref, jobs.c.id)
+            ).all()
+        found = [to_job(member) for member in members]
+        return WorkflowView(to_workflow(row), dict(Counter(job.status.value for job in found)), found)
 
     def list_jobs(
         self,
@@ -138,6 +168,18 @@ class Reading(StoreBase):
         """Raise DatabaseUnavailable unless the database answers."""
         with self._transaction() as conn:
             conn.execute(select(literal(1)))
+
+
+@dataclass(frozen=True)
+class WorkflowView:
+    workflow: Workflow
+    counts: dict[str, int]  # jobs by status
+    jobs: list[Job]
+
+    @property
+    def status(self) -> WorkflowStatus:
+        """The live status, from the jobs (the row's is the one recorded at completion)."""
+        return workflow_status(self.counts)
 
 
 def _status(status: JobStatus | str) -> JobStatus:

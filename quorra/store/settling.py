@@ -37,6 +37,7 @@ from quorra.schema import jobs
 from quorra.store.base import (
     MAX_ERROR_CHARS,
     Clock,
+    Effects,
     Settlement,
     SettleOutcome,
     SettleResult,
@@ -48,6 +49,7 @@ from quorra.store.base import (
     status_values,
     to_job,
 )
+from quorra.store.dependencies import follow, log_dependants
 
 
 class Settling(StoreBase):
@@ -86,20 +88,25 @@ class Settling(StoreBase):
         *,
         worker_id: str | None = None,
         now: datetime | None = None,
+        effects: Effects | None = None,
     ) -> list[SettleResult]:
         """Acks and nacks of held leases in one transaction (one UPDATE on PostgreSQL), with
         one result per settlement, in order: a stale or unknown lease never fails its
-        neighbours. With `worker_id`, a lease counts as held only by the worker it went to."""
+        neighbours. With `worker_id`, a lease counts as held only by the worker it went to.
+        In the same transaction, settled parents release or cancel their dependants and
+        finished workflows complete (reported in `effects`)."""
         checked = _check_settlements(settlements)
         valid = [item for item in checked if isinstance(item, Settlement)]
         with self._transaction() as conn:
             clock = self._clock(now)
             settled = self._settle(conn, clock, valid, worker_id) if valid else {}
+            dependants = follow(conn, clock, self.dialect, settled.values(), effects)
             unsettled = self._statuses(conn, [item.job_id for item in valid if item.job_id not in settled])
         results = [_settle_result(item, settled, unsettled) for item in checked]
         for result in results:
             if result.job is not None:
                 _log_settled(result.job)
+        log_dependants(dependants)
         return results
 
     def _settle(self, conn, clock, settlements: list[Settlement], worker_id: str | None) -> dict[str, Job]:

@@ -43,7 +43,13 @@ from quorra.jobs import (
     JobStatus,
     period_start,
 )
-from quorra.schema import UNIQUE_SLOT_HELD, UTCDateTime, idempotency_keys, jobs
+from quorra.schema import (
+    UNIQUE_SLOT_HELD,
+    UTCDateTime,
+    idempotency_keys,
+    jobs,
+    workflows,
+)
 from quorra.store.base import (
     Clock,
     Outcome,
@@ -54,6 +60,8 @@ from quorra.store.base import (
     to_job,
     utcnow,
 )
+from quorra.store.dependencies import link, to_workflow
+from quorra.workflows import Workflow, WorkflowPlan, WorkflowStatus
 
 # A unique job's INSERT found the slot taken, then no holder: the holder left the slot in
 # between. Try again this many times (each a fresh snapshot) before giving up.
@@ -102,9 +110,60 @@ class Submitting(StoreBase):
             for index, spec in enumerate(specs):
                 if results[index] is None:
                     results[index] = batched.get(index) or self._submit_one(conn, clock, spec, keys)
+            results = self._link(conn, clock, specs, results)
         submitted = [result for result in results if result is not None]
         _log_enqueued([result.job for result in submitted if result.created])
         return submitted
+
+    def submit_workflow(self, plan: WorkflowPlan, *, now: datetime | None = None) -> tuple[Workflow, list[Job]]:
+        """Create a workflow and all its jobs (each with its planned id and ref, in the
+        plan's dependency order) in one transaction, all or none."""
+        with self._transaction() as conn:
+            clock = self._clock(now)
+            row = {
+                "id": plan.workflow_id,
+                "name": plan.name,
+                "status": WorkflowStatus.RUNNING.value,
+            }
+            workflow = to_workflow(
+                conn.execute(insert(workflows).values(row, created_at=clock.now()).returning(*workflows.c)).one()
+            )
+            extra = {"workflow_id": plan.workflow_id}
+            rows = [
+                _new_row(spec, clock, job_id) | extra | {"ref": ref}
+                for job_id, ref, spec in zip(plan.ids, plan.refs, plan.specs, strict=True)
+            ]
+            created = _insert_rows(conn, clock, rows)
+            children = [(job_id, spec) for job_id, spec in zip(plan.ids, plan.specs, strict=True) if spec.depends_on]
+            created |= link(conn, clock, self.dialect, children) if children else {}
+        jobs_ = [created[job_id] for job_id in plan.ids]
+        _log_enqueued(jobs_)
+        logger.info(
+            "workflow created",
+            extra={
+                "event": "workflow.created",
+                "workflow_id": workflow.id,
+                "count": len(jobs_),
+            },
+        )
+        return workflow, jobs_
+
+    def _link(self, conn, clock: Clock, specs: Sequence[JobSpec], results: list) -> list:
+        """The created jobs that depend on others get their edges and first status."""
+        children = [
+            (result.job.id, spec)
+            for spec, result in zip(specs, results, strict=True)
+            if spec.depends_on and result is not None and result.created
+        ]
+        if not children:
+            return results
+        linked = link(conn, clock, self.dialect, children)
+        return [
+            Submitted(linked[result.job.id], result.outcome)
+            if result is not None and result.job.id in linked
+            else result
+            for result in results
+        ]
 
     def _insert_plain_only(self, specs: Sequence[JobSpec], now: datetime | None) -> list[Job]:
         ids = new_job_ids(len(specs))
@@ -142,7 +201,11 @@ class Submitting(StoreBase):
 
     def _insert_plain(self, conn, clock: Clock, specs: Sequence[JobSpec]) -> list[Submitted | None]:
         """The plain jobs in one executemany; None in the places of the others."""
-        rows = {index: _new_row(spec, clock) for index, spec in enumerate(specs) if spec.is_plain}
+        rows = {
+            index: _new_row(spec, clock)
+            for index, spec in enumerate(specs)
+            if spec.idempotency_key is None and spec.unique is None
+        }
         created = _insert_rows(conn, clock, list(rows.values()))
         return [
             Submitted(created[rows[index]["id"]], Outcome.CREATED) if index in rows else None
@@ -372,7 +435,17 @@ _INSERT_AT_DB_TIME = (
 
 def _base_row(spec: JobSpec, job_id: str | None = None) -> dict[str, Any]:
     """A new job's columns but its times: the one list of them for every INSERT but the
-    PostgreSQL fast path's (json_to_recordset, which types its own columns)."""
+    PostgreSQL fast path's (json_to_recordset, which types its own columns). A job with
+    parents goes in blocked; dependencies.link gives it its first status."""
+    if spec.depends_on:
+        return _columns(spec, job_id) | {
+            "status": JobStatus.BLOCKED.value,
+            "pending_parents": len(spec.depends_on),
+        }
+    return _columns(spec, job_id) | _NO_PARENTS
+
+
+def _columns(spec: JobSpec, job_id: str | None) -> dict[str, Any]:
     return {
         "id": job_id or str(uuid.uuid4()),
         "type": spec.type,
@@ -386,9 +459,13 @@ def _base_row(spec: JobSpec, job_id: str | None = None) -> dict[str, Any]:
     }
 
 
-def _new_row(spec: JobSpec, clock: Clock) -> dict[str, Any]:
+# Every row of an executemany names the same columns.
+_NO_PARENTS = {"pending_parents": None}
+
+
+def _new_row(spec: JobSpec, clock: Clock, job_id: str | None = None) -> dict[str, Any]:
     """Parameters of the prebuilt INSERTs."""
-    row = _base_row(spec)
+    row = _base_row(spec, job_id)
     if clock.fixed is None:  # PostgreSQL time: now() + delay, computed by the database
         return row | {"delay_seconds": spec.delay_seconds}
     return row | _times_from(spec, clock.fixed)
