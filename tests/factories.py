@@ -51,6 +51,21 @@ def cancelled_job(store: Store, **overrides: Any) -> Job:
     return store.cancel(make_job(store, **overrides).id)
 
 
+def blocked_job(store: Store, **overrides: Any) -> Job:
+    """A dependant of a pending job (in a queue of its own), waiting for it."""
+    parent = make_job(store, queue=f"parents-{_serial()}")
+    return make_job(store, depends_on=[parent.id], **overrides)
+
+
+def dependant_of(store: Store, *parents: Job, **overrides: Any) -> Job:
+    return make_job(
+        store,
+        queue=overrides.pop("queue", f"q-{id(store)}-{_serial()}"),
+        depends_on=[p.id for p in parents],
+        **overrides,
+    )
+
+
 def job_in_status(store: Store, status: JobStatus | str, **overrides: Any) -> Job:
     """A job in `status`, each in a queue of its own, reached through the public verbs."""
     overrides.setdefault("queue", f"q-{id(store)}-{_serial()}")
@@ -62,6 +77,7 @@ def job_in_status(store: Store, status: JobStatus | str, **overrides: Any) -> Jo
         JobStatus.FAILED: lambda: failed_job(store, **overrides),
         JobStatus.DEAD: lambda: dead_job(store, **overrides),
         JobStatus.CANCELLED: lambda: cancelled_job(store, **overrides),
+        JobStatus.BLOCKED: lambda: blocked_job(store, **overrides),
     }
     job = reach[JobStatus(status)]()
     assert job.status == JobStatus(status)

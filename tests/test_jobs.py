@@ -59,7 +59,7 @@ def test_job_spec_fills_in_the_defaults():
 def test_job_spec_keeps_every_given_field():
     data = VALID | {"queue": "mail", "priority": -5, "delay_seconds": 60, "max_retries": 0, "timeout_seconds": 30}
     job = JobSpec.parse(data)
-    assert job.model_dump(exclude={"idempotency_key", "unique"}) == data
+    assert job.model_dump(exclude={"idempotency_key", "unique", "depends_on", "on_parent_failure"}) == data
 
 
 @pytest.mark.parametrize("data", [None, [], "job", 42])
@@ -254,8 +254,10 @@ def test_transitions_cover_every_status_and_lead_only_to_statuses():
     assert all(targets <= set(JobStatus) for targets in TRANSITIONS.values())
 
 
-def test_terminal_statuses_lead_nowhere_but_a_manual_retry():
-    assert all(TRANSITIONS[status] <= {S.PENDING} for status in TERMINAL)
+def test_terminal_statuses_lead_nowhere_but_back_in_line():
+    # (a retry; a cancelled dependant goes back to waiting for its parents)
+    assert all(TRANSITIONS[status] <= {S.PENDING, S.BLOCKED} for status in TERMINAL)
+    assert TRANSITIONS[S.DEAD] == {S.PENDING}
     assert TRANSITIONS[S.SUCCEEDED] == frozenset()
 
 
@@ -305,7 +307,9 @@ def test_a_given_unique_key_ignores_queue_and_payload_and_a_period_adds_its_star
 
 def test_unique_states_default_to_the_live_states():
     assert set(UniqueOptions().states) == LIVE
-    assert UniqueOptions(states=[*LIVE, JobStatus.SUCCEEDED]).mask == sum(STATUS_BITS[s] for s in LIVE) + 8
+    # blocked goes with pending: a job waiting for its parents holds the slot
+    expected = sum(STATUS_BITS[s] for s in LIVE) + STATUS_BITS[JobStatus.SUCCEEDED] + STATUS_BITS[JobStatus.BLOCKED]
+    assert UniqueOptions(states=[*LIVE, JobStatus.SUCCEEDED]).mask == expected
 
 
 @pytest.mark.parametrize("key", ["k", "!~", "x" * MAX_IDEMPOTENCY_KEY_CHARS])

@@ -126,7 +126,7 @@ class Submitting(StoreBase):
                 "status": WorkflowStatus.RUNNING.value,
             }
             workflow = to_workflow(
-                conn.execute(insert(workflows).values(row, created_at=clock.now()).returning(*workflows.c)).one()
+                conn.execute(insert(workflows).values(row | {"created_at": clock.now()}).returning(*workflows.c)).one()
             )
             extra = {"workflow_id": plan.workflow_id}
             rows = [

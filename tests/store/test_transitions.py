@@ -7,9 +7,9 @@ from __future__ import annotations
 import uuid
 
 from quorra.errors import IllegalTransition, StaleLease
-from quorra.jobs import TRANSITIONS, JobStatus
+from quorra.jobs import TRANSITIONS, Job, JobStatus
 from quorra.store import Store
-from tests.factories import job_in_status
+from tests.factories import blocked_job, dependant_of, job_in_status
 from tests.store.support import later
 
 S = JobStatus
@@ -52,14 +52,39 @@ def _apply(store: Store, verb: str, job) -> set[tuple[JobStatus, JobStatus]]:
     return {(before[job_id], after[job_id]) for job_id in before if before[job_id] != after[job_id]}
 
 
+def _with_a_dependant(store: Store, status: JobStatus, **overrides) -> Job:
+    """A job in `status` that a job submitted after it depends on (which is blocked, pending
+    or, when the job is dead or cancelled, cancelled)."""
+    job = job_in_status(store, status, **overrides)
+    dependant_of(store, job)
+    return job
+
+
+def _cancelled_dependant(store: Store) -> Job:
+    """A dependant cancelled by a person while its parent is still pending."""
+    return store.cancel(blocked_job(store).id)
+
+
 def test_every_store_verb_moves_jobs_only_along_the_transitions(store):
-    # Given a job in each status (retrying jobs, and jobs that die on their first failure)
+    # Given a job in each status (retrying jobs, and jobs that die on their first failure),
+    # the same with a dependant, and a dependant cancelled before its parent ran
     walk = [(status, {}) for status in JobStatus] + [(s, {"max_retries": 0}) for s in (S.LEASED, S.PROCESSING)]
+    makers = [
+        lambda status=status, overrides=overrides: job_in_status(store, status, **overrides)
+        for status, overrides in walk
+    ]
+    makers += [
+        lambda status=status, overrides=overrides: _with_a_dependant(store, status, **overrides)
+        for status, overrides in walk
+    ]
+    makers.append(lambda: _cancelled_dependant(store))
     seen = set()
-    for status, overrides in walk:
+    for make in makers:
         for verb in VERBS:
             # When each verb is applied to a fresh job in that status
-            changes = _apply(store, verb, job_in_status(store, status, **overrides))
+            job = make()
+            status = job.status
+            changes = _apply(store, verb, job)
             # Then every status change it made is an edge of TRANSITIONS
             assert changes <= EVERY_EDGE, f"{verb} on a {status} job made {changes - EVERY_EDGE}"
             seen |= changes
