@@ -118,7 +118,7 @@ def get_job(job_id):
     job = services().store.get_job(str(job_id))
     if wait:
         job = services().waits.until_finished(job, wait)
-    return job_json(job)
+    return job_json(job) | links_json(job)
 
 
 @bp.get("")
@@ -278,4 +278,16 @@ def _job_fields(job: Job) -> dict[str, Any]:
         "created_at": timestamp(job.created_at),
         "updated_at": timestamp(job.updated_at),
         "finished_at": timestamp(job.finished_at),
+        "workflow_id": job.workflow_id,
+        "ref": job.ref,
+        "on_parent_failure": job.on_parent_failure,
+        "pending_parents": job.pending_parents,
     }
+
+
+def links_json(job: Job) -> dict[str, list[str]]:
+    """The ids of a job's parents and dependants (read only for a job that has some)."""
+    if job.pending_parents is None and not job.has_dependants:
+        return {"depends_on": [], "dependants": []}
+    parents, dependants = services().store.links(job.id)
+    return {"depends_on": parents, "dependants": dependants}

@@ -21,7 +21,7 @@ from quorra.client.errors import (
     Unreachable,
     WaitTimeout,
 )
-from quorra.client.models import Job, JobStatus, QueueCount, SubmittedJob
+from quorra.client.models import Job, JobStatus, QueueCount, SubmittedJob, SubmittedWorkflow, Workflow
 from quorra.client.sync import Client
 
 __all__ = [
@@ -37,8 +37,10 @@ __all__ = [
     "QuorraClientError",
     "ServerError",
     "SubmittedJob",
+    "SubmittedWorkflow",
     "Unauthenticated",
     "Unavailable",
     "Unreachable",
     "WaitTimeout",
+    "Workflow",
 ]

@@ -21,7 +21,7 @@ from tenacity import AsyncRetrying
 from quorra.client import calls
 from quorra.client.calls import Call
 from quorra.client.errors import Unavailable, Unreachable, WaitTimeout
-from quorra.client.models import DEV_API_KEY, Job, QueueCount, SubmittedJob
+from quorra.client.models import DEV_API_KEY, Job, QueueCount, SubmittedJob, SubmittedWorkflow, Workflow
 from quorra.client.sync import DEFAULT_RETRIES, DEFAULT_TIMEOUT_SECONDS, DEFAULT_URL, http_options, settings_from_env
 
 
@@ -66,6 +66,8 @@ class AsyncClient:
         run_at: datetime | None = None,
         max_retries: int | None = None,
         timeout_seconds: int | None = None,
+        depends_on: Iterable[str] | None = None,
+        on_parent_failure: str | None = None,
     ) -> SubmittedJob:
         spec = calls.job_spec(
             type,
@@ -76,6 +78,8 @@ class AsyncClient:
             run_at=run_at,
             max_retries=max_retries,
             timeout_seconds=timeout_seconds,
+            depends_on=depends_on,
+            on_parent_failure=on_parent_failure,
         )
         return SubmittedJob.from_json(await self._call(calls.submit(spec)))
 
@@ -90,6 +94,16 @@ class AsyncClient:
                 raise
             created.extend(SubmittedJob.from_json(item) for item in answer["jobs"])
         return created
+
+    async def submit_workflow(self, jobs: Iterable[Mapping[str, Any]], *, name: str | None = None) -> SubmittedWorkflow:
+        """Jobs that depend on each other by ref (each item: enqueue's arguments plus "ref",
+        its depends_on naming refs or existing job ids), created all or none."""
+        specs = [calls.spec_of(job) for job in jobs]
+        return SubmittedWorkflow.from_json(await self._call(calls.submit_workflow(specs, name)))
+
+    async def workflow(self, workflow_id: str) -> Workflow:
+        """The status of a workflow as a whole, its counts by status and its jobs."""
+        return Workflow.from_json(await self._call(calls.get_workflow(workflow_id)))
 
     async def get(self, job_id: str) -> Job:
         return Job.from_json(await self._call(calls.get_job(job_id)))

@@ -64,6 +64,16 @@ def submit_batch(specs: list[dict[str, Any]]) -> Call:
     return Call("POST", "/v1/jobs/batch", Kind.SUBMIT, json={"jobs": specs}, headers=_idempotency_key())
 
 
+def submit_workflow(jobs: list[dict[str, Any]], name: str | None) -> Call:
+    """No Idempotency-Key on this route: repeated only if surely not sent."""
+    body: dict[str, Any] = {"jobs": jobs} | ({"name": name} if name is not None else {})
+    return Call("POST", "/v1/workflows", Kind.CHANGE, json=body)
+
+
+def get_workflow(workflow_id: str) -> Call:
+    return Call("GET", f"/v1/workflows/{workflow_id}", Kind.READ)
+
+
 def change(job_id: str, verb: str) -> Call:
     return Call("POST", f"/v1/jobs/{job_id}/{verb}", Kind.CHANGE)
 
@@ -109,10 +119,14 @@ def job_spec(
     run_at: datetime | None = None,
     max_retries: int | None = None,
     timeout_seconds: int | None = None,
+    depends_on: Iterable[str] | None = None,
+    on_parent_failure: str | None = None,
+    ref: str | None = None,
 ) -> dict[str, Any]:
     """The body of POST /v1/jobs. Options left None take the server's defaults. `delay`
     (a timedelta or seconds) and `run_at` (an aware datetime, compared with this machine's
-    clock) become whole `delay_seconds`, rounded up."""
+    clock) become whole `delay_seconds`, rounded up. `depends_on`: job ids (or, in a
+    workflow, refs) that must succeed first; `ref`: the job's name in a workflow."""
     if delay is not None and run_at is not None:
         raise ValueError("give delay or run_at, not both")
     spec: dict[str, Any] = {"type": type, "payload": dict(payload or {})}
@@ -122,6 +136,9 @@ def job_spec(
         "max_retries": max_retries,
         "delay_seconds": _delay(delay, run_at),
         "timeout_seconds": timeout_seconds,
+        "depends_on": list(depends_on) if depends_on is not None else None,
+        "on_parent_failure": on_parent_failure,
+        "ref": ref,
     }
     spec.update({name: value for name, value in options.items() if value is not None})
     return spec

@@ -24,6 +24,7 @@ class JobStatus(str, enum.Enum):
     FAILED = "failed"  # an attempt failed; retried at run_at
     DEAD = "dead"  # out of retries
     CANCELLED = "cancelled"
+    BLOCKED = "blocked"  # waiting for its parents (depends_on) to succeed
 
     def __str__(self) -> str:
         return self.value
@@ -59,6 +60,12 @@ class Job:
     lease_expires_at: datetime | None = None
     finished_at: datetime | None = None
     timeout_seconds: int | None = None  # how long the worker lets one attempt run (None: no limit)
+    workflow_id: str | None = None  # the workflow it was submitted in
+    ref: str | None = None  # its name in that workflow
+    on_parent_failure: str | None = None  # "cancel" or "run"; None for a job without parents
+    pending_parents: int | None = None  # parents it still waits for
+    depends_on: tuple[str, ...] = ()  # its parents' ids (GET of one job only)
+    dependants: tuple[str, ...] = ()  # the ids of the jobs that depend on it (GET of one job only)
 
     @property
     def is_finished(self) -> bool:
@@ -71,6 +78,8 @@ class Job:
         values["status"] = JobStatus(body["status"])
         for name in _TIMESTAMPS:
             values[name] = parse_timestamp(values[name])
+        for name in ("depends_on", "dependants"):
+            values[name] = tuple(values[name] or ())
         return cls(**values)
 
 
@@ -85,6 +94,49 @@ class SubmittedJob:
     @classmethod
     def from_json(cls, body: dict[str, Any]) -> SubmittedJob:
         return cls(id=body["id"], status=JobStatus(body["status"]), run_at=parse_timestamp(body["run_at"]))
+
+
+@dataclass(frozen=True)
+class SubmittedWorkflow:
+    """What POST /v1/workflows answers: the workflow's id and status, and each job's id by ref."""
+
+    id: str
+    status: str
+    job_ids: dict[str, str]
+
+    @classmethod
+    def from_json(cls, body: dict[str, Any]) -> SubmittedWorkflow:
+        return cls(id=body["id"], status=body["status"], job_ids={ref: job["id"] for ref, job in body["jobs"].items()})
+
+
+@dataclass(frozen=True)
+class Workflow:
+    """GET /v1/workflows/{id}: the status of the whole (running, succeeded, failed or
+    cancelled), the count of its jobs by status, and its jobs (without bodies)."""
+
+    id: str
+    name: str | None
+    status: str
+    counts: dict[str, int]
+    jobs: tuple[Job, ...]
+    created_at: datetime
+    finished_at: datetime | None = None
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status != "running"
+
+    @classmethod
+    def from_json(cls, body: dict[str, Any]) -> Workflow:
+        return cls(
+            id=body["id"],
+            name=body["name"],
+            status=body["status"],
+            counts=dict(body["counts"]),
+            jobs=tuple(Job.from_json(job) for job in body["jobs"]),
+            created_at=parse_timestamp(body["created_at"]),
+            finished_at=parse_timestamp(body["finished_at"]),
+        )
 
 
 @dataclass(frozen=True)

@@ -60,7 +60,7 @@ from quorra.store.base import (
     to_job,
     utcnow,
 )
-from quorra.store.dependencies import link, to_workflow
+from quorra.store.dependencies import link, to_workflow, workflows_finished
 from quorra.workflows import Workflow, WorkflowPlan, WorkflowStatus
 
 # A unique job's INSERT found the slot taken, then no holder: the holder left the slot in
@@ -136,6 +136,8 @@ class Submitting(StoreBase):
             created = _insert_rows(conn, clock, rows)
             children = [(job_id, spec) for job_id, spec in zip(plan.ids, plan.specs, strict=True) if spec.depends_on]
             created |= link(conn, clock, self.dialect, children) if children else {}
+            # (every job cancelled at once, by an existing parent that failed: complete already)
+            workflow = next(iter(workflows_finished(conn, clock, self.dialect, created.values())), workflow)
         jobs_ = [created[job_id] for job_id in plan.ids]
         _log_enqueued(jobs_)
         logger.info(

@@ -46,6 +46,12 @@ JOB_FIELDS = {
     "created_at",
     "updated_at",
     "finished_at",
+    "workflow_id",
+    "ref",
+    "on_parent_failure",
+    "pending_parents",
+    "depends_on",
+    "dependants",
 }
 
 
