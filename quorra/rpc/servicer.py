@@ -19,7 +19,7 @@ import grpc
 
 from quorra.config import Settings
 from quorra.errors import InvalidArgument, QuorraError
-from quorra.jobs import MAX_QUEUE_CHARS, Job, JobStatus, check_portable_json, is_valid_name
+from quorra.jobs import MAX_QUEUE_CHARS, Job, JobStatus, ParentOutcome, check_portable_json, is_valid_name
 from quorra.manager import JobManager
 from quorra.notify import Notifier
 from quorra.rpc import quorra_pb2 as pb2
@@ -195,6 +195,28 @@ def _refuse_problems(problems: Sequence[str]) -> None:
 
 
 def job_message(job: Job) -> pb2.Job:
+    message = _job_message(job)
+    if job.workflow_id is not None:
+        message.workflow_id, message.ref = job.workflow_id, job.ref or ""
+    if job.parents:  # only dependants carry their parents' outcomes
+        message.parents.extend(map(parent_message, job.parents))
+    return message
+
+
+def parent_message(parent: ParentOutcome) -> pb2.ParentResult:
+    return pb2.ParentResult(
+        job_id=parent.id,
+        type=parent.type,
+        status=parent.status.value,
+        ref=parent.ref or "",
+        result_json=""
+        if parent.result is None
+        else json.dumps(parent.result, separators=(",", ":"), ensure_ascii=False),
+        last_error=parent.last_error or "",
+    )
+
+
+def _job_message(job: Job) -> pb2.Job:
     return pb2.Job(
         id=job.id,
         type=job.type,

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from quorra.jobs import JobStatus, ParentOutcome
 from quorra.rpc import quorra_pb2 as pb2
 
 
@@ -33,12 +34,23 @@ class LeasedJob:
     created_at: datetime | None
     run_at: datetime | None
     timeout_seconds: int | None = None  # None: the attempt may run as long as it likes
+    # A job submitted with depends_on: its parents' outcomes (all succeeded, unless it runs
+    # anyway after a failure: on_parent_failure="run"). Empty for a job without parents.
+    parents: tuple[ParentOutcome, ...] = ()
+    workflow_id: str | None = None
+    ref: str | None = None  # its name in the workflow
     lease_lost: threading.Event = field(default_factory=threading.Event, compare=False, repr=False)
     timed_out: threading.Event = field(default_factory=threading.Event, compare=False, repr=False)
 
     @property
     def is_last_attempt(self) -> bool:
         return self.attempt > self.max_retries
+
+    @property
+    def parent_results(self) -> dict[str, Any]:
+        """Each parent's result (None for a parent that failed), by the parent's ref in its
+        workflow, or by its job id when it has none: the fan-in of a workflow."""
+        return {parent.ref or parent.id: parent.result for parent in self.parents}
 
     @classmethod
     def from_message(cls, message: pb2.Job) -> LeasedJob:
@@ -59,10 +71,24 @@ class LeasedJob:
             created_at=_time(message, "created_at"),
             run_at=_time(message, "run_at"),
             timeout_seconds=message.timeout_seconds or None,
+            parents=tuple(map(_parent, message.parents)),
+            workflow_id=message.workflow_id or None,
+            ref=message.ref or None,
         )
 
     def log_fields(self) -> dict[str, Any]:
         return {"job_id": self.id, "job_type": self.type, "queue": self.queue, "attempt": self.attempt}
+
+
+def _parent(message: pb2.ParentResult) -> ParentOutcome:
+    return ParentOutcome(
+        id=message.job_id,
+        type=message.type,
+        status=JobStatus(message.status),
+        ref=message.ref or None,
+        result=json.loads(message.result_json) if message.result_json else None,
+        last_error=message.last_error or None,
+    )
 
 
 def _time(message: pb2.Job, name: str) -> datetime | None:
