@@ -35,6 +35,7 @@ from quorra.jobs import (
 )
 from quorra.schedules import CRON_PATTERN, MAX_INTERVAL_SECONDS, MAX_NAME_CHARS, JobTemplate, MissedTicks, zone_names
 from quorra.store import MAX_LIST_LIMIT
+from quorra.workflows import MAX_WORKFLOW_NAME_CHARS, WorkflowJob, WorkflowStatus
 
 bp = Blueprint("openapi", __name__)
 
@@ -56,7 +57,7 @@ _ERROR_DESCRIPTIONS = {
     400: "Invalid request (the error details name each bad field)",
     401: "Missing or invalid X-API-Key",
     403: "The key's role lacks the permission this needs (the error details name it)",
-    404: "No such job (or schedule)",
+    404: "No such job (or schedule, or workflow)",
     409: "The job's status does not allow this (or: a schedule of that name exists)",
     413: "Request body too large",
     415: "The body is not application/json",
@@ -214,10 +215,96 @@ def _job_paths() -> dict[str, Any]:
                 "summary": "Read a job; with wait, once it has finished (a long poll)",
                 "operationId": "getJob",
                 "parameters": [_JOB_ID, _WAIT],
-                "responses": _responses(200, _ref("Job"), _WAIT_ANSWER, 400, 401, 404, 503),
+                "responses": _responses(200, _ref("JobDetail"), _WAIT_ANSWER, 400, 401, 404, 503),
             }
         },
         **_job_actions(),
+    }
+
+
+def _workflow_paths() -> dict[str, Any]:
+    workflow_id = {
+        "name": "workflow_id",
+        "in": "path",
+        "required": True,
+        "schema": {"type": "string", "format": "uuid"},
+    }
+    return {
+        "/v1/workflows": {
+            "post": {
+                "summary": f"Create a workflow: up to {MAX_BATCH_SIZE} jobs that depend on each other by ref, all or none",
+                "description": (
+                    "Each job's depends_on names refs of this workflow or ids of existing jobs. A cycle, an unknown "
+                    "ref or an unknown job id is a 400 naming it, and nothing is created. "
+                    f"The body may be up to {BATCH_BODY_FACTOR} x QUORRA_MAX_PAYLOAD_BYTES."
+                ),
+                "operationId": "createWorkflow",
+                "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("WorkflowSpec")}}},
+                "responses": _responses(
+                    201, _ref("WorkflowCreated"), "The workflow and its jobs were created", 400, 401, 413, 415, 503
+                ),
+            }
+        },
+        "/v1/workflows/{workflow_id}": {
+            "get": {
+                "summary": "The status of a workflow as a whole, its counts by status and its jobs",
+                "operationId": "getWorkflow",
+                "parameters": [workflow_id],
+                "responses": _responses(200, _ref("Workflow"), "The workflow", 401, 404, 503),
+            }
+        },
+    }
+
+
+def _workflow_schemas() -> dict[str, Any]:
+    job = WorkflowJob.model_json_schema(ref_template="#/components/schemas/{model}")
+    job.pop("$defs", None)
+    for refused in ("idempotency_key", "unique"):
+        job["properties"].pop(refused)
+    job["properties"]["payload"] = _submission_schemas()["JobSpec"]["properties"]["payload"]
+    job["properties"]["depends_on"]["description"] = "Refs of jobs of this workflow, or ids of existing jobs"
+    job["description"] = "A job of a workflow: a job (see JobSpec) with a ref, its name in the workflow"
+    status = {"type": "string", "enum": [status.value for status in WorkflowStatus]}
+    fields = {
+        "id": {"type": "string", "format": "uuid"},
+        "name": {"type": ["string", "null"]},
+        "status": status,
+        "created_at": _timestamp(),
+        "finished_at": _timestamp(nullable=True),
+    }
+    created_job = _object_of("id", {"type": "string", "format": "uuid"})
+    created_job["properties"]["status"] = _ref("JobStatus")
+    counts = {"type": "object", "additionalProperties": {"type": "integer", "minimum": 1}}
+    jobs = {"type": "array", "items": _job_list_item_schema()}
+    return {
+        "WorkflowJob": job,
+        "WorkflowSpec": {
+            "type": "object",
+            "required": ["jobs"],
+            "additionalProperties": False,
+            "properties": {
+                "name": {"type": "string", "minLength": 1, "maxLength": MAX_WORKFLOW_NAME_CHARS},
+                "jobs": {"type": "array", "minItems": 1, "maxItems": MAX_BATCH_SIZE, "items": _ref("WorkflowJob")},
+            },
+        },
+        "WorkflowCreated": {
+            "type": "object",
+            "required": [*fields, "jobs"],
+            "properties": {
+                **fields,
+                "jobs": {
+                    "type": "object",
+                    "description": "Each job's id and status, by ref",
+                    "additionalProperties": created_job,
+                },
+            },
+        },
+        "Workflow": {
+            "type": "object",
+            "required": [*fields, "counts", "jobs"],
+            "properties": {**fields, "counts": counts, "jobs": jobs},
+            "description": "status is counted from the jobs: running until every job has finished",
+        },
     }
 
 
@@ -350,8 +437,31 @@ def _job_schema() -> dict[str, Any]:
         "created_at": _timestamp(),
         "updated_at": _timestamp(),
         "finished_at": _timestamp(nullable=True),
+        "workflow_id": {"type": ["string", "null"], "format": "uuid", "description": "The workflow it belongs to"},
+        "ref": {"type": ["string", "null"], "description": "Its name in that workflow"},
+        "on_parent_failure": {
+            "anyOf": [_ref("ParentFailure"), {"type": "null"}],
+            "description": "What it does when a parent ends dead or cancelled (null: it has no parents)",
+        },
+        "pending_parents": {
+            "type": ["integer", "null"],
+            "minimum": 0,
+            "description": "How many parents it still waits for (null: it has no parents)",
+        },
     }
     return {"type": "object", "required": list(properties), "properties": properties}
+
+
+def _job_detail_schema() -> dict[str, Any]:
+    """GET /v1/jobs/{id}: the job with the ids of its parents and of its dependants."""
+    schema = _job_schema()
+    ids = {"type": "array", "items": {"type": "string", "format": "uuid"}}
+    schema["properties"] |= {
+        "depends_on": {**ids, "description": "The jobs it waits for (its parents)"},
+        "dependants": {**ids, "description": "The jobs that wait for it"},
+    }
+    schema["required"] += ["depends_on", "dependants"]
+    return schema
 
 
 # A string our databases can store: no NUL (PostgreSQL jsonb refuses it). Unpaired UTF-16
@@ -376,7 +486,12 @@ def _job_spec_schemas() -> dict[str, Any]:
     """JobSpec (POST /v1/jobs: the key comes in the Idempotency-Key header), BatchJobSpec
     (a batch's job, which may carry its own idempotency_key) and UniqueOptions."""
     batch = JobSpec.model_json_schema(ref_template="#/components/schemas/{model}")
-    unique = batch.pop("$defs")["UniqueOptions"]
+    definitions = batch.pop("$defs")
+    unique = definitions["UniqueOptions"]
+    batch["properties"]["depends_on"]["items"] |= {"format": "uuid"}
+    batch["properties"]["depends_on"]["description"] = (
+        "Ids of jobs that must succeed first: the job waits, blocked, until then (400 names an unknown id)"
+    )
     batch["description"] = (
         "A job to run. Unknown fields are refused; integer fields take JSON numbers without a fraction "
         '(10 or 10.0, never 10.5, "10" or true).'
@@ -389,7 +504,18 @@ def _job_spec_schemas() -> dict[str, Any]:
     }
     single = {**batch, "properties": {k: v for k, v in batch["properties"].items() if k != "idempotency_key"}}
     batch = {**batch, "title": "BatchJobSpec"}
-    return {"JobSpec": single, "BatchJobSpec": batch, "UniqueOptions": _unique_options_schema(unique)}
+    return {
+        "JobSpec": single,
+        "BatchJobSpec": batch,
+        "UniqueOptions": _unique_options_schema(unique),
+        "ParentFailure": {
+            **definitions["ParentFailure"],
+            "description": (
+                "cancel: cancelled, naming the parent (back to blocked if the parent is retried); "
+                "run: runs once every parent has finished, seeing their outcomes"
+            ),
+        },
+    }
 
 
 def _unique_options_schema(schema: dict[str, Any]) -> dict[str, Any]:
@@ -560,6 +686,8 @@ def _schemas() -> dict[str, Any]:
     return {
         "JobStatus": {"type": "string", "enum": [s.value for s in JobStatus]},
         "Job": _job_schema(),
+        "JobDetail": _job_detail_schema(),
+        **_workflow_schemas(),
         "PortableJson": _portable_json_schema(),
         **_submission_schemas(),
         **_listing_schemas(),
@@ -587,7 +715,13 @@ def spec() -> dict[str, Any]:
         "openapi": "3.1.0",
         "info": {"title": "Quorra", "version": __version__, "description": "A job queue: REST for clients."},
         "security": [{"ApiKey": []}],
-        "paths": {**_job_paths(), "/v1/queues": queues, **_schedule_paths(), **_public_paths()},
+        "paths": {
+            **_job_paths(),
+            **_workflow_paths(),
+            "/v1/queues": queues,
+            **_schedule_paths(),
+            **_public_paths(),
+        },
         "components": {
             "securitySchemes": {
                 "ApiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
