@@ -22,6 +22,7 @@ from quorra.jobs import (
     TERMINAL,
     JobSpec,
     JobStatus,
+    check_portable_json,
     describe_errors,
     parse_job_id,
 )
@@ -110,17 +111,17 @@ def parse_workflow(data: object, *, max_payload_bytes: int | None = None) -> Wor
 
 
 def _name(name: object) -> str | None:
-    if name is None or (isinstance(name, str) and 1 <= len(name) <= MAX_WORKFLOW_NAME_CHARS and name.isprintable()):
-        return name
-    raise InvalidJobSpec(
-        "the workflow is invalid",
-        details=[
-            {
-                "field": "name",
-                "message": f"1 to {MAX_WORKFLOW_NAME_CHARS} printable characters",
-            }
-        ],
-    )
+    """None, or 1 to MAX_WORKFLOW_NAME_CHARS characters either database stores as given."""
+    message = f"1 to {MAX_WORKFLOW_NAME_CHARS} characters, or null"
+    if isinstance(name, str) and 1 <= len(name) <= MAX_WORKFLOW_NAME_CHARS:
+        try:
+            check_portable_json(name, "name")
+            return name
+        except ValueError as exc:
+            message = str(exc)
+    elif name is None:
+        return None
+    raise InvalidJobSpec("the workflow is invalid", details=[{"field": "name", "message": message}])
 
 
 def _parse_jobs(items: list, max_payload_bytes: int | None) -> list[WorkflowJob]:

@@ -283,7 +283,12 @@ def _workflow_schemas() -> dict[str, Any]:
             "required": ["jobs"],
             "additionalProperties": False,
             "properties": {
-                "name": {"type": "string", "minLength": 1, "maxLength": MAX_WORKFLOW_NAME_CHARS},
+                "name": {
+                    **_STORABLE_TEXT,
+                    "type": ["string", "null"],
+                    "minLength": 1,
+                    "maxLength": MAX_WORKFLOW_NAME_CHARS,
+                },
                 "jobs": {"type": "array", "minItems": 1, "maxItems": MAX_BATCH_SIZE, "items": _ref("WorkflowJob")},
             },
         },
