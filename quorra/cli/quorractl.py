@@ -198,6 +198,8 @@ def print_job(job: Job) -> None:
             value = timestamp(value)
         elif isinstance(value, dict | list):
             value = json.dumps(value, ensure_ascii=False)
+        elif isinstance(value, tuple):  # depends_on, dependants: job ids
+            value = " ".join(value)
         rows.append((name, "" if value is None else value))
     print_table(rows, ["FIELD", "VALUE"])
 

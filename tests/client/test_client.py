@@ -182,7 +182,7 @@ def test_from_env_reads_the_url_and_the_first_key(served):
 
 
 def test_the_clients_job_fields_and_statuses_are_the_servers():
-    documented = openapi_spec()["components"]["schemas"]["Job"]["properties"]
+    documented = openapi_spec()["components"]["schemas"]["JobDetail"]["properties"]
     assert {field.name for field in fields(Job)} == set(documented)
     assert [s.value for s in JobStatus] == [s.value for s in ServerJobStatus]
     assert DEV_API_KEY == SERVER_DEV_API_KEY

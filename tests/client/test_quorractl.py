@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import uuid
@@ -72,7 +73,7 @@ def test_get_prints_the_job_as_a_table_or_json(served):
     document = as_json(quorractl(served.url, "get", job.id, "--json"))
 
     assert table.returncode == 0 and table.stdout.split()[:2] == ["FIELD", "VALUE"]
-    assert f"id                {job.id}" in table.stdout
+    assert re.search(rf"^id +{job.id}$", table.stdout, re.MULTILINE)
     assert document["id"] == job.id and document["status"] == "pending" and document["created_at"].endswith("Z")
 
 
@@ -153,9 +154,10 @@ def test_queues_stats_and_health(served):
         "FAILED",
         "DEAD",
         "CANCELLED",
+        "BLOCKED",
         "TOTAL",
     ]
-    assert row.split() == ["a", "1", "0", "0", "0", "0", "1", "0", "2"]
+    assert row.split() == ["a", "1", "0", "0", "0", "0", "1", "0", "0", "2"]
     assert stats["jobs"] == 2 and stats["by_status"]["dead"] == 1
     assert health.returncode == 0 and "database" in health.stdout and "ready" in health.stdout
 
