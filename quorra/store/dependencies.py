@@ -85,19 +85,19 @@ def link(conn, clock: Clock, dialect: str, children: Sequence[tuple[str, JobSpec
     if unknown:
         details = [{"field": "depends_on", "message": f"no job has the id {parent}"} for parent in unknown]
         raise InvalidJobSpec(f"depends on unknown jobs: {', '.join(unknown)}", details=details)
-    rows = []
+    rows: dict[str, dict] = {}
     for job_id, spec in children:
         ready = readiness(
             {parent: statuses[parent] for parent in spec.depends_on},
             spec.on_parent_failure,
         )
         statuses[job_id] = ready.status
-        rows.append(_first_state(clock, job_id, spec.on_parent_failure, ready))
+        rows[job_id] = _first_state(spec.on_parent_failure, ready)
     conn.execute(
         insert(edges),
         [{"job_id": c, "parent_id": p} for c, spec in children for p in spec.depends_on],
     )
-    conn.execute(_set_first_state(clock), rows)
+    _update_each(conn, rows, lambda values: {"finished_at": clock.now()} if values["cancelled_by_parent"] else {})
     created = conn.execute(select(jobs).where(jobs.c.id.in_([job_id for job_id, _ in children])))
     return {job.id: job for job in map(to_job, created)}
 
@@ -115,32 +115,27 @@ def _mark_parents(conn, dialect: str, parent_ids: list[str]) -> dict[str, JobSta
     return {str(job_id): JobStatus(status) for job_id, status in conn.execute(statement)}
 
 
-def _first_state(clock: Clock, job_id: str, policy: ParentFailure, ready) -> dict:
+def _first_state(policy: ParentFailure, ready) -> dict:
     failed = ready.failed_parent
     return {
-        "b_id": job_id,
-        "b_status": ready.status.value,
-        "b_pending_parents": ready.unmet,
-        "b_on_parent_failure": ParentFailure(policy).value,
-        "b_last_error": parent_failed_message(*failed) if failed else None,
-        "b_cancelled_by_parent": failed[0] if failed else None,
-        "b_failed": failed is not None,
+        "status": ready.status.value,
+        "pending_parents": ready.unmet,
+        "on_parent_failure": ParentFailure(policy).value,
+        "last_error": parent_failed_message(*failed) if failed else None,
+        "cancelled_by_parent": failed[0] if failed else None,
     }
 
 
-def _set_first_state(clock: Clock):
-    return (
-        update(jobs)
-        .where(jobs.c.id == bindparam("b_id"))
-        .values(
-            status=bindparam("b_status"),
-            pending_parents=bindparam("b_pending_parents"),
-            on_parent_failure=bindparam("b_on_parent_failure"),
-            last_error=bindparam("b_last_error"),
-            cancelled_by_parent=bindparam("b_cancelled_by_parent"),
-            finished_at=case((bindparam("b_failed"), clock.now()), else_=None),
-        )
-    )
+def _update_each(conn, rows: dict[str, dict], extra=lambda values: {}, guard=()) -> None:
+    """Per-job values (plain Python ones) as one UPDATE per distinct set of values, not one
+    per job: a batch of dependants takes few (blocked with n unmet, pending, cancelled naming
+    one parent). `extra(values)` adds SQL values to a set; `guard` narrows every UPDATE."""
+    groups: dict[tuple, list[str]] = defaultdict(list)
+    for job_id, values in sorted(rows.items()):
+        groups[tuple(sorted(values.items()))].append(job_id)
+    for values, ids in groups.items():
+        plain = dict(values)
+        conn.execute(update(jobs).where(jobs.c.id.in_(ids), *guard).values(plain | extra(plain)))
 
 
 # -- a parent finished -------------------------------------------------------------------------
@@ -232,26 +227,16 @@ def _cancel_dependants(conn, clock: Clock, failed: list[Job]) -> list[Job]:
         cause.setdefault(child, parent)
     if not cause:
         return []
-    rows = [
-        {
-            "b_id": child,
-            "b_parent": parent,
-            "b_error": parent_failed_message(parent, status_of[parent]),
+    rows = {
+        child: {
+            "status": JobStatus.CANCELLED.value,
+            "cancelled_by_parent": parent,
+            "last_error": parent_failed_message(parent, status_of[parent]),
         }
-        for child, parent in sorted(cause.items())
-    ]
-    statement = (
-        update(jobs)
-        .where(jobs.c.id == bindparam("b_id"), jobs.c.status == BLOCKED)
-        .values(
-            status=JobStatus.CANCELLED.value,
-            last_error=bindparam("b_error"),
-            cancelled_by_parent=bindparam("b_parent"),
-            finished_at=clock.now(),
-            updated_at=clock.now(),
-        )
-    )
-    conn.execute(statement, rows)
+        for child, parent in cause.items()
+    }
+    when = {"finished_at": clock.now(), "updated_at": clock.now()}
+    _update_each(conn, rows, lambda values: when, guard=[jobs.c.status == BLOCKED])
     cancelled = conn.execute(select(jobs).where(jobs.c.id.in_(list(cause)), jobs.c.status == JobStatus.CANCELLED.value))
     return list(map(to_job, cancelled))
 
@@ -264,43 +249,24 @@ def parents_retried(conn, clock: Clock, parents: Iterable[Job]) -> list[Job]:
     blocked again, unless another of their parents is still dead or cancelled, and blocked
     dependants that run anyway count it as unmet again."""
     changed: list[Job] = []
+    revived = {"cancelled_by_parent": None, "last_error": None, "finished_at": None, "updated_at": clock.now()}
     frontier = [job.id for job in parents if job.has_dependants]
     while frontier:
         children = _dependants_to_recount(conn, frontier)
         statuses = _parent_statuses(conn, [child.id for child in children])
-        rows, revived = [], []
+        rows: dict[str, dict] = {}
         for child in children:
             ready = readiness(statuses[child.id], child.on_parent_failure or ParentFailure.CANCEL)
             if ready.status is JobStatus.CANCELLED:
                 continue  # another parent still failed: it stays cancelled
-            rows.append(
-                {
-                    "b_id": child.id,
-                    "b_status": ready.status.value,
-                    "b_unmet": ready.unmet,
-                }
-            )
-            revived.append(child.id)
+            rows[child.id] = {"status": ready.status.value, "pending_parents": ready.unmet}
         if not rows:
             break
-        conn.execute(_RECOUNT.values(updated_at=clock.now()), rows)
-        recounted = list(map(to_job, conn.execute(select(jobs).where(jobs.c.id.in_(revived)))))
+        _update_each(conn, rows, lambda values: revived)
+        recounted = list(map(to_job, conn.execute(select(jobs).where(jobs.c.id.in_(list(rows))))))
         changed += recounted
         frontier = [job.id for job in recounted if job.has_dependants]
     return changed
-
-
-_RECOUNT = (
-    update(jobs)
-    .where(jobs.c.id == bindparam("b_id"))
-    .values(
-        status=bindparam("b_status"),
-        pending_parents=bindparam("b_unmet"),
-        cancelled_by_parent=None,
-        last_error=None,
-        finished_at=None,
-    )
-)
 
 
 def _dependants_to_recount(conn, parent_ids: list[str]) -> list[Job]:
