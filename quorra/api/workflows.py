@@ -8,7 +8,8 @@ from typing import Any
 
 from flask import Blueprint, url_for
 
-from quorra.api.auth import require_api_key
+from quorra.access import Permission
+from quorra.api.auth import require_api_key, requires
 from quorra.api.body import read_json
 from quorra.api.jobs import BATCH_BODY_FACTOR, job_json, timestamp
 from quorra.api.services import services
@@ -23,6 +24,7 @@ _LISTED = ()
 
 
 @bp.post("")
+@requires(Permission.JOBS_SUBMIT)
 def create_workflow():
     """201: the workflow's id and status, and the id of each job by its ref."""
     limit = services().settings.max_payload_bytes
@@ -36,6 +38,7 @@ def create_workflow():
 
 
 @bp.get("/<uuid:workflow_id>")
+@requires(Permission.JOBS_READ)
 def get_workflow(workflow_id):
     return view_json(services().store.get_workflow(str(workflow_id)))
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import uuid
 
+from quorra.api import create_app
+from quorra.config import Settings
 from quorra.store import Settlement
 from tests.api.conftest import AUTH, assert_error, job_count, post_job
 from tests.factories import dead_job, make_job
@@ -135,3 +137,13 @@ def test_an_unknown_workflow_is_a_404(client):
 
 def test_workflows_need_an_api_key(client):
     assert client.post("/v1/workflows", json={"jobs": [_step("a")]}).status_code == 401
+
+
+def test_a_readonly_key_reads_a_workflow_but_cannot_submit_one(database_url, store, notifier):
+    settings = Settings(database_url=database_url, api_keys=("admin-key",), readonly_api_keys=("viewer-key",))
+    client = create_app(settings, store=store, notifier=notifier).test_client()
+    body = {"jobs": [_step("a")]}
+    created = client.post("/v1/workflows", json=body, headers={"X-API-Key": "admin-key"}).get_json()
+    viewer = {"X-API-Key": "viewer-key"}
+    assert client.get(f"/v1/workflows/{created['id']}", headers=viewer).status_code == 200
+    assert_error(client.post("/v1/workflows", json=body, headers=viewer), 403, "permission_denied")
