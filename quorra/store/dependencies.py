@@ -21,6 +21,7 @@ each parent counts once and exactly one transaction sees the count reach zero.
 
 from __future__ import annotations
 
+import functools
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 
@@ -167,17 +168,9 @@ def _count_met(conn, clock: Clock, dialect: str, parent_ids: list[str], *, only_
     return [job for job in map(to_job, conn.execute(statement, params)) if job.status is JobStatus.PENDING]
 
 
+@functools.lru_cache(maxsize=16)
 def _count_met_statement(dialect: str, only_run: bool, db_time: bool):
-    key = (dialect, only_run, db_time)
-    if key not in _COUNT_MET:
-        _COUNT_MET[key] = _build_count_met(dialect, only_run, db_time)
-    return _COUNT_MET[key]
-
-
-_COUNT_MET: dict[tuple, object] = {}
-
-
-def _build_count_met(dialect: str, only_run: bool, db_time: bool):
+    """Built once per shape, as the lease statement is (SQLAlchemy then finds its compiled form)."""
     met = (
         select(edges.c.job_id, func.count().label("n"))
         .where(edges.c.parent_id.in_(bindparam("parent_ids", expanding=True)))

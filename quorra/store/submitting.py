@@ -4,7 +4,9 @@ batch as one JSON text) run in autocommit, reading nothing back but its clock (t
 here); on SQLite one prebuilt INSERT run with executemany. Plain jobs of a mixed batch go in
 with one prebuilt INSERT run with executemany, so a batch of 1,000 is compiled once per shape. A job with an idempotency key or unique options goes in on its own, in the same
 transaction, through INSERT ... ON CONFLICT: the database's unique indexes settle a race
-between two web processes, never a read before the write."""
+between two web processes, never a read before the write. A job with depends_on goes in
+blocked, in the transaction path, and store.dependencies.link gives it its edges and first
+status; a workflow (submit_workflow) is its jobs, with planned ids, in one transaction."""
 
 from __future__ import annotations
 
