@@ -161,8 +161,8 @@ class Admin(StoreBase):
             except sa_exc.IntegrityError:  # a unique job took a slot meanwhile (PostgreSQL)
                 raise IllegalTransition("a unique job took the slot of a dead job meanwhile; try again") from None
             retried = Counter(row.type for row in rows)
-            followed = [row for row in rows if row.has_dependants or row.workflow_id is not None]
-            dependants = self._back_in_line(conn, clock, [self._job(conn, row.id) for row in followed], effects)
+            followed = [row.id for row in rows if row.has_dependants or row.workflow_id is not None]
+            dependants = self._back_in_line(conn, clock, self._jobs(conn, followed), effects) if followed else []
         log_dependants(dependants)
         logger.info(
             "dead jobs retried",
@@ -255,8 +255,8 @@ class Admin(StoreBase):
             logger.info("idempotency keys pruned", extra={"event": "idempotency_keys.pruned", "count": deleted})
         return deleted
 
-    def _job(self, conn, job_id) -> Job:
-        return to_job(self._fetch(conn, str(job_id)))
+    def _jobs(self, conn, job_ids: list) -> list[Job]:
+        return list(map(to_job, conn.execute(select(jobs).where(jobs.c.id.in_(job_ids)))))
 
     def _transition(self, conn, job_id: str, allowed, values: dict[str, Any], *, verb: str) -> Job:
         canonical = parse_job_id(job_id)
