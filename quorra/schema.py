@@ -248,3 +248,23 @@ idempotency_keys = Table(
 )
 Index("ix_idempotency_keys_expires_at", idempotency_keys.c.expires_at)
 Index("ix_idempotency_keys_job_id", idempotency_keys.c.job_id)
+
+
+# Webhooks (quorra.webhooks): where the events of jobs are posted. Their deliveries are jobs
+# of the queue quorra.webhooks, inserted in the transaction of the change they announce
+# (quorra/store/webhooks.py). events, queues and types are JSON lists of names (queues and
+# types NULL: every one). The secret signs each delivery, so it is kept as given.
+webhooks = Table(
+    "webhooks",
+    metadata,
+    Column("id", Uuid(as_uuid=False), primary_key=True),
+    Column("url", Text, nullable=False),
+    Column("events", Document, nullable=False),
+    Column("queues", Document),
+    Column("types", Document),
+    Column("description", Text),
+    Column("secret", String(100), nullable=False),
+    Column("max_retries", Integer, nullable=False, server_default=text("10")),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+)

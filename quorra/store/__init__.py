@@ -36,9 +36,10 @@ from quorra.store.reading import Reading, WorkflowView
 from quorra.store.schedules import FiredTick, Schedules
 from quorra.store.settling import Settling
 from quorra.store.submitting import Submitting
+from quorra.store.webhooks import WebhookNotFound, Webhooks
 
 
-class Store(Submitting, Leasing, Settling, Admin, Reading, Schedules):
+class Store(Submitting, Leasing, Settling, Admin, Reading, Schedules, Webhooks):
     """Jobs in one SQL database. Thread-safe: each call takes its own connection."""
 
 
@@ -58,5 +59,6 @@ __all__ = [
     "Store",
     "Submitted",
     "WorkflowView",
+    "WebhookNotFound",
     "utcnow",
 ]

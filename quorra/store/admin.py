@@ -52,6 +52,7 @@ from quorra.store.dependencies import (
     parents_retried,
     workflows_reopened,
 )
+from quorra.store.webhooks import enqueue_events, with_events
 
 
 class Admin(StoreBase):
@@ -76,6 +77,7 @@ class Admin(StoreBase):
                 "updated_at": clock.now(),
             }
             job = self._transition(conn, job_id, CANCELLABLE, values, verb="cancel")
+            enqueue_events(conn, clock, [job.id])
             dependants = follow(conn, clock, self.dialect, [job], effects)
         log_transition("job cancelled", "job.cancelled", job)
         log_dependants(dependants)
@@ -183,6 +185,8 @@ class Admin(StoreBase):
         with self._transaction() as conn:
             clock = self._clock(now)
             rows = conn.execute(self._reap_statement(clock, limit)).all()
+            if self.dialect != "postgresql":  # there the statement carries the outbox
+                enqueue_events(conn, clock, [row.id for row in rows])
             reaped = sorted(map(to_job, rows), key=lambda job: (job.updated_at, job.id))
             dependants = follow(conn, clock, self.dialect, reaped, effects)
         for job in reaped:
@@ -204,7 +208,8 @@ class Admin(StoreBase):
         else:
             statement = update(jobs).where(jobs.c.id.in_(expired.scalar_subquery()))
         values = failure_values(clock) | {"last_error": LEASE_EXPIRED}
-        return statement.where(status_in(HOLDING_LEASE)).values(values).returning(*jobs.c)
+        statement = statement.where(status_in(HOLDING_LEASE)).values(values).returning(*jobs.c)
+        return with_events(statement, clock) if self.dialect == "postgresql" else statement
 
     def prune(self, finished_before: datetime, *, limit: int = 500) -> int:
         """Delete up to `limit` succeeded or cancelled jobs that finished before the given

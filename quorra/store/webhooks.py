@@ -1,0 +1,193 @@
+"""Webhooks: the table of them (create, list, read, delete), and the outbox, the statement
+that turns jobs that just reached an event status into delivery jobs, one per matching
+webhook, in the transaction of that change.
+
+On PostgreSQL the settle and reap UPDATEs carry the outbox as a data-modifying CTE (one
+statement still, see `with_events`): ``WITH settled AS (UPDATE ... RETURNING jobs.*), events
+AS (INSERT INTO jobs ... SELECT ... FROM settled JOIN webhooks ON <filters>) SELECT * FROM
+settled``. With no webhook, the join has nothing to join: no row is written and the
+statement costs about what the bare UPDATE did. Elsewhere (SQLite, and cancel on both) it
+is one INSERT ... SELECT over the changed jobs' ids, in the same transaction."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    Boolean,
+    ColumnElement,
+    delete,
+    exists,
+    func,
+    insert,
+    literal,
+    literal_column,
+    null,
+    or_,
+    select,
+)
+from sqlalchemy.sql.selectable import FromClause
+
+from quorra.errors import QuorraError
+from quorra.jobs import JobStatus, parse_job_id
+from quorra.schema import jobs, webhooks
+from quorra.store.base import Clock, StoreBase, logger
+from quorra.webhooks import (
+    DELIVER_TYPE,
+    EVENT_STATUSES,
+    WEBHOOK_QUEUE,
+    Webhook,
+    WebhookEvent,
+    WebhookSpec,
+    new_webhook_id,
+)
+
+
+class WebhookNotFound(QuorraError):
+    """No webhook has that id."""
+
+    code = "not_found"
+
+
+class Webhooks(StoreBase):
+    """The webhooks table. The outbox itself is written by the verbs that change a job."""
+
+    def create_webhook(self, spec: WebhookSpec, secret: str, *, now: datetime | None = None) -> Webhook:
+        values: dict[str, Any] = {
+            "id": new_webhook_id(),
+            "url": spec.url,
+            "events": [event.value for event in spec.events],
+            # SQL NULL (every queue / type), never the JSON null the JSON type would write
+            "queues": list(spec.queues) if spec.queues is not None else null(),
+            "types": list(spec.types) if spec.types is not None else null(),
+            "description": spec.description,
+            "secret": secret,
+            "max_retries": spec.max_retries,
+        }
+        with self._transaction() as conn:
+            clock = self._clock(now)
+            statement = insert(webhooks).values(values | {"created_at": clock.now(), "updated_at": clock.now()})
+            row = conn.execute(statement.returning(*webhooks.c)).one()
+        webhook = to_webhook(row)
+        logger.info(
+            "webhook created",
+            extra={"event": "webhook.created", "webhook_id": webhook.id, "events": [e.value for e in webhook.events]},
+        )
+        return webhook
+
+    def list_webhooks(self) -> list[Webhook]:
+        with self._transaction() as conn:
+            rows = conn.execute(select(webhooks).order_by(webhooks.c.created_at, webhooks.c.id)).all()
+        return [to_webhook(row) for row in rows]
+
+    def get_webhook(self, webhook_id: str) -> Webhook:
+        canonical = _webhook_id(webhook_id)
+        with self._transaction() as conn:
+            row = conn.execute(select(webhooks).where(webhooks.c.id == canonical)).one_or_none()
+        if row is None:
+            raise WebhookNotFound(f"no webhook has the id {webhook_id!r}")
+        return to_webhook(row)
+
+    def delete_webhook(self, webhook_id: str) -> None:
+        """Delete it; deliveries still waiting for it are dropped when their turn comes."""
+        canonical = _webhook_id(webhook_id)
+        with self._transaction() as conn:
+            deleted = conn.execute(delete(webhooks).where(webhooks.c.id == canonical)).rowcount
+        if not deleted:
+            raise WebhookNotFound(f"no webhook has the id {webhook_id!r}")
+        logger.info("webhook deleted", extra={"event": "webhook.deleted", "webhook_id": canonical})
+
+
+def _webhook_id(webhook_id: str) -> str:
+    canonical = parse_job_id(webhook_id)
+    if canonical is None:
+        raise WebhookNotFound(f"no webhook has the id {webhook_id!r}")
+    return canonical
+
+
+def to_webhook(row) -> Webhook:
+    data = row._asdict()
+    data["id"] = parse_job_id(str(data["id"]))
+    data["events"] = tuple(WebhookEvent(event) for event in data["events"])
+    for name in ("queues", "types"):
+        data[name] = tuple(data[name]) if data[name] is not None else None
+    return Webhook(**data)
+
+
+# -- the outbox --------------------------------------------------------------------------------
+
+
+def enqueue_events(conn, clock: Clock, job_ids: Sequence[str]) -> None:
+    """The outbox as its own statement: deliveries for these jobs (just changed, in this
+    transaction) to every webhook that wants their event."""
+    if job_ids:
+        changed = select(jobs).where(jobs.c.id.in_(list(job_ids))).subquery("settled")
+        conn.execute(insert_events(changed, clock, conn.dialect.name))
+
+
+def with_events(statement, clock: Clock):
+    """PostgreSQL: `statement` (an UPDATE of jobs RETURNING every column) as one statement that
+    also inserts the deliveries of the events it caused; its rows are the UPDATE's."""
+    settled = statement.cte("settled")
+    events = insert_events(settled, clock, "postgresql").cte("events")
+    return select(settled).add_cte(events)
+
+
+def insert_events(changed: FromClause, clock: Clock, dialect: str):
+    """INSERT INTO jobs: one delivery per (changed job, webhook wanting its event), where
+    `changed` has the columns of jobs. Deliveries themselves announce nothing."""
+    hook = webhooks
+    event = (literal("job.") + changed.c.status).self_group()  # ? binds as tightly as ||
+    wanted = [
+        changed.c.status.in_(sorted(status.value for status in EVENT_STATUSES)),
+        changed.c.queue != WEBHOOK_QUEUE,
+        or_(hook.c.queues.is_(None), _contains(hook.c.queues, changed.c.queue, dialect)),
+        or_(hook.c.types.is_(None), _contains(hook.c.types, changed.c.type, dialect)),
+    ]
+    rows = select(
+        _new_id(dialect),
+        literal(DELIVER_TYPE),
+        literal(WEBHOOK_QUEUE),
+        _payload(changed, hook.c.id, event, dialect),
+        literal(0),
+        literal(JobStatus.PENDING.value),
+        literal(0),
+        hook.c.max_retries,
+        clock.now(),
+        clock.now(),
+        clock.now(),
+    )
+    rows = rows.select_from(changed.join(hook, _contains(hook.c.events, event, dialect))).where(*wanted)
+    columns = ["id", "type", "queue", "payload", "priority", "status", "attempts", "max_retries"]
+    return insert(jobs).from_select([*columns, "run_at", "created_at", "updated_at"], rows)
+
+
+def _new_id(dialect: str) -> ColumnElement:
+    if dialect == "postgresql":
+        return func.gen_random_uuid()
+    return func.lower(func.hex(func.randomblob(16)))  # the form SQLite stores a Uuid in
+
+
+def _contains(names, value, dialect: str) -> ColumnElement:
+    """`value` is one of the JSON list `names`."""
+    if dialect == "postgresql":
+        return names.op("?", return_type=Boolean)(value)
+    each = func.json_each(names).table_valued("value")
+    return exists().select_from(each).where(each.c.value == value)
+
+
+def _payload(changed: FromClause, webhook_id, event, dialect: str) -> ColumnElement:
+    """{"webhook_id", "event", "job": the changed row, every column}."""
+    if dialect == "postgresql":
+        return func.jsonb_build_object(
+            "webhook_id", webhook_id, "event", event, "job", func.to_jsonb(literal_column(changed.name))
+        )
+    fields = []
+    for column in jobs.c:
+        value = changed.c[column.name]
+        if column.name in ("payload", "result"):
+            value = func.json(value)  # embedded as JSON, not as a string of it
+        fields += [literal(column.name), value]
+    return func.json_object("webhook_id", webhook_id, "event", event, "job", func.json_object(*fields))

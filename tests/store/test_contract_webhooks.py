@@ -1,0 +1,196 @@
+"""The store contract for webhooks: the table, and the outbox (a delivery job per event and
+matching webhook, written in the transaction of the change). SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+
+import pytest
+
+from quorra.jobs import Job, JobStatus
+from quorra.store import Settlement, Store, WebhookNotFound
+from quorra.store.settling import Settling
+from quorra.webhooks import DELIVER_TYPE, WEBHOOK_QUEUE, Delivery, WebhookSpec, new_secret
+from tests.factories import leased_job, make_job
+
+S = JobStatus
+
+
+def add_webhook(store: Store, **fields) -> str:
+    body = {"url": "https://example.com/hooks", "events": ["job.succeeded"]} | fields
+    return store.create_webhook(WebhookSpec.parse(body), new_secret()).id
+
+
+def deliveries(store: Store) -> list[Job]:
+    return store.list_jobs(queue=WEBHOOK_QUEUE, limit=500).jobs
+
+
+def delivered(store: Store) -> list[tuple[str, str, str]]:
+    """(webhook id, event, job id) of every delivery waiting, sorted."""
+    found = []
+    for job in deliveries(store):
+        delivery = Delivery.from_payload(job.payload)
+        found.append((delivery.webhook_id, delivery.event, delivery.job["id"]))
+    return sorted(found)
+
+
+# -- the table ---------------------------------------------------------------------------------
+
+
+def test_a_webhook_is_kept_with_its_secret_and_filters(store):
+    secret = new_secret()
+    spec = WebhookSpec.parse(
+        {"url": "http://x.test/h", "events": ["job.dead", "job.failed"], "queues": ["a"], "description": "pager"}
+    )
+
+    created = store.create_webhook(spec, secret)
+
+    read = store.get_webhook(created.id)
+    assert read == created
+    assert read.secret == secret and read.queues == ("a",) and read.types is None
+    assert [event.value for event in read.events] == ["job.dead", "job.failed"]
+    assert [webhook.id for webhook in store.list_webhooks()] == [created.id]
+
+
+def test_a_deleted_webhook_is_gone_and_an_unknown_one_is_not_found(store):
+    webhook_id = add_webhook(store)
+
+    store.delete_webhook(webhook_id)
+
+    for unknown in (webhook_id, str(uuid.uuid4()), "not-an-id"):
+        with pytest.raises(WebhookNotFound):
+            store.get_webhook(unknown)
+        with pytest.raises(WebhookNotFound):
+            store.delete_webhook(unknown)
+    assert store.list_webhooks() == []
+
+
+# -- the outbox --------------------------------------------------------------------------------
+
+
+def test_with_no_webhook_a_settle_writes_no_delivery(store):
+    job = leased_job(store)
+
+    store.ack(job.id, job.lease_id)
+
+    assert deliveries(store) == []
+
+
+def test_an_ack_enqueues_one_delivery_per_webhook_wanting_job_succeeded(store):
+    # Given two webhooks for job.succeeded and one for job.dead only
+    first, second = add_webhook(store), add_webhook(store)
+    add_webhook(store, events=["job.dead"])
+    job = leased_job(store, payload={"n": 1})
+
+    # When the job is acked
+    store.ack(job.id, job.lease_id, {"sent": True})
+
+    # Then each of the two has a delivery of job.succeeded, with the job as it was settled
+    assert delivered(store) == sorted([(first, "job.succeeded", job.id), (second, "job.succeeded", job.id)])
+    delivery = deliveries(store)[0]
+    assert (delivery.type, delivery.status, delivery.max_retries) == (DELIVER_TYPE, S.PENDING, 10)
+    snapshot = Delivery.from_payload(delivery.payload).job
+    assert snapshot["status"] == "succeeded" and snapshot["result"] == {"sent": True}
+    assert snapshot["payload"] == {"n": 1} and snapshot["attempts"] == 1
+    assert snapshot["finished_at"].endswith("Z") and "lease_id" not in snapshot
+
+
+def test_each_event_status_is_announced_by_its_own_verb(store):
+    hook = add_webhook(store, events=["job.succeeded", "job.failed", "job.dead", "job.cancelled"])
+    acked, failed, reaped = (leased_job(store) for _ in range(3))
+    dead = leased_job(store, max_retries=0)
+    pending = make_job(store)
+
+    store.settle_many(
+        [
+            Settlement(acked.id, acked.lease_id, True),
+            Settlement(failed.id, failed.lease_id, False, error="boom"),
+            Settlement(dead.id, dead.lease_id, False, error="boom"),
+        ]
+    )
+    store.cancel(pending.id)
+    [expired] = store.reap_expired_leases(now=store.database_now() + timedelta(hours=1))
+
+    assert expired.id == reaped.id
+    assert delivered(store) == sorted(
+        [
+            (hook, "job.succeeded", acked.id),
+            (hook, "job.failed", failed.id),
+            (hook, "job.dead", dead.id),
+            (hook, "job.cancelled", pending.id),
+            (hook, "job.failed", reaped.id),
+        ]
+    )
+
+
+def test_filters_by_queue_and_type_choose_the_jobs(store):
+    by_queue = add_webhook(store, queues=["billing", "mail"])
+    by_type = add_webhook(store, types=["invoice"])
+    both = add_webhook(store, queues=["billing"], types=["invoice"])
+    invoice = leased_job(store, queue="billing", type="invoice")
+    mail = leased_job(store, queue="mail", type="send")
+    other = leased_job(store, queue="other", type="send")
+
+    for job in (invoice, mail, other):
+        store.ack(job.id, job.lease_id)
+
+    assert delivered(store) == sorted(
+        [
+            (by_queue, "job.succeeded", invoice.id),
+            (by_type, "job.succeeded", invoice.id),
+            (both, "job.succeeded", invoice.id),
+            (by_queue, "job.succeeded", mail.id),
+        ]
+    )
+
+
+def test_a_stale_ack_announces_nothing(store):
+    add_webhook(store)
+    job = leased_job(store)
+    store.cancel(job.id)  # not an event this webhook wants
+
+    with pytest.raises(Exception, match="cancelled"):
+        store.ack(job.id, job.lease_id)
+
+    assert deliveries(store) == []
+
+
+def test_a_settle_whose_transaction_fails_announces_nothing(store, monkeypatch):
+    # Given a webhook, and a settle transaction that fails after its UPDATE (and outbox) ran
+    add_webhook(store)
+    job = leased_job(store)
+    unknown = str(uuid.uuid4())
+
+    def fail(*args, **kwargs):
+        raise RuntimeError("the transaction fails after the settle")
+
+    monkeypatch.setattr(Settling, "_statuses", fail)
+
+    # When the batch (one ack and one unknown job, so the failing read runs) is settled
+    with pytest.raises(RuntimeError):
+        store.settle_many([Settlement(job.id, job.lease_id, True), Settlement(unknown, str(uuid.uuid4()), True)])
+
+    # Then the ack rolled back, and its delivery with it
+    assert store.get_job(job.id).status is S.LEASED
+    assert deliveries(store) == []
+
+
+def test_deliveries_announce_no_events_of_their_own(store):
+    add_webhook(store, events=["job.succeeded", "job.dead"])
+    job = leased_job(store)
+    store.ack(job.id, job.lease_id)
+    [delivery] = store.lease_jobs([WEBHOOK_QUEUE], "deliverer", 10, 30)
+
+    store.ack(delivery.id, delivery.lease_id)
+
+    assert [job.status for job in deliveries(store)] == [S.SUCCEEDED]
+
+
+def test_a_webhooks_max_retries_is_its_deliveries(store):
+    add_webhook(store, max_retries=2)
+    job = leased_job(store)
+
+    store.ack(job.id, job.lease_id)
+
+    assert [delivery.max_retries for delivery in deliveries(store)] == [2]
