@@ -131,6 +131,14 @@ class Settings(BaseModel):
     # jobs: how long one attempt may run when the job names no timeout_seconds (None: no limit)
     default_job_timeout_seconds: WholeSeconds | None = Field(None, alias="QUORRA_DEFAULT_JOB_TIMEOUT")
 
+    # webhooks: deliveries run in every scheduler process (quorra.delivery), this many at once
+    # (0: none in this process); each POST may take this long; and deliveries to private,
+    # loopback and link-local addresses are refused when not allowed (set false in production)
+    webhook_concurrency: int = Field(8, alias="QUORRA_WEBHOOK_CONCURRENCY", ge=0, le=256)
+    webhook_timeout_seconds: Seconds = Field(10.0, alias="QUORRA_WEBHOOK_TIMEOUT", le=300)
+    webhook_allow_private: bool = Field(True, alias="QUORRA_WEBHOOK_ALLOW_PRIVATE")
+    webhook_poll_interval_seconds: Seconds = Field(1.0, alias="QUORRA_WEBHOOK_POLL_INTERVAL")
+
     # worker (GoQuorra names)
     worker_id: str = Field(default_factory=_default_worker_id, alias="QUORRA_WORKER_ID", min_length=1)
     worker_queues: Names = Field(("default",), alias="QUORRA_WORKER_QUEUES", min_length=1)

@@ -10,6 +10,9 @@ Every QUORRA_SCHEDULER_INTERVAL the leader (one scheduler at a time, see quorra.
 - prunes succeeded and cancelled jobs older than QUORRA_RETENTION (dead jobs stay), and
   idempotency keys older than QUORRA_IDEMPOTENCY_TTL (a job stays while a key names it).
 
+Every scheduler process, leader or not, also runs the webhook deliverer (quorra.delivery),
+the built-in worker of the queue quorra.webhooks, on a thread of its own.
+
 Each duty takes `now` (the store's clock by default), so tests move time instead of
 sleeping, and each is safe even if two schedulers ever overlapped: reaping and pruning
 are guarded statements on locked rows, and a wake-up is only a hint.
@@ -27,6 +30,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from quorra.config import Settings
+from quorra.delivery import Deliverer
 from quorra.errors import DatabaseUnavailable, InvalidConfig, QuorraError
 from quorra.jobs import Job
 from quorra.leader import Leader, make_leader, owner_id
@@ -236,7 +240,7 @@ class Scheduler:
 def serve(settings: Settings) -> None:
     """`quorra scheduler`: run until SIGTERM or SIGINT, then finish the tick in progress,
     release the leadership, close the pools and exit 0 (1 if the tick outlived the grace)."""
-    store = Store.from_url(settings.database_url, pool_size=2, application_name="quorra-scheduler")
+    store = Store.from_url(settings.database_url, pool_size=3, application_name="quorra-scheduler")
     leader = _leader_for(store, settings)
     notifier = make_notifier(settings)
     shutdown, stop = ShutdownSignal(), threading.Event()
@@ -244,11 +248,27 @@ def serve(settings: Settings) -> None:
     _sync_schedules_file(scheduler, settings)
     thread = threading.Thread(target=scheduler.run, args=(stop,), name="scheduler", daemon=True)
     thread.start()
+    deliverer = _start_deliverer(settings, scheduler, stop)
     if not _wait(thread, shutdown, stop, settings.shutdown_grace_seconds):
         sys.exit(1)  # the loop still uses the pools; exiting frees them and the lock anyway
+    if deliverer is not None:
+        # A delivery still posting at the end of the grace is left to its lease's expiry:
+        # it runs again later (at least once), which exiting now cannot break.
+        deliverer.join(settings.shutdown_grace_seconds)
     for closable in (leader, notifier, store):
         closable.close()
     sys.exit(0)
+
+
+def _start_deliverer(settings: Settings, scheduler: Scheduler, stop: threading.Event) -> threading.Thread | None:
+    """The webhook deliverer (quorra.delivery), in every scheduler process, leader or not,
+    unless QUORRA_WEBHOOK_CONCURRENCY=0."""
+    if settings.webhook_concurrency == 0:
+        return None
+    deliverer = Deliverer(settings, scheduler.store, scheduler.manager, worker_id=f"{scheduler.owner}-webhooks")
+    thread = threading.Thread(target=deliverer.run, args=(stop,), name="webhooks", daemon=True)
+    thread.start()
+    return thread
 
 
 def _leader_for(store: Store, settings: Settings) -> Leader:
