@@ -58,7 +58,7 @@ __all__ = [
     "Settlement",
     "Store",
     "Submitted",
-    "WorkflowView",
     "WebhookNotFound",
+    "WorkflowView",
     "utcnow",
 ]
