@@ -52,7 +52,7 @@ def running_receiver(host: str = "127.0.0.1") -> Iterator[Receiver]:
     receiver: Receiver
 
     class Handler(BaseHTTPRequestHandler):
-
+        def do_POST(self) -> None:  # http.server's name for it
             body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
             status = receiver.record(Received(self.path, {k.lower(): v for k, v in self.headers.items()}, body))
             self.send_response(status)
