@@ -84,6 +84,7 @@ class WebhookSpec(BaseModel):
     @field_validator("url")
     @classmethod
     def _http_url(cls, url: str) -> str:
+        check_portable_json(url, "url")
         check_http_url(url)
         return url
 

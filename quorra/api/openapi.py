@@ -36,6 +36,7 @@ from quorra.jobs import (
 from quorra.schedules import CRON_PATTERN, MAX_INTERVAL_SECONDS, MAX_NAME_CHARS, JobTemplate, MissedTicks, zone_names
 from quorra.store import MAX_LIST_LIMIT
 from quorra.workflows import MAX_WORKFLOW_NAME_CHARS, WorkflowJob, WorkflowStatus
+from quorra.webhooks import MAX_DESCRIPTION_CHARS, MAX_URL_CHARS, WebhookEvent, WebhookSpec
 
 bp = Blueprint("openapi", __name__)
 
@@ -57,7 +58,7 @@ _ERROR_DESCRIPTIONS = {
     400: "Invalid request (the error details name each bad field)",
     401: "Missing or invalid X-API-Key",
     403: "The key's role lacks the permission this needs (the error details name it)",
-    404: "No such job (or schedule, or workflow)",
+    404: "No such job (or schedule, workflow or webhook)",
     409: "The job's status does not allow this (or: a schedule of that name exists)",
     413: "Request body too large",
     415: "The body is not application/json",
@@ -362,6 +363,135 @@ def _schedule_paths() -> dict[str, Any]:
         "/v1/schedules/{name}/pause": action("Pause a schedule: it fires no tick until resumed", "pauseSchedule"),
         "/v1/schedules/{name}/resume": action("Resume a schedule from its next tick after now", "resumeSchedule"),
     }
+
+
+_WEBHOOK_ID = {"name": "webhook_id", "in": "path", "required": True, "schema": {"type": "string", "format": "uuid"}}
+
+
+def _webhook_paths() -> dict[str, Any]:
+    one = _ref("Webhook")
+    shown_once = "Created; the only answer that shows the secret"
+    created = _responses(201, _ref("WebhookCreated"), shown_once, 400, 401, 413, 415, 503)
+    errors = {status: answer for status, answer in _responses(200, {}, "", 401, 404, 503).items() if status != "200"}
+    body = {"required": True, "content": {"application/json": {"schema": _ref("WebhookSpec")}}}
+    return {
+        "/v1/webhooks": {
+            "post": {
+                "summary": "Create a webhook: signed POSTs of the job events it wants",
+                "operationId": "createWebhook",
+                "requestBody": body,
+                "responses": created,
+            },
+            "get": {
+                "summary": "Every webhook, oldest first (secrets are never shown again)",
+                "operationId": "listWebhooks",
+                "responses": _responses(200, _ref("WebhookList"), "The webhooks", 401, 503),
+            },
+        },
+        "/v1/webhooks/{webhook_id}": {
+            "parameters": [_WEBHOOK_ID],
+            "get": {
+                "summary": "Read a webhook",
+                "operationId": "getWebhook",
+                "responses": _responses(200, one, "The webhook", 401, 404, 503),
+            },
+            "delete": {
+                "summary": "Delete a webhook (its deliveries still waiting are dropped)",
+                "operationId": "deleteWebhook",
+                "responses": {"204": {"description": "Deleted"}, **errors},
+            },
+        },
+    }
+
+
+def _webhook_spec_schema() -> dict[str, Any]:
+    schema = WebhookSpec.model_json_schema(ref_template="#/components/schemas/{model}")
+    schema.pop("title", None)
+    schema.pop("$defs", None)
+    schema["description"] = "A webhook: the http(s) URL to post to, the events it wants, and optional filters"
+    schema["properties"]["url"] = {
+        "type": "string",
+        "maxLength": MAX_URL_CHARS,
+        "pattern": "^[Hh][Tt][Tt][Pp][Ss]?://[^\\s/@?#]+",
+        "description": "An http:// or https:// URL (without credentials)",
+    }
+    schema["properties"]["description"] = {
+        "anyOf": [{**_STORABLE_TEXT, "maxLength": MAX_DESCRIPTION_CHARS}, {"type": "null"}],
+        "default": None,
+    }
+    for name in ("events", "queues", "types"):
+        field = schema["properties"][name]
+        (field if name == "events" else field["anyOf"][0])["uniqueItems"] = True
+    schema["properties"]["max_retries"]["description"] = "Retries of one delivery, with the job backoff"
+    return schema
+
+
+def _webhook_schema(*, with_secret: bool) -> dict[str, Any]:
+    names = {"type": ["array", "null"], "items": {"type": "string"}}
+    properties = {
+        "id": {"type": "string", "format": "uuid"},
+        "url": {"type": "string"},
+        "events": {"type": "array", "items": _ref("WebhookEvent")},
+        "queues": {**names, "description": "Only jobs of these queues (null: every queue)"},
+        "types": {**names, "description": "Only jobs of these types (null: every type)"},
+        "description": {"type": ["string", "null"]},
+        "max_retries": {"type": "integer"},
+        "created_at": _timestamp(),
+        "updated_at": _timestamp(),
+    }
+    if with_secret:
+        properties["secret"] = {
+            "type": "string",
+            "pattern": "^whsec_[A-Za-z0-9+/]+=*$",
+            "description": "Signs every delivery (Standard Webhooks); shown in this answer only",
+        }
+    return {"type": "object", "required": list(properties), "properties": properties}
+
+
+def _webhook_schemas() -> dict[str, Any]:
+    return {
+        "WebhookEvent": {"type": "string", "enum": [event.value for event in WebhookEvent]},
+        "WebhookSpec": _webhook_spec_schema(),
+        "Webhook": _webhook_schema(with_secret=False),
+        "WebhookCreated": _webhook_schema(with_secret=True),
+        "WebhookList": _object_of("webhooks", {"type": "array", "items": _ref("Webhook")}),
+        "WebhookDelivery": {
+            "type": "object",
+            "required": ["type", "timestamp", "data"],
+            "properties": {
+                "type": _ref("WebhookEvent"),
+                "timestamp": {**_timestamp(), "description": "When the job reached the status"},
+                "data": _object_of("job", {"type": "object", "description": "The job as it was then"}),
+            },
+        },
+    }
+
+
+def _outgoing_webhooks() -> dict[str, Any]:
+    """OpenAPI 3.1's `webhooks`: what Quorra posts to a webhook's URL."""
+
+    def header(name: str, description: str) -> dict[str, Any]:
+        return {
+            "name": name,
+            "in": "header",
+            "required": True,
+            "schema": {"type": "string"},
+            "description": description,
+        }
+
+    parameters = [
+        header("webhook-id", "The delivery's id, the same on every retry (deduplicate by it)"),
+        header("webhook-timestamp", "Unix seconds of this attempt"),
+        header("webhook-signature", 'v1,<base64 HMAC-SHA256 of "<webhook-id>.<webhook-timestamp>.<body>">'),
+    ]
+    post = {
+        "summary": "A job event, signed as Standard Webhooks prescribes; any 2xx answer acknowledges it",
+        "operationId": "jobEvent",
+        "parameters": parameters,
+        "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("WebhookDelivery")}}},
+        "responses": {"2XX": {"description": "Delivered; any other answer (or none) is retried with backoff"}},
+    }
+    return {"jobEvent": {"post": post}}
 
 
 def _public_paths() -> dict[str, Any]:
@@ -697,6 +827,7 @@ def _schemas() -> dict[str, Any]:
         **_submission_schemas(),
         **_listing_schemas(),
         **_schedule_schemas(),
+        **_webhook_schemas(),
         "Health": _object_of("status", {"type": "string", "const": "ok"}),
         "Readiness": readiness,
         "Error": _error_schema(),
@@ -725,8 +856,10 @@ def spec() -> dict[str, Any]:
             **_workflow_paths(),
             "/v1/queues": queues,
             **_schedule_paths(),
+            **_webhook_paths(),
             **_public_paths(),
         },
+        "webhooks": _outgoing_webhooks(),
         "components": {
             "securitySchemes": {
                 "ApiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
