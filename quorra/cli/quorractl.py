@@ -26,6 +26,7 @@ from tabulate import tabulate
 
 from quorra import __version__
 from quorra.cli.schedules import schedules
+from quorra.cli.webhooks import webhooks
 from quorra.client import Client, Job, JobStatus, QuorraClientError, Unreachable, WaitTimeout
 from quorra.client.models import DEV_API_KEY
 from quorra.client.sync import DEFAULT_URL
@@ -422,6 +423,7 @@ def health(state: State) -> None:
 
 
 main.add_command(schedules)
+main.add_command(webhooks)
 
 
 if __name__ == "__main__":

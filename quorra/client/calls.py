@@ -85,6 +85,13 @@ def schedule(method: str, name: str | None = None, verb: str | None = None, body
     return Call(method, path, Kind.READ if method == "GET" else Kind.CHANGE, json=body)
 
 
+def webhook(method: str, webhook_id: str | None = None, body: Any = None) -> Call:
+    """A /v1/webhooks call. Reads are repeated freely; a change only if surely not sent (a
+    create repeated after it landed would make a second webhook)."""
+    path = "/v1/webhooks" + (f"/{quote(webhook_id, safe='')}" if webhook_id else "")
+    return Call(method, path, Kind.READ if method == "GET" else Kind.CHANGE, json=body)
+
+
 def retry_dead(queue: str, type: str | None) -> Call:
     body = {"queue": queue, "status": "dead", **({"type": type} if type else {})}
     return Call("POST", "/v1/jobs/retry", Kind.CHANGE, json=body)

@@ -206,6 +206,33 @@ class Client:
     def delete_schedule(self, name: str) -> None:
         self._call(calls.schedule("DELETE", name))
 
+    # -- webhooks (plain JSON documents, as GET /v1/webhooks shows them) --------------------------
+
+    def webhooks(self) -> list[dict[str, Any]]:
+        return self._call(calls.webhook("GET"))["webhooks"]
+
+    def webhook(self, webhook_id: str) -> dict[str, Any]:
+        return self._call(calls.webhook("GET", webhook_id))
+
+    def create_webhook(
+        self,
+        url: str,
+        events: Iterable[str],
+        *,
+        queues: Iterable[str] | None = None,
+        types: Iterable[str] | None = None,
+        description: str | None = None,
+        max_retries: int | None = None,
+    ) -> dict[str, Any]:
+        """The new webhook, with its signing `secret`: the only time the server shows it."""
+        body: dict[str, Any] = {"url": url, "events": list(events)}
+        optional = {"queues": queues, "types": types, "description": description, "max_retries": max_retries}
+        body |= {name: list(v) if name in ("queues", "types") else v for name, v in optional.items() if v is not None}
+        return self._call(calls.webhook("POST", body=body))
+
+    def delete_webhook(self, webhook_id: str) -> None:
+        self._call(calls.webhook("DELETE", webhook_id))
+
     # -- queues and health ---------------------------------------------------------------------
 
     def queues(self) -> list[QueueCount]:
