@@ -4,14 +4,17 @@ declares it, its secret, and a delivery's body and signature, which follow Stand
 
 A job event is ``job.<status>`` for the statuses a job reaches by itself or by a person:
 ``job.succeeded`` (acked), ``job.failed`` (an attempt failed; retried after its backoff),
-``job.dead`` (out of retries) and ``job.cancelled``. The store inserts one delivery per
+``job.dead`` (out of retries) and ``job.cancelled`` (by a person, or by a parent that failed:
+quorra.workflows). ``workflow.completed`` announces a workflow whose every job finished,
+with its outcome (succeeded, failed or cancelled); the queue and type filters choose jobs,
+so they do not apply to it. The store inserts one delivery per
 matching webhook, as a job of the queue ``quorra.webhooks`` (type ``quorra.webhook.deliver``),
 in the transaction of the change it announces (an outbox): no event is lost and none is
 sent for a change that rolled back. quorra.delivery posts them, retrying with the jobs'
 own backoff. Deliveries announce no events of their own (no loops).
 
 A delivery is ``POST <url>`` with the JSON body ``{"type", "timestamp", "data": {"job":
-...}}`` and the headers ``webhook-id`` (the delivery job's id, the same on every retry: a
+...}}`` (``{"workflow": ...}`` for a workflow event) and the headers ``webhook-id`` (the delivery job's id, the same on every retry: a
 receiver's idempotency key), ``webhook-timestamp`` (Unix seconds of this attempt) and
 ``webhook-signature`` (``v1,<base64 HMAC-SHA256 of "<id>.<timestamp>.<body>">``, keyed with
 the secret's base64-decoded bytes).
@@ -51,6 +54,7 @@ class WebhookEvent(str, enum.Enum):
     JOB_FAILED = "job.failed"
     JOB_DEAD = "job.dead"
     JOB_CANCELLED = "job.cancelled"
+    WORKFLOW_COMPLETED = "workflow.completed"  # every job of a workflow finished (quorra.workflows)
 
     def __str__(self) -> str:
         return self.value
@@ -58,7 +62,8 @@ class WebhookEvent(str, enum.Enum):
 
 # The statuses whose arrival is a job event, 'job.<status>'.
 EVENT_STATUSES = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.DEAD, JobStatus.CANCELLED})
-assert {f"job.{status.value}" for status in EVENT_STATUSES} == {event.value for event in WebhookEvent}
+JOB_EVENTS = frozenset(event for event in WebhookEvent if event.value.startswith("job."))
+assert {f"job.{status.value}" for status in EVENT_STATUSES} == {event.value for event in JOB_EVENTS}
 
 
 def _unique(names: tuple[Any, ...] | None) -> tuple[Any, ...] | None:
@@ -154,32 +159,53 @@ def new_webhook_id() -> str:
 
 @dataclass(frozen=True)
 class Delivery:
-    """What a delivery job carries: the webhook to post to, the event and the job as it was
-    when the event happened (a snapshot of its row, taken by the store)."""
+    """What a delivery job carries: the webhook to post to, the event, and the job (or the
+    workflow) as it was when the event happened (a snapshot taken by the store)."""
 
     webhook_id: str
     event: str
-    job: dict[str, Any]
+    subject: str  # "job" or "workflow"
+    document: dict[str, Any]
 
     @classmethod
     def from_payload(cls, payload: dict[str, Any]) -> Delivery:
         """Raises ValueError or TypeError for a payload the store did not write."""
         try:
-            webhook_id, event, job = payload["webhook_id"], payload["event"], payload["job"]
+            webhook_id, event = payload["webhook_id"], payload["event"]
+            subject = "job" if "job" in payload else "workflow"
+            document = payload[subject]
         except (KeyError, TypeError):
-            raise ValueError("not a webhook delivery (webhook_id, event and job expected)") from None
-        if not isinstance(job, dict) or not isinstance(event, str):
+            raise ValueError("not a webhook delivery (webhook_id, event and job or workflow expected)") from None
+        if not isinstance(document, dict) or not isinstance(event, str):
             raise TypeError("not a webhook delivery (event must be a string and job an object)")
-        return cls(str(uuid.UUID(str(webhook_id))), event, job_data(job))
+        return cls(str(uuid.UUID(str(webhook_id))), event, subject, job_data(document))
+
+    @property
+    def job(self) -> dict[str, Any]:
+        return self.document if self.subject == "job" else {}
 
     @property
     def occurred_at(self) -> str:
-        return self.job.get("updated_at") or _iso(datetime.now(UTC))
+        moment = self.document.get("updated_at" if self.subject == "job" else "finished_at")
+        return moment or _iso(datetime.now(UTC))
 
     def body(self) -> str:
         """The JSON body posted, exactly as signed."""
-        document = {"type": self.event, "timestamp": self.occurred_at, "data": {"job": self.job}}
+        document = {"type": self.event, "timestamp": self.occurred_at, "data": {self.subject: self.document}}
         return json.dumps(document, separators=(",", ":"), ensure_ascii=False)
+
+
+def workflow_document(workflow: Any, counts: dict[str, int]) -> dict[str, Any]:
+    """A completed workflow (quorra.workflows.Workflow) as a workflow.completed delivery
+    carries it: its row, and how many of its jobs ended in each status."""
+    return {
+        "id": workflow.id,
+        "name": workflow.name,
+        "status": workflow.status.value,
+        "created_at": _iso(workflow.created_at),
+        "finished_at": _iso(workflow.finished_at) if workflow.finished_at else None,
+        "counts": counts,
+    }
 
 
 def signature_headers(secret: str, message_id: str, timestamp: datetime, body: str) -> dict[str, str]:
@@ -192,10 +218,10 @@ def signature_headers(secret: str, message_id: str, timestamp: datetime, body: s
 
 
 # The fields of a job snapshot that a receiver does not get: the lease id is the worker's
-# secret, and the unique slot's columns are internal.
-PRIVATE_FIELDS = frozenset({"lease_id", "unique_key", "unique_states"})
+# secret, and the unique slot's and the dependencies' bookkeeping columns are internal.
+PRIVATE_FIELDS = frozenset({"lease_id", "unique_key", "unique_states", "pending_parents", "has_dependants"})
 _TIME_FIELDS = frozenset(field.name for field in dataclasses.fields(Job) if str(field.type).startswith("datetime"))
-_ID_FIELDS = frozenset({"id", "schedule_id"})
+_ID_FIELDS = frozenset({"id", "schedule_id", "workflow_id", "cancelled_by_parent"})
 
 
 def job_data(snapshot: dict[str, Any]) -> dict[str, Any]:
@@ -205,7 +231,7 @@ def job_data(snapshot: dict[str, Any]) -> dict[str, Any]:
     for name, value in snapshot.items():
         if name in PRIVATE_FIELDS:
             continue
-        if value is not None and name in _TIME_FIELDS:
+        if isinstance(value, str) and name in _TIME_FIELDS:
             value = _iso(datetime.fromisoformat(value))
         elif value is not None and name in _ID_FIELDS:
             value = str(uuid.UUID(str(value)))

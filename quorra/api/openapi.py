@@ -460,8 +460,13 @@ def _webhook_schemas() -> dict[str, Any]:
             "required": ["type", "timestamp", "data"],
             "properties": {
                 "type": _ref("WebhookEvent"),
-                "timestamp": {**_timestamp(), "description": "When the job reached the status"},
-                "data": _object_of("job", {"type": "object", "description": "The job as it was then"}),
+                "timestamp": {**_timestamp(), "description": "When the job reached the status (or the workflow ended)"},
+                "data": {
+                    "oneOf": [
+                        _object_of("job", {"type": "object", "description": "The job as it was then"}),
+                        _object_of("workflow", {"type": "object", "description": "The workflow, its outcome, counts"}),
+                    ]
+                },
             },
         },
     }
@@ -485,7 +490,7 @@ def _outgoing_webhooks() -> dict[str, Any]:
         header("webhook-signature", 'v1,<base64 HMAC-SHA256 of "<webhook-id>.<webhook-timestamp>.<body>">'),
     ]
     post = {
-        "summary": "A job event, signed as Standard Webhooks prescribes; any 2xx answer acknowledges it",
+        "summary": "A job or workflow event, signed as Standard Webhooks prescribes; a 2xx answer acknowledges it",
         "operationId": "jobEvent",
         "parameters": parameters,
         "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("WebhookDelivery")}}},

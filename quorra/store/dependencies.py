@@ -42,6 +42,7 @@ from quorra.jobs import (
 from quorra.schema import job_dependencies as edges
 from quorra.schema import jobs, workflows
 from quorra.store.base import Clock, Effects, log_transition, status_in, to_job
+from quorra.store.webhooks import enqueue_followers
 from quorra.workflows import Workflow, WorkflowStatus, workflow_status
 
 BLOCKED = JobStatus.BLOCKED.value
@@ -49,13 +50,16 @@ BLOCKED = JobStatus.BLOCKED.value
 
 def follow(conn, clock: Clock, dialect: str, changed: Iterable[Job], effects: Effects | None) -> list[Job]:
     """What jobs that just changed imply: the dependants of finished parents released or
-    cancelled, finished workflows completed. Costs a Python test per job when none has
-    dependants or a workflow. Returns the dependants changed, to log once committed."""
+    cancelled, finished workflows completed (and the webhook events of both). Costs a
+    Python test per job when none has dependants or a workflow. Returns the dependants
+    changed, to log once committed."""
     changed = list(changed)
     parents = [job for job in changed if job.has_dependants and job.status in TERMINAL]
     dependants = parents_finished(conn, clock, dialect, parents) if parents else []
     in_workflows = [job for job in (*changed, *dependants) if job.workflow_id is not None]
     finished = workflows_finished(conn, clock, dialect, in_workflows) if in_workflows else []
+    if dependants or finished:  # their webhook events, in this transaction too
+        enqueue_followers(conn, clock, dependants, finished, workflow_counts)
     if effects is not None:
         effects.add(dependants, finished)
     return dependants

@@ -12,14 +12,16 @@ is one INSERT ... SELECT over the changed jobs' ids, in the same transaction."""
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
+    JSON,
     Boolean,
     ColumnElement,
     bindparam,
+    cast,
     delete,
     exists,
     func,
@@ -30,10 +32,11 @@ from sqlalchemy import (
     or_,
     select,
 )
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.sql.selectable import FromClause
 
 from quorra.errors import QuorraError
-from quorra.jobs import JobStatus, parse_job_id
+from quorra.jobs import Job, JobStatus, parse_job_id
 from quorra.schema import UTCDateTime, jobs, webhooks
 from quorra.store.base import Clock, StoreBase, logger
 from quorra.webhooks import (
@@ -44,7 +47,9 @@ from quorra.webhooks import (
     WebhookEvent,
     WebhookSpec,
     new_webhook_id,
+    workflow_document,
 )
+from quorra.workflows import Workflow
 
 
 class WebhookNotFound(QuorraError):
@@ -153,6 +158,53 @@ class _BoundClock(Clock):
     def after(self, seconds: float) -> ColumnElement:
         assert not seconds
         return bindparam("event_at", type_=UTCDateTime)
+
+
+def enqueue_followers(
+    conn,
+    clock: Clock,
+    dependants: Sequence[Job],
+    completed: Sequence[Workflow],
+    counts: Callable[[Any, list[str]], dict[str, dict[str, int]]],
+) -> None:
+    """The events of what a change implied in its transaction (quorra.store.dependencies):
+    dependants cancelled by a failed parent, and workflows completed (`counts` gives their
+    jobs by status)."""
+    enqueue_events(conn, clock, [job.id for job in dependants if job.status in EVENT_STATUSES])
+    if completed and conn.exec_driver_sql(_ANY_WEBHOOK).first() is not None:
+        by_status = counts(conn, [workflow.id for workflow in completed])
+        rows = [{"workflow": workflow_document(w, by_status[w.id]), "event_at": clock.fixed} for w in completed]
+        conn.execute(_workflow_events(conn.dialect.name, clock.fixed is not None), rows)
+
+
+@functools.lru_cache(maxsize=4)
+def _workflow_events(dialect: str, fixed_now: bool):
+    """INSERT INTO jobs: a workflow.completed delivery of :workflow (its document, as JSON)
+    to each webhook that wants the event (whatever its filters, which choose jobs), created
+    at :event_at (or now())."""
+    hook = webhooks
+    event = literal(WebhookEvent.WORKFLOW_COMPLETED.value)
+    given = bindparam("workflow", type_=JSON)
+    if dialect == "postgresql":
+        document = func.jsonb_build_object("webhook_id", hook.c.id, "event", event, "workflow", cast(given, JSONB))
+    else:
+        document = func.json_object("webhook_id", hook.c.id, "event", event, "workflow", func.json(given))
+    now = bindparam("event_at", type_=UTCDateTime) if fixed_now else func.now()
+    rows = select(
+        _new_id(dialect),
+        literal(DELIVER_TYPE),
+        literal(WEBHOOK_QUEUE),
+        document,
+        literal(0),
+        literal(JobStatus.PENDING.value),
+        literal(0),
+        hook.c.max_retries,
+        now,
+        now,
+        now,
+    ).where(_contains(hook.c.events, event, dialect))
+    columns = ["id", "type", "queue", "payload", "priority", "status", "attempts", "max_retries"]
+    return insert(jobs).from_select([*columns, "run_at", "created_at", "updated_at"], rows)
 
 
 def with_events(statement, clock: Clock):

@@ -89,7 +89,6 @@ def test_a_url_that_is_not_http_or_https_is_refused(client, url):
     [
         ({"events": []}, "events"),
         ({"events": ["job.leased"]}, "events.0"),
-        ({"events": ["workflow.completed"]}, "events.0"),
         ({"events": ["job.dead", "job.dead"]}, "events"),
         ({"queues": ["bad queue"]}, "queues.0"),
         ({"queues": []}, "queues"),

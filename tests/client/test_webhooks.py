@@ -55,7 +55,7 @@ def test_quorractl_webhooks_create_list_get_delete(served):
 
 
 def test_quorractl_prints_the_servers_error_for_an_unknown_event(served):
-    result = quorractl(served.url, "webhooks", "create", "https://example.com", "--event", "workflow.completed")
+    result = quorractl(served.url, "webhooks", "create", "https://example.com", "--event", "job.leased")
 
     assert result.exit_code == 1
     assert "events" in result.output

@@ -3,6 +3,7 @@ matching webhook, written in the transaction of the change). SQLite and PostgreS
 
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import timedelta
 
@@ -12,7 +13,8 @@ from quorra.jobs import Job, JobStatus
 from quorra.store import Settlement, Store, WebhookNotFound
 from quorra.store.settling import Settling
 from quorra.webhooks import DELIVER_TYPE, WEBHOOK_QUEUE, Delivery, WebhookSpec, new_secret
-from tests.factories import leased_job, make_job
+from quorra.workflows import parse_workflow
+from tests.factories import dependant_of, leased_job, make_job
 
 S = JobStatus
 
@@ -194,3 +196,48 @@ def test_a_webhooks_max_retries_is_its_deliveries(store):
     store.ack(job.id, job.lease_id)
 
     assert [delivery.max_retries for delivery in deliveries(store)] == [2]
+
+
+# -- with dependencies and workflows -------------------------------------------------------------
+
+
+def test_dependants_cancelled_by_a_dead_parent_are_announced(store):
+    hook = add_webhook(store, events=["job.dead", "job.cancelled"])
+    parent = leased_job(store, max_retries=0)
+    child = dependant_of(store, parent)
+    grandchild = dependant_of(store, child)
+
+    store.nack(parent.id, parent.lease_id, "boom")
+
+    assert delivered(store) == sorted(
+        [(hook, "job.dead", parent.id), (hook, "job.cancelled", child.id), (hook, "job.cancelled", grandchild.id)]
+    )
+
+
+def test_a_completed_workflow_is_announced_once_to_the_webhooks_that_want_it(store):
+    # Given a webhook for workflow.completed (its queue filter chooses jobs, not workflows)
+    hook = add_webhook(store, events=["workflow.completed"], queues=["elsewhere"])
+    add_webhook(store, events=["job.succeeded"], queues=["elsewhere"])
+    queue = f"wf-{uuid.uuid4().hex[:8]}"
+    step = {"type": "step", "payload": {}, "queue": queue, "max_retries": 0}
+    body = {"name": "pair", "jobs": [step | {"ref": "a"}, step | {"ref": "b", "depends_on": ["a"]}]}
+    workflow, _ = store.submit_workflow(parse_workflow(body))
+
+    # When its jobs run in turn, the second failing for good
+    while leased := store.lease_jobs([queue], "w", 10, 30):
+        store.settle_many([Settlement(j.id, j.lease_id, j.ref == "a", error="boom") for j in leased])
+
+    # Then one delivery carries the workflow, its outcome and its counts
+    [delivery] = deliveries(store)
+    sent = Delivery.from_payload(delivery.payload)
+    assert (sent.webhook_id, sent.event, sent.subject) == (hook, "workflow.completed", "workflow")
+    assert sent.document | {"created_at": None, "finished_at": None} == {
+        "id": workflow.id,
+        "name": "pair",
+        "status": "failed",
+        "created_at": None,
+        "finished_at": None,
+        "counts": {"succeeded": 1, "dead": 1},
+    }
+    assert sent.occurred_at == sent.document["finished_at"]
+    assert json.loads(sent.body())["data"]["workflow"]["id"] == workflow.id
