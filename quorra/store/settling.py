@@ -50,7 +50,7 @@ from quorra.store.base import (
     to_job,
 )
 from quorra.store.dependencies import follow, log_dependants
-from quorra.store.webhooks import enqueue_events, with_events
+from quorra.store.webhooks import any_webhook, enqueue_events, no_webhook, with_events
 
 
 class Settling(StoreBase):
@@ -113,10 +113,14 @@ class Settling(StoreBase):
     def _settle(self, conn, clock, settlements: list[Settlement], worker_id: str | None) -> dict[str, Job]:
         if self.dialect == "postgresql":
             check_worker = worker_id is not None
-            statement = (
-                _SETTLE_AT_DB_TIME[check_worker] if clock.fixed is None else _settle_statement(clock, check_worker)
-            )
-            rows = conn.execute(statement, _settle_arrays(settlements) | {"worker_id": worker_id}).all()
+            params = _settle_arrays(settlements) | {"worker_id": worker_id}
+            outbox = self._webhooks_seen
+            rows = conn.execute(self._settle_statement(clock, check_worker, outbox), params).all()
+            if not rows and not outbox and any_webhook(conn):
+                # The statement without the outbox changed nothing because a webhook exists
+                # (its guard): from now on, this process settles with the outbox.
+                self._webhooks_seen = True
+                rows = conn.execute(self._settle_statement(clock, check_worker, True), params).all()
             return {job.id: job for job in map(to_job, rows)}
         settled = {}
         for item in settlements:  # SQLite: BEGIN IMMEDIATE holds the only write lock
@@ -126,6 +130,17 @@ class Settling(StoreBase):
                 settled[item.job_id] = self._settle_row(conn, clock, held, item)
         enqueue_events(conn, clock, list(settled))
         return settled
+
+    # PostgreSQL: False until this process finds a webhook. Until then it settles with a
+    # statement that writes no outbox and changes nothing at all while a webhook exists (a
+    # one-time NOT EXISTS on the webhooks table, evaluated in the statement's own snapshot):
+    # no event can be missed, and settling costs nothing more while no webhook exists.
+    _webhooks_seen = False
+
+    def _settle_statement(self, clock: Clock, check_worker: bool, outbox: bool):
+        if clock.fixed is None:
+            return _SETTLE_AT_DB_TIME[check_worker, outbox]
+        return _settle_statement(clock, check_worker, outbox)
 
     def _settle_row(self, conn, clock: Clock, row, item: Settlement) -> Job:
         if not item.success:
@@ -260,10 +275,11 @@ def _settle_arrays(settlements: list[Settlement]) -> dict[str, list[Any]]:
     }
 
 
-def _settle_statement(clock: Clock, check_worker: bool):
+def _settle_statement(clock: Clock, check_worker: bool, outbox: bool):
     """UPDATE jobs ... FROM unnest(:job_ids, :lease_ids, ...) under the lease guard per row,
-    with the webhook deliveries of the events it causes (store.webhooks.with_events). A nack's
-    next status and backoff follow quorra.jobs (retries_remain, backoff_seconds)."""
+    with the webhook deliveries of the events it causes (store.webhooks.with_events), or
+    without them and only while no webhook exists (store.webhooks.no_webhook). A nack's next
+    status and backoff follow quorra.jobs (retries_remain, backoff_seconds)."""
     given = (
         func.unnest(
             bindparam("job_ids", type_=ARRAY(Text)),
@@ -295,6 +311,8 @@ def _settle_statement(clock: Clock, check_worker: bool):
     ]
     if check_worker:
         guard.append(jobs.c.leased_by == bindparam("worker_id", type_=Text))
+    if not outbox:
+        return update(jobs).where(*guard, no_webhook()).values(values).returning(*jobs.c)
     return with_events(update(jobs).where(*guard).values(values).returning(*jobs.c), clock)
 
 
@@ -314,4 +332,8 @@ def _check_result(result: Any) -> None:
 
 
 # Built once, after the helpers above: the hot settle statement on the database clock.
-_SETTLE_AT_DB_TIME = {check: _settle_statement(Clock("postgresql", None), check) for check in (False, True)}
+_SETTLE_AT_DB_TIME = {
+    (check, outbox): _settle_statement(Clock("postgresql", None), check, outbox)
+    for check in (False, True)
+    for outbox in (False, True)
+}

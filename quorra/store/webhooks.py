@@ -132,12 +132,21 @@ def enqueue_events(conn, clock: Clock, job_ids: Sequence[str]) -> None:
     # The gate: with no webhook, one trivial read instead of the INSERT (a fifth of its
     # cost on SQLite). A webhook created by a transaction that commits after this read is
     # not seen here, exactly as the INSERT ... SELECT would not see it.
-    if job_ids and conn.exec_driver_sql(_ANY_WEBHOOK).first() is not None:
+    if job_ids and any_webhook(conn):
         statement = _events_of_ids(conn.dialect.name, clock.fixed is not None)
         conn.execute(statement, {"job_ids": list(job_ids), "event_at": clock.fixed})
 
 
 _ANY_WEBHOOK = "SELECT 1 FROM webhooks LIMIT 1"
+
+
+def any_webhook(conn) -> bool:
+    return conn.exec_driver_sql(_ANY_WEBHOOK).first() is not None
+
+
+def no_webhook() -> ColumnElement:
+    """NOT EXISTS (SELECT FROM webhooks): PostgreSQL evaluates it once per statement."""
+    return ~exists().select_from(webhooks)
 
 
 @functools.lru_cache(maxsize=8)
@@ -171,7 +180,7 @@ def enqueue_followers(
     dependants cancelled by a failed parent, and workflows completed (`counts` gives their
     jobs by status)."""
     enqueue_events(conn, clock, [job.id for job in dependants if job.status in EVENT_STATUSES])
-    if completed and conn.exec_driver_sql(_ANY_WEBHOOK).first() is not None:
+    if completed and any_webhook(conn):
         by_status = counts(conn, [workflow.id for workflow in completed])
         rows = [{"workflow": workflow_document(w, by_status[w.id]), "event_at": clock.fixed} for w in completed]
         conn.execute(_workflow_events(conn.dialect.name, clock.fixed is not None), rows)

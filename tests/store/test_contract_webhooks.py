@@ -241,3 +241,30 @@ def test_a_completed_workflow_is_announced_once_to_the_webhooks_that_want_it(sto
     }
     assert sent.occurred_at == sent.document["finished_at"]
     assert json.loads(sent.body())["data"]["workflow"]["id"] == workflow.id
+
+
+def test_a_webhook_created_elsewhere_is_seen_by_the_next_settle(store, database_url):
+    # Given a store (a process) that settled without any webhook, so it settles without the outbox
+    first = leased_job(store)
+    store.ack(first.id, first.lease_id)
+    # When another process creates a webhook, and this one settles again
+    other = Store.from_url(database_url)
+    try:
+        hook = add_webhook(other)
+    finally:
+        other.close()
+    job = leased_job(store)
+    store.ack(job.id, job.lease_id)
+    # Then the event of that settle is delivered, and only that one
+    assert delivered(store) == [(hook, "job.succeeded", job.id)]
+
+
+def test_a_batch_of_stale_leases_settles_nothing_with_or_without_webhooks(store):
+    job = leased_job(store)
+    store.cancel(job.id)
+    stale = [Settlement(job.id, job.lease_id, True)]
+
+    assert store.settle_many(stale)[0].job is None
+    add_webhook(store)
+    assert store.settle_many(stale)[0].job is None
+    assert deliveries(store) == []
