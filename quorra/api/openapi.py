@@ -35,8 +35,8 @@ from quorra.jobs import (
 )
 from quorra.schedules import CRON_PATTERN, MAX_INTERVAL_SECONDS, MAX_NAME_CHARS, JobTemplate, MissedTicks, zone_names
 from quorra.store import MAX_LIST_LIMIT
-from quorra.workflows import MAX_WORKFLOW_NAME_CHARS, WorkflowJob, WorkflowStatus
 from quorra.webhooks import MAX_DESCRIPTION_CHARS, MAX_URL_CHARS, WebhookEvent, WebhookSpec
+from quorra.workflows import MAX_WORKFLOW_NAME_CHARS, WorkflowJob, WorkflowStatus
 
 bp = Blueprint("openapi", __name__)
 
