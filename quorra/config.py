@@ -22,6 +22,8 @@ from quorra.jobs import DEFAULT_IDEMPOTENCY_TTL_SECONDS, MAX_QUEUE_CHARS, MAX_TI
 
 DEV_API_KEY = "dev-api-key-change-in-production"
 MIN_SECRET_CHARS = 16
+# RFC 7518 3.2: an HS256 key must be at least as long as the hash (256 bits)
+MIN_JWT_SECRET_CHARS = 32
 
 
 def split_list(value: object) -> object:
@@ -52,6 +54,7 @@ def dial_target(address: str) -> str:
 
 
 Seconds = Annotated[float, BeforeValidator(parse_duration), Field(gt=0)]
+SecondsOrZero = Annotated[float, BeforeValidator(parse_duration), Field(ge=0)]
 Names = Annotated[tuple[str, ...], BeforeValidator(split_list)]
 
 
@@ -95,6 +98,21 @@ class Settings(BaseModel):
     # grpc, scheduler, worker: serve this process's own /metrics here (one port per process,
     # for hosts that share no filesystem: containers, pods). Unset: no endpoint of its own.
     metrics_addr: str | None = Field(None, alias="QUORRA_METRICS_ADDR")
+
+    # access: managed keys are looked up at most once per this long per process, which bounds how
+    # long a key revoked elsewhere keeps working here (see quorra.keys.KeyResolver)
+    key_cache_ttl_seconds: Seconds = Field(5.0, alias="QUORRA_KEY_CACHE_TTL", le=300)
+    # JWT bearer tokens (quorra.tokens): HS256 with a shared secret, or RS/ES keys from a JWKS URL
+    jwt_secret: str | None = Field(None, alias="QUORRA_JWT_SECRET", repr=False)
+    jwt_jwks_url: str | None = Field(None, alias="QUORRA_JWT_JWKS_URL")
+    jwt_issuer: str | None = Field(None, alias="QUORRA_JWT_ISSUER")
+    jwt_audience: str | None = Field(None, alias="QUORRA_JWT_AUDIENCE")
+    jwt_leeway_seconds: SecondsOrZero = Field(30.0, alias="QUORRA_JWT_LEEWAY", le=600)
+    jwt_role_claim: str = Field("role", alias="QUORRA_JWT_ROLE_CLAIM", min_length=1)
+    jwt_tenant_claim: str = Field("tenant", alias="QUORRA_JWT_TENANT_CLAIM", min_length=1)
+    jwt_jwks_cache_seconds: Seconds = Field(300.0, alias="QUORRA_JWT_JWKS_CACHE")
+    # how long audit entries are kept (the scheduler prunes older ones)
+    audit_retention_seconds: Seconds = Field(365 * 86400.0, alias="QUORRA_AUDIT_RETENTION")
 
     # web: gunicorn gthread workers
     web_workers: int = Field(2, alias="QUORRA_WEB_WORKERS", ge=1, le=64)
@@ -176,6 +194,20 @@ class Settings(BaseModel):
     def _address(cls, address: str) -> str:
         parse_address(address)
         return address
+
+    @field_validator("jwt_secret")
+    @classmethod
+    def _long_jwt_secret(cls, secret: str | None) -> str | None:
+        if secret is not None and len(secret.encode()) < MIN_JWT_SECRET_CHARS:
+            raise ValueError(f"an HS256 secret needs at least {MIN_JWT_SECRET_CHARS} bytes")
+        return secret
+
+    @field_validator("jwt_jwks_url")
+    @classmethod
+    def _http_url(cls, url: str | None) -> str | None:
+        if url is not None and not url.startswith(("https://", "http://")):
+            raise ValueError("expected an https:// URL")
+        return url
 
     @field_validator("metrics_addr")
     @classmethod

@@ -101,3 +101,15 @@ class WorkflowNotFound(QuorraError):
     """No workflow has this id."""
 
     code = "not_found"
+
+
+class ApiKeyNotFound(QuorraError):
+    """No API key has that id."""
+
+    code = "not_found"
+
+
+class AuthUnavailable(QuorraError):
+    """The signing keys of the token cannot be fetched; try again shortly."""
+
+    code = "unavailable"

@@ -17,8 +17,10 @@ from datetime import datetime
 from typing import Any
 
 from quorra import metrics
+from quorra.audit import Action, Actor, audit_entry
 from quorra.errors import QuorraError
 from quorra.jobs import DEFAULT_IDEMPOTENCY_TTL_SECONDS, LEASABLE, TERMINAL, Job, JobSpec, JobStatus
+from quorra.keys import ApiKey, CreatedKey, KeySpec
 from quorra.notify import Notifier, finished_key
 from quorra.schedules import Schedule, ScheduleSpec, plan_tick
 from quorra.store import Effects, FiredTick, Settlement, SettleResult, Store, Submitted
@@ -73,26 +75,27 @@ class JobManager:
             return spec.model_copy(update={"timeout_seconds": self.default_timeout_seconds})
         return spec
 
-    def cancel(self, job_id: str) -> Job:
+    def cancel(self, job_id: str, *, actor: Actor | None = None) -> Job:
         effects = Effects()
-        job = self.store.cancel(job_id, effects=effects)
+        job = self.store.cancel(job_id, effects=effects, audit=audit_entry(actor, Action.JOB_CANCEL, job_id))
         metrics.job_cancelled(job)
         self._announce_finished([job])
         self._follow(effects)
         return job
 
-    def retry(self, job_id: str) -> Job:
+    def retry(self, job_id: str, *, actor: Actor | None = None) -> Job:
         effects = Effects()
-        job = self.store.retry(job_id, effects=effects)
+        job = self.store.retry(job_id, effects=effects, audit=audit_entry(actor, Action.JOB_RETRY, job_id))
         metrics.job_retried(job)
         self._wake([job.queue] if job.status in LEASABLE else [])
         self._follow(effects)
         return job
 
-    def retry_dead(self, queue: str, *, type: str | None = None) -> int:
+    def retry_dead(self, queue: str, *, type: str | None = None, actor: Actor | None = None) -> int:
         """Every dead job of `queue` (and `type`) back in line in one statement; the count."""
         effects = Effects()
-        by_type = self.store.retry_dead(queue, type=type, effects=effects)
+        audit = audit_entry(actor, Action.JOBS_RETRY_DEAD, queue, **({"type": type} if type else {}))
+        by_type = self.store.retry_dead(queue, type=type, effects=effects, audit=audit)
         metrics.dead_jobs_retried(queue, by_type)
         if by_type:
             self._wake([queue])
@@ -163,20 +166,31 @@ class JobManager:
 
     # -- schedules (an operator's verbs; firing is the scheduler's) --------------------------------
 
-    def create_schedule(self, spec: ScheduleSpec) -> Schedule:
-        return self._logged("schedule created", "schedule.created", self.store.create_schedule(spec))
+    def create_schedule(self, spec: ScheduleSpec, *, actor: Actor | None = None) -> Schedule:
+        audit = audit_entry(actor, Action.SCHEDULE_CREATE, spec.name)
+        return self._logged("schedule created", "schedule.created", self.store.create_schedule(spec, audit=audit))
 
-    def update_schedule(self, name: str, changes: dict[str, Any]) -> Schedule:
-        return self._logged("schedule updated", "schedule.updated", self.store.update_schedule(name, changes))
+    def update_schedule(self, name: str, changes: dict[str, Any], *, actor: Actor | None = None) -> Schedule:
+        # the names of the fields changed, not their values (a job template may hold secrets)
+        fields = sorted(map(str, changes)) if isinstance(changes, dict) else []  # the store refuses a non-object
+        audit = audit_entry(actor, Action.SCHEDULE_UPDATE, name, fields=fields)
+        return self._logged(
+            "schedule updated", "schedule.updated", self.store.update_schedule(name, changes, audit=audit)
+        )
 
-    def pause_schedule(self, name: str) -> Schedule:
-        return self._logged("schedule paused", "schedule.paused", self.store.set_schedule_paused(name, True))
+    def pause_schedule(self, name: str, *, actor: Actor | None = None) -> Schedule:
+        audit = audit_entry(actor, Action.SCHEDULE_PAUSE, name)
+        return self._logged(
+            "schedule paused", "schedule.paused", self.store.set_schedule_paused(name, True, audit=audit)
+        )
 
-    def resume_schedule(self, name: str) -> Schedule:
-        return self._logged("schedule resumed", "schedule.resumed", self.store.set_schedule_paused(name, False))
+    def resume_schedule(self, name: str, *, actor: Actor | None = None) -> Schedule:
+        audit = audit_entry(actor, Action.SCHEDULE_RESUME, name)
+        schedule = self.store.set_schedule_paused(name, False, audit=audit)
+        return self._logged("schedule resumed", "schedule.resumed", schedule)
 
-    def delete_schedule(self, name: str) -> None:
-        self.store.delete_schedule(name)
+    def delete_schedule(self, name: str, *, actor: Actor | None = None) -> None:
+        self.store.delete_schedule(name, audit=audit_entry(actor, Action.SCHEDULE_DELETE, name))
         logger.info("schedule deleted", extra={"event": "schedule.deleted", "schedule": name})
 
     def sync_schedules(self, specs: Sequence[ScheduleSpec]) -> list[Schedule]:
@@ -196,6 +210,14 @@ class JobManager:
             },
         )
         return schedule
+
+    # -- API keys (an admin's verbs) ---------------------------------------------------------------
+
+    def create_key(self, spec: KeySpec, *, actor: Actor) -> CreatedKey:
+        return self.store.create_api_key(spec, created_by=actor.subject, audit=audit_entry(actor, Action.KEY_CREATE))
+
+    def revoke_key(self, key_id: str, *, actor: Actor) -> ApiKey:
+        return self.store.revoke_api_key(key_id, audit=audit_entry(actor, Action.KEY_REVOKE, key_id))
 
     # -- the scheduler's verbs ------------------------------------------------------------------
 
@@ -223,6 +245,9 @@ class JobManager:
 
     def prune_idempotency_keys(self, now: datetime, *, limit: int = 500) -> int:
         return self.store.prune_idempotency_keys(now=now, limit=limit)
+
+    def prune_audit(self, before: datetime, *, limit: int = 500) -> int:
+        return self.store.prune_audit(before, limit=limit)
 
     def fire_schedules(self, now: datetime, misfire_threshold_seconds: float, *, limit: int = 100) -> list[FiredTick]:
         """Carry out the due tick of every due schedule (one pass: each due schedule once;

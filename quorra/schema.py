@@ -268,3 +268,47 @@ webhooks = Table(
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
 )
+
+
+# Managed API keys (quorra.keys): a key is shown once, at creation; only its keyed hash is
+# kept. `prefix` finds the row (unique) and is what people see in lists and logs. A key is
+# never deleted, only revoked (revoked_at), so the audit log's actors stay resolvable.
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("id", Uuid(as_uuid=False), primary_key=True),
+    Column("name", String(200), nullable=False),
+    Column("prefix", String(32), nullable=False, unique=True),
+    Column("hash", String(64), nullable=False),
+    Column("role", String(32), nullable=False),
+    Column("tenant", String(100), nullable=False, server_default=text("'default'")),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("created_by", String(300), nullable=False),
+    Column("last_used_at", UTCDateTime),
+    Column("expires_at", UTCDateTime),
+    Column("revoked_at", UTCDateTime),
+)
+
+
+# The audit log (quorra.audit): one row per operator action, inserted in the transaction of
+# the action itself. Rows are only ever inserted, listed and pruned after
+# QUORRA_AUDIT_RETENTION; no route updates or deletes one.
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column("id", Uuid(as_uuid=False), primary_key=True),
+    Column("occurred_at", UTCDateTime, nullable=False),
+    Column("tenant", String(100), nullable=False, server_default=text("'default'")),
+    Column("actor", String(300), nullable=False),  # the principal's subject: key:<id>, jwt:<sub>, cli:<user>
+    Column("actor_name", String(200)),
+    Column("action", String(64), nullable=False),
+    Column("target", String(300)),
+    Column("remote_addr", String(64)),
+    Column("request_id", String(128)),
+    Column("details", Document),
+)
+# GET /v1/audit: newest first (keyset), optionally by action, actor or target; pruning by age.
+Index("ix_audit_log_occurred", audit_log.c.occurred_at.desc(), audit_log.c.id.desc())
+Index("ix_audit_log_action", audit_log.c.action, audit_log.c.occurred_at.desc())
+Index("ix_audit_log_actor", audit_log.c.actor, audit_log.c.occurred_at.desc())
+Index("ix_audit_log_target", audit_log.c.target, audit_log.c.occurred_at.desc())

@@ -24,7 +24,7 @@ from quorra.store import Store
 from tests.conftest import REPO
 from tests.factories import dead_job, leased_job, make_job
 
-HEAD = "0006"
+HEAD = "0007"
 CLI_TIMEOUT_SECONDS = 60
 # What `pip wheel` needs from a checkout; tests/, .venv/ and build debris stay out.
 WHEEL_SOURCES = (
@@ -87,7 +87,8 @@ def indexes_and_checks(engine) -> tuple[list, list]:
     """What compare_metadata does not compare: partial index predicates, column order and
     sorting, CHECK constraints."""
     inspector = inspect(engine)
-    indexes = sorted(inspector.get_indexes("jobs"), key=lambda index: index["name"])
+    tables = ("jobs", "audit_log", "api_keys")
+    indexes = sorted((i for t in tables for i in inspector.get_indexes(t)), key=lambda index: index["name"])
     for index in indexes:  # SQLite reflects predicates as text() clauses: compare their SQL
         index["dialect_options"] = {key: str(value) for key, value in index["dialect_options"].items()}
     checks = sorted(inspector.get_check_constraints("jobs"), key=lambda check: check["name"])

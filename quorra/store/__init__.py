@@ -16,6 +16,7 @@ embedded on one host, the process clock. Methods that depend on time take an opt
 from __future__ import annotations
 
 from quorra.store.admin import Admin
+from quorra.store.audit import AuditFilter, AuditLog, AuditPage
 from quorra.store.base import (
     LEASE_EXPIRED,
     MAX_ERROR_CHARS,
@@ -31,6 +32,7 @@ from quorra.store.base import (
     Submitted,
     utcnow,
 )
+from quorra.store.keys import ApiKeys
 from quorra.store.leasing import Leasing
 from quorra.store.reading import Reading, WorkflowView
 from quorra.store.schedules import FiredTick, Schedules
@@ -39,7 +41,7 @@ from quorra.store.submitting import Submitting
 from quorra.store.webhooks import WebhookNotFound, Webhooks
 
 
-class Store(Submitting, Leasing, Settling, Admin, Reading, Schedules, Webhooks):
+class Store(Submitting, Leasing, Settling, Admin, Reading, Schedules, Webhooks, ApiKeys, AuditLog):
     """Jobs in one SQL database. Thread-safe: each call takes its own connection."""
 
 
@@ -47,6 +49,8 @@ __all__ = [
     "LEASE_EXPIRED",
     "MAX_ERROR_CHARS",
     "MAX_LIST_LIMIT",
+    "AuditFilter",
+    "AuditPage",
     "Effects",
     "FiredTick",
     "JobPage",

@@ -19,6 +19,7 @@ from sqlalchemy import (
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.sql.elements import ColumnElement
 
+from quorra.audit import AuditEntry
 from quorra.errors import IllegalTransition, JobNotFound
 from quorra.jobs import (
     CANCELLABLE,
@@ -32,6 +33,7 @@ from quorra.jobs import (
 )
 from quorra.schema import UTCDateTime, idempotency_keys, jobs
 from quorra.schema import job_dependencies as edges
+from quorra.store.audit import record_audit
 from quorra.store.base import (
     LEASE_EXPIRED,
     Clock,
@@ -65,6 +67,7 @@ class Admin(StoreBase):
         *,
         now: datetime | None = None,
         effects: Effects | None = None,
+        audit: AuditEntry | None = None,
     ) -> Job:
         """Cancel a job that has not finished; a worker holding it can no longer ack. Its
         dependants follow their on_parent_failure policy, in the same transaction."""
@@ -79,6 +82,7 @@ class Admin(StoreBase):
             job = self._transition(conn, job_id, CANCELLABLE, values, verb="cancel")
             enqueue_events(conn, clock, [job.id])
             dependants = follow(conn, clock, self.dialect, [job], effects)
+            record_audit(conn, clock, audit)
         log_transition("job cancelled", "job.cancelled", job)
         log_dependants(dependants)
         return job
@@ -89,6 +93,7 @@ class Admin(StoreBase):
         *,
         now: datetime | None = None,
         effects: Effects | None = None,
+        audit: AuditEntry | None = None,
     ) -> Job:
         """Put a dead, failed or cancelled job back in line now, with its retries renewed.
         A unique job whose slot another job took meanwhile stays where it is (conflict).
@@ -96,7 +101,7 @@ class Admin(StoreBase):
         parent still dead or cancelled: conflict, retry that parent); the dependants this
         job's failure cancelled come back too."""
         try:
-            job, dependants = self._retry(job_id, now, effects)
+            job, dependants = self._retry(job_id, now, effects, audit)
         except sa_exc.IntegrityError:  # only ix_jobs_unique_key can refuse this UPDATE
             raise IllegalTransition(
                 f"cannot retry job {job_id}: another job with its unique key holds the slot"
@@ -105,11 +110,14 @@ class Admin(StoreBase):
         log_dependants(dependants)
         return job
 
-    def _retry(self, job_id: str, now: datetime | None, effects: Effects | None) -> tuple[Job, list[Job]]:
+    def _retry(
+        self, job_id: str, now: datetime | None, effects: Effects | None, audit: AuditEntry | None
+    ) -> tuple[Job, list[Job]]:
         with self._transaction() as conn:
             clock = self._clock(now)
             values = requeued(clock) | self._waiting_for_parents(conn, job_id)
             job = self._transition(conn, job_id, RETRYABLE, values, verb="retry")
+            record_audit(conn, clock, audit)
             return job, self._back_in_line(conn, clock, [job], effects)
 
     def _waiting_for_parents(self, conn, job_id: str) -> dict[str, Any]:
@@ -146,6 +154,7 @@ class Admin(StoreBase):
         type: str | None = None,
         now: datetime | None = None,
         effects: Effects | None = None,
+        audit: AuditEntry | None = None,
     ) -> dict[str, int]:
         """Put every dead job of `queue` (of `type`, if given) back in line now, in one
         UPDATE; answers how many of each type were retried."""
@@ -165,6 +174,7 @@ class Admin(StoreBase):
             retried = Counter(row.type for row in rows)
             followed = [row.id for row in rows if row.has_dependants or row.workflow_id is not None]
             dependants = self._back_in_line(conn, clock, self._jobs(conn, followed), effects) if followed else []
+            record_audit(conn, clock, audit and audit.with_details(count=sum(retried.values())))
         log_dependants(dependants)
         logger.info(
             "dead jobs retried",

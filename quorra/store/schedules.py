@@ -16,10 +16,12 @@ from typing import Any, NamedTuple
 from sqlalchemy import Connection, delete, func, insert, select, update
 from sqlalchemy import exc as sa_exc
 
+from quorra.audit import AuditEntry
 from quorra.errors import ScheduleExists, ScheduleNotFound
 from quorra.jobs import Job, JobStatus
 from quorra.schedules import MissedTicks, Schedule, ScheduleSpec, TickPlan, tick_after
 from quorra.schema import jobs, schedules
+from quorra.store.audit import record_audit
 from quorra.store.base import StoreBase, log_transition, to_job, utcnow
 
 MAX_SCHEDULES_LISTED = 1000
@@ -36,13 +38,16 @@ class FiredTick(NamedTuple):
 class Schedules(StoreBase):
     """Schedules as data; the leader fires them through fire_tick."""
 
-    def create_schedule(self, spec: ScheduleSpec, *, now: datetime | None = None) -> Schedule:
+    def create_schedule(
+        self, spec: ScheduleSpec, *, audit: AuditEntry | None = None, now: datetime | None = None
+    ) -> Schedule:
         try:
             with self._transaction() as conn:
                 now = self._now(conn, now)
                 row = conn.execute(
                     insert(schedules).values(id=str(uuid.uuid4()), **_columns(spec, now)).returning(*schedules.c)
                 ).one()
+                record_audit(conn, self._clock(now), audit and audit.with_details(schedule_id=str(row.id)))
         except sa_exc.IntegrityError:
             raise ScheduleExists(f"a schedule named {spec.name!r} exists already") from None
         return to_schedule(row)
@@ -60,12 +65,20 @@ class Schedules(StoreBase):
         with self._transaction() as conn:
             return [to_schedule(row) for row in conn.execute(query)]
 
-    def update_schedule(self, name: str, changes: dict[str, Any], *, now: datetime | None = None) -> Schedule:
+    def update_schedule(
+        self, name: str, changes: dict[str, Any], *, audit: AuditEntry | None = None, now: datetime | None = None
+    ) -> Schedule:
         """Apply a PATCH body. A new timing (cron, interval, timezone) or a resume starts
         the schedule again from its next tick after now; other changes keep next_run_at."""
-        return self._rewrite(name, lambda current: current.spec().changed(changes), now)
+        return self._rewrite(name, lambda current: current.spec().changed(changes), now, audit)
 
-    def _rewrite(self, name: str, new_spec: Callable[[Schedule], ScheduleSpec], now: datetime | None) -> Schedule:
+    def _rewrite(
+        self,
+        name: str,
+        new_spec: Callable[[Schedule], ScheduleSpec],
+        now: datetime | None,
+        audit: AuditEntry | None = None,
+    ) -> Schedule:
         with self._transaction() as conn:
             now = self._now(conn, now)
             current = self._locked(conn, name)
@@ -75,16 +88,20 @@ class Schedules(StoreBase):
             row = conn.execute(
                 update(schedules).where(schedules.c.id == current.id).values(values).returning(*schedules.c)
             ).one()
+            record_audit(conn, self._clock(now), audit)
         return to_schedule(row)
 
-    def set_schedule_paused(self, name: str, is_paused: bool, *, now: datetime | None = None) -> Schedule:
-        return self.update_schedule(name, {"is_paused": is_paused}, now=now)
+    def set_schedule_paused(
+        self, name: str, is_paused: bool, *, audit: AuditEntry | None = None, now: datetime | None = None
+    ) -> Schedule:
+        return self.update_schedule(name, {"is_paused": is_paused}, audit=audit, now=now)
 
-    def delete_schedule(self, name: str) -> None:
+    def delete_schedule(self, name: str, *, audit: AuditEntry | None = None) -> None:
         """Its jobs stay (they keep the schedule id, as a record of where they came from)."""
         with self._transaction() as conn:
             if conn.execute(delete(schedules).where(schedules.c.name == name)).rowcount == 0:
                 raise ScheduleNotFound(f"no schedule is named {name!r}")
+            record_audit(conn, self._clock(None), audit)
 
     def sync_schedules(self, specs: Sequence[ScheduleSpec], *, now: datetime | None = None) -> list[Schedule]:
         """Create each schedule, or update the one of that name to match it (the
