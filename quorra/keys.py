@@ -27,7 +27,7 @@ from typing import Annotated, Protocol
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictStr, ValidationError, field_validator
 
-from quorra.access import DEFAULT_TENANT, Principal, Role
+from quorra.access import DEFAULT_TENANT, Credential, Principal, Role
 from quorra.durations import parse_duration
 from quorra.errors import InvalidArgument
 from quorra.jobs import MAX_QUEUE_CHARS, NAME_PATTERN, describe_errors
@@ -93,7 +93,9 @@ class ApiKey:
         return self.revoked_at is None and (self.expires_at is None or now < self.expires_at)
 
     def principal(self) -> Principal:
-        return Principal(f"key:{self.id}", self.name, self.role, self.tenant, key_id=self.id)
+        subject = f"key:{self.id}"
+        scope = hashlib.sha256(subject.encode()).hexdigest()  # its idempotency keys are its own
+        return Principal(subject, self.name, self.role, self.tenant, key_id=self.id, idempotency_scope=scope)
 
 
 @dataclass(frozen=True)
@@ -174,11 +176,12 @@ class KeyResolver:
         self._touched: dict[str, float] = {}
         self._lock = threading.Lock()
 
-    def __call__(self, credential: str) -> Principal | None:
-        prefix = prefix_of(credential)
+    def __call__(self, credential: Credential) -> Principal | None:
+        """Either kind of credential may carry a managed key (X-API-Key, or Authorization: Bearer)."""
+        prefix = prefix_of(credential.value)
         if prefix is None:
             return None
-        key = self._lookup(credential, prefix)
+        key = self._lookup(credential.value, prefix)
         if key is None or not key.is_active(datetime.now(UTC)):
             return None
         self._touch(key.id)

@@ -18,12 +18,13 @@ asymmetric one only against the JWKS, so a public key can never be used as an HM
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from typing import Any
 
 import jwt
 
-from quorra.access import DEFAULT_TENANT, Principal, Role
+from quorra.access import DEFAULT_TENANT, Credential, Principal, Role
 from quorra.config import Settings
 from quorra.errors import AuthUnavailable, NotAuthenticated
 from quorra.jobs import MAX_QUEUE_CHARS, is_valid_name
@@ -61,11 +62,12 @@ class JwtResolver:
     def enabled(settings: Settings) -> bool:
         return bool(settings.jwt_secret or settings.jwt_jwks_url)
 
-    def __call__(self, credential: str) -> Principal | None:
-        if not looks_like_jwt(credential):
+    def __call__(self, credential: Credential) -> Principal | None:
+        """Only bearer credentials (Authorization: Bearer, gRPC `authorization`) are tokens."""
+        if credential.kind != "bearer" or not looks_like_jwt(credential.value):
             return None
         try:
-            claims = self._verified_claims(credential)
+            claims = self._verified_claims(credential.value)
         except jwt.PyJWTError as exc:
             reason = _reason(exc, self.settings)
             logger.info("token refused", extra={"event": "auth.token_refused", "reason": reason})
@@ -109,7 +111,10 @@ class JwtResolver:
                 f"the bearer token is not accepted: its {self.settings.jwt_tenant_claim} claim is not a tenant name"
             )
         name = claims.get("name") if isinstance(claims.get("name"), str) else subject
-        return Principal(f"jwt:{subject}", name, role, tenant)
+        issuer = claims.get("iss") if isinstance(claims.get("iss"), str) else ""
+        # the same subject of the same issuer shares its idempotency keys across its tokens
+        scope = hashlib.sha256(f"jwt:{issuer}:{subject}".encode()).hexdigest()
+        return Principal(f"jwt:{subject}", name, role, tenant, idempotency_scope=scope)
 
 
 def claim_at(claims: dict[str, Any], path: str) -> Any:

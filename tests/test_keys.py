@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from quorra.access import Role
+from quorra.access import Credential, Role
 from quorra.keys import KeyResolver, KeySpec, generate, prefix_of
 
 
@@ -47,9 +47,22 @@ def counted(store):
     return CountingStore(store)
 
 
+class Resolve:
+    """A KeyResolver called with X-API-Key credentials."""
+
+    def __init__(self, resolver: KeyResolver):
+        self.resolver = resolver
+
+    def __call__(self, key: str):
+        return self.resolver(Credential("api_key", key))
+
+    def forget(self, key_id: str) -> None:
+        self.resolver.forget(key_id)
+
+
 @pytest.fixture
 def resolve(counted, clock):
-    return KeyResolver(counted, ttl_seconds=5, clock=clock)
+    return Resolve(KeyResolver(counted, ttl_seconds=5, clock=clock))
 
 
 def create(store, role="operator", **fields):
@@ -131,8 +144,8 @@ def test_last_use_is_written_once_a_minute_not_per_request(store, resolve, count
 
 
 def test_a_flood_of_made_up_keys_does_not_grow_the_cache_without_bound(store, counted, clock):
-    resolve = KeyResolver(counted, ttl_seconds=5, clock=clock)
-    resolve.MAX_CACHED = 50
+    resolver = KeyResolver(counted, ttl_seconds=5, clock=clock)
+    resolver.MAX_CACHED = 50
     for _ in range(200):
-        assert resolve(generate()[1]) is None
-    assert len(resolve._cache) <= 50
+        assert resolver(Credential("api_key", generate()[1])) is None
+    assert len(resolver._cache) <= 50

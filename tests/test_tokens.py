@@ -8,7 +8,7 @@ import time
 import jwt
 import pytest
 
-from quorra.access import Role
+from quorra.access import Credential, Role
 from quorra.config import Settings
 from quorra.errors import AuthUnavailable, NotAuthenticated
 from quorra.tokens import JwtResolver
@@ -16,9 +16,19 @@ from tests.conftest import free_port
 from tests.support.tokens import AUDIENCE, ISSUER, JWT_SECRET, claims, hs256, jwks_server
 
 
-def resolver(**fields) -> JwtResolver:
+class Resolve:
+    """A JwtResolver called with bearer credentials."""
+
+    def __init__(self, resolver: JwtResolver):
+        self.resolver = resolver
+
+    def __call__(self, token: str, kind: str = "bearer"):
+        return self.resolver(Credential(kind, token))
+
+
+def resolver(**fields) -> Resolve:
     base = {"jwt_secret": JWT_SECRET, "jwt_issuer": ISSUER, "jwt_audience": AUDIENCE, "jwt_leeway_seconds": 0}
-    return JwtResolver(Settings(**(base | fields)))
+    return Resolve(JwtResolver(Settings(**(base | fields))))
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +37,7 @@ def jwks():
         yield jwks
 
 
-def refused(resolve: JwtResolver, token: str) -> str:
+def refused(resolve: Resolve, token: str) -> str:
     with pytest.raises(NotAuthenticated) as exc:
         resolve(token)
     return exc.value.message
@@ -50,6 +60,7 @@ def test_a_token_without_tenant_claim_is_of_the_default_tenant():
 def test_what_is_not_a_jwt_is_left_to_other_resolvers():
     assert resolver()("qk_0123456789ab_secret") is None
     assert resolver()("plain-api-key") is None
+    assert resolver()(hs256(), kind="api_key") is None  # a JWT comes as a bearer token only
 
 
 @pytest.mark.parametrize(

@@ -21,6 +21,7 @@ from flask import Flask, g, request
 
 from quorra.access import Credential, Permission, Principal
 from quorra.api.services import services
+from quorra.audit import Actor
 from quorra.errors import NotAuthenticated
 
 logger = logging.getLogger(__name__)
@@ -61,6 +62,11 @@ def current_principal() -> Principal:
     if principal is None:  # a view without require_api_key is a bug, never an open door
         raise NotAuthenticated(f"the {API_KEY_HEADER} header is required")
     return principal
+
+
+def current_actor() -> Actor:
+    """Who acts in this request, for the audit log: its principal, address and request id."""
+    return Actor.of(current_principal(), remote_addr=request.remote_addr, request_id=g.get("request_id"))
 
 
 def requires(permission: Permission) -> Callable[[View], View]:

@@ -12,7 +12,7 @@ from flask import Blueprint, request, url_for
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 
 from quorra.access import Permission
-from quorra.api.auth import api_key_scope, require_api_key, requires
+from quorra.api.auth import api_key_scope, current_actor, require_api_key, requires
 from quorra.api.body import read_json
 from quorra.api.cursor import CursorCodec
 from quorra.api.services import services
@@ -147,19 +147,19 @@ def list_jobs():
 def retry_dead():
     """Bulk retry of the dead-letter queue: every dead job matching the filter, in one statement."""
     query = RetryFilter.parse(read_json(services().settings.max_payload_bytes))
-    return {"retried": services().manager.retry_dead(query.queue, type=query.type)}
+    return {"retried": services().manager.retry_dead(query.queue, type=query.type, actor=current_actor())}
 
 
 @bp.post("/<job_id>/cancel")
 @requires(Permission.JOBS_MANAGE)
 def cancel(job_id: str):
-    return job_json(services().manager.cancel(job_id))
+    return job_json(services().manager.cancel(job_id, actor=current_actor()))
 
 
 @bp.post("/<job_id>/retry")
 @requires(Permission.JOBS_MANAGE)
 def retry(job_id: str):
-    return job_json(services().manager.retry(job_id))
+    return job_json(services().manager.retry(job_id, actor=current_actor()))
 
 
 BODIES = ("payload", "result")

@@ -9,7 +9,7 @@ from typing import Any
 from flask import Blueprint, url_for
 
 from quorra.access import Permission
-from quorra.api.auth import require_api_key, requires
+from quorra.api.auth import current_actor, require_api_key, requires
 from quorra.api.body import read_json
 from quorra.api.jobs import timestamp
 from quorra.api.services import services
@@ -24,7 +24,7 @@ bp.before_request(require_api_key)
 @requires(Permission.SCHEDULES_MANAGE)
 def create():
     spec = ScheduleSpec.parse(read_json(services().settings.max_payload_bytes))
-    schedule = services().manager.create_schedule(spec)
+    schedule = services().manager.create_schedule(spec, actor=current_actor())
     return schedule_json(schedule), 201, {"Location": url_for(".get_schedule", name=schedule.name)}
 
 
@@ -44,28 +44,28 @@ def get_schedule(name: str):
 @requires(Permission.SCHEDULES_MANAGE)
 def update(name: str):
     changes = read_json(services().settings.max_payload_bytes)
-    services().manager.update_schedule(name, changes)
+    services().manager.update_schedule(name, changes, actor=current_actor())
     return schedule_json(services().store.get_schedule(name))
 
 
 @bp.delete("/<name>")
 @requires(Permission.SCHEDULES_MANAGE)
 def delete(name: str):
-    services().manager.delete_schedule(name)
+    services().manager.delete_schedule(name, actor=current_actor())
     return "", 204
 
 
 @bp.post("/<name>/pause")
 @requires(Permission.SCHEDULES_MANAGE)
 def pause(name: str):
-    services().manager.pause_schedule(name)
+    services().manager.pause_schedule(name, actor=current_actor())
     return schedule_json(services().store.get_schedule(name))
 
 
 @bp.post("/<name>/resume")
 @requires(Permission.SCHEDULES_MANAGE)
 def resume(name: str):
-    services().manager.resume_schedule(name)
+    services().manager.resume_schedule(name, actor=current_actor())
     return schedule_json(services().store.get_schedule(name))
 
 

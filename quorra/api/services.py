@@ -14,6 +14,8 @@ from flask import current_app
 from quorra.access import Authenticator
 from quorra.api.waits import JobWaits, max_job_waits
 from quorra.config import Settings
+from quorra.credentials import build_authenticator
+from quorra.keys import KeyResolver
 from quorra.manager import JobManager
 from quorra.migrate import ensure_at_head
 from quorra.notify import Notifier
@@ -37,8 +39,17 @@ class Services:
         return JobManager(self.store, self.notifier, default_timeout_seconds=self.settings.default_job_timeout_seconds)
 
     @functools.cached_property
+    def _access(self) -> tuple[Authenticator, KeyResolver]:
+        return build_authenticator(self.settings, self.store)
+
+    @property
     def authenticator(self) -> Authenticator:
-        return self.settings.authenticator()
+        return self._access[0]
+
+    @property
+    def key_resolver(self) -> KeyResolver:
+        """The managed keys' cache of this process (a key revoked here is forgotten at once)."""
+        return self._access[1]
 
     @functools.cached_property
     def waits(self) -> JobWaits:

@@ -16,6 +16,7 @@ import grpc
 
 from quorra import metrics
 from quorra.access import Authenticator, Credential, Permission, Principal, Role
+from quorra.errors import QuorraError
 from quorra.logs import request_id
 
 API_KEY_HEADER = "x-api-key"
@@ -66,7 +67,12 @@ def metadata_value(details: grpc.HandlerCallDetails, key: str) -> str | None:
 class ApiKeyInterceptor(grpc.ServerInterceptor):
     """Every call but the health check needs a credential (`x-api-key`, or `authorization:
     Bearer <token>`) whose principal holds the permission its service needs. A service not
-    listed in `permissions` is refused to every caller but an admin (fail closed)."""
+    listed in `permissions` is refused to every caller but an admin (fail closed).
+
+    The credential is checked when the call runs, on its pool thread, not here: grpcio runs
+    intercept_service on its one serving thread, and resolving a managed key (a query, once
+    per cache period) or a JWT (a JWKS fetch, now and then) there would stall every other call.
+    It is still checked before the call gate and the ledger, so a refused caller takes no slot."""
 
     def __init__(self, authenticator: Authenticator, permissions: Mapping[str, Permission]):
         self._authenticator = authenticator
@@ -77,14 +83,40 @@ class ApiKeyInterceptor(grpc.ServerInterceptor):
         if handler is None or details.method.startswith(OPEN_METHOD_PREFIXES):
             return handler
         credential = _credential(details)
-        principal = None if credential is None else self._authenticator.authenticate(credential)
-        if principal is None:
+        if credential is None:
             return wrap_handler(handler, lambda _behavior, _streaming: _refuse_unauthenticated)
         permission = self._permissions.get(details.method[: details.method.rfind("/") + 1])
-        if _allowed(principal, permission):
-            return handler
-        message = f"the {principal.role} role lacks the {permission or 'admin'} permission"
-        return wrap_handler(handler, lambda _behavior, _streaming: _refuser(grpc.StatusCode.PERMISSION_DENIED, message))
+        return wrap_handler(
+            handler, lambda behavior, streaming: self._checked(behavior, streaming, credential, permission)
+        )
+
+    def _checked(
+        self, behavior: Behavior, streaming: bool, credential: Credential, permission: Permission | None
+    ) -> Behavior:
+        def unary(request: Any, context: grpc.ServicerContext) -> Any:
+            self._admit(credential, permission, context)
+            return behavior(request, context)
+
+        def stream(request: Any, context: grpc.ServicerContext) -> Iterable[Any]:
+            self._admit(credential, permission, context)
+            yield from behavior(request, context)
+
+        return stream if streaming else unary
+
+    def _admit(self, credential: Credential, permission: Permission | None, context: grpc.ServicerContext) -> None:
+        """Return if the caller may make this call; else abort it (raises)."""
+        try:
+            principal = self._authenticator.authenticate(credential)
+        except QuorraError as exc:  # a refused token says why; an unreachable JWKS or database is transient
+            context.abort(_AUTH_STATUS.get(exc.code, grpc.StatusCode.INTERNAL), exc.message)
+        if principal is None:
+            context.abort(*_UNAUTHENTICATED)
+        if not _allowed(principal, permission):
+            message = f"the {principal.role} role lacks the {permission or 'admin'} permission"
+            context.abort(grpc.StatusCode.PERMISSION_DENIED, message)
+
+
+_AUTH_STATUS = {"unauthenticated": grpc.StatusCode.UNAUTHENTICATED, "unavailable": grpc.StatusCode.UNAVAILABLE}
 
 
 def _allowed(principal: Principal, permission: Permission | None) -> bool:
@@ -110,9 +142,8 @@ def _refuser(code: grpc.StatusCode, message: str) -> Behavior:
     return refuse
 
 
-_refuse_unauthenticated = _refuser(
-    grpc.StatusCode.UNAUTHENTICATED, f"a valid API key is required as `{API_KEY_HEADER}` metadata"
-)
+_UNAUTHENTICATED = (grpc.StatusCode.UNAUTHENTICATED, f"a valid API key is required as `{API_KEY_HEADER}` metadata")
+_refuse_unauthenticated = _refuser(*_UNAUTHENTICATED)
 
 
 class ObservingInterceptor(grpc.ServerInterceptor):

@@ -32,6 +32,7 @@ from grpc_reflection.v1alpha import reflection
 
 from quorra.access import Permission
 from quorra.config import Settings, listen_address
+from quorra.credentials import build_authenticator
 from quorra.errors import DatabaseUnavailable, QuorraError
 from quorra.migrate import ensure_at_head
 from quorra.notify import Notifier, make_notifier
@@ -186,7 +187,7 @@ def create_server(
         # Outermost first. The gate admits by kind of call, after the key check.
         interceptors=[
             ObservingInterceptor(),
-            ApiKeyInterceptor(settings.authenticator(), SERVICE_PERMISSIONS),
+            ApiKeyInterceptor(build_authenticator(settings, store)[0], SERVICE_PERMISSIONS),
             gate,
             LedgerInterceptor(ledger),
         ],
