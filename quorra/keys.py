@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import secrets
 import threading
 import time
@@ -25,10 +26,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Protocol
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictStr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictStr, ValidationError, field_validator
 
 from quorra.access import DEFAULT_TENANT, Credential, Principal, Role
-from quorra.durations import parse_duration
 from quorra.errors import InvalidArgument
 from quorra.jobs import MAX_QUEUE_CHARS, NAME_PATTERN, describe_errors
 
@@ -38,6 +38,10 @@ SECRET_BYTES = 32
 MAX_KEY_NAME_CHARS = 200
 MAX_EXPIRY_SECONDS = 10 * 366 * 86400
 _HASH_KEY = b"quorra.api-key.v1"
+# A key's name: no control characters, no space at either end. The same text serves Python
+# (re.fullmatch) and the OpenAPI document (ECMA-262).
+KEY_NAME_PATTERN = "^[^\\x00-\\x1f\\x7f\\s](?:[^\\x00-\\x1f\\x7f]*[^\\x00-\\x1f\\x7f\\s])?$"
+_KEY_NAME = re.compile(KEY_NAME_PATTERN[1:-1])
 _HEX = frozenset("0123456789abcdef")
 
 
@@ -106,10 +110,6 @@ class CreatedKey:
     secret: str
 
 
-def _optional_duration(value: object) -> object:
-    return None if value is None else parse_duration(value)
-
-
 class KeySpec(BaseModel):
     """What a new key is: POST /v1/keys and `quorra keys create` validate through this."""
 
@@ -118,16 +118,14 @@ class KeySpec(BaseModel):
     name: Annotated[StrictStr, Field(min_length=1, max_length=MAX_KEY_NAME_CHARS)]
     role: Role
     tenant: Annotated[StrictStr, Field(min_length=1, max_length=MAX_QUEUE_CHARS, pattern=NAME_PATTERN)] = DEFAULT_TENANT
-    # '90d', '12h' or seconds; None: the key never expires (revoke it instead)
-    expires_in_seconds: Annotated[
-        float | None, BeforeValidator(_optional_duration), Field(gt=0, le=MAX_EXPIRY_SECONDS)
-    ] = None
+    # seconds (a JSON number); None: the key never expires (revoke it instead). The CLI takes '90d'.
+    expires_in_seconds: Annotated[float, Field(gt=0, le=MAX_EXPIRY_SECONDS, strict=True)] | None = None
 
     @field_validator("name")
     @classmethod
     def _printable(cls, name: str) -> str:
-        if not name.isprintable() or name != name.strip():
-            raise ValueError("use printable characters, without leading or trailing spaces")
+        if _KEY_NAME.fullmatch(name) is None:
+            raise ValueError("no control characters, and no spaces at either end")
         return name
 
     @classmethod

@@ -7,8 +7,9 @@ Every QUORRA_SCHEDULER_INTERVAL the leader (one scheduler at a time, see quorra.
 - fires the due ticks of schedules (quorra.schedules): one job per tick, in the
   transaction that moves the schedule on, so a tick is never fired twice;
 - wakes workers waiting on queues whose delayed or retrying jobs have just become due;
-- prunes succeeded and cancelled jobs older than QUORRA_RETENTION (dead jobs stay), and
-  idempotency keys older than QUORRA_IDEMPOTENCY_TTL (a job stays while a key names it).
+- prunes succeeded and cancelled jobs older than QUORRA_RETENTION (dead jobs stay),
+  idempotency keys older than QUORRA_IDEMPOTENCY_TTL (a job stays while a key names it),
+  and audit entries older than QUORRA_AUDIT_RETENTION.
 
 Every scheduler process, leader or not, also runs the webhook deliverer (quorra.delivery),
 the built-in worker of the queue quorra.webhooks, on a thread of its own.
@@ -138,9 +139,11 @@ class Scheduler:
         return queues
 
     def prune(self, now: datetime) -> int:
-        """Delete expired idempotency keys, then succeeded and cancelled jobs that finished
-        more than the retention ago (and that no key names any more)."""
+        """Delete expired idempotency keys and audit entries past QUORRA_AUDIT_RETENTION, then
+        succeeded and cancelled jobs that finished more than the retention ago (and that no
+        key names any more)."""
         self.prune_idempotency_keys(now)
+        self.prune_audit(now)
         before = now - timedelta(seconds=self.settings.retention_seconds)
         size = self.settings.prune_batch_size
         batches = self._in_batches(lambda: self.manager.prune(before, limit=size), size, int)
@@ -161,6 +164,12 @@ class Scheduler:
         """Delete the idempotency keys that expired (QUORRA_IDEMPOTENCY_TTL after their use)."""
         size = self.settings.prune_batch_size
         return sum(self._in_batches(lambda: self.manager.prune_idempotency_keys(now, limit=size), size, int))
+
+    def prune_audit(self, now: datetime) -> int:
+        """Delete the audit entries older than QUORRA_AUDIT_RETENTION."""
+        before = now - timedelta(seconds=self.settings.audit_retention_seconds)
+        size = self.settings.prune_batch_size
+        return sum(self._in_batches(lambda: self.manager.prune_audit(before, limit=size), size, int))
 
     def _in_batches(self, take: Callable[[], Any], size: int, count: Callable[[Any], int]) -> list[Any]:
         """Call `take` until a batch comes back short, at most max_batches times."""

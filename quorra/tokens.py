@@ -100,8 +100,8 @@ class JwtResolver:
 
     def _principal(self, claims: dict[str, Any]) -> Principal:
         subject = claims["sub"]
-        if not isinstance(subject, str) or not subject:
-            raise NotAuthenticated("the bearer token is not accepted: its sub claim is not a string")
+        if not isinstance(subject, str) or not subject or not subject.isprintable():
+            raise NotAuthenticated("the bearer token is not accepted: its sub claim is not a printable string")
         role = _role(claim_at(claims, self.settings.jwt_role_claim), self.settings.jwt_role_claim)
         tenant = claim_at(claims, self.settings.jwt_tenant_claim)
         if tenant is None:
@@ -110,7 +110,9 @@ class JwtResolver:
             raise NotAuthenticated(
                 f"the bearer token is not accepted: its {self.settings.jwt_tenant_claim} claim is not a tenant name"
             )
-        name = claims.get("name") if isinstance(claims.get("name"), str) else subject
+        name = claims.get("name")
+        if not isinstance(name, str) or not name.isprintable():
+            name = subject
         issuer = claims.get("iss") if isinstance(claims.get("iss"), str) else ""
         # the same subject of the same issuer shares its idempotency keys across its tokens
         scope = hashlib.sha256(f"jwt:{issuer}:{subject}".encode()).hexdigest()

@@ -56,7 +56,7 @@ def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
 
 _ERROR_DESCRIPTIONS = {
     400: "Invalid request (the error details name each bad field)",
-    401: "Missing or invalid X-API-Key",
+    401: "Missing or invalid credential (X-API-Key, or a bearer token: the message says what is wrong with it)",
     403: "The key's role lacks the permission this needs (the error details name it)",
     404: "No such job (or schedule, workflow or webhook)",
     409: "The job's status does not allow this (or: a schedule of that name exists)",
@@ -852,24 +852,28 @@ def spec() -> dict[str, Any]:
             "responses": _responses(200, _ref("QueueList"), "Counts", 401, 503),
         }
     }
+    from quorra.api.openapi_access import SECURITY_SCHEMES, access_paths, access_schemas  # it builds on this module
+
     return {
         "openapi": "3.1.0",
         "info": {"title": "Quorra", "version": __version__, "description": "A job queue: REST for clients."},
-        "security": [{"ApiKey": []}],
+        "security": [{"ApiKey": []}, {"BearerJwt": []}],
         "paths": {
             **_job_paths(),
             **_workflow_paths(),
             "/v1/queues": queues,
             **_schedule_paths(),
             **_webhook_paths(),
+            **access_paths(),
             **_public_paths(),
         },
         "webhooks": _outgoing_webhooks(),
         "components": {
             "securitySchemes": {
                 "ApiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+                **SECURITY_SCHEMES,
                 "DashboardLogin": {"type": "http", "scheme": "basic"},
             },
-            "schemas": _schemas(),
+            "schemas": {**_schemas(), **access_schemas()},
         },
     }

@@ -6,6 +6,7 @@
     quorra grpc                 the worker protocol (gRPC)
     quorra scheduler            reaper, wake-ups, pruning (one leader at a time)
     quorra worker [OPTIONS]     the same as `quorra-worker [OPTIONS]` (one entry point for images)
+    quorra keys create|list|revoke   managed API keys (quorra/cli/keys.py)
 
 Settings come from the environment (see README); a bad value exits 2 with a message
 naming every bad variable.
@@ -24,6 +25,7 @@ from pathlib import Path
 
 import click
 
+from quorra.cli.keys import keys
 from quorra.config import Settings, multiprocess_dir, prepare_multiprocess_dir
 from quorra.errors import InvalidConfig, QuorraError
 from quorra.logs import configure_logging
@@ -199,6 +201,8 @@ def worker(args: tuple[str, ...]) -> None:
         from quorra.worker.cli import main as worker_main
     worker_main.main(args=list(args), prog_name="quorra worker")
 
+
+main.add_command(keys)
 
 if __name__ == "__main__":
     main()

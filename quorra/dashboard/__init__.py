@@ -14,13 +14,16 @@ from collections import defaultdict
 from flask import Blueprint, Flask, Response, current_app, g, render_template, request
 
 from quorra.access import Authenticator, Permission
+from quorra.audit import Action
 from quorra.jobs import JobStatus
-from quorra.store import Store
+from quorra.store import AuditFilter, Store
 
 EXTENSION = "quorra.dashboard"
 RECENT_JOBS = 25
 QUEUES_PER_PAGE = 50  # however many queues clients make up, a page stays small
 STATUS_COLUMNS = [status.value for status in JobStatus]
+AUDIT_ENTRIES = 100
+AUDIT_ACTIONS = [action.value for action in Action]
 
 bp = Blueprint("dashboard", __name__, template_folder="templates")
 
@@ -81,8 +84,26 @@ def overview():
         columns=STATUS_COLUMNS,
         jobs=store.list_jobs(status=status, limit=RECENT_JOBS, bodies=False).jobs,
         status=status,
+        can_read_audit=g.principal.can(Permission.AUDIT_READ),
         csp_nonce=g.csp_nonce,
     )
+
+
+@bp.get("/audit")
+def audit_log():
+    """The latest audit entries (audit:read), optionally of one action; read only."""
+    if not g.principal.can(Permission.AUDIT_READ):
+        message = f"the {g.principal.role} role lacks the {Permission.AUDIT_READ} permission\n"
+        return Response(message, 403, {"Content-Type": "text/plain"})
+    unknown = sorted(set(request.args) - {"action"})
+    if unknown:
+        return Response(f"unknown query parameters: {', '.join(unknown)}\n", 400, {"Content-Type": "text/plain"})
+    store, _ = current_app.extensions[EXTENSION]
+    action = request.args.get("action")
+    if action not in AUDIT_ACTIONS:
+        action = None
+    records = store.list_audit(AuditFilter(action=action), limit=AUDIT_ENTRIES).records
+    return render_template("audit.html", records=records, actions=AUDIT_ACTIONS, action=action, csp_nonce=g.csp_nonce)
 
 
 def _queue_table(store: Store) -> dict[str, dict[str, int]]:

@@ -12,7 +12,7 @@ from sqlalchemy import func, insert, or_, select, update
 from quorra.access import Role
 from quorra.audit import AuditEntry
 from quorra.errors import ApiKeyNotFound, IllegalTransition
-from quorra.keys import ApiKey, CreatedKey, KeySpec, generate, key_hash, prefix_from_shown
+from quorra.keys import ApiKey, CreatedKey, KeySpec, generate, key_hash, prefix_from_shown, shown
 from quorra.schema import api_keys
 from quorra.store.audit import record_audit
 from quorra.store.base import StoreBase, logger, utcnow
@@ -53,7 +53,9 @@ class ApiKeys(StoreBase):
             }
             row = conn.execute(insert(api_keys).values(values).returning(*_PUBLIC)).one()
             if audit is not None:
-                audit = audit.about(key_id, name=spec.name, role=spec.role.value, tenant=spec.tenant, prefix=prefix)
+                audit = audit.about(
+                    key_id, name=spec.name, role=spec.role.value, tenant=spec.tenant, prefix=shown(prefix)
+                )
             record_audit(conn, clock, audit)
         key = to_api_key(row)
         logger.info(
@@ -104,7 +106,7 @@ class ApiKeys(StoreBase):
                 raise IllegalTransition(f"the API key {key_id!r} is revoked already")
             key = to_api_key(row)
             if audit is not None:
-                audit = audit.about(key.id, name=key.name, prefix=key.prefix)
+                audit = audit.about(key.id, name=key.name, prefix=shown(key.prefix))
             record_audit(conn, clock, audit)
         logger.info("api key revoked", extra={"event": "api_key.revoked", "key_id": key.id, "prefix": key.prefix})
         return key

@@ -79,6 +79,7 @@ def test_entries_are_filtered_and_paged(client, store):
     newest = first["entries"][0]["occurred_at"]
     assert entries(client, f"?since={newest}")[0]["occurred_at"] == newest
     assert entries(client, "?until=2000-01-01T00:00:00Z") == []
+    assert entries(client, f"?since={newest}&until={newest}") == []  # an empty window, not an error
     actor = first["entries"][0]["actor"]
     assert len(entries(client, f"?actor={actor}")) == 4
     assert entries(client, "?target=q")[0]["action"] == "jobs.retry_dead"
@@ -91,7 +92,7 @@ def test_entries_are_filtered_and_paged(client, store):
         "?since=yesterday",
         "?since=2026-01-01T00:00:00",  # no timezone
         "?since=0001-01-01T00:00:00%2B01:00",  # before the first UTC moment
-        "?since=2026-02-01T00:00:00Z&until=2026-01-01T00:00:00Z",
+        "?until=1700000000",  # Unix time is not ISO 8601
         "?limit=0",
         "?cursor=forged",
         "?actor=",

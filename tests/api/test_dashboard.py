@@ -40,3 +40,9 @@ def test_dashboard_filters_recent_jobs_by_status(client, store):
     dead = dead_job(store)
     page = client.get("/?status=dead", headers=basic(TEST_API_KEY)).get_data(as_text=True)
     assert dead.id in page and pending.id not in page
+
+
+def test_the_audit_page_refuses_unknown_query_parameters(client):
+    response = client.get("/audit?actoin=job.cancel", auth=("ops", TEST_API_KEY))
+    assert response.status_code == 400 and "actoin" in response.get_data(as_text=True)
+    assert client.get("/audit?action=made.up", auth=("ops", TEST_API_KEY)).status_code == 200  # shows all

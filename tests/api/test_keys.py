@@ -61,7 +61,7 @@ def test_a_key_is_revoked_by_its_shown_prefix_too(client):
 
 
 def test_an_expiring_key_works_until_its_expiry_and_is_refused_after(client, store):
-    created = create_key(client, expires_in_seconds="1h").get_json()
+    created = create_key(client, expires_in_seconds=3600).get_json()
     assert client.get("/v1/jobs", headers={"X-API-Key": created["key"]}).status_code == 200
     # Given a key whose hour ran out (made an hour and a second ago)
     past = datetime.now(UTC) - timedelta(hours=1, seconds=1)
@@ -77,7 +77,9 @@ def test_an_expiring_key_works_until_its_expiry_and_is_refused_after(client, sto
     [
         {"name": "x", "role": "superuser"},
         {"role": "viewer"},
-        {"name": "x", "role": "viewer", "expires_in_seconds": "-1d"},
+        {"name": "x", "role": "viewer", "expires_in_seconds": -1},
+        {"name": "x", "role": "viewer", "expires_in_seconds": "90d"},  # a number of seconds only
+        {"name": "x", "role": "viewer", "expires_in_seconds": True},
         {"name": "x", "role": "viewer", "secret": "mine"},
         ["not", "an", "object"],
     ],

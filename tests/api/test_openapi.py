@@ -36,7 +36,7 @@ def test_openapi_describes_every_route_and_method(app, client):
 def test_every_v1_operation_requires_the_api_key_and_the_public_ones_do_not(sqlite_client):
     spec = sqlite_client.get("/openapi.json").get_json()
 
-    assert spec["security"] == [{"ApiKey": []}]
+    assert spec["security"] == [{"ApiKey": []}, {"BearerJwt": []}]
     for path, operations in spec["paths"].items():
         for operation in operations.values():
             assert ("security" in operation) == (not path.startswith("/v1/")), path

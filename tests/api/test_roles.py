@@ -11,6 +11,7 @@ import pytest
 
 from quorra.access import ROLE_PERMISSIONS, Permission, Role
 from quorra.api import create_app
+from quorra.audit import Action, Actor, AuditEntry
 from quorra.keys import KeySpec
 from tests.api.conftest import assert_error
 from tests.support.tokens import AUDIENCE, ISSUER, JWT_SECRET, hs256
@@ -124,3 +125,18 @@ def test_a_refused_action_changes_nothing_and_records_nothing(jwt_app, credentia
 
     assert store.get_job(job_id).status.value == "pending"
     assert store.list_audit().records == []
+
+
+@pytest.mark.parametrize("role", list(Role))
+def test_the_dashboard_audit_page_is_for_the_roles_that_read_the_audit_log(jwt_app, credentials, store, role):
+    store.retry_dead("q", audit=AuditEntry(Actor("key:x", "<script>x</script>"), Action.JOBS_RETRY_DEAD, "q"))
+    key = credentials[role]["managed key"]["X-API-Key"]
+    response = jwt_app.test_client().get("/audit", auth=("anyone", key))
+    if Permission.AUDIT_READ in ROLE_PERMISSIONS[role]:
+        page = response.get_data(as_text=True)
+        assert response.status_code == 200 and "jobs.retry_dead" in page
+        assert "<script>" not in page  # escaped
+    elif Permission.JOBS_READ in ROLE_PERMISSIONS[role]:
+        assert response.status_code == 403 and "audit:read" in response.get_data(as_text=True)
+    else:
+        assert response.status_code == 401

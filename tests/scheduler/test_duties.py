@@ -11,6 +11,7 @@ from datetime import timedelta
 import pytest
 from prometheus_client import REGISTRY
 
+from quorra.audit import Action, Actor, AuditEntry
 from quorra.errors import JobNotFound, StaleLease
 from quorra.jobs import JobStatus
 from quorra.notify import PollingNotifier
@@ -313,3 +314,15 @@ def test_loop_survives_a_failing_tick(store, settings, scheduler, caplog):
     # Then the failure was logged and the loop kept ticking
     assert len(calls) >= 3
     assert any(getattr(r, "event", None) == "scheduler.failed" for r in caplog.records)
+
+
+def test_prune_deletes_audit_entries_past_their_retention_only(store, make_scheduler):
+    # Given audit entries written 40 days and 1 day ago, kept 30 days
+    scheduler = make_scheduler(audit_retention_seconds=30 * 86400)
+    for age in (40, 1):
+        entry = AuditEntry(Actor("key:x"), Action.JOBS_RETRY_DEAD, f"{age} days")
+        store.retry_dead("q", audit=entry, now=days_ago(age))
+    # When the scheduler ticks
+    scheduler.tick()
+    # Then only the recent one is left
+    assert [r.target for r in store.list_audit().records] == ["1 days"]

@@ -91,7 +91,7 @@ def test_every_audited_store_verb_writes_its_entry(store):
     by_action = {r.action: r for r in records}
     assert by_action["jobs.retry_dead"].details == {"count": 1}
     assert by_action["key.create"].target == created.key.id
-    assert by_action["key.create"].details["prefix"] == created.key.prefix
+    assert by_action["key.create"].details["prefix"] == f"qk_{created.key.prefix}"
     assert by_action["key.revoke"].target == created.key.id
     assert store.get_job(dead.id).status.value == "pending"
 

@@ -79,7 +79,7 @@ def test_revoking_or_reading_an_unknown_key_is_not_found(store, given):
 
 def test_an_expiring_key_gets_its_expiry_from_its_creation_time(store):
     created = store.create_api_key(
-        KeySpec.parse({"name": "temp", "role": "viewer", "expires_in_seconds": "1h"}), created_by="cli:ops", now=T0
+        KeySpec.parse({"name": "temp", "role": "viewer", "expires_in_seconds": 3600}), created_by="cli:ops", now=T0
     )
     assert created.key.created_at == T0
     assert created.key.expires_at == T0 + timedelta(hours=1)
@@ -104,7 +104,8 @@ def test_last_use_is_written_at_most_once_per_interval(store):
         {"name": "x"},
         {"name": " padded ", "role": "viewer"},
         {"name": "x", "role": "viewer", "tenant": "no spaces"},
-        {"name": "x", "role": "viewer", "expires_in_seconds": "soon"},
+        {"name": "x", "role": "viewer", "expires_in_seconds": "1h"},
+        {"name": "x", "role": "viewer", "expires_in_seconds": None, "name ": "y"},
         {"name": "x", "role": "viewer", "expires_in_seconds": 0},
         {"name": "x", "role": "viewer", "colour": "red"},
     ],
