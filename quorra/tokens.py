@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import time
 from typing import Any
 
 import jwt
@@ -35,6 +36,9 @@ SECRET_ALGORITHMS = ("HS256", "HS384", "HS512")
 JWKS_ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA")
 JWKS_TIMEOUT_SECONDS = 5.0
 MAX_TOKEN_CHARS = 16 * 1024
+# An accepted token is remembered (by its sha256) for at most this long, and never past its exp.
+ACCEPTED_SECONDS = 60.0
+MAX_ACCEPTED = 10_000
 # The strongest first: a token listing several roles gets the first of these it lists.
 ROLE_STRENGTH = (Role.ADMIN, Role.OPERATOR, Role.PRODUCER, Role.WORKER, Role.VIEWER)
 
@@ -47,6 +51,7 @@ def looks_like_jwt(credential: str) -> bool:
 class JwtResolver:
     def __init__(self, settings: Settings):
         self.settings = settings
+        self._accepted: dict[bytes, tuple[Principal, float]] = {}  # sha256(token) -> (principal, until)
         self.jwks = (
             jwt.PyJWKClient(
                 settings.jwt_jwks_url,
@@ -66,13 +71,30 @@ class JwtResolver:
         """Only bearer credentials (Authorization: Bearer, gRPC `authorization`) are tokens."""
         if credential.kind != "bearer" or not looks_like_jwt(credential.value):
             return None
+        digest = hashlib.sha256(credential.value.encode()).digest()
+        cached = self._accepted.get(digest)
+        if cached is not None and time.time() < cached[1]:
+            return cached[0]
         try:
             claims = self._verified_claims(credential.value)
         except jwt.PyJWTError as exc:
             reason = _reason(exc, self.settings)
             logger.info("token refused", extra={"event": "auth.token_refused", "reason": reason})
             raise NotAuthenticated(f"the bearer token is not accepted: {reason}") from None
-        return self._principal(claims)
+        principal = self._principal(claims)
+        self._remember(digest, principal, claims["exp"])
+        return principal
+
+    def _remember(self, digest: bytes, principal: Principal, expires: object) -> None:
+        """Keep an accepted token until its exp (plus the leeway), at most ACCEPTED_SECONDS:
+        a worker sends the same token on every call, and verifying it (parsing, a signature)
+        costs far more than a dict lookup. Only accepted tokens are kept, in a bounded dict."""
+        if not isinstance(expires, int | float):
+            return
+        until = min(float(expires) + self.settings.jwt_leeway_seconds, time.time() + ACCEPTED_SECONDS)
+        if len(self._accepted) >= MAX_ACCEPTED:
+            self._accepted.clear()
+        self._accepted[digest] = (principal, until)
 
     def _verified_claims(self, token: str) -> dict[str, Any]:
         algorithm = jwt.get_unverified_header(token).get("alg")

@@ -129,3 +129,18 @@ def test_an_unreachable_jwks_is_unavailable_not_unauthenticated(jwks):
     resolve = resolver(jwt_secret=None, jwt_jwks_url=f"http://127.0.0.1:{free_port()}/jwks.json")
     with pytest.raises(AuthUnavailable):
         resolve(jwks.rs256())
+
+
+def test_an_accepted_token_is_remembered_but_never_past_its_expiry():
+    resolve = resolver()
+    token = hs256(exp=int(time.time()) + 2)
+    first = resolve(token)
+    assert resolve(token) is first  # from the cache: not verified again
+    [(_, until)] = resolve.resolver._accepted.values()
+    assert until <= time.time() + 2
+
+
+def test_a_refused_token_is_not_remembered():
+    resolve = resolver()
+    refused(resolve, hs256(aud="elsewhere"))
+    assert resolve.resolver._accepted == {}
