@@ -32,6 +32,8 @@ class Action(str, enum.Enum):
     SCHEDULE_DELETE = "schedule.delete"
     SCHEDULE_PAUSE = "schedule.pause"
     SCHEDULE_RESUME = "schedule.resume"
+    WEBHOOK_CREATE = "webhook.create"
+    WEBHOOK_DELETE = "webhook.delete"
     KEY_CREATE = "key.create"
     KEY_REVOKE = "key.revoke"
 

@@ -24,6 +24,7 @@ from quorra.keys import ApiKey, CreatedKey, KeySpec
 from quorra.notify import Notifier, finished_key
 from quorra.schedules import Schedule, ScheduleSpec, plan_tick
 from quorra.store import Effects, FiredTick, Settlement, SettleResult, Store, Submitted
+from quorra.webhooks import Webhook, WebhookSpec
 from quorra.workflows import Workflow, WorkflowPlan
 
 logger = logging.getLogger(__name__)
@@ -210,6 +211,14 @@ class JobManager:
             },
         )
         return schedule
+
+    # -- webhooks (an admin's verbs; delivering is the scheduler's) ----------------------------------
+
+    def create_webhook(self, spec: WebhookSpec, secret: str, *, actor: Actor | None = None) -> Webhook:
+        return self.store.create_webhook(spec, secret, audit=audit_entry(actor, Action.WEBHOOK_CREATE))
+
+    def delete_webhook(self, webhook_id: str, *, actor: Actor | None = None) -> None:
+        self.store.delete_webhook(webhook_id, audit=audit_entry(actor, Action.WEBHOOK_DELETE, webhook_id))
 
     # -- API keys (an admin's verbs) ---------------------------------------------------------------
 

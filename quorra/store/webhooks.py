@@ -35,9 +35,11 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.sql.selectable import FromClause
 
+from quorra.audit import AuditEntry
 from quorra.errors import QuorraError
 from quorra.jobs import Job, JobStatus, parse_job_id
 from quorra.schema import UTCDateTime, jobs, webhooks
+from quorra.store.audit import record_audit
 from quorra.store.base import Clock, StoreBase, logger
 from quorra.webhooks import (
     DELIVER_TYPE,
@@ -61,7 +63,9 @@ class WebhookNotFound(QuorraError):
 class Webhooks(StoreBase):
     """The webhooks table. The outbox itself is written by the verbs that change a job."""
 
-    def create_webhook(self, spec: WebhookSpec, secret: str, *, now: datetime | None = None) -> Webhook:
+    def create_webhook(
+        self, spec: WebhookSpec, secret: str, *, now: datetime | None = None, audit: AuditEntry | None = None
+    ) -> Webhook:
         values: dict[str, Any] = {
             "id": new_webhook_id(),
             "url": spec.url,
@@ -77,7 +81,8 @@ class Webhooks(StoreBase):
             clock = self._clock(now)
             statement = insert(webhooks).values(values | {"created_at": clock.now(), "updated_at": clock.now()})
             row = conn.execute(statement.returning(*webhooks.c)).one()
-        webhook = to_webhook(row)
+            webhook = to_webhook(row)
+            record_audit(conn, clock, audit and audit.about(webhook.id, url=webhook.url))
         logger.info(
             "webhook created",
             extra={"event": "webhook.created", "webhook_id": webhook.id, "events": [e.value for e in webhook.events]},
@@ -97,13 +102,14 @@ class Webhooks(StoreBase):
             raise WebhookNotFound(f"no webhook has the id {webhook_id!r}")
         return to_webhook(row)
 
-    def delete_webhook(self, webhook_id: str) -> None:
+    def delete_webhook(self, webhook_id: str, *, audit: AuditEntry | None = None) -> None:
         """Delete it; deliveries still waiting for it are dropped when their turn comes."""
         canonical = _webhook_id(webhook_id)
         with self._transaction() as conn:
             deleted = conn.execute(delete(webhooks).where(webhooks.c.id == canonical)).rowcount
-        if not deleted:
-            raise WebhookNotFound(f"no webhook has the id {webhook_id!r}")
+            if not deleted:
+                raise WebhookNotFound(f"no webhook has the id {webhook_id!r}")
+            record_audit(conn, self._clock(None), audit and audit.about(canonical))
         logger.info("webhook deleted", extra={"event": "webhook.deleted", "webhook_id": canonical})
 
 

@@ -29,10 +29,13 @@ def test_every_operator_action_of_the_api_is_audited(client, store):
         ("post", "/v1/schedules/nightly/pause", None),
         ("post", "/v1/schedules/nightly/resume", None),
         ("delete", "/v1/schedules/nightly", None),
+        ("post", "/v1/webhooks", {"url": "https://example.com/hooks", "events": ["job.dead"]}),
     ]
     for number, (method, path, body) in enumerate(calls):
         response = getattr(client, method)(path, json=body, headers={**AUTH, "X-Request-ID": f"r{number}"})
         assert response.status_code < 300, response.get_data(as_text=True)
+    webhook_id = response.get_json()["id"]
+    client.delete(f"/v1/webhooks/{webhook_id}", headers={**AUTH, "X-Request-ID": "r9"})
 
     logged = list(reversed(entries(client)))
     assert [(e["action"], e["target"], e["request_id"]) for e in logged] == [
@@ -44,11 +47,14 @@ def test_every_operator_action_of_the_api_is_audited(client, store):
         ("schedule.pause", "nightly", "r5"),
         ("schedule.resume", "nightly", "r6"),
         ("schedule.delete", "nightly", "r7"),
+        ("webhook.create", webhook_id, "r8"),
+        ("webhook.delete", webhook_id, "r9"),
     ]
     assert {e["actor"] for e in logged} == {logged[0]["actor"]} and logged[0]["actor"].startswith("env-key:")
     assert {(e["tenant"], e["remote_addr"]) for e in logged} == {("default", "127.0.0.1")}
     assert logged[2]["details"] == {"count": 1}
     assert logged[4]["details"] == {"fields": ["cron"]}
+    assert logged[8]["details"] == {"url": "https://example.com/hooks"}  # never its secret
 
 
 def test_reads_and_submissions_are_not_audited(client, store):

@@ -26,6 +26,12 @@ ROUTE_PERMISSIONS: dict[tuple[str, str], Permission] = {
     ("POST", "/v1/jobs/<job_id>/cancel"): P.JOBS_MANAGE,
     ("POST", "/v1/jobs/<job_id>/retry"): P.JOBS_MANAGE,
     ("GET", "/v1/queues"): P.JOBS_READ,
+    ("POST", "/v1/workflows"): P.JOBS_SUBMIT,
+    ("GET", "/v1/workflows/<uuid:workflow_id>"): P.JOBS_READ,
+    ("POST", "/v1/webhooks"): P.WEBHOOKS_MANAGE,
+    ("GET", "/v1/webhooks"): P.WEBHOOKS_MANAGE,
+    ("GET", "/v1/webhooks/<webhook_id>"): P.WEBHOOKS_MANAGE,
+    ("DELETE", "/v1/webhooks/<webhook_id>"): P.WEBHOOKS_MANAGE,
     ("POST", "/v1/schedules"): P.SCHEDULES_MANAGE,
     ("GET", "/v1/schedules"): P.SCHEDULES_READ,
     ("GET", "/v1/schedules/<name>"): P.SCHEDULES_READ,
@@ -48,7 +54,13 @@ BODIES = {
     ("PATCH", "/v1/schedules/<name>"): {"timezone": "UTC"},
     ("POST", "/v1/keys"): {"name": "walked", "role": "viewer"},
 }
-PARAMS = {"<uuid:job_id>": str(uuid.UUID(int=1)), "<job_id>": str(uuid.UUID(int=1)), "<name>": "ghost"}
+PARAMS = {
+    "<uuid:job_id>": str(uuid.UUID(int=1)),
+    "<job_id>": str(uuid.UUID(int=1)),
+    "<uuid:workflow_id>": str(uuid.UUID(int=3)),
+    "<webhook_id>": str(uuid.UUID(int=4)),
+    "<name>": "ghost",
+}
 
 
 def v1_routes(app) -> dict[tuple[str, str], object]:

@@ -13,6 +13,7 @@ from quorra.errors import IllegalTransition, ScheduleNotFound
 from quorra.keys import KeySpec
 from quorra.schedules import ScheduleSpec
 from quorra.store import AuditFilter
+from quorra.webhooks import WebhookSpec, new_secret
 from tests.factories import dead_job, make_job, succeeded_job
 
 T0 = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
@@ -75,6 +76,12 @@ def test_every_audited_store_verb_writes_its_entry(store):
         KeySpec.parse({"name": "bot", "role": "worker"}), created_by=ALICE.subject, audit=entry(Action.KEY_CREATE)
     )
     store.revoke_api_key(created.key.id, audit=entry(Action.KEY_REVOKE, created.key.id))
+    hook = store.create_webhook(
+        WebhookSpec.parse({"url": "https://example.com/h", "events": ["job.dead"]}),
+        new_secret(),
+        audit=entry(Action.WEBHOOK_CREATE),
+    )
+    store.delete_webhook(hook.id, audit=entry(Action.WEBHOOK_DELETE, hook.id))
 
     records = list(reversed(only(store)))
     assert [r.action for r in records] == [
@@ -87,12 +94,16 @@ def test_every_audited_store_verb_writes_its_entry(store):
         "schedule.delete",
         "key.create",
         "key.revoke",
+        "webhook.create",
+        "webhook.delete",
     ]
+    assert {a.value for a in Action} == {r.action for r in records} | {"job.cancel"}  # every action is walked
     by_action = {r.action: r for r in records}
     assert by_action["jobs.retry_dead"].details == {"count": 1}
     assert by_action["key.create"].target == created.key.id
     assert by_action["key.create"].details["prefix"] == f"qk_{created.key.prefix}"
     assert by_action["key.revoke"].target == created.key.id
+    assert by_action["webhook.create"].target == hook.id and hook.secret not in str(by_action["webhook.create"])
     assert store.get_job(dead.id).status.value == "pending"
 
 
