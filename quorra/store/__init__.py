@@ -16,11 +16,15 @@ embedded on one host, the process clock. Methods that depend on time take an opt
 from __future__ import annotations
 
 from quorra.store.admin import Admin
+from quorra.store.attempts import Attempt, Attempts
 from quorra.store.base import (
     LEASE_EXPIRED,
     MAX_ERROR_CHARS,
     MAX_LIST_LIMIT,
+    READY,
+    SCHEDULED,
     Effects,
+    JobFilter,
     JobPage,
     ListPosition,
     Outcome,
@@ -32,13 +36,16 @@ from quorra.store.base import (
     utcnow,
 )
 from quorra.store.leasing import Leasing
+from quorra.store.queues import Queues, QueueState
 from quorra.store.reading import Reading, WorkflowView
 from quorra.store.schedules import FiredTick, Schedules
 from quorra.store.settling import Settling
+from quorra.store.stats import MinuteCount, Stats
 from quorra.store.submitting import Submitting
+from quorra.store.workers import Worker, Workers, WorkerSighting
 
 
-class Store(Submitting, Leasing, Settling, Admin, Reading, Schedules):
+class Store(Submitting, Leasing, Settling, Admin, Reading, Schedules, Queues, Attempts, Workers, Stats):
     """Jobs in one SQL database. Thread-safe: each call takes its own connection."""
 
 
@@ -47,16 +54,24 @@ __all__ = [
     "MAX_ERROR_CHARS",
     "MAX_LIST_LIMIT",
     "Effects",
+    "READY",
+    "SCHEDULED",
+    "Attempt",
     "FiredTick",
+    "JobFilter",
     "JobPage",
     "ListPosition",
+    "MinuteCount",
     "Outcome",
     "QueueCount",
+    "QueueState",
     "SettleOutcome",
     "SettleResult",
     "Settlement",
     "Store",
     "Submitted",
+    "Worker",
+    "WorkerSighting",
     "WorkflowView",
     "utcnow",
 ]

@@ -291,6 +291,44 @@ def unique_slot_held(table) -> ColumnElement:
     return and_(table.c.unique_key.is_not(None), table.c.unique_states.op("&")(bit) != 0)
 
 
+@dataclass(frozen=True)
+class JobFilter:
+    """The jobs a bulk action (retry, delete) applies to: one queue, one status, and
+    optionally a type and a created_at range [created_from, created_to)."""
+
+    queue: str
+    status: JobStatus
+    type: str | None = None
+    created_from: datetime | None = None
+    created_to: datetime | None = None
+
+
+# List filters beyond the stored statuses: a pending job is SCHEDULED until its run_at, READY after.
+SCHEDULED, READY = "scheduled", "ready"
+WAITING_STATES = (SCHEDULED, READY)
+
+
+def job_filters(
+    clock: Clock,
+    *,
+    status: str | None = None,
+    created_from: datetime | None = None,
+    created_to: datetime | None = None,
+) -> list[ColumnElement]:
+    """The terms shared by listing and bulk actions that need more than an equality: the
+    scheduled and ready views of pending, and a created_at range [from, to)."""
+    where: list[ColumnElement] = []
+    if status == SCHEDULED:
+        where += [jobs.c.status == JobStatus.PENDING.value, jobs.c.run_at > clock.now()]
+    elif status == READY:
+        where += [jobs.c.status == JobStatus.PENDING.value, jobs.c.run_at <= clock.now()]
+    if created_from is not None:
+        where.append(jobs.c.created_at >= literal(created_from, UTCDateTime))
+    if created_to is not None:
+        where.append(jobs.c.created_at < literal(created_to, UTCDateTime))
+    return where
+
+
 def status_values(statuses) -> list[str]:
     return sorted(s.value for s in statuses)
 

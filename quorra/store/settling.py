@@ -34,6 +34,7 @@ from quorra.jobs import (
     status_after_failure,
 )
 from quorra.schema import jobs
+from quorra.store.attempts import record_attempts, recording
 from quorra.store.base import (
     MAX_ERROR_CHARS,
     Clock,
@@ -123,6 +124,7 @@ class Settling(StoreBase):
             held = row.one_or_none()
             if held is not None:
                 settled[item.job_id] = self._settle_row(conn, clock, held, item)
+        record_attempts(conn, list(settled.values()))
         return settled
 
     def _settle_row(self, conn, clock: Clock, row, item: Settlement) -> Job:
@@ -259,8 +261,9 @@ def _settle_arrays(settlements: list[Settlement]) -> dict[str, list[Any]]:
 
 
 def _settle_statement(clock: Clock, check_worker: bool):
-    """UPDATE jobs ... FROM unnest(:job_ids, :lease_ids, ...) under the lease guard per row.
-    A nack's next status and backoff follow quorra.jobs (retries_remain, backoff_seconds)."""
+    """UPDATE jobs ... FROM unnest(:job_ids, :lease_ids, ...) under the lease guard per row,
+    recording each ended attempt in the same statement. A nack's next status and backoff
+    follow quorra.jobs (retries_remain, backoff_seconds)."""
     given = (
         func.unnest(
             bindparam("job_ids", type_=ARRAY(Text)),
@@ -292,7 +295,7 @@ def _settle_statement(clock: Clock, check_worker: bool):
     ]
     if check_worker:
         guard.append(jobs.c.leased_by == bindparam("worker_id", type_=Text))
-    return update(jobs).where(*guard).values(values).returning(*jobs.c)
+    return recording(update(jobs).where(*guard).values(values).returning(*jobs.c))
 
 
 def _log_settled(job: Job) -> None:
