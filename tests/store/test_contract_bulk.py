@@ -84,3 +84,17 @@ def test_a_job_not_finished_cannot_be_deleted(store, status):
 def test_deleting_an_unknown_job_is_not_found(store):
     with pytest.raises(JobNotFound):
         store.delete_job("00000000-0000-0000-0000-000000000000")
+
+
+def test_a_parent_whose_dependant_has_not_finished_is_not_deleted(store):
+    # Given a cancelled parent whose dependant (on_parent_failure: run) still waits to run
+    parent = make_job(store, queue="dag")
+    store.cancel(parent.id)
+    child = store.enqueue(spec(queue="dag-children", depends_on=[parent.id], on_parent_failure="run"))
+    # When cancelled jobs of its queue are deleted, or it alone
+    assert store.delete_matching(JobFilter("dag", JobStatus.CANCELLED)) == 0
+    with pytest.raises(IllegalTransition):
+        store.delete_job(parent.id)
+    # Then it is still there for its dependant; once that finishes, it may go, edges and all
+    store.cancel(child.id)
+    assert store.delete_matching(JobFilter("dag", JobStatus.CANCELLED)) == 1
