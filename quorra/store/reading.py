@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections import Counter
 from dataclasses import dataclass
@@ -140,6 +141,9 @@ class Reading(StoreBase):
         return func.coalesce(size[0], 0) + func.coalesce(size[1], 0)
 
     def _payload_contains(self, text: str) -> ColumnElement:
+        # As the text appears inside a JSON string of the stored payload: quotes and
+        # backslashes escaped, and on SQLite (stored by json.dumps) non-ASCII as \uXXXX.
+        text = json.dumps(text, ensure_ascii=self.dialect == "sqlite")[1:-1]
         pattern = "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
         payload = cast(jobs.c.payload, Text)
         if self.dialect == "postgresql":

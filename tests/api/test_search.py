@@ -56,6 +56,13 @@ def test_payload_search_is_a_case_insensitive_substring(client, store):
     assert ids(client, payload_contains="%") == {percent.id}
 
 
+def test_payload_search_finds_quotes_and_non_ascii_text(client, store):
+    cafe = make_job(store, payload={"name": 'Café "Zoë"'})
+    make_job(store, payload={"name": "Cafe Zoe"})
+    assert ids(client, payload_contains="Café") == {cafe.id}
+    assert ids(client, payload_contains='"Zoë"') == {cafe.id}
+
+
 def test_search_combines_with_the_other_filters_and_pages(client, store):
     wanted = [make_job(store, queue="mail", payload={"to": f"user{n}@corp.example"}) for n in range(5)]
     make_job(store, queue="other", payload={"to": "user9@corp.example"})
