@@ -116,6 +116,18 @@ class JobStatus(str, enum.Enum):
         return self.value
 
 
+class AttemptOutcome(str, enum.Enum):
+    """How one attempt (one lease) of a job ended."""
+
+    SUCCEEDED = "succeeded"  # acked
+    FAILED = "failed"  # nacked (the job was retried or became dead)
+    EXPIRED = "expired"  # its lease expired and the scheduler reclaimed it
+    CANCELLED = "cancelled"  # the job was cancelled while the attempt ran
+
+    def __str__(self) -> str:
+        return self.value
+
+
 S = JobStatus
 LEASABLE = frozenset({S.PENDING, S.FAILED})
 HOLDING_LEASE = frozenset({S.LEASED, S.PROCESSING})

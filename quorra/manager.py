@@ -21,7 +21,17 @@ from quorra.errors import QuorraError
 from quorra.jobs import DEFAULT_IDEMPOTENCY_TTL_SECONDS, LEASABLE, TERMINAL, Job, JobSpec, JobStatus
 from quorra.notify import Notifier, finished_key
 from quorra.schedules import Schedule, ScheduleSpec, plan_tick
-from quorra.store import Effects, FiredTick, Settlement, SettleResult, Store, Submitted
+from quorra.store import (
+    Effects,
+    FiredTick,
+    JobFilter,
+    QueueState,
+    Settlement,
+    SettleResult,
+    Store,
+    Submitted,
+    WorkerSighting,
+)
 from quorra.workflows import Workflow, WorkflowPlan
 
 logger = logging.getLogger(__name__)
@@ -91,13 +101,40 @@ class JobManager:
 
     def retry_dead(self, queue: str, *, type: str | None = None) -> int:
         """Every dead job of `queue` (and `type`) back in line in one statement; the count."""
+        return self.retry_matching(JobFilter(queue, JobStatus.DEAD, type))
+
+    def retry_matching(self, chosen: JobFilter) -> int:
+        """Every job the filter chooses back in line in one statement; the count."""
         effects = Effects()
-        by_type = self.store.retry_dead(queue, type=type, effects=effects)
-        metrics.dead_jobs_retried(queue, by_type)
+        by_type = self.store.retry_matching(chosen, effects=effects)
+        metrics.dead_jobs_retried(chosen.queue, by_type)
         if by_type:
-            self._wake([queue])
+            self._wake([chosen.queue])
         self._follow(effects)
         return sum(by_type.values())
+
+    def delete_matching(self, chosen: JobFilter) -> int:
+        """Every finished job the filter chooses deleted in one statement; the count."""
+        deleted = self.store.delete_matching(chosen)
+        metrics.jobs_deleted(chosen.queue, deleted)
+        return deleted
+
+    def delete_job(self, job_id: str) -> Job:
+        job = self.store.delete_job(job_id)
+        metrics.jobs_deleted(job.queue, 1)
+        return job
+
+    # -- an operator's verbs on queues ----------------------------------------------------------
+
+    def pause_queue(self, queue: str) -> QueueState:
+        """No lease takes a job of `queue` until it is resumed (jobs in flight run on)."""
+        return self.store.set_queue_paused(queue, True)
+
+    def resume_queue(self, queue: str) -> QueueState:
+        """Lease `queue` again, and wake the workers waiting on it now."""
+        state = self.store.set_queue_paused(queue, False)
+        self._wake([queue])
+        return state
 
     # -- a worker's verbs -----------------------------------------------------------------------
 
@@ -112,6 +149,10 @@ class JobManager:
         jobs = self.store.lease_jobs(queues, worker_id, max_jobs, ttl_seconds, **options)
         metrics.jobs_leased(jobs)
         return jobs
+
+    def record_workers(self, sightings: Sequence[WorkerSighting]) -> None:
+        """The workers a gRPC server saw (throttled by quorra.rpc.sightings): no job changes."""
+        self.store.record_workers(sightings)
 
     def settle_many(self, settlements: Sequence[Settlement], *, worker_id: str | None) -> list[SettleResult]:
         """Acks and nacks in one store call; one result per settlement, in order. A failed
@@ -223,6 +264,9 @@ class JobManager:
 
     def prune_idempotency_keys(self, now: datetime, *, limit: int = 500) -> int:
         return self.store.prune_idempotency_keys(now=now, limit=limit)
+
+    def prune_workers(self, seen_before: datetime) -> int:
+        return self.store.prune_workers(seen_before)
 
     def fire_schedules(self, now: datetime, misfire_threshold_seconds: float, *, limit: int = 100) -> list[FiredTick]:
         """Carry out the due tick of every due schedule (one pass: each due schedule once;

@@ -53,6 +53,7 @@ LEASES_RELEASED = Counter(
     "quorra_leases_released", "Leases handed back because they never reached a worker", ("queue",)
 )
 JOBS_PRUNED = Counter("quorra_jobs_pruned", "Finished jobs deleted after the retention period")
+JOBS_DELETED = Counter("quorra_jobs_deleted", "Finished jobs deleted by a person", ("queue",))
 SUBMISSIONS_DEDUPLICATED = Counter(
     "quorra_submissions_deduplicated",
     "Submissions answered with an existing job: replayed (same idempotency key) or duplicate (unique slot held)",
@@ -159,6 +160,11 @@ def dead_jobs_retried(queue: str, by_type: dict[str, int]) -> None:
         JOBS_RETRIED.labels(_queue_label(queue), _type_label(job_type)).inc(count)
 
 
+def jobs_deleted(queue: str, count: int) -> None:
+    if count:
+        JOBS_DELETED.labels(_queue_label(queue)).inc(count)
+
+
 def jobs_pruned(count: int) -> None:
     JOBS_PRUNED.inc(count)
 
@@ -224,10 +230,11 @@ class QueueCollector:
             counts = self.store.queue_counts()
             now = self.store.database_now()
             oldest = self.store.oldest_ready_at(now=now)
+            paused = self.store.paused_queues()
         except DatabaseUnavailable:
             return []  # cached like a success, so a down database is not hammered either
         named = _largest_queues(counts, self.max_queues)
-        return [_queue_length(counts, named), _oldest_age(counts, oldest, now, named)]
+        return [_queue_length(counts, named), _oldest_age(counts, oldest, now, named), _paused(paused)]
 
 
 def _largest_queues(counts: list[QueueCount], limit: int | None) -> set[str] | None:
@@ -268,6 +275,18 @@ def _oldest_age(counts: list[QueueCount], oldest: dict[str, datetime], now: date
         waited[label] = max(waited.get(label, 0.0), age)  # `other`: the longest wait among them
     for label in sorted(waited):
         family.add_metric((label,), max(0.0, waited[label]))
+    return family
+
+
+def _paused(paused: dict[str, datetime | None]) -> Metric:
+    """Paused queues are an operator's choice (a handful), so each keeps its name."""
+    family = GaugeMetricFamily(
+        "quorra_queue_paused",
+        "1 for each paused queue: no worker leases its jobs until it is resumed",
+        labels=("queue",),
+    )
+    for queue in sorted(paused):
+        family.add_metric((queue,), 1)
     return family
 
 

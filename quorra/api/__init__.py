@@ -11,7 +11,7 @@ from __future__ import annotations
 from flask import Flask
 
 from quorra import dashboard
-from quorra.api import health, jobs, openapi, queues, schedules, webhooks, workflows
+from quorra.api import health, jobs, openapi, queues, schedules, stats, webhooks, workers, workflows
 from quorra.api.auth import register_auth
 from quorra.api.errors import register_error_handlers
 from quorra.api.metrics import register_metrics
@@ -52,5 +52,15 @@ def create_app(settings: Settings | None = None, store: Store | None = None, not
 
 
 def register_blueprints(app: Flask) -> None:
-    for blueprint in (jobs.bp, workflows.bp, queues.bp, schedules.bp, webhooks.bp, health.bp, openapi.bp):
+    for blueprint in (
+        jobs.bp,
+        workflows.bp,
+        queues.bp,
+        workers.bp,
+        stats.bp,
+        schedules.bp,
+        webhooks.bp,
+        health.bp,
+        openapi.bp,
+    ):
         app.register_blueprint(blueprint)

@@ -97,6 +97,22 @@ def retry_dead(queue: str, type: str | None) -> Call:
     return Call("POST", "/v1/jobs/retry", Kind.CHANGE, json=body)
 
 
+def queue_action(queue: str, verb: str) -> Call:
+    return Call("POST", f"/v1/queues/{quote(queue, safe='')}/{verb}", Kind.CHANGE)
+
+
+def delete_jobs(
+    queue: str, status: str, type: str | None, created_from: datetime | None, created_to: datetime | None
+) -> Call:
+    body = {"queue": queue, "status": status, "type": type}
+    body |= {
+        name: moment.isoformat()
+        for name, moment in (("created_from", created_from), ("created_to", created_to))
+        if moment
+    }
+    return Call("DELETE", "/v1/jobs", Kind.CHANGE, json={k: v for k, v in body.items() if v is not None})
+
+
 def list_page(filters: Mapping[str, Any], page_size: int, cursor: str | None) -> Call:
     params = {name: str(value) for name, value in filters.items() if value is not None}
     params["limit"] = str(page_size)

@@ -11,20 +11,32 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class LeaseRequest(_message.Message):
-    __slots__ = ("worker_id", "queue", "max_jobs", "lease_ttl_seconds", "queues", "wait_seconds")
+    __slots__ = ("worker_id", "queue", "max_jobs", "lease_ttl_seconds", "queues", "wait_seconds", "worker")
     WORKER_ID_FIELD_NUMBER: _ClassVar[int]
     QUEUE_FIELD_NUMBER: _ClassVar[int]
     MAX_JOBS_FIELD_NUMBER: _ClassVar[int]
     LEASE_TTL_SECONDS_FIELD_NUMBER: _ClassVar[int]
     QUEUES_FIELD_NUMBER: _ClassVar[int]
     WAIT_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    WORKER_FIELD_NUMBER: _ClassVar[int]
     worker_id: str
     queue: str
     max_jobs: int
     lease_ttl_seconds: int
     queues: _containers.RepeatedScalarFieldContainer[str]
     wait_seconds: float
-    def __init__(self, worker_id: _Optional[str] = ..., queue: _Optional[str] = ..., max_jobs: _Optional[int] = ..., lease_ttl_seconds: _Optional[int] = ..., queues: _Optional[_Iterable[str]] = ..., wait_seconds: _Optional[float] = ...) -> None: ...
+    worker: WorkerInfo
+    def __init__(self, worker_id: _Optional[str] = ..., queue: _Optional[str] = ..., max_jobs: _Optional[int] = ..., lease_ttl_seconds: _Optional[int] = ..., queues: _Optional[_Iterable[str]] = ..., wait_seconds: _Optional[float] = ..., worker: _Optional[_Union[WorkerInfo, _Mapping]] = ...) -> None: ...
+
+class WorkerInfo(_message.Message):
+    __slots__ = ("host", "pid", "handlers")
+    HOST_FIELD_NUMBER: _ClassVar[int]
+    PID_FIELD_NUMBER: _ClassVar[int]
+    HANDLERS_FIELD_NUMBER: _ClassVar[int]
+    host: str
+    pid: int
+    handlers: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, host: _Optional[str] = ..., pid: _Optional[int] = ..., handlers: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Job(_message.Message):
     __slots__ = ("id", "type", "queue", "payload", "priority", "attempts", "max_retries", "lease_id", "lease_expires_at", "created_at", "run_at", "timeout_seconds", "parents", "workflow_id", "ref")

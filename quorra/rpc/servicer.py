@@ -24,7 +24,8 @@ from quorra.manager import JobManager
 from quorra.notify import Notifier
 from quorra.rpc import quorra_pb2 as pb2
 from quorra.rpc import quorra_pb2_grpc as pb2_grpc
-from quorra.store import Settlement, SettleOutcome, SettleResult, Store
+from quorra.rpc.sightings import Sightings, lease_sighting
+from quorra.store import Settlement, SettleOutcome, SettleResult, Store, WorkerSighting
 
 logger = logging.getLogger(__name__)
 
@@ -279,6 +280,7 @@ class WorkerServicer(pb2_grpc.WorkerServiceServicer):
     def __init__(self, settings: Settings, store: Store, notifier: Notifier):
         self.settings = settings
         self.manager = JobManager(store, notifier)
+        self.sightings = Sightings(self.manager)
         self.notifier = notifier  # for long polls: listen/wait
         self.max_waiting = max_waiting_leases(settings.grpc_threads)
         self.waiting = 0  # long polls waiting now
@@ -293,6 +295,7 @@ class WorkerServicer(pb2_grpc.WorkerServiceServicer):
     def LeaseJobs(self, request: pb2.LeaseRequest, context: grpc.ServicerContext) -> Iterator[pb2.Job]:
         with wire_errors(context, request):
             args = parse_lease(request, self.settings.lease_wait_max_seconds)
+            self.sightings.seen(lease_sighting(request, args.queues, context))
             batch = self._lease_when_ready(args, context)
         yield from self._deliver(batch, context)
 
@@ -311,6 +314,7 @@ class WorkerServicer(pb2_grpc.WorkerServiceServicer):
     def SettleJobs(self, request: pb2.SettleRequest, context: grpc.ServicerContext) -> pb2.SettleResponse:
         with wire_errors(context, request):
             parsed = parse_settle(request, self.settings.max_payload_bytes)
+            self.sightings.seen(WorkerSighting(request.worker_id))
             results = self._settle(parsed, request.worker_id)
             return pb2.SettleResponse(results=[settle_result_message(result) for result in results])
 
@@ -321,6 +325,7 @@ class WorkerServicer(pb2_grpc.WorkerServiceServicer):
         with wire_errors(context, request.lease):
             args = parse_lease(request.lease, self.settings.lease_wait_max_seconds)
             parsed = parse_carried(request, self.settings.max_payload_bytes)
+            self.sightings.seen(lease_sighting(request.lease, args.queues, context))
             results = self._settle(parsed, args.worker_id) if parsed else []
         batch = self._lease_after_settling(args, context, settled=bool(results))
         reply = pb2.SettleAndLeaseResponse(results=[settle_result_message(result) for result in results])
@@ -365,6 +370,8 @@ class WorkerServicer(pb2_grpc.WorkerServiceServicer):
         with wire_errors(context, request):
             ttl = parse_ttl(request.lease_ttl_seconds)
             job = self.manager.extend(request.job_id, request.lease_id, ttl, worker_id=request.worker_id)
+            if _valid_worker_id(request.worker_id):
+                self.sightings.seen(WorkerSighting(request.worker_id))
             return pb2.ExtendLeaseResponse(
                 job_id=job.id, status=job.status.value, lease_expires_at=job.lease_expires_at
             )

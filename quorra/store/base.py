@@ -7,7 +7,7 @@ from __future__ import annotations
 import enum
 import logging
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -25,7 +25,9 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy import exc as sa_exc
+from sqlalchemy.sql.dml import Insert
 from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy.sql.selectable import CTE, Select
 
 from quorra.db import autocommitted, make_engine
 from quorra.errors import DatabaseUnavailable, InvalidArgument, JobNotFound, StaleLease
@@ -289,6 +291,54 @@ def unique_slot_held(table) -> ColumnElement:
     """schema.UNIQUE_SLOT_HELD over `table` (an alias of jobs): the job holds its unique slot."""
     bit = case({status.value: bit for status, bit in STATUS_BITS.items()}, value=table.c.status, else_=0)
     return and_(table.c.unique_key.is_not(None), table.c.unique_states.op("&")(bit) != 0)
+
+
+@dataclass(frozen=True)
+class JobFilter:
+    """The jobs a bulk action (retry, delete) applies to: one queue, one status, and
+    optionally a type and a created_at range [created_from, created_to)."""
+
+    queue: str
+    status: JobStatus
+    type: str | None = None
+    created_from: datetime | None = None
+    created_to: datetime | None = None
+
+
+# List filters beyond the stored statuses: a pending job is SCHEDULED until its run_at, READY after.
+SCHEDULED, READY = "scheduled", "ready"
+WAITING_STATES = (SCHEDULED, READY)
+
+
+def job_filters(
+    clock: Clock,
+    *,
+    status: str | None = None,
+    created_from: datetime | None = None,
+    created_to: datetime | None = None,
+) -> list[ColumnElement]:
+    """The terms shared by listing and bulk actions that need more than an equality: the
+    scheduled and ready views of pending, and a created_at range [from, to)."""
+    where: list[ColumnElement] = []
+    if status == SCHEDULED:
+        where += [jobs.c.status == JobStatus.PENDING.value, jobs.c.run_at > clock.now()]
+    elif status == READY:
+        where += [jobs.c.status == JobStatus.PENDING.value, jobs.c.run_at <= clock.now()]
+    if created_from is not None:
+        where.append(jobs.c.created_at >= literal(created_from, UTCDateTime))
+    if created_to is not None:
+        where.append(jobs.c.created_at < literal(created_to, UTCDateTime))
+    return where
+
+
+def with_effects(statement, *effects: Callable[[CTE], Insert]) -> Select:
+    """PostgreSQL: `statement` (an UPDATE of jobs RETURNING every column) as one statement
+    that also runs each effect's INSERT on the rows it changed (attempts ended, webhook
+    deliveries: data-modifying CTEs must sit at the top level, so they are composed here, not
+    nested); its rows are the UPDATE's."""
+    changed = statement.cte("changed")
+    inserts = [effect(changed).cte(f"effect_{n}") for n, effect in enumerate(effects)]
+    return select(*(changed.c[column.name] for column in jobs.c)).add_cte(*inserts)
 
 
 def status_values(statuses) -> list[str]:

@@ -61,9 +61,18 @@ def is_retryable_settle_error(error: BaseException) -> bool:
 
 
 class WorkerClient:
-    def __init__(self, target: str, api_key: str, worker_id: str, *, call_timeout: float = CALL_TIMEOUT_SECONDS):
+    def __init__(
+        self,
+        target: str,
+        api_key: str,
+        worker_id: str,
+        *,
+        call_timeout: float = CALL_TIMEOUT_SECONDS,
+        info: pb2.WorkerInfo | None = None,
+    ):
         self.target = target
         self.worker_id = worker_id
+        self.info = info  # sent with each lease: the server shows it in GET /v1/workers
         self.call_timeout = call_timeout
         self.channel = grpc.insecure_channel(target, options=CHANNEL_OPTIONS)
         self.stub = pb2_grpc.WorkerServiceStub(self.channel)
@@ -74,13 +83,7 @@ class WorkerClient:
 
     def lease(self, queues: Sequence[str], max_jobs: int, ttl_seconds: int, wait_seconds: float):
         """Start a LeaseJobs call: iterate it for the jobs; `cancel()` ends it early."""
-        request = pb2.LeaseRequest(
-            worker_id=self.worker_id,
-            queues=list(queues),
-            max_jobs=max_jobs,
-            lease_ttl_seconds=ttl_seconds,
-            wait_seconds=wait_seconds,
-        )
+        request = self._lease_request(queues, max_jobs, ttl_seconds, wait_seconds)
         return self.stub.LeaseJobs(request, metadata=self.metadata, timeout=wait_seconds + self.call_timeout)
 
     def settle_and_lease(
@@ -94,17 +97,23 @@ class WorkerClient:
         """Start a SettleAndLease call: `result()` is the reply (settle results and jobs),
         `cancel()` ends it early. UNIMPLEMENTED on an older server."""
         request = pb2.SettleAndLeaseRequest(
-            lease=pb2.LeaseRequest(
-                worker_id=self.worker_id,
-                queues=list(queues),
-                max_jobs=max_jobs,
-                lease_ttl_seconds=ttl_seconds,
-                wait_seconds=wait_seconds,
-            ),
+            lease=self._lease_request(queues, max_jobs, ttl_seconds, wait_seconds),
             settlements=settlements,
         )
         return self.stub.SettleAndLease.future(
             request, metadata=self.metadata, timeout=wait_seconds + self.call_timeout
+        )
+
+    def _lease_request(
+        self, queues: Sequence[str], max_jobs: int, ttl_seconds: int, wait_seconds: float
+    ) -> pb2.LeaseRequest:
+        return pb2.LeaseRequest(
+            worker_id=self.worker_id,
+            queues=list(queues),
+            max_jobs=max_jobs,
+            lease_ttl_seconds=ttl_seconds,
+            wait_seconds=wait_seconds,
+            worker=self.info,
         )
 
     def lease_retrying(self, attempt: Callable[[], Any], stopping, on_retry: Callable[[BaseException], None]) -> Any:

@@ -20,7 +20,9 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import queue
+import socket
 import threading
 import time
 import traceback
@@ -166,7 +168,8 @@ class Worker:
     def start(self) -> Worker:
         """Connect and start leasing in background threads; returns at once."""
         target = dial_target(self.settings.grpc_addr)
-        self.client = WorkerClient(target, self.settings.api_keys[0], self.worker_id)
+        info = pb2.WorkerInfo(host=socket.gethostname(), pid=os.getpid(), handlers=self.registry.job_types)
+        self.client = WorkerClient(target, self.settings.api_keys[0], self.worker_id, info=info)
         self.heartbeats = Heartbeats(self.client, self.ttl_seconds)
         self.heartbeats.start()
         self.completer = Completer(
