@@ -8,7 +8,7 @@ import enum
 import logging
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple, Self
@@ -198,6 +198,14 @@ class StoreBase:
         quorra.db.autocommitted): one round trip instead of three on PostgreSQL."""
         with self._translated_errors(), autocommitted(self.engine) as conn:
             yield conn
+
+    def _one_statement_verb(self) -> AbstractContextManager[Connection]:
+        """For a verb whose only write is one statement on PostgreSQL (lease): that statement
+        in autocommit, 1 round trip instead of 3 (BEGIN, it, COMMIT), which the worker waits
+        for; on SQLite a transaction, whose BEGIN IMMEDIATE serialises the writers. Reads
+        after it (a dependant's parents' outcomes) see their own snapshot. Not for settle,
+        whose dependants are released in the same transaction."""
+        return self._one_statement() if self.dialect == "postgresql" else self._transaction()
 
     @contextmanager
     def _translated_errors(self) -> Iterator[None]:
