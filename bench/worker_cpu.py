@@ -156,7 +156,7 @@ def start_profilers(directory: str | None, server: subprocess.Popen, workers: li
                 "-o",
                 f"{directory}/{name}.txt",
                 "--rate",
-                "200",
+                "1000",
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

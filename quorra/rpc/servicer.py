@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import grpc
@@ -194,6 +195,16 @@ def _refuse_problems(problems: Sequence[str]) -> None:
 # -- building replies ----------------------------------------------------------------------------
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def timestamp_fields(moment: datetime) -> dict[str, int]:
+    """A Timestamp's fields, in integers: a third of the time Timestamp.FromDatetime takes,
+    which was most of building a job's message (three timestamps per job on every lease)."""
+    since = moment - _EPOCH
+    return {"seconds": since.days * 86400 + since.seconds, "nanos": since.microseconds * 1000}
+
+
 def job_message(job: Job) -> pb2.Job:
     message = _job_message(job)
     if job.workflow_id is not None:
@@ -226,9 +237,9 @@ def _job_message(job: Job) -> pb2.Job:
         attempts=job.attempts,
         max_retries=job.max_retries,
         lease_id=job.lease_id or "",
-        lease_expires_at=job.lease_expires_at,
-        created_at=job.created_at,
-        run_at=job.run_at,
+        lease_expires_at=timestamp_fields(job.lease_expires_at),
+        created_at=timestamp_fields(job.created_at),
+        run_at=timestamp_fields(job.run_at),
         timeout_seconds=job.timeout_seconds or 0,
     )
 
