@@ -140,6 +140,7 @@ class Worker:
         self._jobs: queue.Queue[tuple[pb2.Job, float] | None] = queue.Queue()
         self._call: Any = None
         self._settle_and_lease = True  # False once the server said it has no SettleAndLease
+        self._backlogged = True  # the last lease came back full: the next one carries the outcomes
         self._average_duration = PREFETCH_BELOW_SECONDS  # no prefetch until handlers proved fast
         self._delivering = False  # the current lease call has sent at least one job
         self._call_lock = threading.Lock()
@@ -306,9 +307,13 @@ class Worker:
         self._lease_streamed(free)
 
     def _lease_with_settles(self, free: int) -> None:
-        """One SettleAndLease: the outcomes waiting go with it (then it asks for no wait, so
-        their answers come at once), the jobs come back in its reply."""
-        carried = self.completer.take(MAX_CARRIED_SETTLES)
+        """One SettleAndLease, the jobs back in its reply. While the queues have a backlog
+        (the last lease came back full), the outcomes waiting go with it: it asks for no
+        wait then, so their answers come at once, and it returns at once anyway. Otherwise
+        it is a plain long poll, in place at once for the next job (an idle worker's start
+        latency), and the completer sends the outcomes on its own (smart batching: carried
+        under load, a call of their own when idle)."""
+        carried = self.completer.take(MAX_CARRIED_SETTLES) if self._backlogged else []
         wait = 0.0 if carried else LEASE_WAIT_SECONDS
         settlements = [pending.settlement() for pending in carried]
         try:
@@ -325,6 +330,7 @@ class Worker:
             self.completer.give_back(carried)
             raise
         self.completer.answered(carried, reply.results)
+        self._backlogged = len(reply.jobs) >= free
         received_at = time.monotonic()
         for message in reply.jobs:
             self._slots.take()
