@@ -393,14 +393,17 @@ class WorkerServicer(pb2_grpc.WorkerServiceServicer):
 
     def _lease_when_ready(self, args: LeaseArgs, context: grpc.ServicerContext) -> LeaseBatch:
         """Lease now; if nothing is ready, wait for a wake-up (or the notifier's re-check
-        time) and try again until the wait is over. No transaction spans a wait."""
-        batch = self._lease(args)
+        time) and try again until the wait is over. No transaction spans a wait. A call that
+        may wait subscribes before its first lease, so that a publish after that lease is
+        not lost and an idle worker's long poll costs one lease statement, not two."""
         deadline = time.monotonic() + self._wait_seconds(args, context)
-        if batch.jobs or deadline <= time.monotonic() or self._stopping.is_set():
+        if deadline <= time.monotonic() or self._stopping.is_set():
+            return self._lease(args)
+        subscription = self.notifier.listen(args.queues)
+        batch = self._lease(args)
+        if batch.jobs:
             return batch
         with self._wait_slot():
-            subscription = self.notifier.listen(args.queues)
-            batch = self._lease(args)  # a publish between the first lease and listen() is not lost
             while not batch.jobs and self._may_wait(context, deadline):
                 subscription.wait(deadline - time.monotonic())
                 if self._may_wait(context, math.inf):
