@@ -160,8 +160,7 @@ class JobManager:
         effects = Effects()
         results = self.store.settle_many(settlements, worker_id=worker_id, effects=effects)
         settled = [result.job for result in results if result.job is not None]
-        for job in settled:
-            metrics.job_settled(job)
+        metrics.jobs_settled(settled)
         self._announce_finished(settled)
         self._follow(effects)
         return results

@@ -117,26 +117,43 @@ def jobs_created(jobs: Iterable[Job]) -> None:
         JOBS_CREATED.labels(_queue_label(queue), _type_label(type_)).inc(count)
 
 
-def jobs_leased(jobs: Iterable[Job]) -> None:
+def _by_labels(jobs: Iterable[Job]) -> dict[tuple[str, str], list[Job]]:
+    """A batch's jobs by their (capped) queue and type labels: each labelled series is looked
+    up, and each counter written (a locked write to a shared file in multi-process mode),
+    once per group rather than once per job."""
+    groups: dict[tuple[str, str], list[Job]] = collections.defaultdict(list)
     for job in jobs:
-        JOBS_LEASED.labels(*_job_labels(job)).inc()
-        if job.leased_at is not None:
-            JOB_WAIT.labels(_queue_label(job.queue)).observe(max(0.0, (job.leased_at - job.run_at).total_seconds()))
+        groups[_job_labels(job)].append(job)
+    return groups
 
 
-def job_settled(job: Job) -> None:
-    """After ack, nack or lease expiry: count the outcome and how long the attempt took."""
-    counter = _SETTLED.get(job.status)
-    if counter is not None:
-        counter.labels(*_job_labels(job)).inc()
-    if job.leased_at is not None:
-        JOB_DURATION.labels(*_job_labels(job)).observe(max(0.0, (job.updated_at - job.leased_at).total_seconds()))
+def jobs_leased(jobs: Iterable[Job]) -> None:
+    for (queue, type_), group in _by_labels(jobs).items():
+        JOBS_LEASED.labels(queue, type_).inc(len(group))
+        wait = JOB_WAIT.labels(queue)
+        for job in group:
+            if job.leased_at is not None:
+                wait.observe(max(0.0, (job.leased_at - job.run_at).total_seconds()))
+
+
+def jobs_settled(jobs: Iterable[Job]) -> None:
+    """After acks, nacks or lease expiries: count the outcomes and how long the attempts took."""
+    for labels, group in _by_labels(jobs).items():
+        for status, count in collections.Counter(job.status for job in group).items():
+            counter = _SETTLED.get(status)
+            if counter is not None:
+                counter.labels(*labels).inc(count)
+        duration = JOB_DURATION.labels(*labels)
+        for job in group:
+            if job.leased_at is not None:
+                duration.observe(max(0.0, (job.updated_at - job.leased_at).total_seconds()))
 
 
 def leases_expired(jobs: Iterable[Job]) -> None:
-    for job in jobs:
-        LEASES_EXPIRED.labels(_queue_label(job.queue)).inc()
-        job_settled(job)
+    jobs = list(jobs)
+    for queue, count in collections.Counter(_queue_label(job.queue) for job in jobs).items():
+        LEASES_EXPIRED.labels(queue).inc(count)
+    jobs_settled(jobs)
 
 
 def workflow_completed(workflow) -> None:

@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import enum
 import logging
+import re
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple, Self
@@ -201,6 +202,14 @@ class StoreBase:
         with self._translated_errors(), autocommitted(self.engine) as conn:
             yield conn
 
+    def _one_statement_verb(self) -> AbstractContextManager[Connection]:
+        """For a verb whose only write is one statement on PostgreSQL (lease): that statement
+        in autocommit, 1 round trip instead of 3 (BEGIN, it, COMMIT), which the worker waits
+        for; on SQLite a transaction, whose BEGIN IMMEDIATE serialises the writers. Reads
+        after it (a dependant's parents' outcomes) see their own snapshot. Not for settle,
+        whose dependants are released in the same transaction."""
+        return self._one_statement() if self.dialect == "postgresql" else self._transaction()
+
     @contextmanager
     def _translated_errors(self) -> Iterator[None]:
         try:
@@ -361,14 +370,24 @@ def lease_ids(job_id: str, lease_id: str) -> tuple[str, str]:
     return canonical_job, canonical_lease
 
 
+_CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+def _canonical_uuid(value: Any) -> str:
+    """A UUID column's value as canonical text. PostgreSQL's already is: a match is 5 times
+    cheaper than a parse (to_job runs per job on every lease and settle)."""
+    text = str(value)
+    return text if _CANONICAL_UUID.fullmatch(text) else str(uuid.UUID(text))
+
+
 def to_job(row) -> Job:
     data = row._asdict()
-    data["id"] = str(uuid.UUID(str(data["id"])))
+    data["id"] = _canonical_uuid(data["id"])
     for name in ("lease_id", "schedule_id"):
         if data[name] is not None:
-            data[name] = str(uuid.UUID(str(data[name])))
+            data[name] = _canonical_uuid(data[name])
     data["status"] = JobStatus(data["status"])
-    return Job(**data)
+    return Job.from_columns(data)
 
 
 def log_failed_attempt(job: Job) -> None:

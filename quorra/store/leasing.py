@@ -67,7 +67,7 @@ class Leasing(StoreBase):
             raise InvalidArgument("lease needs at least one queue, max_jobs >= 1 and a positive ttl")
         queues = list(dict.fromkeys(queues))  # each queue once: one index scan each
         ask = (queues, worker_id, max_jobs, ttl_seconds, max_bytes)
-        with self._transaction() as conn:
+        with self._one_statement_verb() as conn:
             clock = self._clock(now)
             if self.dialect == "postgresql":
                 rows = self._lease_skip_locked(conn, clock, *ask)

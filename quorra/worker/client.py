@@ -95,11 +95,15 @@ class WorkerClient:
         settlements: list[pb2.Settlement],
     ):
         """Start a SettleAndLease call: `result()` is the reply (settle results and jobs),
-        `cancel()` ends it early. UNIMPLEMENTED on an older server."""
+        `cancel()` ends it early. UNIMPLEMENTED on an older server. A call that asks for no
+        wait returns at once: it is made here, blocking, and comes back answered (a future
+        costs a channel thread started per call and a hand-over from it)."""
         request = pb2.SettleAndLeaseRequest(
             lease=self._lease_request(queues, max_jobs, ttl_seconds, wait_seconds),
             settlements=settlements,
         )
+        if wait_seconds == 0:
+            return Answered(self.stub.SettleAndLease(request, metadata=self.metadata, timeout=self.call_timeout))
         return self.stub.SettleAndLease.future(
             request, metadata=self.metadata, timeout=wait_seconds + self.call_timeout
         )
@@ -170,6 +174,19 @@ class WorkerClient:
     def _call_within(self, rpc, request, valid_until: Callable[[], float]):
         timeout = max(0.5, min(self.call_timeout, valid_until() - time.monotonic()))
         return rpc(request, metadata=self.metadata, timeout=timeout)
+
+
+class Answered:
+    """A call made already: a future's result() and cancel(), for a reply in hand."""
+
+    def __init__(self, reply: Any):
+        self._reply = reply
+
+    def result(self, timeout: float | None = None) -> Any:
+        return self._reply
+
+    def cancel(self) -> bool:
+        return False
 
 
 def _log_settle_retry(request: pb2.JobAck | pb2.SettleRequest, state) -> None:
