@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlencode
 
 from itsdangerous import BadSignature, URLSafeSerializer
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 
 from quorra.errors import InvalidArgument
 from quorra.jobs import JobStatus, QueueName, TypeName, describe_errors, parse_job_id
@@ -24,6 +24,23 @@ StatusChoice = Literal[tuple(status.value for status in JobStatus) + VIEWS]  # t
 STATUS_CHOICES = [status.value for status in JobStatus] + list(VIEWS)
 
 
+def _form_time(value: object) -> datetime:
+    """ISO 8601 text in UTC; one without an offset (an HTML datetime-local field) is UTC, as
+    the page shows. Never a number (pydantic would take it as Unix time)."""
+    if not isinstance(value, str):
+        raise ValueError("give a time as text, such as 2026-12-02T10:00 (UTC)")  # noqa: TRY004 - pydantic wants ValueError
+    moment = datetime.fromisoformat(value)
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=UTC)
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:  # 0001-01-01T00:00:00+01:00 has no UTC time
+        raise ValueError("out of range once converted to UTC") from None
+
+
+FormTime = Annotated[datetime, BeforeValidator(_form_time)]
+
+
 class JobsQuery(BaseModel):
     """What the jobs table shows: every field optional, unknown fields refused."""
 
@@ -32,9 +49,9 @@ class JobsQuery(BaseModel):
     queue: QueueName | None = None
     status: StatusChoice | None = None
     type: TypeName | None = None
-    since: datetime | None = None  # created at or after (UTC)
-    until: datetime | None = None  # created before (UTC)
-    q: str | None = Field(None, max_length=MAX_SEARCH_CHARS)  # a job id, or a payload substring
+    since: FormTime | None = None  # created at or after
+    until: FormTime | None = None  # created before
+    q: str | None = Field(None, max_length=MAX_SEARCH_CHARS, pattern="^[^\\x00]*$")  # a job id, or payload text
     cursor: str | None = Field(None, max_length=500)
 
     @field_validator("queue", "status", "type", "since", "until", "q", "cursor", mode="before")
@@ -42,14 +59,6 @@ class JobsQuery(BaseModel):
     def _blank_is_none(cls, value: Any) -> Any:
         """An empty form field means no filter."""
         return None if isinstance(value, str) and not value.strip() else value
-
-    @field_validator("since", "until")
-    @classmethod
-    def _utc(cls, value: datetime | None) -> datetime | None:
-        """A time without a zone (an HTML datetime-local field) is UTC, as the page shows."""
-        if value is None:
-            return None
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
     @classmethod
     def from_args(cls, args) -> JobsQuery:

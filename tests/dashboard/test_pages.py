@@ -63,7 +63,18 @@ def test_the_jobs_table_pages_by_keyset_and_keeps_the_filter_in_its_links(client
 
 @pytest.mark.parametrize(
     "query",
-    ["status=bogus", "queue=bad%20name", "cursor=forged", "since=yesterday", "queue=a&queue=b", "colour=red"],
+    [
+        "status=bogus",
+        "queue=bad%20name",
+        "cursor=forged",
+        "since=yesterday",
+        "since=0.5",
+        "until=9999-12-31T23:59:59-14:00",
+        "since=0001-01-01T00:00:00%2B01:00",
+        "q=a%00b",
+        "queue=a&queue=b",
+        "colour=red",
+    ],
 )
 def test_a_bad_filter_is_a_400_page_naming_it(client, query):
     response = client.get(f"/jobs?{query}")
