@@ -89,7 +89,7 @@ class Settings(BaseModel):
     secret_keys: Names = Field((), alias="QUORRA_SECRET_KEY", repr=False)
     # The most payload and result bytes one page of GET /v1/jobs?include=... may carry.
     list_max_bytes: int = Field(4 * 1024 * 1024, alias="QUORRA_LIST_MAX_BYTES", ge=64 * 1024)
-    # dashboard: payloads and results are shown to signed-in users; false: never read, never shown
+    # dashboard: payloads and results are shown to signed-in users; false: shown on no page
     dashboard_show_payloads: bool = Field(True, alias="QUORRA_DASHBOARD_SHOW_PAYLOADS")
     # dashboard: how often its pages fetch their live part again (while the tab is visible)
     dashboard_refresh_seconds: Seconds = Field(5.0, alias="QUORRA_DASHBOARD_REFRESH")
