@@ -54,6 +54,13 @@ class SessionCookies(SecureCookieSessionInterface):
     def get_cookie_secure(self, app: Flask) -> bool:
         return request.is_secure or bool(app.config["SESSION_COOKIE_SECURE"])
 
+    def open_session(self, app: Flask, request):
+        # REST calls carry no session cookie: hand them an empty session without building
+        # the signing serializer that Flask would build first for every request.
+        if not request.cookies.get(self.get_cookie_name(app)):
+            return self.session_class()
+        return super().open_session(app, request)
+
 
 def init_app(app: Flask, settings: Settings, store: Store, manager: JobManager, authenticator: Authenticator) -> None:
     from quorra.dashboard import actions, pages, signin  # noqa: F401 - their routes join the blueprint
