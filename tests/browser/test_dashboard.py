@@ -209,3 +209,13 @@ def test_signing_out_ends_the_session(page, deployment):
     page.goto(f"{deployment.base_url}/jobs")
     expect(page.get_by_label("API key")).to_be_visible()
     assert requests.get(f"{deployment.base_url}/v1/queues", headers=AUTH, timeout=10).status_code == 200
+
+
+def test_an_opened_traceback_stays_open_while_the_page_refreshes(page, deployment, worker):
+    job_id = deployment.post(type="fail", queue="default", max_retries=0, payload={"message": "boom"}).json()["id"]
+    wait_status(deployment, job_id, "dead")
+    sign_in(page, deployment.base_url, path=f"/jobs/{job_id}")
+    page.locator("table.attempts summary").first.click()
+    stamp = page.locator(".as-of time").get_attribute("datetime")
+    expect(page.locator(".as-of time")).not_to_have_attribute("datetime", stamp)  # refreshed since
+    assert page.locator("table.attempts details").first.evaluate("element => element.open")

@@ -35,7 +35,10 @@
           if (html === null) return;
           var fresh = new DOMParser().parseFromString(html, "text/html").querySelector("[data-live]");
           var current = document.querySelector("[data-live]");
-          if (fresh && current) current.replaceWith(document.adoptNode(fresh));
+          if (fresh && current) {
+            keepOpen(current, fresh);
+            current.replaceWith(document.adoptNode(fresh));
+          }
           document.documentElement.removeAttribute("data-stale");
         })
         .catch(function () {
@@ -49,6 +52,15 @@
       else refresh();
     });
     schedule();
+  }
+
+  // A <details> the reader opened (an attempt's traceback) stays open across refreshes.
+  function keepOpen(current, fresh) {
+    var before = current.querySelectorAll("details");
+    var after = fresh.querySelectorAll("details");
+    for (var i = 0; i < before.length && i < after.length; i++) {
+      if (before[i].open) after[i].open = true;
+    }
   }
 
   // A form with data-confirm asks before it is sent (bulk deletes, pauses). The filter form
