@@ -21,6 +21,7 @@ WORKERS_SHOWN_MINUTES = 5  # the workers page: every worker seen this recently
 # worker is seen on every long poll and heartbeat); the same rule as GET /v1/queues' has_workers.
 ACTIVE_WORKER_SECONDS = 120
 WAITING = frozenset(status.value for status in LEASABLE)
+QUEUES_PER_PAGE = 50  # however many queues clients make up, a page stays small
 
 
 def page(template: str, fragment: str, **context):
@@ -67,6 +68,23 @@ def queue_rows(now: datetime) -> list[QueueRow]:
     return [rows[name] for name in sorted(rows)]
 
 
+@dataclass(frozen=True)
+class QueuePage:
+    rows: list[QueueRow]
+    number: int
+    count: int  # of pages
+    queues: int  # in all
+
+
+def queue_page(rows: list[QueueRow]) -> QueuePage:
+    """The page of queues asked for by ?queue_page= (within 1..last; anything else is page 1)."""
+    pages = max(1, -(-len(rows) // QUEUES_PER_PAGE))
+    given = request.args.get("queue_page", "")
+    number = min(max(1, int(given)), pages) if given.isdigit() else 1
+    first = (number - 1) * QUEUES_PER_PAGE
+    return QueuePage(rows[first : first + QUEUES_PER_PAGE], number, pages, len(rows))
+
+
 @bp.get("/")
 def overview():
     store = dashboard().store
@@ -74,7 +92,7 @@ def overview():
     return page(
         "overview.html",
         "_overview.html",
-        queues=queue_rows(now),
+        queues=queue_page(queue_rows(now)),
         chart=throughput_chart(_per_minute(store.throughput(now - timedelta(minutes=MINUTES - 1))), now),
         now=now,
         columns=STATUS_COLUMNS,
@@ -192,7 +210,7 @@ def dead_letters():
 @bp.get("/queues")
 def queues():
     now = dashboard().store.database_now()
-    return page("queues.html", "_queues.html", queues=queue_rows(now), now=now, columns=STATUS_COLUMNS)
+    return page("queues.html", "_queues.html", queues=queue_page(queue_rows(now)), now=now, columns=STATUS_COLUMNS)
 
 
 @bp.get("/workers")

@@ -224,3 +224,17 @@ def test_the_overview_charts_the_attempts_of_the_last_hour(client, store):
     page = text(client.get("/"))
     assert '<span class="ok">1 succeeded</span> <span class="bad">1 failed</span>' in page
     assert page.count('<rect class="ok"') == 1 and page.count('<rect class="bad"') == 1
+
+
+@pytest.mark.parametrize("path", ["/", "/queues"])
+def test_the_queue_tables_page_fifty_queues_at_a_time(client, store, monkeypatch, path):
+    monkeypatch.setattr("quorra.dashboard.pages.QUEUES_PER_PAGE", 2)
+    for name in ("a", "b", "c"):
+        make_job(store, queue=name)
+    first = text(client.get(path))
+    assert 'data-queue="a"' in first and 'data-queue="b"' in first and 'data-queue="c"' not in first
+    assert 'href="?queue_page=2" rel="next"' in first
+    second = text(client.get(f"{path}?queue_page=2"))
+    assert 'data-queue="c"' in second and 'data-queue="a"' not in second
+    for odd in ("0", "99", "x", "-1"):
+        assert client.get(f"{path}?queue_page={odd}").status_code == 200
