@@ -110,12 +110,11 @@ def _from_basic_auth() -> Principal | None:
 def _ask_to_sign_in():
     """A script (it sent credentials, or asks for a fragment) gets a 401; a person is sent
     to the sign-in form, and back here afterwards."""
-    if request.authorization is not None or request.headers.get("X-Quorra-Fragment"):
-        return (
-            "A valid API key is required: sign in, or send it as the Basic auth password.\n",
-            401,
-            {"WWW-Authenticate": 'Basic realm="Quorra", charset="UTF-8"', "Content-Type": "text/plain"},
-        )
+    message = "A valid API key is required: sign in, or send it as the Basic auth password.\n"
+    if request.authorization is not None:
+        return message, 401, {"WWW-Authenticate": 'Basic realm="Quorra", charset="UTF-8"', "Content-Type": "text/plain"}
+    if request.headers.get("X-Quorra-Fragment"):  # the page's script reloads, landing on the form
+        return message, 401, {"Content-Type": "text/plain"}  # no WWW-Authenticate: no browser prompt
     back = request.full_path.rstrip("?") if request.method in SAFE_METHODS else None
     return redirect(url_for("dashboard.signin", next=back))
 

@@ -179,3 +179,8 @@ def test_a_key_that_may_not_read_jobs_cannot_sign_in(app, anonymous):
     response = sign_in(anonymous, "wk")
     assert response.status_code == 401 and "That key may not read jobs." in text(response)
     assert anonymous.get("/jobs", headers=basic("wk")).status_code == 403
+
+
+def test_a_live_refresh_after_the_session_ended_gets_a_401_without_a_browser_prompt(anonymous):
+    response = anonymous.get("/jobs", headers={"X-Quorra-Fragment": "1"})
+    assert response.status_code == 401 and "WWW-Authenticate" not in response.headers
