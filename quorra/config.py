@@ -89,6 +89,12 @@ class Settings(BaseModel):
     secret_keys: Names = Field((), alias="QUORRA_SECRET_KEY", repr=False)
     # The most payload and result bytes one page of GET /v1/jobs?include=... may carry.
     list_max_bytes: int = Field(4 * 1024 * 1024, alias="QUORRA_LIST_MAX_BYTES", ge=64 * 1024)
+    # dashboard: payloads and results are shown to signed-in users; false: shown on no page
+    dashboard_show_payloads: bool = Field(True, alias="QUORRA_DASHBOARD_SHOW_PAYLOADS")
+    # dashboard: how often its pages fetch their live part again (while the tab is visible)
+    dashboard_refresh_seconds: Seconds = Field(5.0, alias="QUORRA_DASHBOARD_REFRESH")
+    # dashboard: how long a sign-in lasts before the key is asked for again
+    dashboard_session_seconds: Seconds = Field(12 * 3600.0, alias="QUORRA_DASHBOARD_SESSION_TTL")
     # metrics: label values clients choose are capped; the rest are counted as `other`
     metrics_max_queues: int = Field(100, alias="QUORRA_METRICS_MAX_QUEUES", ge=1, le=100_000)
     metrics_max_job_types: int = Field(100, alias="QUORRA_METRICS_MAX_JOB_TYPES", ge=1, le=100_000)
@@ -208,6 +214,14 @@ class Settings(BaseModel):
         if self.secret_keys:
             return tuple(key.encode() for key in self.secret_keys)
         return tuple(hmac.digest(key.encode(), b"quorra list cursor key", "sha256") for key in self.api_keys)
+
+    @property
+    def session_keys(self) -> tuple[bytes, ...]:
+        """The keys that sign and encrypt dashboard sessions, each derived (an HMAC with a
+        purpose of its own) from a QUORRA_SECRET_KEY or else from an API key: the first
+        signs, all verify, so they rotate as the keys they come from do."""
+        sources = self.secret_keys or self.api_keys
+        return tuple(hmac.digest(key.encode(), b"quorra dashboard session key", "sha256") for key in sources)
 
     @property
     def uses_dev_api_key(self) -> bool:

@@ -44,7 +44,7 @@ def create_app(settings: Settings | None = None, store: Store | None = None, not
     app.stop_long_polls = services.waits.stop  # called by the web worker on SIGTERM
     register_request_context(app)
     register_blueprints(app)
-    dashboard.init_app(app, services.store, services.authenticator)
+    dashboard.init_app(app, settings, services.store, services.manager, services.authenticator)
     register_metrics(app, services.store, settings.metrics_max_queues)
     register_auth(app)
     register_error_handlers(app)
