@@ -11,6 +11,7 @@ from typing import Annotated, Any, Literal, TypeVar
 from flask import Blueprint, request, url_for
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 
+from quorra import tracing
 from quorra.access import Permission
 from quorra.api.auth import api_key_scope, require_api_key, requires
 from quorra.api.body import read_json
@@ -25,6 +26,7 @@ from quorra.jobs import (
     JobSpec,
     JobStatus,
     QueueName,
+    TraceContext,
     TypeName,
     describe_errors,
     is_valid_idempotency_key,
@@ -41,6 +43,9 @@ bp.before_request(require_api_key)
 
 
 IDEMPOTENCY_KEY_HEADER = "Idempotency-Key"
+# W3C Trace Context: the trace a submit belongs to (README, "Tracing")
+TRACEPARENT_HEADER = "traceparent"
+TRACESTATE_HEADER = "tracestate"
 REPLAYED_HEADER = "Idempotent-Replayed"
 # A batch's Idempotency-Key names each job that has no idempotency_key of its own as
 # "<key>:<index>", which must still fit in MAX_IDEMPOTENCY_KEY_CHARS.
@@ -88,8 +93,22 @@ _KEY_IN_BODY = {"field": "idempotency_key", "message": f"unknown field; send the
 
 
 def _submit(specs: list[JobSpec]) -> list[Submitted]:
+    """Submit the specs; the jobs created keep the trace they were submitted in: the
+    submit span's while tracing is on here, else the request's own traceparent, if any."""
+    incoming = TraceContext.from_headers(
+        request.headers.get(TRACEPARENT_HEADER), ",".join(request.headers.getlist(TRACESTATE_HEADER))
+    )
+    if tracing.current is None:
+        return _enqueue(specs, incoming)
+    with tracing.current.submitting(specs, incoming) as (span, trace):
+        submitted = _enqueue(specs, trace)
+        tracing.current.submitted(span, [item.job for item in submitted])
+    return submitted
+
+
+def _enqueue(specs: list[JobSpec], trace: TraceContext | None) -> list[Submitted]:
     ttl = services().settings.idempotency_ttl_seconds
-    return services().manager.enqueue_many(specs, scope=api_key_scope(), key_ttl_seconds=ttl)
+    return services().manager.enqueue_many(specs, scope=api_key_scope(), key_ttl_seconds=ttl, trace=trace)
 
 
 def _with_key(spec: JobSpec, key: str) -> JobSpec:

@@ -152,7 +152,9 @@ class Tracing:
     # -- web: the submit ---------------------------------------------------------------------------
 
     @contextmanager
-    def submitting(self, specs: Sequence[JobSpec], incoming: TraceContext | None) -> Iterator[tuple[Span, TraceContext]]:
+    def submitting(
+        self, specs: Sequence[JobSpec], incoming: TraceContext | None
+    ) -> Iterator[tuple[Span, TraceContext]]:
         """The submit span, and the context its jobs keep. A child of the request's span
         (Flask's instrumentation); without one, of the request's own traceparent."""
         parent = None
@@ -169,7 +171,9 @@ class Tracing:
         if len(specs) > 1:
             attributes["messaging.batch.message_count"] = len(specs)
         name = f"submit {queues[0]}" if len(queues) == 1 else "submit"
-        with self.tracer.start_as_current_span(name, context=parent, kind=SpanKind.PRODUCER, attributes=attributes) as span:
+        with self.tracer.start_as_current_span(
+            name, context=parent, kind=SpanKind.PRODUCER, attributes=attributes
+        ) as span:
             yield span, context_of(span)
 
     @staticmethod
