@@ -232,7 +232,7 @@ def test_dockerfile_builds_in_two_stages_and_runs_quorra_as_a_user_without_pip_a
     assert len(stages) == 2 and stages[0].endswith("AS build") and stages[1].endswith("AS runtime")
     assert "pip wheel --no-deps --wheel-dir /wheels ." in [args for op, args in instructions if op == "RUN"]
     [install] = [args for op, args in runtime if op == "RUN" and "python -m venv /opt/quorra" in args]
-    assert "--no-index" in install and '"quorra[all]"' in install and "quorra --version" in install
+    assert "--no-index" in install and '"quorra[all,otel]"' in install and "quorra --version" in install
     assert not any("pip install -e" in args or "--editable" in args for _, args in instructions)
     [user] = [args for op, args in runtime if op == "USER"]
     assert user.split(":")[0].isdigit() and int(user.split(":")[0]) != 0
