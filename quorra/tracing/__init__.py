@@ -44,7 +44,14 @@ def setup(role: str) -> Tracing | None:
             extra={"event": "tracing.unavailable", "error": str(exc)},
         )
         return None
-    current = otel.configure(role, os.environ)
+    try:
+        current = otel.configure(role, os.environ)
+    except RuntimeError as exc:  # the SDK's own refusal, e.g. an exporter that is not installed
+        logger.error(
+            "tracing not started: the OTEL_* variables ask for what cannot be done",
+            extra={"event": "tracing.failed", "error": str(exc)},
+        )
+        return None
     logger.info("tracing on", extra={"event": "tracing.started"})
     return current
 
