@@ -17,6 +17,8 @@ from quorra.api.jobs import (
     IDEMPOTENCY_KEY_HEADER,
     MAX_BATCH_KEY_CHARS,
     REPLAYED_HEADER,
+    TRACEPARENT_HEADER,
+    TRACESTATE_HEADER,
     RetryFilter,
 )
 from quorra.api.waits import MAX_WAIT_SECONDS
@@ -155,6 +157,31 @@ _BATCH_KEY = (
 )
 
 
+# W3C Trace Context. Any text is taken: as the W3C rules ask, one that is not a valid
+# version 00 traceparent (or a later version's) is ignored rather than refused.
+_TRACE_HEADERS = [
+    {
+        "name": TRACEPARENT_HEADER,
+        "in": "header",
+        "required": False,
+        "schema": {"type": "string"},
+        "description": (
+            "W3C Trace Context (00-<32 hex trace id>-<16 hex parent id>-<2 hex flags>): the trace the job was "
+            "submitted in. Each job created keeps it (the submit span's, when the server traces) and the "
+            "worker runs the handler in a span related to it: a child for a job due at once, a link for a "
+            "delayed job or a retry. Ignored when invalid."
+        ),
+    },
+    {
+        "name": TRACESTATE_HEADER,
+        "in": "header",
+        "required": False,
+        "schema": {"type": "string"},
+        "description": "W3C Trace Context vendor data, kept with the traceparent (at most 512 characters).",
+    },
+]
+
+
 def _submit_responses(schema: dict[str, Any], created: str, existing: str) -> dict[str, Any]:
     replayed = {
         REPLAYED_HEADER: {
@@ -174,7 +201,7 @@ def _job_paths() -> dict[str, Any]:
             "post": {
                 "summary": "Create a job",
                 "operationId": "createJob",
-                "parameters": [_idempotency_key_header(MAX_IDEMPOTENCY_KEY_CHARS, _SINGLE_KEY)],
+                "parameters": [_idempotency_key_header(MAX_IDEMPOTENCY_KEY_CHARS, _SINGLE_KEY), *_TRACE_HEADERS],
                 "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("JobSpec")}}},
                 "responses": _submit_responses(
                     _ref("JobCreated"),
@@ -194,7 +221,7 @@ def _job_paths() -> dict[str, Any]:
                 "summary": f"Create up to {MAX_BATCH_SIZE} jobs at once: all of them or none",
                 "description": f"The body may be up to {BATCH_BODY_FACTOR} x QUORRA_MAX_PAYLOAD_BYTES.",
                 "operationId": "createJobs",
-                "parameters": [_idempotency_key_header(MAX_BATCH_KEY_CHARS, _BATCH_KEY)],
+                "parameters": [_idempotency_key_header(MAX_BATCH_KEY_CHARS, _BATCH_KEY), *_TRACE_HEADERS],
                 "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("JobBatch")}}},
                 "responses": _submit_responses(
                     _ref("JobBatchCreated"),

@@ -19,6 +19,7 @@ where they have none):
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -52,9 +53,8 @@ def configure(role: str, environ: Mapping[str, str]) -> Tracing:
     """Configure the SDK for this process from the environment, turn on the instrumentations
     of `role`, and return the Tracing its spans come from."""
     if not (environ.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") or environ.get("OTEL_EXPORTER_OTLP_PROTOCOL")):
-        # The SDK reads the protocol from the environment only; the spec's default is http/protobuf.
-        import os
-
+        # The SDK reads the protocol from the environment only (for OTEL_TRACES_EXPORTER=otlp;
+        # unset, it would pick gRPC, which the extra does not install).
         os.environ["OTEL_EXPORTER_OTLP_PROTOCOL"] = "http/protobuf"
     _OTelSDKConfigurator().configure(
         trace_exporter_names=[] if environ.get("OTEL_TRACES_EXPORTER") else ["otlp_proto_http"],
@@ -143,8 +143,6 @@ class Tracing:
 
     def instrument_app(self, app: Any) -> None:
         if "flask" in INSTRUMENTATIONS[self.role] and "flask" not in self.disabled:
-            import os
-
             from opentelemetry.instrumentation.flask import FlaskInstrumentor
 
             excluded = os.environ.get("OTEL_PYTHON_FLASK_EXCLUDED_URLS", DEFAULT_EXCLUDED_URLS)
