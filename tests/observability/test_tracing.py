@@ -58,6 +58,7 @@ def stack(settings, store):
         def start_worker() -> Worker:
             registry = HandlerRegistry()
             registry.register("job", handle)
+            registry.register("async_job", handle_async)
             worker = Worker(worker_settings(port), registry)
             workers.append(worker.start())
             return worker
@@ -72,7 +73,14 @@ def handle(job):
     logging.getLogger("tests.handler").info("handling", extra={"event": "test.handling", "job_id": job.id})
     if job.payload.get("fail"):
         raise RuntimeError("asked to fail")
+    if quorra.tracing.current is not None:
+        with quorra.tracing.current.tracer.start_as_current_span("inner"):
+            pass
     return {"ok": True}
+
+
+async def handle_async(job):
+    return handle(job)
 
 
 def submit(client, headers=None, **job) -> str:
@@ -204,6 +212,24 @@ def test_a_delayed_job_runs_in_a_trace_of_its_own_linked_to_its_submit(exporter,
     wait_until(lambda: store.get_job(job_id).status.value == "succeeded", timeout=30, what="job succeeded")
 
 
+@pytest.mark.parametrize(
+    "job",
+    [
+        {"type": "job"},
+        {"type": "job", "timeout_seconds": 30},  # the handler runs on a thread of its own
+        {"type": "async_job"},  # on the worker's event loop
+        {"type": "async_job", "timeout_seconds": 30},
+    ],
+    ids=["sync", "sync-timeout", "async", "async-timeout"],
+)
+def test_spans_a_handler_opens_are_children_of_its_process_span(exporter, stack, job):
+    client, start_worker = stack
+    submit(client, **job)
+    start_worker()
+    process, inner = only(exporter, "process"), only(exporter, "inner")
+    assert inner.parent.span_id == process.context.span_id
+
+
 def test_a_failed_handler_marks_its_span_and_the_nack(exporter, stack):
     client, start_worker = stack
     submit(client, payload={"fail": True}, max_retries=0)
@@ -270,5 +296,6 @@ def test_the_python_client_sends_the_current_span_context(exporter):
     assert "traceparent" not in calls.submit({"type": "job", "payload": {}}).headers
     with tracer.start_as_current_span("caller") as span:
         headers = calls.submit_batch([{"type": "job", "payload": {}}]).headers
-    assert headers["traceparent"] == f"00-{hex_ids(span)[0]}-{hex_ids(span)[1]}-01"
+    flags = int(span.get_span_context().trace_flags)
+    assert headers["traceparent"] == f"00-{hex_ids(span)[0]}-{hex_ids(span)[1]}-{flags:02x}"
     assert trace.get_current_span() is trace.INVALID_SPAN
