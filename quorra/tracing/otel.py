@@ -12,9 +12,12 @@ Spans (attributes after the messaging semantic conventions where they fit; `quor
 where they have none):
 
     submit {queue}   web, PRODUCER, child of the request's span (Flask's) or of its traceparent
-    lease {queue}    gRPC server, one per job leased, child of the submit (or a new trace: below)
-    process {queue}  worker, CONSUMER, the handler; child of the lease (or a new trace), links to the submit
-    settle {queue}   worker, CLIENT, from the handler's return to the server's answer
+    lease {queue}    gRPC server, one per job leased: child of the submit, or the first span of
+                     the attempt's own trace (quorra.tracing.continues_submit_trace); links to the submit
+    process {queue}  worker, CONSUMER, the handler: child of the lease (else of the submit, or a
+                     trace of its own); links to the submit
+    settle {queue}   worker, CLIENT, child of the process span: from the handler's return to the
+                     server's answer
 """
 
 from __future__ import annotations

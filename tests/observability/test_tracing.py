@@ -6,6 +6,7 @@ Across real processes: test_tracing_end_to_end.py."""
 from __future__ import annotations
 
 import logging
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from opentelemetry import trace
@@ -18,8 +19,10 @@ import quorra.tracing
 from quorra import logs
 from quorra.api import create_app
 from quorra.client import calls
+from quorra.config import tracing_wanted
 from quorra.jobs import TraceContext
 from quorra.notify import make_notifier
+from quorra.tracing import continues_submit_trace
 from quorra.tracing.otel import Tracing, current_ids
 from quorra.worker import HandlerRegistry, Worker
 from tests.conftest import TEST_API_KEY
@@ -299,3 +302,33 @@ def test_the_python_client_sends_the_current_span_context(exporter):
     flags = int(span.get_span_context().trace_flags)
     assert headers["traceparent"] == f"00-{hex_ids(span)[0]}-{hex_ids(span)[1]}-{flags:02x}"
     assert trace.get_current_span() is trace.INVALID_SPAN
+
+
+# -- what switches tracing on ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("environ", "wanted"),
+    [
+        ({}, False),
+        ({"OTEL_SERVICE_NAME": "shop"}, False),  # names the service, asks for nothing
+        ({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4318"}, True),
+        ({"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://collector:4318/v1/traces"}, True),
+        ({"OTEL_TRACES_EXPORTER": "console"}, True),
+        ({"OTEL_TRACES_EXPORTER": "none", "OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4318"}, False),
+        ({"OTEL_SDK_DISABLED": "true", "OTEL_TRACES_EXPORTER": "otlp"}, False),
+        ({"OTEL_SDK_DISABLED": "false", "OTEL_TRACES_EXPORTER": "otlp"}, True),
+    ],
+)
+def test_only_opentelemetrys_own_variables_switch_tracing_on(environ, wanted):
+    assert tracing_wanted(environ) is wanted
+
+
+@pytest.mark.parametrize(
+    ("attempt", "delay", "inside"),
+    [(1, 0, True), (1, 5, False), (2, 0, False)],
+    ids=["due-at-once", "delayed", "retry"],
+)
+def test_only_the_first_attempt_of_a_job_due_at_once_continues_its_submit_trace(attempt, delay, inside):
+    created = datetime(2026, 12, 2, tzinfo=UTC)
+    assert continues_submit_trace(attempt, created, created + timedelta(seconds=delay)) is inside
