@@ -109,6 +109,13 @@ def test_one_trace_from_the_client_to_the_settle_across_the_processes(traced_sta
     rpc_spans = {(span.trace_id, span.span_id): span for span in collector.spans if span.service == "quorra-grpc"}
     linked = [rpc_spans[link] for link in lease.links if link in rpc_spans]
     assert [span.name for span in linked] == ["/quorra.v1.WorkerService/SettleAndLease"]
+    # ... whose parent is the worker's call: gRPC metadata carries each call's context
+    calls = wait_until(
+        lambda: [span for span in collector.spans if span.span_id == linked[0].parent_span_id],
+        timeout=30,
+        what="the worker's SettleAndLease span",
+    )
+    assert [(span.service, span.kind) for span in calls] == [("quorra-worker", "SPAN_KIND_CLIENT")]
 
     # The worker's log lines inside the handler carry its trace and span ids
     started = worker.wait_for("job.started", job_id=job_id)
