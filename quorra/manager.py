@@ -59,10 +59,10 @@ class JobManager:
         self._wake(job.queue for job in created if job.status in LEASABLE)  # blocked jobs wait for their parents
         return submitted
 
-    def submit_workflow(self, plan: WorkflowPlan) -> tuple[Workflow, list[Job]]:
-        """A workflow and all its jobs, in one transaction; the workers of the queues that
-        got a job ready to run are woken."""
-        workflow, created = self.store.submit_workflow(self._with_workflow_defaults(plan))
+    def submit_workflow(self, plan: WorkflowPlan, *, trace: TraceContext | None = None) -> tuple[Workflow, list[Job]]:
+        """A workflow and all its jobs, in one transaction, each keeping `trace` (the
+        submit's context); the workers of the queues that got a job ready to run are woken."""
+        workflow, created = self.store.submit_workflow(self._with_workflow_defaults(plan), trace=trace)
         metrics.jobs_created(created)
         self._wake(job.queue for job in created if job.status in LEASABLE)
         return workflow, created

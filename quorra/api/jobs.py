@@ -4,7 +4,7 @@ store directly. The rules live in quorra.jobs."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal, TypeVar
 
@@ -93,17 +93,26 @@ _KEY_IN_BODY = {"field": "idempotency_key", "message": f"unknown field; send the
 
 
 def _submit(specs: list[JobSpec]) -> list[Submitted]:
-    """Submit the specs; the jobs created keep the trace they were submitted in: the
-    submit span's while tracing is on here, else the request's own traceparent, if any."""
+    return in_submit_trace(specs, lambda trace: _enqueue(specs, trace), lambda done: [item.job for item in done])
+
+
+Done = TypeVar("Done")
+
+
+def in_submit_trace(
+    specs: Sequence[JobSpec], submit: Callable[[TraceContext | None], Done], jobs_of: Callable[[Done], list[Job]]
+) -> Done:
+    """`submit(trace)`, where `trace` is the context the jobs created keep: the submit
+    span's while tracing is on here, else the request's own traceparent, if any."""
     incoming = TraceContext.from_headers(
         request.headers.get(TRACEPARENT_HEADER), ",".join(request.headers.getlist(TRACESTATE_HEADER))
     )
     if tracing.current is None:
-        return _enqueue(specs, incoming)
+        return submit(incoming)
     with tracing.current.submitting(specs, incoming) as (span, trace):
-        submitted = _enqueue(specs, trace)
-        tracing.current.submitted(span, [item.job for item in submitted])
-    return submitted
+        done = submit(trace)
+        tracing.current.submitted(span, jobs_of(done))
+    return done
 
 
 def _enqueue(specs: list[JobSpec], trace: TraceContext | None) -> list[Submitted]:

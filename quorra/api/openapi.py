@@ -267,6 +267,7 @@ def _workflow_paths() -> dict[str, Any]:
                     f"The body may be up to {BATCH_BODY_FACTOR} x QUORRA_MAX_PAYLOAD_BYTES."
                 ),
                 "operationId": "createWorkflow",
+                "parameters": _TRACE_HEADERS,
                 "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("WorkflowSpec")}}},
                 "responses": _responses(
                     201, _ref("WorkflowCreated"), "The workflow and its jobs were created", 400, 401, 413, 415, 503

@@ -122,9 +122,11 @@ class Submitting(StoreBase):
         _log_enqueued([result.job for result in submitted if result.created])
         return submitted
 
-    def submit_workflow(self, plan: WorkflowPlan, *, now: datetime | None = None) -> tuple[Workflow, list[Job]]:
+    def submit_workflow(
+        self, plan: WorkflowPlan, *, now: datetime | None = None, trace: TraceContext | None = None
+    ) -> tuple[Workflow, list[Job]]:
         """Create a workflow and all its jobs (each with its planned id and ref, in the
-        plan's dependency order) in one transaction, all or none."""
+        plan's dependency order) in one transaction, all or none; each keeps `trace`."""
         with self._transaction() as conn:
             clock = self._clock(now)
             row = {
@@ -137,7 +139,7 @@ class Submitting(StoreBase):
             )
             extra = {"workflow_id": plan.workflow_id}
             rows = [
-                _new_row(spec, clock, job_id) | extra | {"ref": ref}
+                _new_row(spec, clock, job_id, trace) | extra | {"ref": ref}
                 for job_id, ref, spec in zip(plan.ids, plan.refs, plan.specs, strict=True)
             ]
             created = _insert_rows(conn, clock, rows)

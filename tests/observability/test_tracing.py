@@ -332,3 +332,28 @@ def test_only_opentelemetrys_own_variables_switch_tracing_on(environ, wanted):
 def test_only_the_first_attempt_of_a_job_due_at_once_continues_its_submit_trace(attempt, delay, inside):
     created = datetime(2026, 12, 2, tzinfo=UTC)
     assert continues_submit_trace(attempt, created, created + timedelta(seconds=delay)) is inside
+
+
+def test_every_job_of_a_workflow_keeps_the_trace_context(settings, store):
+    client = create_app(settings, store=store, notifier=make_notifier(settings)).test_client()
+    body = {
+        "jobs": [
+            {"ref": "a", "type": "job", "payload": {}},
+            {"ref": "b", "type": "job", "payload": {}, "depends_on": ["a"]},
+        ]
+    }
+    response = client.post("/v1/workflows", json=body, headers=AUTH | {"traceparent": TRACEPARENT})
+    assert response.status_code == 201, response.get_json()
+    ids = [job["id"] for job in response.get_json()["jobs"].values()]
+    assert [store.get_job(job_id).traceparent for job_id in ids] == [TRACEPARENT] * 2
+
+
+def test_a_workflow_submit_is_one_span(exporter, settings, store):
+    client = create_app(settings, store=store, notifier=make_notifier(settings)).test_client()
+    body = {"jobs": [{"ref": "a", "type": "job", "payload": {}}, {"ref": "b", "type": "job", "payload": {}}]}
+    response = client.post("/v1/workflows", json=body, headers=AUTH | {"traceparent": TRACEPARENT})
+    assert response.status_code == 201, response.get_json()
+    submit_span = only(exporter, "submit")
+    assert submit_span.attributes["messaging.batch.message_count"] == 2
+    job_id = response.get_json()["jobs"]["a"]["id"]
+    assert store.get_job(job_id).traceparent == f"00-{TRACE_ID}-{hex_ids(submit_span)[1]}-01"
