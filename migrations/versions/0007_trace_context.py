@@ -4,16 +4,16 @@ jobs.traceparent and jobs.tracestate: the `traceparent` (version 00, 55 characte
 `tracestate` of the submit, NULL for a job submitted outside any trace. The worker runs the
 handler in a span related to it (README, "Tracing").
 
-Revision ID: 0006
-Revises: 0005
+Revision ID: 0007
+Revises: 0006
 Create Date: 2026-12-02
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0006"
-down_revision = "0005"
+revision = "0007"
+down_revision = "0006"
 branch_labels = None
 depends_on = None
 
