@@ -281,3 +281,21 @@ def prepare_multiprocess_dir(environ: Mapping[str, str] | None = None) -> str | 
     if not os.access(path, os.W_OK | os.X_OK):
         raise InvalidConfig(f"invalid configuration:\n  PROMETHEUS_MULTIPROC_DIR: {path} is not writable")
     return path
+
+
+# -- OpenTelemetry ------------------------------------------------------------------------------
+
+
+def tracing_wanted(environ: Mapping[str, str] | None = None) -> bool:
+    """Whether OpenTelemetry's own variables ask for traces. Not Settings fields: the SDK
+    reads its variables itself (endpoint, protocol, headers, sampler, service name...), and
+    Quorra adds none of its own. Tracing is on when OTEL_TRACES_EXPORTER names an exporter
+    (not `none`), or, with it unset, when an OTLP endpoint is given; OTEL_SDK_DISABLED=true
+    turns it off whatever the rest says."""
+    environ = os.environ if environ is None else environ
+    if environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+        return False
+    exporters = environ.get("OTEL_TRACES_EXPORTER", "").strip().lower()
+    if exporters:
+        return exporters != "none"
+    return bool(environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"))

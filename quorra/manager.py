@@ -18,7 +18,7 @@ from typing import Any
 
 from quorra import metrics
 from quorra.errors import QuorraError
-from quorra.jobs import DEFAULT_IDEMPOTENCY_TTL_SECONDS, LEASABLE, TERMINAL, Job, JobSpec, JobStatus
+from quorra.jobs import DEFAULT_IDEMPOTENCY_TTL_SECONDS, LEASABLE, TERMINAL, Job, JobSpec, JobStatus, TraceContext
 from quorra.notify import Notifier, finished_key
 from quorra.schedules import Schedule, ScheduleSpec, plan_tick
 from quorra.store import (
@@ -54,12 +54,14 @@ class JobManager:
         *,
         scope: str = "",
         key_ttl_seconds: float = DEFAULT_IDEMPOTENCY_TTL_SECONDS,
+        trace: TraceContext | None = None,
     ) -> list[Submitted]:
         """All the jobs in one transaction, each created, or replayed (its idempotency key
         within `scope` was used for the same job) or a duplicate (its unique slot is held).
-        Waiting workers of the queues that got a new job are woken."""
+        The jobs created keep `trace`, the context of the submit. Waiting workers of the
+        queues that got a new job are woken."""
         submitted = self.store.submit_many(
-            [self._with_defaults(spec) for spec in specs], scope=scope, key_ttl_seconds=key_ttl_seconds
+            [self._with_defaults(spec) for spec in specs], scope=scope, key_ttl_seconds=key_ttl_seconds, trace=trace
         )
         created = [item.job for item in submitted if item.created]
         metrics.jobs_created(created)
@@ -67,10 +69,10 @@ class JobManager:
         self._wake(job.queue for job in created if job.status in LEASABLE)  # blocked jobs wait for their parents
         return submitted
 
-    def submit_workflow(self, plan: WorkflowPlan) -> tuple[Workflow, list[Job]]:
-        """A workflow and all its jobs, in one transaction; the workers of the queues that
-        got a job ready to run are woken."""
-        workflow, created = self.store.submit_workflow(self._with_workflow_defaults(plan))
+    def submit_workflow(self, plan: WorkflowPlan, *, trace: TraceContext | None = None) -> tuple[Workflow, list[Job]]:
+        """A workflow and all its jobs, in one transaction, each keeping `trace` (the
+        submit's context); the workers of the queues that got a job ready to run are woken."""
+        workflow, created = self.store.submit_workflow(self._with_workflow_defaults(plan), trace=trace)
         metrics.jobs_created(created)
         self._wake(job.queue for job in created if job.status in LEASABLE)
         return workflow, created

@@ -105,6 +105,9 @@ jobs = Table(
     Column("pending_parents", Integer),
     Column("has_dependants", Boolean, nullable=False, server_default=text("false")),
     Column("cancelled_by_parent", Uuid(as_uuid=False)),
+    # The W3C trace context of the submit (quorra.jobs.TraceContext); NULL outside any trace.
+    Column("traceparent", String(55)),
+    Column("tracestate", String(512)),
     CheckConstraint(f"status IN ({_in(JobStatus)})", name="status"),
     CheckConstraint("attempts >= 0 AND max_retries >= 0", name="counts"),
 )

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from flask import Flask
 
-from quorra import dashboard
+from quorra import dashboard, tracing
 from quorra.api import health, jobs, openapi, queues, schedules, stats, webhooks, workers, workflows
 from quorra.api.auth import register_auth
 from quorra.api.errors import register_error_handlers
@@ -30,6 +30,7 @@ from quorra.store import Store
 
 def create_app(settings: Settings | None = None, store: Store | None = None, notifier: Notifier | None = None) -> Flask:
     settings = settings or Settings.from_env()
+    tracing.setup("web")  # before the store's engine is made, so that it is traced
     services = Services(
         settings=settings,
         store=store or open_store(settings),
@@ -48,6 +49,8 @@ def create_app(settings: Settings | None = None, store: Store | None = None, not
     register_metrics(app, services.store, settings.metrics_max_queues)
     register_auth(app)
     register_error_handlers(app)
+    if tracing.current is not None:
+        tracing.current.instrument_app(app)
     return app
 
 

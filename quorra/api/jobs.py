@@ -5,7 +5,7 @@ store directly. The rules live in quorra.jobs."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal, Self, TypeVar
 
@@ -21,6 +21,7 @@ from pydantic import (
     field_validator,
 )
 
+from quorra import tracing
 from quorra.access import Permission
 from quorra.api.auth import api_key_scope, require_api_key, requires
 from quorra.api.body import read_json
@@ -35,6 +36,7 @@ from quorra.jobs import (
     JobSpec,
     JobStatus,
     QueueName,
+    TraceContext,
     TypeName,
     describe_errors,
     is_valid_idempotency_key,
@@ -51,6 +53,9 @@ bp.before_request(require_api_key)
 
 
 IDEMPOTENCY_KEY_HEADER = "Idempotency-Key"
+# W3C Trace Context: the trace a submit belongs to (README, "Tracing")
+TRACEPARENT_HEADER = "traceparent"
+TRACESTATE_HEADER = "tracestate"
 REPLAYED_HEADER = "Idempotent-Replayed"
 # A batch's Idempotency-Key names each job that has no idempotency_key of its own as
 # "<key>:<index>", which must still fit in MAX_IDEMPOTENCY_KEY_CHARS.
@@ -98,8 +103,31 @@ _KEY_IN_BODY = {"field": "idempotency_key", "message": f"unknown field; send the
 
 
 def _submit(specs: list[JobSpec]) -> list[Submitted]:
+    return in_submit_trace(specs, lambda trace: _enqueue(specs, trace), lambda done: [item.job for item in done])
+
+
+Done = TypeVar("Done")
+
+
+def in_submit_trace(
+    specs: Sequence[JobSpec], submit: Callable[[TraceContext | None], Done], jobs_of: Callable[[Done], list[Job]]
+) -> Done:
+    """`submit(trace)`, where `trace` is the context the jobs created keep: the submit
+    span's while tracing is on here, else the request's own traceparent, if any."""
+    incoming = TraceContext.from_headers(
+        request.headers.get(TRACEPARENT_HEADER), ",".join(request.headers.getlist(TRACESTATE_HEADER))
+    )
+    if tracing.current is None:
+        return submit(incoming)
+    with tracing.current.submitting(specs, incoming) as (span, trace):
+        done = submit(trace)
+        tracing.current.submitted(span, jobs_of(done))
+    return done
+
+
+def _enqueue(specs: list[JobSpec], trace: TraceContext | None) -> list[Submitted]:
     ttl = services().settings.idempotency_ttl_seconds
-    return services().manager.enqueue_many(specs, scope=api_key_scope(), key_ttl_seconds=ttl)
+    return services().manager.enqueue_many(specs, scope=api_key_scope(), key_ttl_seconds=ttl, trace=trace)
 
 
 def _with_key(spec: JobSpec, key: str) -> JobSpec:

@@ -19,6 +19,8 @@ from quorra.api.jobs import (
     MAX_BATCH_KEY_CHARS,
     MAX_SEARCH_CHARS,
     REPLAYED_HEADER,
+    TRACEPARENT_HEADER,
+    TRACESTATE_HEADER,
     DeleteFilter,
     RetryFilter,
 )
@@ -186,6 +188,31 @@ _BATCH_KEY = (
 )
 
 
+# W3C Trace Context. Any text is taken: as the W3C rules ask, one that is not a valid
+# version 00 traceparent (or a later version's) is ignored rather than refused.
+_TRACE_HEADERS = [
+    {
+        "name": TRACEPARENT_HEADER,
+        "in": "header",
+        "required": False,
+        "schema": {"type": "string"},
+        "description": (
+            "W3C Trace Context (00-<32 hex trace id>-<16 hex parent id>-<2 hex flags>): the trace the job was "
+            "submitted in. Each job created keeps it (the submit span's, when the server traces) and the "
+            "worker runs the handler in a span related to it: a child for a job due at once, a link for a "
+            "delayed job or a retry. Ignored when invalid."
+        ),
+    },
+    {
+        "name": TRACESTATE_HEADER,
+        "in": "header",
+        "required": False,
+        "schema": {"type": "string"},
+        "description": "W3C Trace Context vendor data, kept with the traceparent (at most 512 characters).",
+    },
+]
+
+
 def _submit_responses(schema: dict[str, Any], created: str, existing: str) -> dict[str, Any]:
     replayed = {
         REPLAYED_HEADER: {
@@ -205,7 +232,7 @@ def _job_paths() -> dict[str, Any]:
             "post": {
                 "summary": "Create a job",
                 "operationId": "createJob",
-                "parameters": [_idempotency_key_header(MAX_IDEMPOTENCY_KEY_CHARS, _SINGLE_KEY)],
+                "parameters": [_idempotency_key_header(MAX_IDEMPOTENCY_KEY_CHARS, _SINGLE_KEY), *_TRACE_HEADERS],
                 "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("JobSpec")}}},
                 "responses": _submit_responses(
                     _ref("JobCreated"),
@@ -234,7 +261,7 @@ def _job_paths() -> dict[str, Any]:
                 "summary": f"Create up to {MAX_BATCH_SIZE} jobs at once: all of them or none",
                 "description": f"The body may be up to {BATCH_BODY_FACTOR} x QUORRA_MAX_PAYLOAD_BYTES.",
                 "operationId": "createJobs",
-                "parameters": [_idempotency_key_header(MAX_BATCH_KEY_CHARS, _BATCH_KEY)],
+                "parameters": [_idempotency_key_header(MAX_BATCH_KEY_CHARS, _BATCH_KEY), *_TRACE_HEADERS],
                 "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("JobBatch")}}},
                 "responses": _submit_responses(
                     _ref("JobBatchCreated"),
@@ -298,6 +325,7 @@ def _workflow_paths() -> dict[str, Any]:
                     f"The body may be up to {BATCH_BODY_FACTOR} x QUORRA_MAX_PAYLOAD_BYTES."
                 ),
                 "operationId": "createWorkflow",
+                "parameters": _TRACE_HEADERS,
                 "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("WorkflowSpec")}}},
                 "responses": _responses(
                     201, _ref("WorkflowCreated"), "The workflow and its jobs were created", 400, 401, 413, 415, 503
@@ -575,27 +603,15 @@ def _public_paths() -> dict[str, Any]:
 
 
 def _dashboard_path() -> dict[str, Any]:
-    def body(media_type: str, description: str) -> dict[str, Any]:
-        return {"description": description, "content": {media_type: {"schema": {"type": "string"}}}}
-
+    """The dashboard's entry point. Its other pages and forms are for browsers (README, "The
+    dashboard"), signed in by a session cookie and guarded by a CSRF token, not an API."""
+    page = {"description": "HTML", "content": {"text/html": {"schema": {"type": "string"}}}}
     return {
         "get": {
-            "summary": "The dashboard: queue counts and recent jobs (HTML, refreshes every 5 s)",
+            "summary": "The dashboard (HTML): the overview when signed in, else the sign-in form",
             "operationId": "dashboard",
-            "security": [{"DashboardLogin": []}],
-            "parameters": [
-                {
-                    "name": "status",
-                    "in": "query",
-                    "required": False,
-                    "schema": {"type": "string"},
-                    "description": "show only recent jobs in this status (a JobStatus; any other value shows all)",
-                }
-            ],
-            "responses": {
-                "200": body("text/html", "The dashboard page"),
-                "401": body("text/plain", "Basic credentials required: any user name, an API key as password"),
-            },
+            "security": [],
+            "responses": {"200": page},
         }
     }
 
@@ -1095,7 +1111,6 @@ def spec() -> dict[str, Any]:
         "components": {
             "securitySchemes": {
                 "ApiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
-                "DashboardLogin": {"type": "http", "scheme": "basic"},
             },
             "schemas": _schemas(),
         },

@@ -11,6 +11,7 @@ refused) or on a 503. Retry-After is honoured."""
 from __future__ import annotations
 
 import enum
+import functools
 import math
 import uuid
 from collections.abc import Iterable, Mapping
@@ -57,11 +58,13 @@ def get_job(job_id: str, wait_seconds: float | None = None) -> Call:
 
 
 def submit(spec: dict[str, Any]) -> Call:
-    return Call("POST", "/v1/jobs", Kind.SUBMIT, json=spec, headers=_idempotency_key())
+    return Call("POST", "/v1/jobs", Kind.SUBMIT, json=spec, headers=_idempotency_key() | trace_headers())
 
 
 def submit_batch(specs: list[dict[str, Any]]) -> Call:
-    return Call("POST", "/v1/jobs/batch", Kind.SUBMIT, json={"jobs": specs}, headers=_idempotency_key())
+    return Call(
+        "POST", "/v1/jobs/batch", Kind.SUBMIT, json={"jobs": specs}, headers=_idempotency_key() | trace_headers()
+    )
 
 
 def submit_workflow(jobs: list[dict[str, Any]], name: str | None) -> Call:
@@ -127,6 +130,27 @@ def list_filters(queue: str | None, status: str | None, type: str | None, includ
 
 def _idempotency_key() -> dict[str, str]:
     return {"Idempotency-Key": str(uuid.uuid4())}
+
+
+def trace_headers() -> dict[str, str]:
+    """The current span's context (traceparent, tracestate, baggage: OpenTelemetry's
+    configured propagators) when the opentelemetry API is installed and a span is active,
+    so that jobs submitted inside a span are traced from there (README, "Tracing")."""
+    inject = _propagator_inject()
+    headers: dict[str, str] = {}
+    if inject is not None:
+        inject(headers)
+    return headers
+
+
+@functools.cache
+def _propagator_inject() -> Any:
+    """opentelemetry.propagate.inject, looked up at the first submit; None when not installed."""
+    try:
+        from opentelemetry.propagate import inject
+    except ImportError:
+        return None
+    return inject
 
 
 # -- the job body of a submit ---------------------------------------------------------------------

@@ -39,7 +39,7 @@ class WorkerInfo(_message.Message):
     def __init__(self, host: _Optional[str] = ..., pid: _Optional[int] = ..., handlers: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Job(_message.Message):
-    __slots__ = ("id", "type", "queue", "payload", "priority", "attempts", "max_retries", "lease_id", "lease_expires_at", "created_at", "run_at", "timeout_seconds", "parents", "workflow_id", "ref")
+    __slots__ = ("id", "type", "queue", "payload", "priority", "attempts", "max_retries", "lease_id", "lease_expires_at", "created_at", "run_at", "timeout_seconds", "parents", "workflow_id", "ref", "traceparent", "tracestate", "parent_traceparent")
     ID_FIELD_NUMBER: _ClassVar[int]
     TYPE_FIELD_NUMBER: _ClassVar[int]
     QUEUE_FIELD_NUMBER: _ClassVar[int]
@@ -55,6 +55,9 @@ class Job(_message.Message):
     PARENTS_FIELD_NUMBER: _ClassVar[int]
     WORKFLOW_ID_FIELD_NUMBER: _ClassVar[int]
     REF_FIELD_NUMBER: _ClassVar[int]
+    TRACEPARENT_FIELD_NUMBER: _ClassVar[int]
+    TRACESTATE_FIELD_NUMBER: _ClassVar[int]
+    PARENT_TRACEPARENT_FIELD_NUMBER: _ClassVar[int]
     id: str
     type: str
     queue: str
@@ -70,7 +73,10 @@ class Job(_message.Message):
     parents: _containers.RepeatedCompositeFieldContainer[ParentResult]
     workflow_id: str
     ref: str
-    def __init__(self, id: _Optional[str] = ..., type: _Optional[str] = ..., queue: _Optional[str] = ..., payload: _Optional[str] = ..., priority: _Optional[int] = ..., attempts: _Optional[int] = ..., max_retries: _Optional[int] = ..., lease_id: _Optional[str] = ..., lease_expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., run_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., timeout_seconds: _Optional[int] = ..., parents: _Optional[_Iterable[_Union[ParentResult, _Mapping]]] = ..., workflow_id: _Optional[str] = ..., ref: _Optional[str] = ...) -> None: ...
+    traceparent: str
+    tracestate: str
+    parent_traceparent: str
+    def __init__(self, id: _Optional[str] = ..., type: _Optional[str] = ..., queue: _Optional[str] = ..., payload: _Optional[str] = ..., priority: _Optional[int] = ..., attempts: _Optional[int] = ..., max_retries: _Optional[int] = ..., lease_id: _Optional[str] = ..., lease_expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., run_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., timeout_seconds: _Optional[int] = ..., parents: _Optional[_Iterable[_Union[ParentResult, _Mapping]]] = ..., workflow_id: _Optional[str] = ..., ref: _Optional[str] = ..., traceparent: _Optional[str] = ..., tracestate: _Optional[str] = ..., parent_traceparent: _Optional[str] = ...) -> None: ...
 
 class ParentResult(_message.Message):
     __slots__ = ("job_id", "type", "status", "ref", "result_json", "last_error")

@@ -18,6 +18,7 @@ from typing import Any
 
 import grpc
 
+from quorra import tracing
 from quorra.config import Settings
 from quorra.errors import InvalidArgument, QuorraError
 from quorra.jobs import MAX_QUEUE_CHARS, Job, JobStatus, ParentOutcome, check_portable_json, is_valid_name
@@ -212,6 +213,8 @@ def job_message(job: Job) -> pb2.Job:
         message.workflow_id, message.ref = job.workflow_id, job.ref or ""
     if job.parents:  # only dependants carry their parents' outcomes
         message.parents.extend(map(parent_message, job.parents))
+    if job.traceparent is not None:
+        _carry_trace(job, message)
     return message
 
 
@@ -243,6 +246,15 @@ def _job_message(job: Job) -> pb2.Job:
         run_at=timestamp_fields(job.run_at),
         timeout_seconds=job.timeout_seconds or 0,
     )
+
+
+def _carry_trace(job: Job, message: pb2.Job) -> None:
+    """The job's trace context; and, for an attempt that runs in its submit's trace, the
+    submit as the handler's parent (the lease span replaces it while tracing is on here)."""
+    message.traceparent = job.traceparent
+    message.tracestate = job.tracestate or ""
+    if tracing.continues_submit_trace(job.attempts, job.created_at, job.run_at):
+        message.parent_traceparent = job.traceparent
 
 
 _OUTCOMES = {
@@ -280,6 +292,14 @@ def settled_message(job: Job) -> pb2.AckResponse:
 class LeaseBatch:
     jobs: list[Job]
     deliver_by: float  # time.monotonic() after which a lease of this batch is handed back, not sent
+    started_ns: int = 0  # time.time_ns() as the lease began (the start of its jobs' lease spans)
+
+    def message(self, job: Job) -> pb2.Job:
+        """The job's message, and its lease span when it has a trace and tracing is on."""
+        message = job_message(job)
+        if job.traceparent is not None and tracing.current is not None:
+            tracing.current.leased(job, self.started_ns, message)
+        return message
 
 
 def max_waiting_leases(threads: int) -> int:
@@ -340,7 +360,7 @@ class WorkerServicer(pb2_grpc.WorkerServiceServicer):
             results = self._settle(parsed, args.worker_id) if parsed else []
         batch = self._lease_after_settling(args, context, settled=bool(results))
         reply = pb2.SettleAndLeaseResponse(results=[settle_result_message(result) for result in results])
-        reply.jobs.extend(job_message(job) for job in self._deliverable(batch, context))
+        reply.jobs.extend(batch.message(job) for job in self._deliverable(batch, context))
         return reply
 
     def _settle(self, parsed: list[Settlement | SettleResult], worker_id: str) -> list[SettleResult]:
@@ -391,12 +411,12 @@ class WorkerServicer(pb2_grpc.WorkerServiceServicer):
 
     def _lease(self, args: LeaseArgs) -> LeaseBatch:
         # The expiry is computed inside the statement, so it is at most TTL after `started`.
-        started = time.monotonic()
+        started, started_ns = time.monotonic(), time.time_ns()
         jobs = self.manager.lease(
             args.queues, args.worker_id, args.max_jobs, args.ttl_seconds, max_bytes=self.settings.lease_max_bytes
         )
         margin = min(args.ttl_seconds / 10, DELIVERY_MARGIN_SECONDS)
-        return LeaseBatch(jobs, deliver_by=started + args.ttl_seconds - margin)
+        return LeaseBatch(jobs, deliver_by=started + args.ttl_seconds - margin, started_ns=started_ns)
 
     def _lease_when_ready(self, args: LeaseArgs, context: grpc.ServicerContext) -> LeaseBatch:
         """Lease now; if nothing is ready, wait for a wake-up (or the notifier's re-check
@@ -449,7 +469,7 @@ class WorkerServicer(pb2_grpc.WorkerServiceServicer):
             for job in jobs:
                 if not context.is_active() or time.monotonic() > batch.deliver_by:
                     break
-                yield job_message(job)
+                yield batch.message(job)
                 sent += 1
         finally:
             if sent < len(jobs):

@@ -76,6 +76,11 @@ class LeasedJob:
     parents: tuple[ParentOutcome, ...] = ()
     workflow_id: str | None = None
     ref: str | None = None  # its name in the workflow
+    # W3C trace context (README, "Tracing"): the submit's, and the parent of the handler's
+    # span when it runs in the submit's trace; None for a job submitted outside any trace.
+    traceparent: str | None = None
+    tracestate: str | None = None
+    parent_traceparent: str | None = None
     lease_lost: Flag = field(default_factory=Flag, compare=False, repr=False)
     timed_out: Flag = field(default_factory=Flag, compare=False, repr=False)
 
@@ -111,6 +116,7 @@ class LeasedJob:
             parents=tuple(map(_parent, message.parents)),
             workflow_id=message.workflow_id or None,
             ref=message.ref or None,
+            **(_trace_fields(message) if message.traceparent else {}),
         )
 
     def log_fields(self) -> dict[str, Any]:
@@ -126,6 +132,14 @@ def _parent(message: pb2.ParentResult) -> ParentOutcome:
         result=json.loads(message.result_json) if message.result_json else None,
         last_error=message.last_error or None,
     )
+
+
+def _trace_fields(message: pb2.Job) -> dict[str, str | None]:
+    return {
+        "traceparent": message.traceparent,
+        "tracestate": message.tracestate or None,
+        "parent_traceparent": message.parent_traceparent or None,
+    }
 
 
 def _time(message: pb2.Job, name: str) -> datetime | None:

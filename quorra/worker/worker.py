@@ -31,6 +31,7 @@ from typing import Any
 
 import grpc
 
+from quorra import tracing
 from quorra.config import Settings, dial_target
 from quorra.errors import InvalidConfig
 from quorra.jobs import check_portable_json
@@ -40,7 +41,7 @@ from quorra.shutdown import ShutdownSignal
 from quorra.worker.aio import CoroutineRunner
 from quorra.worker.client import WorkerClient, status_code
 from quorra.worker.completer import Completer, Outcome
-from quorra.worker.heartbeat import Heartbeats
+from quorra.worker.heartbeat import Heartbeats, Lease
 from quorra.worker.job import LeasedJob
 from quorra.worker.registry import Handler, HandlerRegistry, handler
 from quorra.worker.timeouts import TimedOut, TimeLimits, timed_out_error
@@ -179,6 +180,7 @@ class Worker:
 
     def start(self) -> Worker:
         """Connect and start leasing in background threads; returns at once."""
+        tracing.setup("worker")  # before the channel is made, so that its calls are traced
         target = dial_target(self.settings.grpc_addr)
         info = pb2.WorkerInfo(host=socket.gethostname(), pid=os.getpid(), handlers=self.registry.job_types)
         self.client = WorkerClient(target, self.settings.api_keys[0], self.worker_id, info=info)
@@ -418,12 +420,14 @@ class Worker:
             return
         lease = self.heartbeats.track(job, received_at)
         try:
-            outcome = self._execute(job)
+            outcome = self._execute(job) if tracing.current is None else self._execute_traced(job, lease)
         except BaseException:
             self.heartbeats.untrack(job.id)
             raise
-        if not self._closed:  # once closed, the grace period ended: the job was nacked already
-            self.completer.settle(lease, outcome)  # the heartbeats go on until it is settled
+        # once closed, the grace period ended: the job was nacked already
+        handed_over = not self._closed and self.completer.settle(lease, outcome)  # heartbeats go on till settled
+        if not handed_over and lease.on_settled is not None:
+            lease.on_settled("", "nacked at the end of the shutdown grace")
 
     def _nack_unreadable(self, message: pb2.Job, received_at: float, error: Exception) -> None:
         deadline = received_at + self.ttl_seconds
@@ -460,6 +464,14 @@ class Worker:
         duration = time.perf_counter() - started
         self._note_duration(duration)
         self._log_outcome(job, outcome, duration)
+        return outcome
+
+    def _execute_traced(self, job: LeasedJob, lease: Lease) -> Outcome:
+        """_execute inside the handler's span; the settle span starts as it ends."""
+        with tracing.current.processing(job, self.worker_id) as span:
+            outcome = self._execute(job)
+            tracing.current.processed(span, outcome.succeeded, outcome.error)
+        lease.on_settled = tracing.current.settling(job, self.worker_id, span, outcome.succeeded)
         return outcome
 
     def _note_duration(self, seconds: float) -> None:
