@@ -24,11 +24,12 @@ RUN pip wheel --no-deps --wheel-dir /wheels .
 
 FROM ${PYTHON_IMAGE} AS runtime
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
-# Every extra (server, worker, client), each dependency at its pinned version, from the
-# wheels of stage 1 only (--no-index): what runs is what was built.
+# Every extra (server, worker, client; otel: tracing, off unless OTEL_* ask for it), each
+# dependency at its pinned version, from the wheels of stage 1 only (--no-index): what runs
+# is what was built.
 RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
     python -m venv /opt/quorra \
-    && /opt/quorra/bin/pip install --no-index --find-links /wheels -c /wheels/requirements.txt "quorra[all]" \
+    && /opt/quorra/bin/pip install --no-index --find-links /wheels -c /wheels/requirements.txt "quorra[all,otel]" \
     && /opt/quorra/bin/quorra --version
 RUN useradd --uid 10001 --user-group --create-home --home-dir /home/quorra --shell /usr/sbin/nologin quorra
 ENV PATH=/opt/quorra/bin:$PATH \

@@ -16,9 +16,10 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 
-# Every extra (server, worker, client) at the versions requirements.txt pins.
+# Every extra (server, worker, client, and otel: tracing, off unless OTEL_* ask for it) at
+# the versions requirements.txt pins.
 $(VENV)/.installed: requirements.txt setup.cfg setup.py | $(BIN)/python
-	$(BIN)/pip install --quiet -r requirements.txt -e '.[all]'
+	$(BIN)/pip install --quiet -r requirements.txt -e '.[all,otel]'
 	touch $@
 
 $(VENV)/.installed-dev: requirements-dev.txt $(VENV)/.installed

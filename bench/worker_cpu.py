@@ -92,18 +92,23 @@ def run(store: Store, url: str, directory: Path, options: argparse.Namespace) ->
         processes = [server.pid, *(p.pid for p in workers)]
         profilers = start_profilers(options.profile, server, workers)
         before = {pid: cpu_seconds(pid) for pid in processes + backends}
+        switches_before = {pid: switches(pid) for pid in processes + backends}
+        transactions_before = database_transactions(store)
         started = time.monotonic()
         store.enqueue_many([JobSpec.parse({"type": "noop", "queue": QUEUE, "payload": {}})] * options.jobs)
         wait_all_succeeded(store, options.jobs)
         elapsed = time.monotonic() - started
         backends = sorted(set(backends) | set(database_backends(store)))  # and those opened meanwhile
         after = {pid: cpu_seconds(pid) for pid in processes + backends}
+        waits = {pid: switches(pid) - switches_before.get(pid, 0) for pid in processes + backends}
         stop_profilers(profilers)
     finally:
         for process in (*workers, server):
             process.terminate()
         for process in (*workers, server):
             process.wait(30)
+    # backends flush their statistics when they exit: count once the server is gone
+    transactions = database_transactions(store, settle=True) - transactions_before
     cpu = {pid: after[pid] - before.get(pid, 0.0) for pid in after}
     report(
         options,
@@ -115,6 +120,12 @@ def run(store: Store, url: str, directory: Path, options: argparse.Namespace) ->
     print(
         f"  PostgreSQL CPU/job: {database / options.jobs * 1000:7.3f} ms ({database:.2f} s, {len(backends)} backends)"
     )
+    jobs, worker_waits = options.jobs, sum(waits[p.pid] for p in workers)
+    print(
+        f"  wake-ups/job:      {worker_waits / jobs:8.2f} workers, {waits[server.pid] / jobs:.2f} gRPC server,"
+        f" {sum(waits[pid] for pid in backends) / jobs:.2f} PostgreSQL (voluntary context switches)"
+    )
+    print(f"  PostgreSQL transactions/job: {transactions / jobs:.3f} (commits + rollbacks in the database)")
     print(f"  load average: {[round(x, 2) for x in os.getloadavg()]}")
 
 
@@ -145,7 +156,7 @@ def start_profilers(directory: str | None, server: subprocess.Popen, workers: li
                 "-o",
                 f"{directory}/{name}.txt",
                 "--rate",
-                "200",
+                "1000",
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -208,6 +219,26 @@ def print_calls(metrics: Path, jobs: int) -> None:
 def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / TICK  # utime, stime
+
+
+def switches(pid: int) -> int:
+    """Voluntary context switches of the process's live threads: how often one blocked (on
+    the network, a lock, a condition), about once per wake-up."""
+    total = 0
+    for status in Path(f"/proc/{pid}/task").glob("*/status"):
+        try:
+            total += int(status.read_text().split("voluntary_ctxt_switches:")[1].split()[0])
+        except (OSError, IndexError):
+            continue
+    return total
+
+
+def database_transactions(store: Store, settle: bool = False) -> int:
+    if settle:
+        time.sleep(1.0)  # exited backends' statistics land within moments
+    query = text("SELECT xact_commit + xact_rollback FROM pg_stat_database WHERE datname = current_database()")
+    with store.engine.connect() as conn:
+        return conn.execute(query).scalar_one()
 
 
 def free_port() -> int:

@@ -149,11 +149,8 @@ def w2_run(bench: Bench, idle: IdleWorkers) -> dict[str, float]:
     ids, post_ms, send_seconds = paced_submits(bench.stack, idle.queue, bench.sizes.w2_jobs, bench.sizes.w2_rate)
     wait_for_records(idle.record_dir, before + len(ids), idle.workers)
     wanted = set(ids)
-    latencies = [
-        (started - submitted) * 1000
-        for job_id, started, submitted in read_records(idle.record_dir)
-        if job_id in wanted and submitted is not None
-    ]
+    records = [record for record in read_records(idle.record_dir) if record[0] in wanted and record[2] is not None]
+    latencies = [(started - submitted) * 1000 for _, started, submitted in records]
     return {
         "submit_rate_per_s": len(ids) / send_seconds,
         "post_p50_ms": percentile(post_ms, 0.50),
@@ -161,7 +158,30 @@ def w2_run(bench: Bench, idle: IdleWorkers) -> dict[str, float]:
         "start_p95_ms": percentile(latencies, 0.95),
         "start_p99_ms": percentile(latencies, 0.99),
         "start_max_ms": max(latencies),
+        **w2_breakdown(bench.stack, records),
     }
+
+
+def w2_breakdown(stack: Stack, records: list[tuple[str, float, float | None]]) -> dict[str, float]:
+    """Where submit -> start goes, from the job rows' clocks (the database's, on this same
+    host): submit -> row inserted (created_at), inserted -> leased (leased_at: the publish,
+    the wake-up and the lease statement's start), leased -> handler start (the lease's commit,
+    the reply and the worker's hand-over to a thread). p50s, in ms."""
+    sql = (
+        "SELECT id::text, extract(epoch FROM created_at), extract(epoch FROM leased_at)"
+        " FROM jobs WHERE id = ANY(CAST(:ids AS uuid[]))"
+    )
+    with stack.database.connect() as conn:
+        found = conn.execute(text(sql), {"ids": [record[0] for record in records]})
+        rows = {job_id: (float(created), float(leased)) for job_id, created, leased in found}
+    parts: dict[str, list[float]] = {"submit_to_insert": [], "insert_to_lease": [], "lease_to_start": []}
+    for job_id, started, submitted in records:
+        if job_id in rows:
+            created, leased = rows[job_id]
+            parts["submit_to_insert"].append((created - submitted) * 1000)
+            parts["insert_to_lease"].append((leased - created) * 1000)
+            parts["lease_to_start"].append((started - leased) * 1000)
+    return {f"{name}_p50_ms": percentile(values, 0.50) for name, values in parts.items()}
 
 
 def paced_submits(stack: Stack, queue: str, count: int, rate: float) -> tuple[list[str], list[float], float]:

@@ -27,6 +27,11 @@ class Action(str, enum.Enum):
     JOB_CANCEL = "job.cancel"
     JOB_RETRY = "job.retry"
     JOBS_RETRY_DEAD = "jobs.retry_dead"  # bulk retry of a queue's dead jobs
+    JOBS_RETRY = "jobs.retry"  # bulk retry by filter (POST /v1/jobs/retry, the dashboard)
+    JOBS_DELETE = "jobs.delete"  # bulk delete by filter
+    JOB_DELETE = "job.delete"
+    QUEUE_PAUSE = "queue.pause"
+    QUEUE_RESUME = "queue.resume"
     SCHEDULE_CREATE = "schedule.create"
     SCHEDULE_UPDATE = "schedule.update"
     SCHEDULE_DELETE = "schedule.delete"
@@ -36,6 +41,7 @@ class Action(str, enum.Enum):
     WEBHOOK_DELETE = "webhook.delete"
     KEY_CREATE = "key.create"
     KEY_REVOKE = "key.revoke"
+    DASHBOARD_SIGNIN = "dashboard.signin"
 
 
 @dataclass(frozen=True)

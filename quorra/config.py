@@ -92,6 +92,12 @@ class Settings(BaseModel):
     secret_keys: Names = Field((), alias="QUORRA_SECRET_KEY", repr=False)
     # The most payload and result bytes one page of GET /v1/jobs?include=... may carry.
     list_max_bytes: int = Field(4 * 1024 * 1024, alias="QUORRA_LIST_MAX_BYTES", ge=64 * 1024)
+    # dashboard: payloads and results are shown to signed-in users; false: shown on no page
+    dashboard_show_payloads: bool = Field(True, alias="QUORRA_DASHBOARD_SHOW_PAYLOADS")
+    # dashboard: how often its pages fetch their live part again (while the tab is visible)
+    dashboard_refresh_seconds: Seconds = Field(5.0, alias="QUORRA_DASHBOARD_REFRESH")
+    # dashboard: how long a sign-in lasts before the key is asked for again
+    dashboard_session_seconds: Seconds = Field(12 * 3600.0, alias="QUORRA_DASHBOARD_SESSION_TTL")
     # metrics: label values clients choose are capped; the rest are counted as `other`
     metrics_max_queues: int = Field(100, alias="QUORRA_METRICS_MAX_QUEUES", ge=1, le=100_000)
     metrics_max_job_types: int = Field(100, alias="QUORRA_METRICS_MAX_JOB_TYPES", ge=1, le=100_000)
@@ -242,6 +248,14 @@ class Settings(BaseModel):
         return tuple(hmac.digest(key.encode(), b"quorra list cursor key", "sha256") for key in self.api_keys)
 
     @property
+    def session_keys(self) -> tuple[bytes, ...]:
+        """The keys that sign and encrypt dashboard sessions, each derived (an HMAC with a
+        purpose of its own) from a QUORRA_SECRET_KEY or else from an API key: the first
+        signs, all verify, so they rotate as the keys they come from do."""
+        sources = self.secret_keys or self.api_keys
+        return tuple(hmac.digest(key.encode(), b"quorra dashboard session key", "sha256") for key in sources)
+
+    @property
     def uses_dev_api_key(self) -> bool:
         return DEV_API_KEY in self.api_keys
 
@@ -299,3 +313,21 @@ def prepare_multiprocess_dir(environ: Mapping[str, str] | None = None) -> str | 
     if not os.access(path, os.W_OK | os.X_OK):
         raise InvalidConfig(f"invalid configuration:\n  PROMETHEUS_MULTIPROC_DIR: {path} is not writable")
     return path
+
+
+# -- OpenTelemetry ------------------------------------------------------------------------------
+
+
+def tracing_wanted(environ: Mapping[str, str] | None = None) -> bool:
+    """Whether OpenTelemetry's own variables ask for traces. Not Settings fields: the SDK
+    reads its variables itself (endpoint, protocol, headers, sampler, service name...), and
+    Quorra adds none of its own. Tracing is on when OTEL_TRACES_EXPORTER names an exporter
+    (not `none`), or, with it unset, when an OTLP endpoint is given; OTEL_SDK_DISABLED=true
+    turns it off whatever the rest says."""
+    environ = os.environ if environ is None else environ
+    if environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+        return False
+    exporters = environ.get("OTEL_TRACES_EXPORTER", "").strip().lower()
+    if exporters:
+        return exporters != "none"
+    return bool(environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"))

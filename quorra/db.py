@@ -7,7 +7,8 @@ import select
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from sqlalchemy import Connection, Engine, create_engine, event
+import sqlalchemy
+from sqlalchemy import Connection, Engine, event
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import make_url
 
@@ -27,7 +28,9 @@ def make_engine(url: str, *, pool_size: int = 10, application_name: str = "quorr
         return _sqlite_engine(url)
     if parsed.drivername == "postgresql":  # SQLAlchemy 2.1 would pick psycopg 3; we ship psycopg2
         parsed = parsed.set(drivername="postgresql+psycopg2")
-    engine = create_engine(
+    # Looked up at call time: OpenTelemetry's SQLAlchemy instrumentation, when tracing is on,
+    # wraps sqlalchemy.create_engine after this module was imported.
+    engine = sqlalchemy.create_engine(
         parsed,
         pool_size=pool_size,
         max_overflow=pool_size,
@@ -62,7 +65,7 @@ def _has_hung_up(dbapi_connection) -> bool:
 
 def _sqlite_engine(url: str) -> Engine:
     # check_same_thread=False: the pool hands one connection to one thread at a time.
-    engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+    engine = sqlalchemy.create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
 
     @event.listens_for(engine, "connect")
     def _pragmas(dbapi_connection, _record):

@@ -30,9 +30,9 @@ import json
 import math
 import re
 import uuid
-from dataclasses import asdict, dataclass
+from dataclasses import MISSING, asdict, dataclass, fields
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, NamedTuple
 
 from pydantic import (
     AfterValidator,
@@ -111,6 +111,18 @@ class JobStatus(str, enum.Enum):
     DEAD = "dead"  # out of retries: the dead-letter queue; terminal
     CANCELLED = "cancelled"  # cancelled by a person, or because a parent failed; terminal
     BLOCKED = "blocked"  # waiting for its parents (depends_on) to succeed; never leased
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class AttemptOutcome(str, enum.Enum):
+    """How one attempt (one lease) of a job ended."""
+
+    SUCCEEDED = "succeeded"  # acked
+    FAILED = "failed"  # nacked (the job was retried or became dead)
+    EXPIRED = "expired"  # its lease expired and the scheduler reclaimed it
+    CANCELLED = "cancelled"  # the job was cancelled while the attempt ran
 
     def __str__(self) -> str:
         return self.value
@@ -200,10 +212,31 @@ class Job:
     pending_parents: int | None = None  # parents not yet met; None for a job without parents
     has_dependants: bool = False  # some job depends on it: settling it releases them
     cancelled_by_parent: str | None = None  # the failed parent that cancelled it (revived on its retry)
+    traceparent: str | None = None  # the W3C trace context of the submit (TraceContext),
+    tracestate: str | None = None  # None when it was submitted outside any trace
     parents: tuple[ParentOutcome, ...] | None = None  # read for a lease only, not a column
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    @classmethod
+    def from_columns(cls, columns: dict[str, Any]) -> Job:
+        """A Job from a row's columns, as they are, the fields that are no column at their
+        defaults. The frozen dataclass's __init__ sets each field through object.__setattr__,
+        about 10 times the cost of this, on every job leased and settled; columns that are not
+        exactly fields, or that leave out a field without a plain default, go through it."""
+        names = columns.keys()
+        if not (names <= _JOB_FIELDS and _JOB_REQUIRED <= names):
+            return cls(**columns)
+        job = object.__new__(cls)
+        job.__dict__.update(_JOB_DEFAULTS)
+        job.__dict__.update(columns)
+        return job
+
+
+_JOB_FIELDS = frozenset(field.name for field in fields(Job))
+_JOB_DEFAULTS = {field.name: field.default for field in fields(Job) if field.default is not MISSING}
+_JOB_REQUIRED = _JOB_FIELDS - _JOB_DEFAULTS.keys()  # no default, or a default_factory
 
 
 @dataclass(frozen=True)
@@ -307,6 +340,42 @@ class UniqueOptions(BaseModel):
     @property
     def mask(self) -> int:
         return states_mask(self.states)
+
+
+# W3C Trace Context (https://www.w3.org/TR/trace-context/): the `traceparent` header is
+# version-trace_id-parent_id-flags in lowercase hex; `tracestate` is vendor data, at most
+# 512 characters by the spec's own limit for propagating it.
+_TRACEPARENT = re.compile("([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
+_TRACESTATE = re.compile("[ -~]*")  # visible ASCII and spaces
+TRACEPARENT_CHARS = 55
+MAX_TRACESTATE_CHARS = 512
+
+
+class TraceContext(NamedTuple):
+    """The W3C trace context a job was submitted in: a version 00 `traceparent` and its
+    `tracestate` (None when absent or unusable)."""
+
+    traceparent: str
+    tracestate: str | None = None
+
+    @classmethod
+    def from_headers(cls, traceparent: str | None, tracestate: str | None = None) -> TraceContext | None:
+        """The context of these header values, or None. As the W3C rules ask of a receiver,
+        an invalid `traceparent` is ignored (the job is then outside any trace), not refused,
+        and so is a `tracestate` without a valid `traceparent` or longer than 512 characters.
+        A later version's `traceparent` is read as version 00, as the spec says."""
+        text = (traceparent or "").strip()
+        match = _TRACEPARENT.match(text)
+        if match is None:
+            return None
+        version, trace_id, parent_id, flags = match.groups()
+        if version == "ff" or trace_id == "0" * 32 or parent_id == "0" * 16:
+            return None
+        if len(text) != TRACEPARENT_CHARS and (version == "00" or text[TRACEPARENT_CHARS] != "-"):
+            return None
+        state = (tracestate or "").strip()
+        usable = 0 < len(state) <= MAX_TRACESTATE_CHARS and _TRACESTATE.fullmatch(state) is not None
+        return cls(f"00-{trace_id}-{parent_id}-{flags}", state if usable else None)
 
 
 def is_valid_idempotency_key(text: object) -> bool:

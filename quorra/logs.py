@@ -2,13 +2,15 @@
 ``configure_logging`` once; library code only uses ``logging.getLogger(__name__)``.
 
 Every record carries the process ``role`` (web, grpc, scheduler, worker, cli) and, where
-one is bound, the ``request_id`` of the HTTP request or RPC being served."""
+one is bound, the ``request_id`` of the HTTP request or RPC being served; and, while a span is
+active (tracing on), its ``trace_id`` and ``span_id``."""
 
 from __future__ import annotations
 
 import contextvars
 import logging
 import sys
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 from pythonjsonlogger.json import JsonFormatter
@@ -16,6 +18,9 @@ from pythonjsonlogger.json import JsonFormatter
 from quorra.config import Settings
 
 request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
+# While tracing is on (quorra.tracing): the trace and span ids of the span active in this
+# thread, or None outside any span. None while tracing is off: no lookup per line.
+trace_ids: Callable[[], tuple[str, str] | None] | None = None
 
 # Attributes every LogRecord has; anything else on a record came from `extra=`.
 _STANDARD = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "role", "request_id", "taskName"}
@@ -31,6 +36,10 @@ class _Context(logging.Filter):
         bound = request_id.get()
         if bound is not None and not hasattr(record, "request_id"):
             record.request_id = bound
+        if trace_ids is not None and not hasattr(record, "trace_id"):
+            ids = trace_ids()
+            if ids is not None:
+                record.trace_id, record.span_id = ids
         return True
 
 

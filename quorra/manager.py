@@ -17,13 +17,31 @@ from datetime import datetime
 from typing import Any
 
 from quorra import metrics
-from quorra.audit import Action, Actor, audit_entry
+from quorra.audit import Action, Actor, AuditEntry, audit_entry
 from quorra.errors import QuorraError
-from quorra.jobs import DEFAULT_IDEMPOTENCY_TTL_SECONDS, LEASABLE, TERMINAL, Job, JobSpec, JobStatus
+from quorra.jobs import (
+    DEFAULT_IDEMPOTENCY_TTL_SECONDS,
+    LEASABLE,
+    TERMINAL,
+    Job,
+    JobSpec,
+    JobStatus,
+    TraceContext,
+)
 from quorra.keys import ApiKey, CreatedKey, KeySpec
 from quorra.notify import Notifier, finished_key
 from quorra.schedules import Schedule, ScheduleSpec, plan_tick
-from quorra.store import Effects, FiredTick, Settlement, SettleResult, Store, Submitted
+from quorra.store import (
+    Effects,
+    FiredTick,
+    JobFilter,
+    QueueState,
+    Settlement,
+    SettleResult,
+    Store,
+    Submitted,
+    WorkerSighting,
+)
 from quorra.webhooks import Webhook, WebhookSpec
 from quorra.workflows import Workflow, WorkflowPlan
 
@@ -31,7 +49,13 @@ logger = logging.getLogger(__name__)
 
 
 class JobManager:
-    def __init__(self, store: Store, notifier: Notifier, *, default_timeout_seconds: int | None = None):
+    def __init__(
+        self,
+        store: Store,
+        notifier: Notifier,
+        *,
+        default_timeout_seconds: int | None = None,
+    ):
         self.store = store
         self.notifier = notifier
         self.default_timeout_seconds = default_timeout_seconds  # QUORRA_DEFAULT_JOB_TIMEOUT
@@ -47,12 +71,17 @@ class JobManager:
         *,
         scope: str = "",
         key_ttl_seconds: float = DEFAULT_IDEMPOTENCY_TTL_SECONDS,
+        trace: TraceContext | None = None,
     ) -> list[Submitted]:
         """All the jobs in one transaction, each created, or replayed (its idempotency key
         within `scope` was used for the same job) or a duplicate (its unique slot is held).
-        Waiting workers of the queues that got a new job are woken."""
+        The jobs created keep `trace`, the context of the submit. Waiting workers of the
+        queues that got a new job are woken."""
         submitted = self.store.submit_many(
-            [self._with_defaults(spec) for spec in specs], scope=scope, key_ttl_seconds=key_ttl_seconds
+            [self._with_defaults(spec) for spec in specs],
+            scope=scope,
+            key_ttl_seconds=key_ttl_seconds,
+            trace=trace,
         )
         created = [item.job for item in submitted if item.created]
         metrics.jobs_created(created)
@@ -60,10 +89,10 @@ class JobManager:
         self._wake(job.queue for job in created if job.status in LEASABLE)  # blocked jobs wait for their parents
         return submitted
 
-    def submit_workflow(self, plan: WorkflowPlan) -> tuple[Workflow, list[Job]]:
-        """A workflow and all its jobs, in one transaction; the workers of the queues that
-        got a job ready to run are woken."""
-        workflow, created = self.store.submit_workflow(self._with_workflow_defaults(plan))
+    def submit_workflow(self, plan: WorkflowPlan, *, trace: TraceContext | None = None) -> tuple[Workflow, list[Job]]:
+        """A workflow and all its jobs, in one transaction, each keeping `trace` (the
+        submit's context); the workers of the queues that got a job ready to run are woken."""
+        workflow, created = self.store.submit_workflow(self._with_workflow_defaults(plan), trace=trace)
         metrics.jobs_created(created)
         self._wake(job.queue for job in created if job.status in LEASABLE)
         return workflow, created
@@ -94,14 +123,48 @@ class JobManager:
 
     def retry_dead(self, queue: str, *, type: str | None = None, actor: Actor | None = None) -> int:
         """Every dead job of `queue` (and `type`) back in line in one statement; the count."""
-        effects = Effects()
         audit = audit_entry(actor, Action.JOBS_RETRY_DEAD, queue, **({"type": type} if type else {}))
-        by_type = self.store.retry_dead(queue, type=type, effects=effects, audit=audit)
-        metrics.dead_jobs_retried(queue, by_type)
+        return self._retry_matching(JobFilter(queue, JobStatus.DEAD, type), audit)
+
+    def retry_matching(self, chosen: JobFilter, *, actor: Actor | None = None) -> int:
+        """Every job the filter chooses back in line in one statement; the count."""
+        return self._retry_matching(
+            chosen,
+            audit_entry(actor, Action.JOBS_RETRY, chosen.queue, **_filter_details(chosen)),
+        )
+
+    def _retry_matching(self, chosen: JobFilter, audit: AuditEntry | None) -> int:
+        effects = Effects()
+        by_type = self.store.retry_matching(chosen, effects=effects, audit=audit)
+        metrics.dead_jobs_retried(chosen.queue, by_type)
         if by_type:
-            self._wake([queue])
+            self._wake([chosen.queue])
         self._follow(effects)
         return sum(by_type.values())
+
+    def delete_matching(self, chosen: JobFilter, *, actor: Actor | None = None) -> int:
+        """Every finished job the filter chooses deleted in one statement; the count."""
+        audit = audit_entry(actor, Action.JOBS_DELETE, chosen.queue, **_filter_details(chosen))
+        deleted = self.store.delete_matching(chosen, audit=audit)
+        metrics.jobs_deleted(chosen.queue, deleted)
+        return deleted
+
+    def delete_job(self, job_id: str, *, actor: Actor | None = None) -> Job:
+        job = self.store.delete_job(job_id, audit=audit_entry(actor, Action.JOB_DELETE, job_id))
+        metrics.jobs_deleted(job.queue, 1)
+        return job
+
+    # -- an operator's verbs on queues ----------------------------------------------------------
+
+    def pause_queue(self, queue: str, *, actor: Actor | None = None) -> QueueState:
+        """No lease takes a job of `queue` until it is resumed (jobs in flight run on)."""
+        return self.store.set_queue_paused(queue, True, audit=audit_entry(actor, Action.QUEUE_PAUSE, queue))
+
+    def resume_queue(self, queue: str, *, actor: Actor | None = None) -> QueueState:
+        """Lease `queue` again, and wake the workers waiting on it now."""
+        state = self.store.set_queue_paused(queue, False, audit=audit_entry(actor, Action.QUEUE_RESUME, queue))
+        self._wake([queue])
+        return state
 
     # -- a worker's verbs -----------------------------------------------------------------------
 
@@ -117,14 +180,17 @@ class JobManager:
         metrics.jobs_leased(jobs)
         return jobs
 
+    def record_workers(self, sightings: Sequence[WorkerSighting]) -> None:
+        """The workers a gRPC server saw (throttled by quorra.rpc.sightings): no job changes."""
+        self.store.record_workers(sightings)
+
     def settle_many(self, settlements: Sequence[Settlement], *, worker_id: str | None) -> list[SettleResult]:
         """Acks and nacks in one store call; one result per settlement, in order. A failed
         attempt is retried after its backoff, so its wake-up is the scheduler's (wake_due)."""
         effects = Effects()
         results = self.store.settle_many(settlements, worker_id=worker_id, effects=effects)
         settled = [result.job for result in results if result.job is not None]
-        for job in settled:
-            metrics.job_settled(job)
+        metrics.jobs_settled(settled)
         self._announce_finished(settled)
         self._follow(effects)
         return results
@@ -169,20 +235,28 @@ class JobManager:
 
     def create_schedule(self, spec: ScheduleSpec, *, actor: Actor | None = None) -> Schedule:
         audit = audit_entry(actor, Action.SCHEDULE_CREATE, spec.name)
-        return self._logged("schedule created", "schedule.created", self.store.create_schedule(spec, audit=audit))
+        return self._logged(
+            "schedule created",
+            "schedule.created",
+            self.store.create_schedule(spec, audit=audit),
+        )
 
     def update_schedule(self, name: str, changes: dict[str, Any], *, actor: Actor | None = None) -> Schedule:
         # the names of the fields changed, not their values (a job template may hold secrets)
         fields = sorted(map(str, changes)) if isinstance(changes, dict) else []  # the store refuses a non-object
         audit = audit_entry(actor, Action.SCHEDULE_UPDATE, name, fields=fields)
         return self._logged(
-            "schedule updated", "schedule.updated", self.store.update_schedule(name, changes, audit=audit)
+            "schedule updated",
+            "schedule.updated",
+            self.store.update_schedule(name, changes, audit=audit),
         )
 
     def pause_schedule(self, name: str, *, actor: Actor | None = None) -> Schedule:
         audit = audit_entry(actor, Action.SCHEDULE_PAUSE, name)
         return self._logged(
-            "schedule paused", "schedule.paused", self.store.set_schedule_paused(name, True, audit=audit)
+            "schedule paused",
+            "schedule.paused",
+            self.store.set_schedule_paused(name, True, audit=audit),
         )
 
     def resume_schedule(self, name: str, *, actor: Actor | None = None) -> Schedule:
@@ -196,7 +270,10 @@ class JobManager:
 
     def sync_schedules(self, specs: Sequence[ScheduleSpec]) -> list[Schedule]:
         synced = self.store.sync_schedules(specs)
-        logger.info("schedules synced", extra={"event": "schedules.synced", "schedules": [s.name for s in synced]})
+        logger.info(
+            "schedules synced",
+            extra={"event": "schedules.synced", "schedules": [s.name for s in synced]},
+        )
         return synced
 
     @staticmethod
@@ -228,6 +305,12 @@ class JobManager:
     def revoke_key(self, key_id: str, *, actor: Actor) -> ApiKey:
         return self.store.revoke_api_key(key_id, audit=audit_entry(actor, Action.KEY_REVOKE, key_id))
 
+    # -- the audit log -------------------------------------------------------------------------
+
+    def record_signin(self, actor: Actor, *, role: str) -> None:
+        """Someone signed in to the dashboard with a key: who, with which role, from where."""
+        self.store.record_event(AuditEntry(actor, Action.DASHBOARD_SIGNIN, actor.subject, {"role": role}))
+
     # -- the scheduler's verbs ------------------------------------------------------------------
 
     def reap_expired(self, *, now: datetime | None = None, limit: int = 500) -> list[Job]:
@@ -257,6 +340,9 @@ class JobManager:
 
     def prune_audit(self, before: datetime, *, limit: int = 500) -> int:
         return self.store.prune_audit(before, limit=limit)
+
+    def prune_workers(self, seen_before: datetime) -> int:
+        return self.store.prune_workers(seen_before)
 
     def fire_schedules(self, now: datetime, misfire_threshold_seconds: float, *, limit: int = 100) -> list[FiredTick]:
         """Carry out the due tick of every due schedule (one pass: each due schedule once;
@@ -313,7 +399,11 @@ class JobManager:
         metrics.workflow_completed(workflow)
         logger.info(
             "workflow completed",
-            extra={"event": "workflow.completed", "workflow_id": workflow.id, "status": workflow.status.value},
+            extra={
+                "event": "workflow.completed",
+                "workflow_id": workflow.id,
+                "status": workflow.status.value,
+            },
         )
 
     # -- wake-ups ---------------------------------------------------------------------------------
@@ -336,3 +426,15 @@ class JobManager:
                     extra={"event": "notify.failed", "queue": queue},
                     exc_info=True,
                 )
+
+
+def _filter_details(chosen: JobFilter) -> dict[str, Any]:
+    """What a bulk action's audit entry says of its filter (the queue is its target)."""
+    details: dict[str, Any] = {"status": chosen.status.value}
+    if chosen.type is not None:
+        details["type"] = chosen.type
+    if chosen.created_from is not None:
+        details["created_from"] = chosen.created_from.isoformat()
+    if chosen.created_to is not None:
+        details["created_to"] = chosen.created_to.isoformat()
+    return details

@@ -53,6 +53,7 @@ LEASES_RELEASED = Counter(
     "quorra_leases_released", "Leases handed back because they never reached a worker", ("queue",)
 )
 JOBS_PRUNED = Counter("quorra_jobs_pruned", "Finished jobs deleted after the retention period")
+JOBS_DELETED = Counter("quorra_jobs_deleted", "Finished jobs deleted by a person", ("queue",))
 SUBMISSIONS_DEDUPLICATED = Counter(
     "quorra_submissions_deduplicated",
     "Submissions answered with an existing job: replayed (same idempotency key) or duplicate (unique slot held)",
@@ -116,26 +117,43 @@ def jobs_created(jobs: Iterable[Job]) -> None:
         JOBS_CREATED.labels(_queue_label(queue), _type_label(type_)).inc(count)
 
 
-def jobs_leased(jobs: Iterable[Job]) -> None:
+def _by_labels(jobs: Iterable[Job]) -> dict[tuple[str, str], list[Job]]:
+    """A batch's jobs by their (capped) queue and type labels: each labelled series is looked
+    up, and each counter written (a locked write to a shared file in multi-process mode),
+    once per group rather than once per job."""
+    groups: dict[tuple[str, str], list[Job]] = collections.defaultdict(list)
     for job in jobs:
-        JOBS_LEASED.labels(*_job_labels(job)).inc()
-        if job.leased_at is not None:
-            JOB_WAIT.labels(_queue_label(job.queue)).observe(max(0.0, (job.leased_at - job.run_at).total_seconds()))
+        groups[_job_labels(job)].append(job)
+    return groups
 
 
-def job_settled(job: Job) -> None:
-    """After ack, nack or lease expiry: count the outcome and how long the attempt took."""
-    counter = _SETTLED.get(job.status)
-    if counter is not None:
-        counter.labels(*_job_labels(job)).inc()
-    if job.leased_at is not None:
-        JOB_DURATION.labels(*_job_labels(job)).observe(max(0.0, (job.updated_at - job.leased_at).total_seconds()))
+def jobs_leased(jobs: Iterable[Job]) -> None:
+    for (queue, type_), group in _by_labels(jobs).items():
+        JOBS_LEASED.labels(queue, type_).inc(len(group))
+        wait = JOB_WAIT.labels(queue)
+        for job in group:
+            if job.leased_at is not None:
+                wait.observe(max(0.0, (job.leased_at - job.run_at).total_seconds()))
+
+
+def jobs_settled(jobs: Iterable[Job]) -> None:
+    """After acks, nacks or lease expiries: count the outcomes and how long the attempts took."""
+    for labels, group in _by_labels(jobs).items():
+        for status, count in collections.Counter(job.status for job in group).items():
+            counter = _SETTLED.get(status)
+            if counter is not None:
+                counter.labels(*labels).inc(count)
+        duration = JOB_DURATION.labels(*labels)
+        for job in group:
+            if job.leased_at is not None:
+                duration.observe(max(0.0, (job.updated_at - job.leased_at).total_seconds()))
 
 
 def leases_expired(jobs: Iterable[Job]) -> None:
-    for job in jobs:
-        LEASES_EXPIRED.labels(_queue_label(job.queue)).inc()
-        job_settled(job)
+    jobs = list(jobs)
+    for queue, count in collections.Counter(_queue_label(job.queue) for job in jobs).items():
+        LEASES_EXPIRED.labels(queue).inc(count)
+    jobs_settled(jobs)
 
 
 def workflow_completed(workflow) -> None:
@@ -157,6 +175,11 @@ def job_retried(job: Job) -> None:
 def dead_jobs_retried(queue: str, by_type: dict[str, int]) -> None:
     for job_type, count in by_type.items():
         JOBS_RETRIED.labels(_queue_label(queue), _type_label(job_type)).inc(count)
+
+
+def jobs_deleted(queue: str, count: int) -> None:
+    if count:
+        JOBS_DELETED.labels(_queue_label(queue)).inc(count)
 
 
 def jobs_pruned(count: int) -> None:
@@ -224,10 +247,11 @@ class QueueCollector:
             counts = self.store.queue_counts()
             now = self.store.database_now()
             oldest = self.store.oldest_ready_at(now=now)
+            paused = self.store.paused_queues()
         except DatabaseUnavailable:
             return []  # cached like a success, so a down database is not hammered either
         named = _largest_queues(counts, self.max_queues)
-        return [_queue_length(counts, named), _oldest_age(counts, oldest, now, named)]
+        return [_queue_length(counts, named), _oldest_age(counts, oldest, now, named), _paused(paused)]
 
 
 def _largest_queues(counts: list[QueueCount], limit: int | None) -> set[str] | None:
@@ -268,6 +292,18 @@ def _oldest_age(counts: list[QueueCount], oldest: dict[str, datetime], now: date
         waited[label] = max(waited.get(label, 0.0), age)  # `other`: the longest wait among them
     for label in sorted(waited):
         family.add_metric((label,), max(0.0, waited[label]))
+    return family
+
+
+def _paused(paused: dict[str, datetime | None]) -> Metric:
+    """Paused queues are an operator's choice (a handful), so each keeps its name."""
+    family = GaugeMetricFamily(
+        "quorra_queue_paused",
+        "1 for each paused queue: no worker leases its jobs until it is resumed",
+        labels=("queue",),
+    )
+    for queue in sorted(paused):
+        family.add_metric((queue,), 1)
     return family
 
 

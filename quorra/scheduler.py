@@ -53,6 +53,8 @@ WAKE_LOOKBACK_SECONDS = 300.0
 # Each wake-up window reaches this far into the previous one, so a job whose transaction
 # committed a moment after its run_at had passed is still announced. A repeat is harmless.
 WAKE_OVERLAP_SECONDS = 1.0
+# A worker not seen for this long is dropped from the workers table (GET /v1/workers).
+WORKER_RETENTION_SECONDS = 86400.0
 
 
 @dataclass(frozen=True)
@@ -144,6 +146,7 @@ class Scheduler:
         key names any more)."""
         self.prune_idempotency_keys(now)
         self.prune_audit(now)
+        self.manager.prune_workers(now - timedelta(seconds=WORKER_RETENTION_SECONDS))
         before = now - timedelta(seconds=self.settings.retention_seconds)
         size = self.settings.prune_batch_size
         batches = self._in_batches(lambda: self.manager.prune(before, limit=size), size, int)

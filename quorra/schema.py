@@ -26,7 +26,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import JSONB
 
-from quorra.jobs import HOLDING_LEASE, LEASABLE, STATUS_BITS, JobStatus
+from quorra.jobs import HOLDING_LEASE, LEASABLE, STATUS_BITS, AttemptOutcome, JobStatus
 from quorra.schedules import MissedTicks
 from quorra.workflows import WorkflowStatus
 
@@ -105,6 +105,9 @@ jobs = Table(
     Column("pending_parents", Integer),
     Column("has_dependants", Boolean, nullable=False, server_default=text("false")),
     Column("cancelled_by_parent", Uuid(as_uuid=False)),
+    # The W3C trace context of the submit (quorra.jobs.TraceContext); NULL outside any trace.
+    Column("traceparent", String(55)),
+    Column("tracestate", String(512)),
     CheckConstraint(f"status IN ({_in(JobStatus)})", name="status"),
     CheckConstraint("attempts >= 0 AND max_retries >= 0", name="counts"),
 )
@@ -228,6 +231,58 @@ Index(
     schedules.c.next_run_at,
     postgresql_where=text("NOT is_paused"),
     sqlite_where=text("NOT is_paused"),
+)
+
+
+# Attempt history: one row per attempt that ended (succeeded, failed, expired, cancelled),
+# written by the statement (PostgreSQL) or transaction (SQLite) that ended it. The attempt
+# in flight is the job row itself (lease_id, leased_by, leased_at), so a lease writes nothing
+# here. No foreign key: deleting jobs deletes their attempts in the same statement.
+job_attempts = Table(
+    "job_attempts",
+    metadata,
+    Column("lease_id", Uuid(as_uuid=False), primary_key=True),
+    Column("job_id", Uuid(as_uuid=False), nullable=False),
+    Column("attempt", Integer, nullable=False),
+    Column("queue", String(100), nullable=False),
+    Column("worker_id", String(200)),
+    Column("leased_at", UTCDateTime, nullable=False),
+    Column("finished_at", UTCDateTime, nullable=False),
+    Column("outcome", String(16), nullable=False),
+    Column("error", Text),
+    CheckConstraint(f"outcome IN ({_in(AttemptOutcome)})", name="outcome"),
+)
+Index("ix_job_attempts_job_id", job_attempts.c.job_id)
+# Throughput per queue and minute (GET /v1/stats/throughput): a range of this index, read alone.
+Index("ix_job_attempts_finished", job_attempts.c.finished_at, job_attempts.c.queue, job_attempts.c.outcome)
+
+
+# Workers as the gRPC servers see them: upserted at most every few seconds per worker from
+# its leases and heartbeats (quorra.rpc.sightings), read by GET /v1/workers. queues and
+# handlers are JSON lists, NULL until the worker said (a heartbeat does not).
+workers = Table(
+    "workers",
+    metadata,
+    Column("id", String(200), primary_key=True),
+    Column("host", String(255)),
+    Column("pid", Integer),
+    Column("queues", Document),
+    Column("handlers", Document),
+    Column("first_seen_at", UTCDateTime, nullable=False),
+    Column("last_seen_at", UTCDateTime, nullable=False),
+)
+Index("ix_workers_last_seen_at", workers.c.last_seen_at)
+
+
+# What an operator set on a queue. A queue without a row has the defaults (not paused); the
+# lease reads this table by primary key, once per queue it names, so a pause holds fleet-wide.
+queues = Table(
+    "queues",
+    metadata,
+    Column("name", String(100), primary_key=True),
+    Column("is_paused", Boolean, nullable=False, server_default=text("false")),
+    Column("paused_at", UTCDateTime),
+    Column("updated_at", UTCDateTime, nullable=False),
 )
 
 

@@ -68,7 +68,7 @@ def free_port() -> int:
 def pytest_runtest_makereport(item, call):
     outcome = yield
     report = outcome.get_result()
-    needs_service = item.get_closest_marker("postgres") or item.get_closest_marker("redis")
+    needs_service = any(item.get_closest_marker(name) for name in ("postgres", "redis", "browser"))
     if REQUIRE_SERVICES and report.skipped and needs_service:
         report.outcome = "failed"
         report.longrepr = f"QUORRA_REQUIRE_SERVICES=1 but this test was skipped: {report.longrepr}"

@@ -167,3 +167,18 @@ def test_under_xdist_a_postgres_test_skipped_for_want_of_the_server_fails_when_s
     assert done.returncode == 1, done.stdout + done.stderr
     assert "1 passed, 1 error" in done.stdout  # SQLite ran; the PostgreSQL one failed in its setup
     assert "QUORRA_REQUIRE_SERVICES=1 but this test was skipped" in done.stdout
+
+
+@pytest.mark.slow
+def test_a_browser_test_skipped_for_want_of_chromium_fails_when_services_are_required():
+    done = _run_suite(
+        "tests/browser/test_dashboard.py",
+        "-k",
+        "test_signing_out_ends_the_session",
+        QUORRA_TEST_CHROMIUM="/nonexistent/chromium",
+        QUORRA_REQUIRE_SERVICES="1",
+    )
+
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "1 error" in done.stdout
+    assert "QUORRA_REQUIRE_SERVICES=1 but this test was skipped" in done.stdout

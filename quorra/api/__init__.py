@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from flask import Flask
 
-from quorra import dashboard
-from quorra.api import audit, health, jobs, keys, openapi, queues, schedules, webhooks, workflows
+from quorra import dashboard, tracing
+from quorra.api import audit, health, jobs, keys, openapi, queues, schedules, stats, webhooks, workers, workflows
 from quorra.api.auth import register_auth
 from quorra.api.errors import register_error_handlers
 from quorra.api.metrics import register_metrics
@@ -30,6 +30,7 @@ from quorra.store import Store
 
 def create_app(settings: Settings | None = None, store: Store | None = None, notifier: Notifier | None = None) -> Flask:
     settings = settings or Settings.from_env()
+    tracing.setup("web")  # before the store's engine is made, so that it is traced
     services = Services(
         settings=settings,
         store=store or open_store(settings),
@@ -44,14 +45,27 @@ def create_app(settings: Settings | None = None, store: Store | None = None, not
     app.stop_long_polls = services.waits.stop  # called by the web worker on SIGTERM
     register_request_context(app)
     register_blueprints(app)
-    dashboard.init_app(app, services.store, services.authenticator)
+    dashboard.init_app(app, settings, services.store, services.manager, services.authenticator)
     register_metrics(app, services.store, settings.metrics_max_queues)
     register_auth(app)
     register_error_handlers(app)
+    if tracing.current is not None:
+        tracing.current.instrument_app(app)
     return app
 
 
 def register_blueprints(app: Flask) -> None:
-    blueprints = (jobs.bp, workflows.bp, queues.bp, schedules.bp, webhooks.bp, keys.bp, audit.bp, health.bp, openapi.bp)
-    for blueprint in blueprints:
+    for blueprint in (
+        jobs.bp,
+        workflows.bp,
+        queues.bp,
+        workers.bp,
+        stats.bp,
+        schedules.bp,
+        webhooks.bp,
+        keys.bp,
+        audit.bp,
+        health.bp,
+        openapi.bp,
+    ):
         app.register_blueprint(blueprint)

@@ -4,13 +4,24 @@ store directly. The rules live in quorra.jobs."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import uuid
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, Self, TypeVar
 
 from flask import Blueprint, request, url_for
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+)
 
+from quorra import tracing
 from quorra.access import Permission
 from quorra.api.auth import api_key_scope, current_actor, require_api_key, requires
 from quorra.api.body import read_json
@@ -25,12 +36,13 @@ from quorra.jobs import (
     JobSpec,
     JobStatus,
     QueueName,
+    TraceContext,
     TypeName,
     describe_errors,
     is_valid_idempotency_key,
     parse_batch,
 )
-from quorra.store import MAX_LIST_LIMIT, Outcome, Submitted
+from quorra.store import MAX_LIST_LIMIT, READY, SCHEDULED, Attempt, JobFilter, Outcome, Submitted, utcnow
 
 # A batch body may be this many times QUORRA_MAX_PAYLOAD_BYTES; each job's payload still
 # has to fit in QUORRA_MAX_PAYLOAD_BYTES on its own.
@@ -41,6 +53,9 @@ bp.before_request(require_api_key)
 
 
 IDEMPOTENCY_KEY_HEADER = "Idempotency-Key"
+# W3C Trace Context: the trace a submit belongs to (README, "Tracing")
+TRACEPARENT_HEADER = "traceparent"
+TRACESTATE_HEADER = "tracestate"
 REPLAYED_HEADER = "Idempotent-Replayed"
 # A batch's Idempotency-Key names each job that has no idempotency_key of its own as
 # "<key>:<index>", which must still fit in MAX_IDEMPOTENCY_KEY_CHARS.
@@ -88,8 +103,31 @@ _KEY_IN_BODY = {"field": "idempotency_key", "message": f"unknown field; send the
 
 
 def _submit(specs: list[JobSpec]) -> list[Submitted]:
+    return in_submit_trace(specs, lambda trace: _enqueue(specs, trace), lambda done: [item.job for item in done])
+
+
+Done = TypeVar("Done")
+
+
+def in_submit_trace(
+    specs: Sequence[JobSpec], submit: Callable[[TraceContext | None], Done], jobs_of: Callable[[Done], list[Job]]
+) -> Done:
+    """`submit(trace)`, where `trace` is the context the jobs created keep: the submit
+    span's while tracing is on here, else the request's own traceparent, if any."""
+    incoming = TraceContext.from_headers(
+        request.headers.get(TRACEPARENT_HEADER), ",".join(request.headers.getlist(TRACESTATE_HEADER))
+    )
+    if tracing.current is None:
+        return submit(incoming)
+    with tracing.current.submitting(specs, incoming) as (span, trace):
+        done = submit(trace)
+        tracing.current.submitted(span, jobs_of(done))
+    return done
+
+
+def _enqueue(specs: list[JobSpec], trace: TraceContext | None) -> list[Submitted]:
     ttl = services().settings.idempotency_ttl_seconds
-    return services().manager.enqueue_many(specs, scope=api_key_scope(), key_ttl_seconds=ttl)
+    return services().manager.enqueue_many(specs, scope=api_key_scope(), key_ttl_seconds=ttl, trace=trace)
 
 
 def _with_key(spec: JobSpec, key: str) -> JobSpec:
@@ -114,11 +152,21 @@ def header_key(max_chars: int) -> str | None:
 @bp.get("/<uuid:job_id>")  # a uuid, so that GET /v1/jobs/batch is no route (Allow: POST)
 @requires(Permission.JOBS_READ)
 def get_job(job_id):
-    wait = parse_query(WaitQuery, request.args).wait
+    query = parse_query(WaitQuery, request.args)
     job = services().store.get_job(str(job_id))
-    if wait:
-        job = services().waits.until_finished(job, wait)
-    return job_json(job) | links_json(job)
+    if query.wait:
+        job = services().waits.until_finished(job, query.wait)
+    if not query.include:  # the plain GET stays one indexed read
+        return job_json(job) | links_json(job)
+    job, attempts = services().store.job_attempts(job.id)
+    return job_json(job) | links_json(job) | {"attempts_history": [attempt_json(attempt) for attempt in attempts]}
+
+
+@bp.get("/<uuid:job_id>/attempts")
+@requires(Permission.JOBS_READ)
+def get_attempts(job_id):
+    _, attempts = services().store.job_attempts(str(job_id))
+    return {"attempts": [attempt_json(attempt) for attempt in attempts]}
 
 
 @bp.get("")
@@ -135,6 +183,10 @@ def list_jobs():
         cursor=codec.decode(query.cursor) if query.cursor else None,
         bodies=bool(query.include),
         max_bytes=settings.list_max_bytes,
+        created_from=query.created_from,
+        created_to=query.created_to,
+        job_id=str(query.id) if query.id is not None else None,
+        payload_contains=query.payload_contains,
     )
     return {
         "jobs": [job_json(job, query.include) for job in page.jobs],
@@ -145,9 +197,24 @@ def list_jobs():
 @bp.post("/retry")
 @requires(Permission.JOBS_MANAGE)
 def retry_dead():
-    """Bulk retry of the dead-letter queue: every dead job matching the filter, in one statement."""
+    """Bulk retry (the dead-letter queue by default): every job matching the filter, in one statement."""
     query = RetryFilter.parse(read_json(services().settings.max_payload_bytes))
-    return {"retried": services().manager.retry_dead(query.queue, type=query.type, actor=current_actor())}
+    return {"retried": services().manager.retry_matching(query.job_filter(), actor=current_actor())}
+
+
+@bp.delete("")
+@requires(Permission.JOBS_MANAGE)
+def delete_jobs():
+    """Bulk delete of finished jobs matching the filter (and their attempts), in one statement."""
+    query = DeleteFilter.parse(read_json(services().settings.max_payload_bytes))
+    return {"deleted": services().manager.delete_matching(query.job_filter(), actor=current_actor())}
+
+
+@bp.delete("/<uuid:job_id>")
+@requires(Permission.JOBS_MANAGE)
+def delete_job(job_id):
+    services().manager.delete_job(str(job_id), actor=current_actor())
+    return "", 204
 
 
 @bp.post("/<job_id>/cancel")
@@ -164,6 +231,29 @@ def retry(job_id: str):
 
 BODIES = ("payload", "result")
 Query = TypeVar("Query", bound=BaseModel)
+# A list's status filter: a stored status, or the two views of pending (quorra.store.base).
+LIST_STATUSES = (*(status.value for status in JobStatus), SCHEDULED, READY)
+ListStatus = Literal[LIST_STATUSES]
+MAX_SEARCH_CHARS = 200
+
+
+def _iso_8601(value: object) -> datetime:
+    """Only ISO 8601 text: pydantic would also take a number (or "0.5") as Unix time."""
+    if not isinstance(value, str):
+        raise ValueError("give an ISO 8601 time as text, with its offset")  # noqa: TRY004 - pydantic wants ValueError
+    return datetime.fromisoformat(value)
+
+
+def _in_utc(moment: datetime) -> datetime:
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:  # 0001-01-01T00:00:00+01:00 has no UTC time
+        raise ValueError("out of range once converted to UTC") from None
+
+
+# A timestamp in a query: ISO 8601 with its offset (2026-12-01T10:00:00Z), held in UTC.
+UtcTime = Annotated[AwareDatetime, BeforeValidator(_iso_8601), AfterValidator(_in_utc)]
+SearchText = Annotated[str, Field(min_length=1, max_length=MAX_SEARCH_CHARS, pattern="^[^\\x00]*$")]
 
 
 def _comma_list(value: object) -> object:
@@ -177,10 +267,14 @@ class ListQuery(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     queue: QueueName | None = None
-    status: JobStatus | None = None
+    status: ListStatus | None = None
     type: TypeName | None = None
     limit: int = Field(50, ge=1, le=MAX_LIST_LIMIT)
     cursor: str | None = Field(None, min_length=1, max_length=500)
+    created_from: UtcTime | None = None  # created at or after
+    created_to: UtcTime | None = None  # created before
+    id: uuid.UUID | None = None
+    payload_contains: SearchText | None = None
     # Payloads and results are left out unless asked for: a page of big jobs is a big page.
     include: Annotated[tuple[Literal[BODIES], ...], BeforeValidator(_comma_list)] = ()
 
@@ -192,30 +286,49 @@ class ListQuery(BaseModel):
         return include
 
 
-class RetryFilter(BaseModel):
-    """The body of POST /v1/jobs/retry: which dead jobs to put back in line."""
+class BulkFilter(BaseModel):
+    """Which jobs of one queue a bulk action applies to."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     queue: QueueName
     type: TypeName | None = None
-    status: Literal["dead"] = "dead"
+    created_from: UtcTime | None = None  # created at or after
+    created_to: UtcTime | None = None  # created before
+    status: str  # narrowed by each action
 
     @classmethod
-    def parse(cls, data: object) -> RetryFilter:
+    def parse(cls, data: object) -> Self:
         try:
             return cls.model_validate(data)
         except ValidationError as exc:
-            raise InvalidArgument("invalid retry filter", details=describe_errors(exc)) from None
+            raise InvalidArgument("invalid filter", details=describe_errors(exc)) from None
+
+    def job_filter(self) -> JobFilter:
+        return JobFilter(self.queue, JobStatus(self.status), self.type, self.created_from, self.created_to)
+
+
+class RetryFilter(BulkFilter):
+    """The body of POST /v1/jobs/retry: which jobs to put back in line (dead ones by default)."""
+
+    status: Literal["dead", "failed", "cancelled"] = "dead"
+
+
+class DeleteFilter(BulkFilter):
+    """The body of DELETE /v1/jobs: which finished jobs to delete (the status is required)."""
+
+    status: Literal["succeeded", "dead", "cancelled"]
 
 
 class WaitQuery(BaseModel):
     """The query string of GET /v1/jobs/{id}: ?wait=30s holds the answer until the job is
-    finished or the wait ends (at most MAX_WAIT_SECONDS; longer waits are cut to it)."""
+    finished or the wait ends (at most MAX_WAIT_SECONDS; longer waits are cut to it);
+    ?include=attempts_history adds every attempt (one more indexed read)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     wait: Annotated[float, BeforeValidator(parse_duration), Field(ge=0)] = 0.0
+    include: Literal["attempts_history"] | None = None
 
 
 def parse_query(model: type[Query], args) -> Query:
@@ -258,6 +371,20 @@ def job_json(job: Job, include: Sequence[str] = BODIES) -> dict[str, Any]:
     return body
 
 
+def attempt_json(attempt: Attempt) -> dict[str, Any]:
+    """One attempt; outcome, finished_at and error are null while it runs, and only the
+    attempt in flight has a lease_expires_at."""
+    return {
+        "attempt": attempt.attempt,
+        "worker_id": attempt.worker_id,
+        "leased_at": timestamp(attempt.leased_at),
+        "finished_at": timestamp(attempt.finished_at),
+        "outcome": attempt.outcome.value if attempt.outcome is not None else None,
+        "error": attempt.error,
+        "lease_expires_at": timestamp(attempt.lease_expires_at),
+    }
+
+
 def _job_fields(job: Job) -> dict[str, Any]:
     return {
         "id": job.id,
@@ -266,6 +393,8 @@ def _job_fields(job: Job) -> dict[str, Any]:
         "payload": job.payload,
         "priority": job.priority,
         "status": job.status.value,
+        # pending, but not before run_at: scheduled, not ready (a view, not a stored status)
+        "scheduled": job.status is JobStatus.PENDING and job.run_at > utcnow(),
         "attempts": job.attempts,
         "max_retries": job.max_retries,
         "timeout_seconds": job.timeout_seconds,

@@ -15,11 +15,19 @@ from quorra.api.jobs import (
     BATCH_BODY_FACTOR,
     BODIES,
     IDEMPOTENCY_KEY_HEADER,
+    LIST_STATUSES,
     MAX_BATCH_KEY_CHARS,
+    MAX_SEARCH_CHARS,
     REPLAYED_HEADER,
+    TRACEPARENT_HEADER,
+    TRACESTATE_HEADER,
+    DeleteFilter,
     RetryFilter,
 )
+from quorra.api.stats import DEFAULT_MINUTES as DEFAULT_STATS_MINUTES
+from quorra.api.stats import MAX_MINUTES as MAX_STATS_MINUTES
 from quorra.api.waits import MAX_WAIT_SECONDS
+from quorra.api.workers import ACTIVE_WORKER_SECONDS, DEFAULT_SEEN_MINUTES, MAX_SEEN_MINUTES
 from quorra.durations import DURATION_PATTERN
 from quorra.jobs import (
     IDEMPOTENCY_KEY_PATTERN,
@@ -30,6 +38,7 @@ from quorra.jobs import (
     MAX_QUEUE_CHARS,
     MAX_TYPE_CHARS,
     NAME_PATTERN,
+    AttemptOutcome,
     JobSpec,
     JobStatus,
 )
@@ -66,6 +75,10 @@ _ERROR_DESCRIPTIONS = {
 }
 
 
+def _error_responses(*errors: int) -> dict[str, Any]:
+    return {str(status): _json(_ref("Error"), _ERROR_DESCRIPTIONS[status]) for status in errors}
+
+
 def _responses(ok: int, schema: dict[str, Any], description: str, *errors: int) -> dict[str, Any]:
     responses = {str(ok): _json(schema, description)}
     # Every authenticated operation may also be refused to a role that lacks its permission.
@@ -87,6 +100,13 @@ _WAIT = {
     ),
 }
 _WAIT_ANSWER = "The job: finished, or as it is when the wait ended"
+_INCLUDE_ATTEMPTS = {
+    "name": "include",
+    "in": "query",
+    "required": False,
+    "schema": {"type": "string", "enum": ["attempts_history"]},
+    "description": "attempts_history: add the job's attempts, as GET /v1/jobs/{job_id}/attempts lists them",
+}
 _JOB_ID = {"name": "job_id", "in": "path", "required": True, "schema": {"type": "string", "format": "uuid"}}
 _NAME = {"type": "string", "minLength": 1, "pattern": NAME_PATTERN}
 
@@ -97,8 +117,21 @@ def _list_parameters() -> list[dict[str, Any]]:
 
     return [
         query("queue", {**_NAME, "maxLength": MAX_QUEUE_CHARS}, "Only jobs of this queue"),
-        query("status", {"type": "string", "enum": [s.value for s in JobStatus]}, "Only jobs in this status"),
+        query(
+            "status",
+            {"type": "string", "enum": list(LIST_STATUSES)},
+            "Only jobs in this status; scheduled: pending with run_at still to come; ready: pending and due",
+        ),
         query("type", {**_NAME, "maxLength": MAX_TYPE_CHARS}, "Only jobs of this type"),
+        query("created_from", {"type": "string", "format": "date-time"}, "Only jobs created at or after this time"),
+        query("created_to", {"type": "string", "format": "date-time"}, "Only jobs created before this time"),
+        query("id", {"type": "string", "format": "uuid"}, "Only the job with this id"),
+        query(
+            "payload_contains",
+            {"type": "string", "minLength": 1, "maxLength": MAX_SEARCH_CHARS, "pattern": "^[^\\u0000]*$"},
+            "Only jobs whose payload, as JSON text, holds this text (case-insensitive; % and _ are plain "
+            "characters). It reads each payload the other filters leave: add a queue or a time range on big tables.",
+        ),
         query("limit", {"type": "integer", "minimum": 1, "maximum": MAX_LIST_LIMIT, "default": 50}, "Page size"),
         query("cursor", {"type": "string", "minLength": 1, "maxLength": 500}, _CURSOR),
         {**query("include", _INCLUDE, _INCLUDE_TEXT), "style": "form", "explode": False},
@@ -155,6 +188,31 @@ _BATCH_KEY = (
 )
 
 
+# W3C Trace Context. Any text is taken: as the W3C rules ask, one that is not a valid
+# version 00 traceparent (or a later version's) is ignored rather than refused.
+_TRACE_HEADERS = [
+    {
+        "name": TRACEPARENT_HEADER,
+        "in": "header",
+        "required": False,
+        "schema": {"type": "string"},
+        "description": (
+            "W3C Trace Context (00-<32 hex trace id>-<16 hex parent id>-<2 hex flags>): the trace the job was "
+            "submitted in. Each job created keeps it (the submit span's, when the server traces) and the "
+            "worker runs the handler in a span related to it: a child for a job due at once, a link for a "
+            "delayed job or a retry. Ignored when invalid."
+        ),
+    },
+    {
+        "name": TRACESTATE_HEADER,
+        "in": "header",
+        "required": False,
+        "schema": {"type": "string"},
+        "description": "W3C Trace Context vendor data, kept with the traceparent (at most 512 characters).",
+    },
+]
+
+
 def _submit_responses(schema: dict[str, Any], created: str, existing: str) -> dict[str, Any]:
     replayed = {
         REPLAYED_HEADER: {
@@ -174,12 +232,21 @@ def _job_paths() -> dict[str, Any]:
             "post": {
                 "summary": "Create a job",
                 "operationId": "createJob",
-                "parameters": [_idempotency_key_header(MAX_IDEMPOTENCY_KEY_CHARS, _SINGLE_KEY)],
+                "parameters": [_idempotency_key_header(MAX_IDEMPOTENCY_KEY_CHARS, _SINGLE_KEY), *_TRACE_HEADERS],
                 "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("JobSpec")}}},
                 "responses": _submit_responses(
                     _ref("JobCreated"),
                     "The job was created",
                     "An existing job: the first try's (same Idempotency-Key) or the unique job's holder",
+                ),
+            },
+            "delete": {
+                "summary": "Delete every finished job of a queue matching the filter, with its attempts, in one statement",
+                "description": "The idempotency keys that name a deleted job go with it.",
+                "operationId": "deleteJobs",
+                "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("DeleteFilter")}}},
+                "responses": _responses(
+                    200, _ref("DeleteCount"), "How many jobs were deleted", 400, 401, 413, 415, 503
                 ),
             },
             "get": {
@@ -194,7 +261,7 @@ def _job_paths() -> dict[str, Any]:
                 "summary": f"Create up to {MAX_BATCH_SIZE} jobs at once: all of them or none",
                 "description": f"The body may be up to {BATCH_BODY_FACTOR} x QUORRA_MAX_PAYLOAD_BYTES.",
                 "operationId": "createJobs",
-                "parameters": [_idempotency_key_header(MAX_BATCH_KEY_CHARS, _BATCH_KEY)],
+                "parameters": [_idempotency_key_header(MAX_BATCH_KEY_CHARS, _BATCH_KEY), *_TRACE_HEADERS],
                 "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("JobBatch")}}},
                 "responses": _submit_responses(
                     _ref("JobBatchCreated"),
@@ -205,18 +272,36 @@ def _job_paths() -> dict[str, Any]:
         },
         "/v1/jobs/retry": {
             "post": {
-                "summary": "Put every dead job of a queue (and type) back in line, in one statement",
+                "summary": "Put every job of a queue matching the filter (dead by default) back in line, in one statement",
                 "operationId": "retryDeadJobs",
                 "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("RetryFilter")}}},
                 "responses": _responses(200, _ref("RetryCount"), "How many jobs were retried", 400, 401, 413, 415, 503),
             }
         },
         "/v1/jobs/{job_id}": {
+            "delete": {
+                "summary": "Delete a finished job (succeeded, dead or cancelled) with its attempts",
+                "operationId": "deleteJob",
+                "parameters": [_JOB_ID],
+                "responses": {
+                    "204": {"description": "Deleted"},
+                    **_error_responses(401, 404, 503),
+                    "409": _json(_ref("Error"), "The job has not finished: cancel it first"),
+                },
+            },
             "get": {
                 "summary": "Read a job; with wait, once it has finished (a long poll)",
                 "operationId": "getJob",
-                "parameters": [_JOB_ID, _WAIT],
+                "parameters": [_JOB_ID, _WAIT, _INCLUDE_ATTEMPTS],
                 "responses": _responses(200, _ref("JobDetail"), _WAIT_ANSWER, 400, 401, 404, 503),
+            },
+        },
+        "/v1/jobs/{job_id}/attempts": {
+            "get": {
+                "summary": "Every attempt of a job, oldest first; the one running, if any, last",
+                "operationId": "getJobAttempts",
+                "parameters": [_JOB_ID],
+                "responses": _responses(200, _ref("AttemptList"), "The attempts", 401, 404, 503),
             }
         },
         **_job_actions(),
@@ -240,6 +325,7 @@ def _workflow_paths() -> dict[str, Any]:
                     f"The body may be up to {BATCH_BODY_FACTOR} x QUORRA_MAX_PAYLOAD_BYTES."
                 ),
                 "operationId": "createWorkflow",
+                "parameters": _TRACE_HEADERS,
                 "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("WorkflowSpec")}}},
                 "responses": _responses(
                     201, _ref("WorkflowCreated"), "The workflow and its jobs were created", 400, 401, 413, 415, 503
@@ -517,27 +603,15 @@ def _public_paths() -> dict[str, Any]:
 
 
 def _dashboard_path() -> dict[str, Any]:
-    def body(media_type: str, description: str) -> dict[str, Any]:
-        return {"description": description, "content": {media_type: {"schema": {"type": "string"}}}}
-
+    """The dashboard's entry point. Its other pages and forms are for browsers (README, "The
+    dashboard"), signed in by a session cookie and guarded by a CSRF token, not an API."""
+    page = {"description": "HTML", "content": {"text/html": {"schema": {"type": "string"}}}}
     return {
         "get": {
-            "summary": "The dashboard: queue counts and recent jobs (HTML, refreshes every 5 s)",
+            "summary": "The dashboard (HTML): the overview when signed in, else the sign-in form",
             "operationId": "dashboard",
-            "security": [{"DashboardLogin": []}],
-            "parameters": [
-                {
-                    "name": "status",
-                    "in": "query",
-                    "required": False,
-                    "schema": {"type": "string"},
-                    "description": "show only recent jobs in this status (a JobStatus; any other value shows all)",
-                }
-            ],
-            "responses": {
-                "200": body("text/html", "The dashboard page"),
-                "401": body("text/plain", "Basic credentials required: any user name, an API key as password"),
-            },
+            "security": [],
+            "responses": {"200": page},
         }
     }
 
@@ -561,6 +635,7 @@ def _job_schema() -> dict[str, Any]:
         "payload": {"type": "object"},
         "priority": {"type": "integer"},
         "status": _ref("JobStatus"),
+        "scheduled": {"type": "boolean", "description": "Pending with run_at still to come (not ready yet)"},
         "attempts": {"type": "integer", "minimum": 0},
         "max_retries": {"type": "integer", "minimum": 0},
         "timeout_seconds": {
@@ -589,7 +664,27 @@ def _job_schema() -> dict[str, Any]:
             "description": "How many parents it still waits for (null: it has no parents)",
         },
     }
-    return {"type": "object", "required": list(properties), "properties": properties}
+    attempts = {"type": "array", "items": _ref("Attempt"), "description": "Only with include=attempts_history"}
+    return {"type": "object", "required": list(properties), "properties": {**properties, "attempts_history": attempts}}
+
+
+def _attempt_schemas() -> dict[str, Any]:
+    outcome = {
+        "type": ["string", "null"],
+        "enum": [*(o.value for o in AttemptOutcome), None],
+        "description": "How the attempt ended; null while it runs",
+    }
+    properties = {
+        "attempt": {"type": "integer", "minimum": 1, "description": "The job's attempt count at this lease"},
+        "worker_id": {"type": ["string", "null"]},
+        "leased_at": _timestamp(),
+        "finished_at": _timestamp(nullable=True),
+        "outcome": outcome,
+        "error": {"type": ["string", "null"], "description": "Why a failed or expired attempt failed"},
+        "lease_expires_at": {**_timestamp(nullable=True), "description": "The attempt in flight only"},
+    }
+    attempt = {"type": "object", "required": list(properties), "properties": properties}
+    return {"Attempt": attempt, "AttemptList": _object_of("attempts", {"type": "array", "items": _ref("Attempt")})}
 
 
 def _job_detail_schema() -> dict[str, Any]:
@@ -776,11 +871,6 @@ def _error_schema() -> dict[str, Any]:
 
 
 def _listing_schemas() -> dict[str, Any]:
-    queue_count = {
-        "type": "object",
-        "required": ["queue", "status", "count"],
-        "properties": {"queue": {"type": "string"}, "status": _ref("JobStatus"), "count": {"type": "integer"}},
-    }
     jobs = {"type": "array", "items": _ref("JobListItem")}
     return {
         "JobListItem": _job_list_item_schema(),
@@ -789,7 +879,10 @@ def _listing_schemas() -> dict[str, Any]:
             "required": ["jobs", "next_cursor"],
             "properties": {"jobs": jobs, "next_cursor": {"type": ["string", "null"]}},
         },
-        "QueueList": _object_of("queues", {"type": "array", "items": queue_count}),
+        **_queue_schemas(),
+        **_attempt_schemas(),
+        **_worker_schemas(),
+        **_stats_schemas(),
     }
 
 
@@ -816,6 +909,8 @@ def _submission_schemas() -> dict[str, Any]:
         "JobCreated": created,
         "RetryFilter": RetryFilter.model_json_schema(),
         "RetryCount": _object_of("retried", {"type": "integer", "minimum": 0}),
+        "DeleteFilter": DeleteFilter.model_json_schema(),
+        "DeleteCount": _object_of("deleted", {"type": "integer", "minimum": 0}),
         "JobBatchCreated": _object_of("jobs", {"type": "array", "items": _ref("JobCreated")}),
     }
 
@@ -843,15 +938,162 @@ def _object_of(name: str, schema: dict[str, Any]) -> dict[str, Any]:
     return {"type": "object", "required": [name], "properties": {name: schema}}
 
 
-@functools.cache
-def spec() -> dict[str, Any]:
-    queues = {
-        "get": {
-            "summary": "Job counts per queue and status",
-            "operationId": "listQueues",
-            "responses": _responses(200, _ref("QueueList"), "Counts", 401, 503),
+_QUEUE = {"name": "queue", "in": "path", "required": True, "schema": {**_NAME, "maxLength": MAX_QUEUE_CHARS}}
+
+
+def _queue_paths() -> dict[str, Any]:
+    def action(summary: str, description: str, operation_id: str) -> dict[str, Any]:
+        answer = _responses(200, _ref("QueueState"), "The queue after the change", 400, 401, 503)
+        operation = {"summary": summary, "description": description, "operationId": operation_id}
+        return {"post": {**operation, "parameters": [_QUEUE], "responses": answer}}
+
+    listed = {
+        "summary": "Job counts per queue and status, and a summary of each queue",
+        "operationId": "listQueues",
+        "responses": _responses(200, _ref("QueueList"), "Counts and summaries", 401, 503),
+    }
+    return {
+        "/v1/queues": {"get": listed},
+        "/v1/queues/{queue}/pause": action(
+            "Pause a queue: no worker leases its jobs until it is resumed",
+            "Idempotent. Jobs already leased run on; new and waiting jobs wait. A queue with no job yet "
+            "may be paused too. Every gRPC server honours it at once (the lease itself reads it).",
+            "pauseQueue",
+        ),
+        "/v1/queues/{queue}/resume": action(
+            "Resume a paused queue and wake the workers waiting on it",
+            "Idempotent: resuming a queue that is not paused changes nothing.",
+            "resumeQueue",
+        ),
+        "/v1/workers": {
+            "get": {
+                "summary": "The workers seen lately, most recently seen first, with the jobs each holds now",
+                "description": "A gRPC server records a worker from its leases and heartbeats, at most every "
+                "few seconds per worker; workers not seen for a day are forgotten.",
+                "operationId": "listWorkers",
+                "parameters": [
+                    {
+                        "name": "minutes",
+                        "in": "query",
+                        "required": False,
+                        "schema": {
+                            "type": "integer",
+                            "minimum": 1,
+                            "maximum": MAX_SEEN_MINUTES,
+                            "default": DEFAULT_SEEN_MINUTES,
+                        },
+                        "description": "Workers seen in this many last minutes",
+                    }
+                ],
+                "responses": _responses(200, _ref("WorkerList"), "The workers", 400, 401, 503),
+            }
+        },
+    }
+
+
+def _stats_paths() -> dict[str, Any]:
+    def query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
+        return {"name": name, "in": "query", "required": False, "schema": schema, "description": description}
+
+    window = {"type": "integer", "minimum": 1, "maximum": MAX_STATS_MINUTES, "default": DEFAULT_STATS_MINUTES}
+    return {
+        "/v1/stats/throughput": {
+            "get": {
+                "summary": "Attempts succeeded and failed per queue and minute, from the database",
+                "description": "From the attempt history, so the figures survive restarts. One point per minute "
+                "(the current one last, still counting) for each queue that finished an attempt in the "
+                "window; failed counts nacked and expired attempts, cancelled ones are left out.",
+                "operationId": "getThroughput",
+                "parameters": [
+                    query("minutes", window, "How many minutes, up to now"),
+                    query("queue", {**_NAME, "maxLength": MAX_QUEUE_CHARS}, "Only this queue"),
+                ],
+                "responses": _responses(200, _ref("Throughput"), "The figures", 400, 401, 503),
+            }
         }
     }
+
+
+def _stats_schemas() -> dict[str, Any]:
+    count = {"type": "integer", "minimum": 0}
+    point = _object({"minute": _timestamp(), "succeeded": count, "failed": count})
+    series = _object({"queue": {"type": "string"}, "points": {"type": "array", "items": point}})
+    throughput = _object(
+        {
+            "minutes": {"type": "integer"},
+            "since": _timestamp(),
+            "until": _timestamp(),
+            "queues": {"type": "array", "items": series},
+        }
+    )
+    return {"Throughput": throughput}
+
+
+def _worker_schemas() -> dict[str, Any]:
+    names = {"type": "array", "items": {"type": "string"}}
+    properties = {
+        "id": {"type": "string"},
+        "host": {"type": ["string", "null"], "description": "As the worker told, else its peer address"},
+        "pid": {"type": ["integer", "null"]},
+        "queues": {**names, "description": "The queues it leases from"},
+        "handlers": {**names, "type": ["array", "null"], "description": "Its job types; null: not told"},
+        "jobs_in_flight": {"type": "integer", "minimum": 0, "description": "Jobs it holds a lease on now"},
+        "first_seen_at": _timestamp(),
+        "last_seen_at": _timestamp(),
+    }
+    workers = {"type": "array", "items": _ref("Worker")}
+    return {"Worker": _object(properties), "WorkerList": _object({"workers": workers, "seen_since": _timestamp()})}
+
+
+def _queue_schemas() -> dict[str, Any]:
+    queue_count = {
+        "type": "object",
+        "required": ["queue", "status", "count"],
+        "properties": {"queue": {"type": "string"}, "status": _ref("JobStatus"), "count": {"type": "integer"}},
+    }
+    state_properties = {
+        "queue": {"type": "string"},
+        "is_paused": {"type": "boolean"},
+        "paused_at": _timestamp(nullable=True),
+    }
+    summary_properties = {
+        **state_properties,
+        "has_workers": {
+            "type": "boolean",
+            "description": f"Whether a worker that leases from this queue was seen in the last {ACTIVE_WORKER_SECONDS} s"
+            " (false with jobs waiting: nothing will run them)",
+        },
+        "counts": {
+            "type": "object",
+            "description": "Jobs by status (statuses with none are left out)",
+            "additionalProperties": {"type": "integer", "minimum": 1},
+        },
+        "oldest_ready_age_seconds": {
+            "type": ["number", "null"],
+            "description": "How long the oldest ready job (pending or failed, run_at passed) has waited; null: none",
+        },
+    }
+    queue_list = {
+        "queues": {"type": "array", "items": queue_count, "description": "One row per queue and status"},
+        "summary": {
+            "type": "array",
+            "items": _ref("QueueSummary"),
+            "description": "One per queue that holds jobs or is paused, by name",
+        },
+    }
+    return {
+        "QueueState": _object(state_properties),
+        "QueueSummary": _object(summary_properties),
+        "QueueList": _object(queue_list),
+    }
+
+
+def _object(properties: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "object", "required": list(properties), "properties": properties}
+
+
+@functools.cache
+def spec() -> dict[str, Any]:
     from quorra.api.openapi_access import SECURITY_SCHEMES, access_paths, access_schemas  # it builds on this module
 
     return {
@@ -861,7 +1103,8 @@ def spec() -> dict[str, Any]:
         "paths": {
             **_job_paths(),
             **_workflow_paths(),
-            "/v1/queues": queues,
+            **_queue_paths(),
+            **_stats_paths(),
             **_schedule_paths(),
             **_webhook_paths(),
             **access_paths(),
@@ -872,7 +1115,6 @@ def spec() -> dict[str, Any]:
             "securitySchemes": {
                 "ApiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
                 **SECURITY_SCHEMES,
-                "DashboardLogin": {"type": "http", "scheme": "basic"},
             },
             "schemas": {**_schemas(), **access_schemas()},
         },

@@ -39,25 +39,8 @@ def _query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any
 
 
 def access_paths() -> dict[str, Any]:
-    return {**_key_paths(), "/v1/audit": {"get": _audit_operation()}, "/audit": {"get": _audit_page()}}
-
-
-def _audit_page() -> dict[str, Any]:
-    def body(media_type: str, description: str) -> dict[str, Any]:
-        return {"description": description, "content": {media_type: {"schema": {"type": "string"}}}}
-
-    return {
-        "summary": "The dashboard's audit page: the latest 100 entries (HTML; audit:read)",
-        "operationId": "dashboardAudit",
-        "security": [{"DashboardLogin": []}],
-        "parameters": [_query("action", {"type": "string"}, "show only this action (an unknown one shows all)")],
-        "responses": {
-            "200": body("text/html", "The audit page"),
-            "400": body("text/plain", "A query parameter other than action"),
-            "401": body("text/plain", "Basic credentials required: any user name, an API key as password"),
-            "403": body("text/plain", "The key's role lacks audit:read"),
-        },
-    }
+    # The dashboard's /audit page is for browsers, like its other pages (README, "The dashboard").
+    return {**_key_paths(), "/v1/audit": {"get": _audit_operation()}}
 
 
 def _key_paths() -> dict[str, Any]:

@@ -1,12 +1,21 @@
-"""/v1/queues: how many jobs each queue holds in each status (GoQuorra's statistics)."""
+"""/v1/queues: how many jobs each queue holds in each status (GoQuorra's statistics), and
+per queue what an operator needs at a glance (paused, served by a worker, the oldest
+waiting job); pause and resume a queue."""
 
 from __future__ import annotations
+
+from typing import Any
 
 from flask import Blueprint
 
 from quorra.access import Permission
-from quorra.api.auth import require_api_key, requires
+from quorra.api.auth import current_actor, require_api_key, requires
+from quorra.api.jobs import timestamp
 from quorra.api.services import services
+from quorra.api.workers import served_queues
+from quorra.errors import InvalidArgument
+from quorra.jobs import MAX_QUEUE_CHARS, is_valid_name
+from quorra.store import QueueState
 
 bp = Blueprint("queues", __name__, url_prefix="/v1/queues")
 bp.before_request(require_api_key)
@@ -15,5 +24,51 @@ bp.before_request(require_api_key)
 @bp.get("")
 @requires(Permission.JOBS_READ)
 def queue_counts():
-    counts = services().store.queue_counts()
-    return {"queues": [{"queue": c.queue, "status": c.status, "count": c.count} for c in counts]}
+    store = services().store
+    counts = store.queue_counts()
+    paused = store.paused_queues()
+    now = store.database_now()
+    oldest = store.oldest_ready_at(now=now)
+    served = served_queues()
+    summary: dict[str, dict[str, Any]] = {}
+    for name in sorted({c.queue for c in counts} | set(paused)):
+        waited = (now - oldest[name]).total_seconds() if name in oldest else None
+        summary[name] = {
+            "queue": name,
+            "counts": {},
+            "is_paused": name in paused,
+            "paused_at": timestamp(paused.get(name)),
+            "has_workers": name in served,
+            "oldest_ready_age_seconds": None if waited is None else round(max(0.0, waited), 3),
+        }
+    for count in counts:
+        summary[count.queue]["counts"][count.status] = count.count
+    return {
+        "queues": [{"queue": c.queue, "status": c.status, "count": c.count} for c in counts],
+        "summary": list(summary.values()),
+    }
+
+
+@bp.post("/<queue>/pause")
+@requires(Permission.QUEUES_MANAGE)
+def pause(queue: str):
+    return state_json(services().manager.pause_queue(_queue_name(queue), actor=current_actor()))
+
+
+@bp.post("/<queue>/resume")
+@requires(Permission.QUEUES_MANAGE)
+def resume(queue: str):
+    return state_json(services().manager.resume_queue(_queue_name(queue), actor=current_actor()))
+
+
+def _queue_name(queue: str) -> str:
+    if not is_valid_name(queue, MAX_QUEUE_CHARS):
+        raise InvalidArgument(
+            "invalid queue name",
+            details=[{"field": "queue", "message": "1-100 characters from A-Z a-z 0-9 _ . : -"}],
+        )
+    return queue
+
+
+def state_json(state: QueueState) -> dict[str, Any]:
+    return {"queue": state.queue, "is_paused": state.is_paused, "paused_at": timestamp(state.paused_at)}

@@ -18,6 +18,7 @@ from gunicorn import glogging
 from gunicorn.app.base import BaseApplication
 from prometheus_client import multiprocess
 
+from quorra import tracing
 from quorra.api import create_app
 from quorra.api.http_worker import WebLimits, worker_class
 from quorra.api.jobs import BATCH_BODY_FACTOR
@@ -46,6 +47,7 @@ class WebServer(BaseApplication):
         # The master has checked the schema already; a worker (re)started while the
         # database blips must still boot, and /readyz reports the outage.
         # One pooled connection per request thread (the pool may overflow to twice that).
+        tracing.setup("web")  # in the forked worker (the SDK's export thread is per process)
         store = Store.from_url(self.settings.database_url, pool_size=self.settings.web_threads)
         return create_app(self.settings, store=store)
 

@@ -11,7 +11,7 @@ from flask import Blueprint, url_for
 from quorra.access import Permission
 from quorra.api.auth import require_api_key, requires
 from quorra.api.body import read_json
-from quorra.api.jobs import BATCH_BODY_FACTOR, job_json, timestamp
+from quorra.api.jobs import BATCH_BODY_FACTOR, in_submit_trace, job_json, timestamp
 from quorra.api.services import services
 from quorra.store import WorkflowView
 from quorra.workflows import Workflow, parse_workflow, workflow_status
@@ -29,7 +29,9 @@ def create_workflow():
     """201: the workflow's id and status, and the id of each job by its ref."""
     limit = services().settings.max_payload_bytes
     plan = parse_workflow(read_json(limit * BATCH_BODY_FACTOR), max_payload_bytes=limit)
-    workflow, created = services().manager.submit_workflow(plan)
+    workflow, created = in_submit_trace(
+        plan.specs, lambda trace: services().manager.submit_workflow(plan, trace=trace), lambda done: done[1]
+    )
     body = workflow_json(workflow) | {
         "status": workflow_status(Counter(job.status for job in created)).value,
         "jobs": {job.ref: {"id": job.id, "status": job.status.value} for job in created},

@@ -21,11 +21,21 @@ from quorra.client.errors import (
     Unreachable,
     WaitTimeout,
 )
-from quorra.client.models import Job, JobStatus, QueueCount, SubmittedJob, SubmittedWorkflow, Workflow
+from quorra.client.models import (
+    Attempt,
+    Job,
+    JobStatus,
+    QueueCount,
+    SubmittedJob,
+    SubmittedWorkflow,
+    Worker,
+    Workflow,
+)
 from quorra.client.sync import Client
 
 __all__ = [
     "AsyncClient",
+    "Attempt",
     "Client",
     "Conflict",
     "InvalidArgument",
@@ -42,5 +52,6 @@ __all__ = [
     "Unavailable",
     "Unreachable",
     "WaitTimeout",
+    "Worker",
     "Workflow",
 ]

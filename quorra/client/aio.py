@@ -21,7 +21,16 @@ from tenacity import AsyncRetrying
 from quorra.client import calls
 from quorra.client.calls import Call
 from quorra.client.errors import Unavailable, Unreachable, WaitTimeout
-from quorra.client.models import DEV_API_KEY, Job, QueueCount, SubmittedJob, SubmittedWorkflow, Workflow
+from quorra.client.models import (
+    DEV_API_KEY,
+    Attempt,
+    Job,
+    QueueCount,
+    SubmittedJob,
+    SubmittedWorkflow,
+    Worker,
+    Workflow,
+)
 from quorra.client.sync import DEFAULT_RETRIES, DEFAULT_TIMEOUT_SECONDS, DEFAULT_URL, http_options, settings_from_env
 
 
@@ -155,6 +164,41 @@ class AsyncClient:
                 return job
             if deadline is not None and time.monotonic() >= deadline:
                 raise WaitTimeout(f"job {job_id} is still {job.status} after {timeout:g} s", job=job)
+
+    async def attempts(self, job_id: str) -> list[Attempt]:
+        """Every attempt of the job, oldest first; the one running, if any, last."""
+        answer = await self._call(Call("GET", f"/v1/jobs/{job_id}/attempts", calls.Kind.READ))
+        return [Attempt.from_json(item) for item in answer["attempts"]]
+
+    async def delete(self, job_id: str) -> None:
+        """Delete a finished job (Conflict if it has not finished: cancel it first)."""
+        await self._call(Call("DELETE", f"/v1/jobs/{job_id}", calls.Kind.CHANGE))
+
+    async def delete_jobs(
+        self,
+        queue: str,
+        status: str,
+        *,
+        type: str | None = None,
+        created_from: datetime | None = None,
+        created_to: datetime | None = None,
+    ) -> int:
+        """Delete every finished job (succeeded, dead or cancelled) of `queue` in `status`,
+        of `type` and created in [created_from, created_to) if given; the number deleted."""
+        answer = await self._call(calls.delete_jobs(queue, status, type, created_from, created_to))
+        return answer["deleted"]
+
+    async def pause_queue(self, queue: str) -> dict[str, Any]:
+        """No worker leases the queue's jobs until it is resumed: {"queue", "is_paused", "paused_at"}."""
+        return await self._call(calls.queue_action(queue, "pause"))
+
+    async def resume_queue(self, queue: str) -> dict[str, Any]:
+        return await self._call(calls.queue_action(queue, "resume"))
+
+    async def workers(self, minutes: int = 5) -> list[Worker]:
+        """The workers seen in the last `minutes`, most recently seen first."""
+        answer = await self._call(Call("GET", "/v1/workers", calls.Kind.READ, params={"minutes": str(minutes)}))
+        return [Worker.from_json(item) for item in answer["workers"]]
 
     # -- queues and health ---------------------------------------------------------------------
 

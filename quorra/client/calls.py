@@ -11,6 +11,7 @@ refused) or on a 503. Retry-After is honoured."""
 from __future__ import annotations
 
 import enum
+import functools
 import math
 import uuid
 from collections.abc import Iterable, Mapping
@@ -57,11 +58,13 @@ def get_job(job_id: str, wait_seconds: float | None = None) -> Call:
 
 
 def submit(spec: dict[str, Any]) -> Call:
-    return Call("POST", "/v1/jobs", Kind.SUBMIT, json=spec, headers=_idempotency_key())
+    return Call("POST", "/v1/jobs", Kind.SUBMIT, json=spec, headers=_idempotency_key() | trace_headers())
 
 
 def submit_batch(specs: list[dict[str, Any]]) -> Call:
-    return Call("POST", "/v1/jobs/batch", Kind.SUBMIT, json={"jobs": specs}, headers=_idempotency_key())
+    return Call(
+        "POST", "/v1/jobs/batch", Kind.SUBMIT, json={"jobs": specs}, headers=_idempotency_key() | trace_headers()
+    )
 
 
 def submit_workflow(jobs: list[dict[str, Any]], name: str | None) -> Call:
@@ -97,6 +100,22 @@ def retry_dead(queue: str, type: str | None) -> Call:
     return Call("POST", "/v1/jobs/retry", Kind.CHANGE, json=body)
 
 
+def queue_action(queue: str, verb: str) -> Call:
+    return Call("POST", f"/v1/queues/{quote(queue, safe='')}/{verb}", Kind.CHANGE)
+
+
+def delete_jobs(
+    queue: str, status: str, type: str | None, created_from: datetime | None, created_to: datetime | None
+) -> Call:
+    body = {"queue": queue, "status": status, "type": type}
+    body |= {
+        name: moment.isoformat()
+        for name, moment in (("created_from", created_from), ("created_to", created_to))
+        if moment
+    }
+    return Call("DELETE", "/v1/jobs", Kind.CHANGE, json={k: v for k, v in body.items() if v is not None})
+
+
 def list_page(filters: Mapping[str, Any], page_size: int, cursor: str | None) -> Call:
     params = {name: str(value) for name, value in filters.items() if value is not None}
     params["limit"] = str(page_size)
@@ -111,6 +130,27 @@ def list_filters(queue: str | None, status: str | None, type: str | None, includ
 
 def _idempotency_key() -> dict[str, str]:
     return {"Idempotency-Key": str(uuid.uuid4())}
+
+
+def trace_headers() -> dict[str, str]:
+    """The current span's context (traceparent, tracestate, baggage: OpenTelemetry's
+    configured propagators) when the opentelemetry API is installed and a span is active,
+    so that jobs submitted inside a span are traced from there (README, "Tracing")."""
+    inject = _propagator_inject()
+    headers: dict[str, str] = {}
+    if inject is not None:
+        inject(headers)
+    return headers
+
+
+@functools.cache
+def _propagator_inject() -> Any:
+    """opentelemetry.propagate.inject, looked up at the first submit; None when not installed."""
+    try:
+        from opentelemetry.propagate import inject
+    except ImportError:
+        return None
+    return inject
 
 
 # -- the job body of a submit ---------------------------------------------------------------------

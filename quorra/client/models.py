@@ -38,6 +38,27 @@ def parse_timestamp(value: str | None) -> datetime | None:
 
 
 @dataclass(frozen=True)
+class Attempt:
+    """One attempt of a job (GET /v1/jobs/{id}/attempts). ``outcome`` (succeeded, failed,
+    expired, cancelled), ``finished_at`` and ``error`` are None while it runs."""
+
+    attempt: int
+    worker_id: str | None
+    leased_at: datetime
+    finished_at: datetime | None = None
+    outcome: str | None = None
+    error: str | None = None
+    lease_expires_at: datetime | None = None  # the attempt in flight only
+
+    @classmethod
+    def from_json(cls, body: dict[str, Any]) -> Attempt:
+        values = {field.name: body.get(field.name) for field in fields(cls)}
+        for name in ("leased_at", "finished_at", "lease_expires_at"):
+            values[name] = parse_timestamp(values[name])
+        return cls(**values)
+
+
+@dataclass(frozen=True)
 class Job:
     """A job as the server shows it. ``payload`` and ``result`` are None in a list that did
     not include them."""
@@ -66,6 +87,8 @@ class Job:
     pending_parents: int | None = None  # parents it still waits for
     depends_on: tuple[str, ...] = ()  # its parents' ids (GET of one job only)
     dependants: tuple[str, ...] = ()  # the ids of the jobs that depend on it (GET of one job only)
+    scheduled: bool = False  # pending, with run_at still to come
+    attempts_history: tuple[Attempt, ...] | None = None  # only when asked for (Client.get(attempts=True))
 
     @property
     def is_finished(self) -> bool:
@@ -76,6 +99,9 @@ class Job:
     def from_json(cls, body: dict[str, Any]) -> Job:
         values = {name: body.get(name) for name in _JOB_FIELDS}
         values["status"] = JobStatus(body["status"])
+        values["scheduled"] = bool(body.get("scheduled", False))
+        if values["attempts_history"] is not None:
+            values["attempts_history"] = tuple(map(Attempt.from_json, values["attempts_history"]))
         for name in _TIMESTAMPS:
             values[name] = parse_timestamp(values[name])
         for name in ("depends_on", "dependants"):
@@ -148,6 +174,29 @@ class QueueCount:
     @classmethod
     def from_json(cls, body: dict[str, Any]) -> QueueCount:
         return cls(queue=body["queue"], status=JobStatus(body["status"]), count=body["count"])
+
+
+@dataclass(frozen=True)
+class Worker:
+    """A worker the servers saw lately (GET /v1/workers)."""
+
+    id: str
+    host: str | None
+    pid: int | None
+    queues: tuple[str, ...]
+    handlers: tuple[str, ...] | None  # None: the worker did not say
+    jobs_in_flight: int
+    first_seen_at: datetime
+    last_seen_at: datetime
+
+    @classmethod
+    def from_json(cls, body: dict[str, Any]) -> Worker:
+        values = {field.name: body.get(field.name) for field in fields(cls)}
+        values["queues"] = tuple(values["queues"] or ())
+        values["handlers"] = tuple(values["handlers"]) if values["handlers"] is not None else None
+        for name in ("first_seen_at", "last_seen_at"):
+            values[name] = parse_timestamp(values[name])
+        return cls(**values)
 
 
 _JOB_FIELDS = tuple(field.name for field in fields(Job))

@@ -20,7 +20,16 @@ from tenacity import Retrying
 from quorra.client import calls
 from quorra.client.calls import Call
 from quorra.client.errors import Unavailable, Unreachable, WaitTimeout
-from quorra.client.models import DEV_API_KEY, Job, QueueCount, SubmittedJob, SubmittedWorkflow, Workflow
+from quorra.client.models import (
+    DEV_API_KEY,
+    Attempt,
+    Job,
+    QueueCount,
+    SubmittedJob,
+    SubmittedWorkflow,
+    Worker,
+    Workflow,
+)
 
 DEFAULT_URL = "http://localhost:8080"
 DEFAULT_TIMEOUT_SECONDS = 10.0
@@ -205,6 +214,41 @@ class Client:
 
     def delete_schedule(self, name: str) -> None:
         self._call(calls.schedule("DELETE", name))
+
+    def attempts(self, job_id: str) -> list[Attempt]:
+        """Every attempt of the job, oldest first; the one running, if any, last."""
+        answer = self._call(Call("GET", f"/v1/jobs/{job_id}/attempts", calls.Kind.READ))
+        return [Attempt.from_json(item) for item in answer["attempts"]]
+
+    def delete(self, job_id: str) -> None:
+        """Delete a finished job (Conflict if it has not finished: cancel it first)."""
+        self._call(Call("DELETE", f"/v1/jobs/{job_id}", calls.Kind.CHANGE))
+
+    def delete_jobs(
+        self,
+        queue: str,
+        status: str,
+        *,
+        type: str | None = None,
+        created_from: datetime | None = None,
+        created_to: datetime | None = None,
+    ) -> int:
+        """Delete every finished job (succeeded, dead or cancelled) of `queue` in `status`,
+        of `type` and created in [created_from, created_to) if given; the number deleted."""
+        answer = self._call(calls.delete_jobs(queue, status, type, created_from, created_to))
+        return answer["deleted"]
+
+    def pause_queue(self, queue: str) -> dict[str, Any]:
+        """No worker leases the queue's jobs until it is resumed: {"queue", "is_paused", "paused_at"}."""
+        return self._call(calls.queue_action(queue, "pause"))
+
+    def resume_queue(self, queue: str) -> dict[str, Any]:
+        return self._call(calls.queue_action(queue, "resume"))
+
+    def workers(self, minutes: int = 5) -> list[Worker]:
+        """The workers seen in the last `minutes`, most recently seen first."""
+        answer = self._call(Call("GET", "/v1/workers", calls.Kind.READ, params={"minutes": str(minutes)}))
+        return [Worker.from_json(item) for item in answer["workers"]]
 
     # -- webhooks (plain JSON documents, as GET /v1/webhooks shows them) --------------------------
 

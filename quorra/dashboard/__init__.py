@@ -1,125 +1,84 @@
-"""The web dashboard at `/`: queue statistics and recent jobs, refreshed every 5 seconds.
-Read-only, through the Store only; it never shows payloads or results.
+"""The web dashboard at `/`: see and steer every queue from a browser.
 
-Browsers cannot send X-API-Key, so the dashboard asks for HTTP Basic credentials: any user
-name, and one of the API keys as the password. Every answer forbids framing (clickjacking),
-MIME sniffing, and any script or outside resource (a Content-Security-Policy that admits only
-the page's own stylesheet, by a nonce fresh for each response)."""
+Pages (server-rendered templates, a little JavaScript of our own in static/): the overview,
+the jobs table, a job's detail, the dead letters of a queue, the queues (pause, resume) and
+the workers. It talks to the Store (reads) and the JobManager (every change of state, so
+metrics and wake-ups happen as for REST) in-process, never over HTTP.
+
+Sign-in (signin.py): a form takes an API key and sets a signed session cookie (HttpOnly,
+SameSite=Lax, Secure over https) holding the key encrypted, so the key is checked again on
+every request and a revoked key stops working at once. HTTP Basic (any user name, the key as
+password) still works for scripts. Every state-changing request carries a CSRF token
+(Flask-WTF). Every answer forbids framing and MIME sniffing, and its Content-Security-Policy
+admits only Quorra's own script and stylesheet files: no inline script, no CDN.
+"""
 
 from __future__ import annotations
 
-import secrets
-from collections import defaultdict
+from dataclasses import dataclass
+from datetime import timedelta
 
-from flask import Blueprint, Flask, Response, current_app, g, render_template, request
+from flask import Flask, current_app, request
+from flask.sessions import SecureCookieSessionInterface
+from flask_wtf.csrf import CSRFProtect
 
-from quorra.access import Authenticator, Permission
-from quorra.audit import Action
-from quorra.jobs import JobStatus
-from quorra.store import AuditFilter, Store
+from quorra.access import Authenticator
+from quorra.config import Settings
+from quorra.manager import JobManager
+from quorra.store import Store
 
 EXTENSION = "quorra.dashboard"
-RECENT_JOBS = 25
-QUEUES_PER_PAGE = 50  # however many queues clients make up, a page stays small
-STATUS_COLUMNS = [status.value for status in JobStatus]
-AUDIT_ENTRIES = 100
-AUDIT_ACTIONS = [action.value for action in Action]
+SESSION_COOKIE = "quorra_session"
 
-bp = Blueprint("dashboard", __name__, template_folder="templates")
+csrf = CSRFProtect()
 
 
-def init_app(app: Flask, store: Store, authenticator: Authenticator) -> None:
-    app.extensions[EXTENSION] = (store, authenticator)
+@dataclass(frozen=True)
+class Dashboard:
+    """What the dashboard's views share, built once per app."""
+
+    settings: Settings
+    store: Store
+    manager: JobManager
+    authenticator: Authenticator  # a key -> who holds it (quorra.access)
+
+
+def dashboard() -> Dashboard:
+    return current_app.extensions[EXTENSION]
+
+
+class SessionCookies(SecureCookieSessionInterface):
+    """Flask's signed cookie, marked Secure whenever the request came over https (gunicorn
+    honours X-Forwarded-Proto from the proxies it trusts), so one deployment serves both."""
+
+    def get_cookie_secure(self, app: Flask) -> bool:
+        return request.is_secure or bool(app.config["SESSION_COOKIE_SECURE"])
+
+    def open_session(self, app: Flask, request):
+        # REST calls carry no session cookie: hand them an empty session without building
+        # the signing serializer that Flask would build first for every request.
+        if not request.cookies.get(self.get_cookie_name(app)):
+            return self.session_class()
+        return super().open_session(app, request)
+
+
+def init_app(app: Flask, settings: Settings, store: Store, manager: JobManager, authenticator: Authenticator) -> None:
+    from quorra.dashboard import actions, pages, signin  # noqa: F401 - their routes join the blueprint
+    from quorra.dashboard.web import bp
+
+    app.extensions[EXTENSION] = Dashboard(settings, store, manager, authenticator)
+    keys = settings.session_keys
+    app.secret_key = keys[0]
+    app.config.update(
+        SECRET_KEY_FALLBACKS=list(keys[1:]),
+        SESSION_COOKIE_NAME=SESSION_COOKIE,
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",  # Lax, not Strict: a shared link opens signed in
+        SESSION_REFRESH_EACH_REQUEST=False,  # a sign-in lasts its TTL from sign-in (signin.py)
+        PERMANENT_SESSION_LIFETIME=timedelta(seconds=settings.dashboard_session_seconds),
+        WTF_CSRF_CHECK_DEFAULT=False,  # the REST API has no cookies to forge; the dashboard checks
+        WTF_CSRF_TIME_LIMIT=None,  # the token lives as long as the session it is bound to
+    )
+    app.session_interface = SessionCookies()
+    csrf.init_app(app)
     app.register_blueprint(bp)
-
-
-@bp.before_request
-def make_style_nonce() -> None:
-    g.csp_nonce = secrets.token_urlsafe(16)
-
-
-@bp.after_request
-def add_security_headers(response: Response) -> Response:
-    nonce = g.get("csp_nonce", "")
-    response.headers["Content-Security-Policy"] = (
-        f"default-src 'none'; style-src 'nonce-{nonce}'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
-    )
-    response.headers["X-Frame-Options"] = "DENY"
-    response.headers["X-Content-Type-Options"] = "nosniff"
-    response.headers["Referrer-Policy"] = "no-referrer"
-    response.headers["Cache-Control"] = "no-store"
-    return response
-
-
-@bp.before_request
-def require_basic_auth() -> Response | None:
-    _, authenticator = current_app.extensions[EXTENSION]
-    credentials = request.authorization
-    principal = None if credentials is None else authenticator.authenticate_key(credentials.password or "")
-    if principal is None or not principal.can(Permission.JOBS_READ):
-        return Response(
-            "An API key is required (any user name, the key as password).\n",
-            401,
-            {"WWW-Authenticate": 'Basic realm="Quorra", charset="UTF-8"', "Content-Type": "text/plain"},
-        )
-    g.principal = principal
-    return None
-
-
-@bp.get("/")
-def overview():
-    store, _ = current_app.extensions[EXTENSION]
-    status = request.args.get("status")
-    if status not in STATUS_COLUMNS:
-        status = None
-    table = _queue_table(store)
-    page = _page_number(request.args.get("queue_page"), len(table))
-    first = (page - 1) * QUEUES_PER_PAGE
-    return render_template(
-        "dashboard.html",
-        queues=dict(list(table.items())[first : first + QUEUES_PER_PAGE]),
-        queue_count=len(table),
-        queue_page=page,
-        queue_pages=_page_count(len(table)),
-        columns=STATUS_COLUMNS,
-        jobs=store.list_jobs(status=status, limit=RECENT_JOBS, bodies=False).jobs,
-        status=status,
-        can_read_audit=g.principal.can(Permission.AUDIT_READ),
-        csp_nonce=g.csp_nonce,
-    )
-
-
-@bp.get("/audit")
-def audit_log():
-    """The latest audit entries (audit:read), optionally of one action; read only."""
-    if not g.principal.can(Permission.AUDIT_READ):
-        message = f"the {g.principal.role} role lacks the {Permission.AUDIT_READ} permission\n"
-        return Response(message, 403, {"Content-Type": "text/plain"})
-    unknown = sorted(set(request.args) - {"action"})
-    if unknown:
-        return Response(f"unknown query parameters: {', '.join(unknown)}\n", 400, {"Content-Type": "text/plain"})
-    store, _ = current_app.extensions[EXTENSION]
-    action = request.args.get("action")
-    if action not in AUDIT_ACTIONS:
-        action = None
-    records = store.list_audit(AuditFilter(action=action), limit=AUDIT_ENTRIES).records
-    return render_template("audit.html", records=records, actions=AUDIT_ACTIONS, action=action, csp_nonce=g.csp_nonce)
-
-
-def _queue_table(store: Store) -> dict[str, dict[str, int]]:
-    """{queue: {status: count}} with every status present, for a rectangular table."""
-    table: dict[str, dict[str, int]] = defaultdict(lambda: dict.fromkeys(STATUS_COLUMNS, 0))
-    for row in store.queue_counts():
-        table[row.queue][row.status] = row.count
-    return dict(sorted(table.items()))
-
-
-def _page_count(queues: int) -> int:
-    return max(1, -(-queues // QUEUES_PER_PAGE))
-
-
-def _page_number(given: str | None, queues: int) -> int:
-    """The page asked for, within 1..last; anything else (absent, not a number) is page 1."""
-    if given is None or not given.isdigit():
-        return 1
-    return min(max(1, int(given)), _page_count(queues))

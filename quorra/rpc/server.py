@@ -30,6 +30,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from quorra import tracing
 from quorra.access import Permission
 from quorra.config import Settings, listen_address
 from quorra.credentials import build_authenticator
@@ -208,6 +209,7 @@ def create_server(
 
 def serve(settings: Settings) -> None:
     """`quorra grpc`: serve until SIGTERM or SIGINT, then stop gracefully and return (exit 0)."""
+    tracing.setup("grpc")  # before the engine and the server are made, so that both are traced
     # A connection per call thread, so no call opens one of its own (issue #9).
     store = Store.from_url(settings.database_url, pool_size=settings.grpc_threads, application_name="quorra-grpc")
     try:

@@ -13,10 +13,12 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import grpc
 
+from quorra import tracing
 from quorra.config import Settings
 from quorra.errors import InvalidArgument, QuorraError
 from quorra.jobs import MAX_QUEUE_CHARS, Job, JobStatus, ParentOutcome, check_portable_json, is_valid_name
@@ -24,7 +26,8 @@ from quorra.manager import JobManager
 from quorra.notify import Notifier
 from quorra.rpc import quorra_pb2 as pb2
 from quorra.rpc import quorra_pb2_grpc as pb2_grpc
-from quorra.store import Settlement, SettleOutcome, SettleResult, Store
+from quorra.rpc.sightings import Sightings, lease_sighting
+from quorra.store import Settlement, SettleOutcome, SettleResult, Store, WorkerSighting
 
 logger = logging.getLogger(__name__)
 
@@ -194,12 +197,24 @@ def _refuse_problems(problems: Sequence[str]) -> None:
 # -- building replies ----------------------------------------------------------------------------
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def timestamp_fields(moment: datetime) -> dict[str, int]:
+    """A Timestamp's fields, in integers: a third of the time Timestamp.FromDatetime takes,
+    which was most of building a job's message (three timestamps per job on every lease)."""
+    since = moment - _EPOCH
+    return {"seconds": since.days * 86400 + since.seconds, "nanos": since.microseconds * 1000}
+
+
 def job_message(job: Job) -> pb2.Job:
     message = _job_message(job)
     if job.workflow_id is not None:
         message.workflow_id, message.ref = job.workflow_id, job.ref or ""
     if job.parents:  # only dependants carry their parents' outcomes
         message.parents.extend(map(parent_message, job.parents))
+    if job.traceparent is not None:
+        _carry_trace(job, message)
     return message
 
 
@@ -226,11 +241,20 @@ def _job_message(job: Job) -> pb2.Job:
         attempts=job.attempts,
         max_retries=job.max_retries,
         lease_id=job.lease_id or "",
-        lease_expires_at=job.lease_expires_at,
-        created_at=job.created_at,
-        run_at=job.run_at,
+        lease_expires_at=timestamp_fields(job.lease_expires_at),
+        created_at=timestamp_fields(job.created_at),
+        run_at=timestamp_fields(job.run_at),
         timeout_seconds=job.timeout_seconds or 0,
     )
+
+
+def _carry_trace(job: Job, message: pb2.Job) -> None:
+    """The job's trace context; and, for an attempt that runs in its submit's trace, the
+    submit as the handler's parent (the lease span replaces it while tracing is on here)."""
+    message.traceparent = job.traceparent
+    message.tracestate = job.tracestate or ""
+    if tracing.continues_submit_trace(job.attempts, job.created_at, job.run_at):
+        message.parent_traceparent = job.traceparent
 
 
 _OUTCOMES = {
@@ -268,6 +292,14 @@ def settled_message(job: Job) -> pb2.AckResponse:
 class LeaseBatch:
     jobs: list[Job]
     deliver_by: float  # time.monotonic() after which a lease of this batch is handed back, not sent
+    started_ns: int = 0  # time.time_ns() as the lease began (the start of its jobs' lease spans)
+
+    def message(self, job: Job) -> pb2.Job:
+        """The job's message, and its lease span when it has a trace and tracing is on."""
+        message = job_message(job)
+        if job.traceparent is not None and tracing.current is not None:
+            tracing.current.leased(job, self.started_ns, message)
+        return message
 
 
 def max_waiting_leases(threads: int) -> int:
@@ -279,6 +311,7 @@ class WorkerServicer(pb2_grpc.WorkerServiceServicer):
     def __init__(self, settings: Settings, store: Store, notifier: Notifier):
         self.settings = settings
         self.manager = JobManager(store, notifier)
+        self.sightings = Sightings(self.manager)
         self.notifier = notifier  # for long polls: listen/wait
         self.max_waiting = max_waiting_leases(settings.grpc_threads)
         self.waiting = 0  # long polls waiting now
@@ -293,6 +326,7 @@ class WorkerServicer(pb2_grpc.WorkerServiceServicer):
     def LeaseJobs(self, request: pb2.LeaseRequest, context: grpc.ServicerContext) -> Iterator[pb2.Job]:
         with wire_errors(context, request):
             args = parse_lease(request, self.settings.lease_wait_max_seconds)
+            self.sightings.seen(lease_sighting(request, args.queues, context))
             batch = self._lease_when_ready(args, context)
         yield from self._deliver(batch, context)
 
@@ -311,6 +345,7 @@ class WorkerServicer(pb2_grpc.WorkerServiceServicer):
     def SettleJobs(self, request: pb2.SettleRequest, context: grpc.ServicerContext) -> pb2.SettleResponse:
         with wire_errors(context, request):
             parsed = parse_settle(request, self.settings.max_payload_bytes)
+            self.sightings.seen(WorkerSighting(request.worker_id))
             results = self._settle(parsed, request.worker_id)
             return pb2.SettleResponse(results=[settle_result_message(result) for result in results])
 
@@ -321,10 +356,11 @@ class WorkerServicer(pb2_grpc.WorkerServiceServicer):
         with wire_errors(context, request.lease):
             args = parse_lease(request.lease, self.settings.lease_wait_max_seconds)
             parsed = parse_carried(request, self.settings.max_payload_bytes)
+            self.sightings.seen(lease_sighting(request.lease, args.queues, context))
             results = self._settle(parsed, args.worker_id) if parsed else []
         batch = self._lease_after_settling(args, context, settled=bool(results))
         reply = pb2.SettleAndLeaseResponse(results=[settle_result_message(result) for result in results])
-        reply.jobs.extend(job_message(job) for job in self._deliverable(batch, context))
+        reply.jobs.extend(batch.message(job) for job in self._deliverable(batch, context))
         return reply
 
     def _settle(self, parsed: list[Settlement | SettleResult], worker_id: str) -> list[SettleResult]:
@@ -365,6 +401,8 @@ class WorkerServicer(pb2_grpc.WorkerServiceServicer):
         with wire_errors(context, request):
             ttl = parse_ttl(request.lease_ttl_seconds)
             job = self.manager.extend(request.job_id, request.lease_id, ttl, worker_id=request.worker_id)
+            if _valid_worker_id(request.worker_id):
+                self.sightings.seen(WorkerSighting(request.worker_id))
             return pb2.ExtendLeaseResponse(
                 job_id=job.id, status=job.status.value, lease_expires_at=job.lease_expires_at
             )
@@ -373,23 +411,26 @@ class WorkerServicer(pb2_grpc.WorkerServiceServicer):
 
     def _lease(self, args: LeaseArgs) -> LeaseBatch:
         # The expiry is computed inside the statement, so it is at most TTL after `started`.
-        started = time.monotonic()
+        started, started_ns = time.monotonic(), time.time_ns()
         jobs = self.manager.lease(
             args.queues, args.worker_id, args.max_jobs, args.ttl_seconds, max_bytes=self.settings.lease_max_bytes
         )
         margin = min(args.ttl_seconds / 10, DELIVERY_MARGIN_SECONDS)
-        return LeaseBatch(jobs, deliver_by=started + args.ttl_seconds - margin)
+        return LeaseBatch(jobs, deliver_by=started + args.ttl_seconds - margin, started_ns=started_ns)
 
     def _lease_when_ready(self, args: LeaseArgs, context: grpc.ServicerContext) -> LeaseBatch:
         """Lease now; if nothing is ready, wait for a wake-up (or the notifier's re-check
-        time) and try again until the wait is over. No transaction spans a wait."""
-        batch = self._lease(args)
+        time) and try again until the wait is over. No transaction spans a wait. A call that
+        may wait subscribes before its first lease, so that a publish after that lease is
+        not lost and an idle worker's long poll costs one lease statement, not two."""
         deadline = time.monotonic() + self._wait_seconds(args, context)
-        if batch.jobs or deadline <= time.monotonic() or self._stopping.is_set():
+        if deadline <= time.monotonic() or self._stopping.is_set():
+            return self._lease(args)
+        subscription = self.notifier.listen(args.queues)
+        batch = self._lease(args)
+        if batch.jobs:
             return batch
         with self._wait_slot():
-            subscription = self.notifier.listen(args.queues)
-            batch = self._lease(args)  # a publish between the first lease and listen() is not lost
             while not batch.jobs and self._may_wait(context, deadline):
                 subscription.wait(deadline - time.monotonic())
                 if self._may_wait(context, math.inf):
@@ -428,7 +469,7 @@ class WorkerServicer(pb2_grpc.WorkerServiceServicer):
             for job in jobs:
                 if not context.is_active() or time.monotonic() > batch.deliver_by:
                     break
-                yield job_message(job)
+                yield batch.message(job)
                 sent += 1
         finally:
             if sent < len(jobs):

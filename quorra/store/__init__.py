@@ -16,12 +16,16 @@ embedded on one host, the process clock. Methods that depend on time take an opt
 from __future__ import annotations
 
 from quorra.store.admin import Admin
+from quorra.store.attempts import Attempt, Attempts
 from quorra.store.audit import AuditFilter, AuditLog, AuditPage
 from quorra.store.base import (
     LEASE_EXPIRED,
     MAX_ERROR_CHARS,
     MAX_LIST_LIMIT,
+    READY,
+    SCHEDULED,
     Effects,
+    JobFilter,
     JobPage,
     ListPosition,
     Outcome,
@@ -34,14 +38,31 @@ from quorra.store.base import (
 )
 from quorra.store.keys import ApiKeys
 from quorra.store.leasing import Leasing
+from quorra.store.queues import Queues, QueueState
 from quorra.store.reading import Reading, WorkflowView
 from quorra.store.schedules import FiredTick, Schedules
 from quorra.store.settling import Settling
+from quorra.store.stats import MinuteCount, Stats
 from quorra.store.submitting import Submitting
 from quorra.store.webhooks import WebhookNotFound, Webhooks
+from quorra.store.workers import Worker, Workers, WorkerSighting
 
 
-class Store(Submitting, Leasing, Settling, Admin, Reading, Schedules, Webhooks, ApiKeys, AuditLog):
+class Store(
+    Submitting,
+    Leasing,
+    Settling,
+    Admin,
+    Reading,
+    Schedules,
+    Queues,
+    Attempts,
+    Workers,
+    Stats,
+    Webhooks,
+    ApiKeys,
+    AuditLog,
+):
     """Jobs in one SQL database. Thread-safe: each call takes its own connection."""
 
 
@@ -49,20 +70,28 @@ __all__ = [
     "LEASE_EXPIRED",
     "MAX_ERROR_CHARS",
     "MAX_LIST_LIMIT",
+    "READY",
+    "SCHEDULED",
+    "Attempt",
     "AuditFilter",
     "AuditPage",
     "Effects",
     "FiredTick",
+    "JobFilter",
     "JobPage",
     "ListPosition",
+    "MinuteCount",
     "Outcome",
     "QueueCount",
+    "QueueState",
     "SettleOutcome",
     "SettleResult",
     "Settlement",
     "Store",
     "Submitted",
     "WebhookNotFound",
+    "Worker",
+    "WorkerSighting",
     "WorkflowView",
     "utcnow",
 ]

@@ -10,6 +10,7 @@ from sqlalchemy import (
     and_,
     delete,
     exists,
+    func,
     literal,
     or_,
     select,
@@ -18,34 +19,41 @@ from sqlalchemy import (
 )
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy.sql.selectable import Select
 
 from quorra.audit import AuditEntry
-from quorra.errors import IllegalTransition, JobNotFound
+from quorra.errors import IllegalTransition, InvalidArgument, JobNotFound
 from quorra.jobs import (
     CANCELLABLE,
     HOLDING_LEASE,
     RETRYABLE,
+    TERMINAL,
+    AttemptOutcome,
     Job,
     JobStatus,
     ParentFailure,
     parse_job_id,
     readiness,
 )
-from quorra.schema import UTCDateTime, idempotency_keys, jobs
+from quorra.schema import UTCDateTime, idempotency_keys, job_attempts, jobs
 from quorra.schema import job_dependencies as edges
+from quorra.store.attempts import insert_attempts, record_attempts
 from quorra.store.audit import record_audit
 from quorra.store.base import (
     LEASE_EXPIRED,
     Clock,
     Effects,
+    JobFilter,
     StoreBase,
     failure_values,
     log_failed_attempt,
     log_transition,
     logger,
     status_in,
+    status_values,
     to_job,
     unique_slot_held,
+    with_effects,
 )
 from quorra.store.dependencies import (
     follow,
@@ -54,7 +62,7 @@ from quorra.store.dependencies import (
     parents_retried,
     workflows_reopened,
 )
-from quorra.store.webhooks import enqueue_events, with_events
+from quorra.store.webhooks import enqueue_events, events_of
 
 
 class Admin(StoreBase):
@@ -70,7 +78,7 @@ class Admin(StoreBase):
         audit: AuditEntry | None = None,
     ) -> Job:
         """Cancel a job that has not finished; a worker holding it can no longer ack. Its
-        dependants follow their on_parent_failure policy, in the same transaction."""
+        dependants follow their on_parent_failure policy, in the same transaction; its attempt in flight, if any, ends as cancelled."""
         with self._transaction() as conn:
             clock = self._clock(now)
             values = {
@@ -79,8 +87,11 @@ class Admin(StoreBase):
                 "finished_at": clock.now(),
                 "updated_at": clock.now(),
             }
+            before = self._fetch(conn, job_id, for_update=True)
             job = self._transition(conn, job_id, CANCELLABLE, values, verb="cancel")
             enqueue_events(conn, clock, [job.id])
+            if before.status in status_values(HOLDING_LEASE):
+                record_attempts(conn, [job], AttemptOutcome.CANCELLED)
             dependants = follow(conn, clock, self.dialect, [job], effects)
             record_audit(conn, clock, audit)
         log_transition("job cancelled", "job.cancelled", job)
@@ -158,29 +169,68 @@ class Admin(StoreBase):
     ) -> dict[str, int]:
         """Put every dead job of `queue` (of `type`, if given) back in line now, in one
         UPDATE; answers how many of each type were retried."""
-        guard = _dead_of(jobs, queue, type)
+        return self.retry_matching(JobFilter(queue, JobStatus.DEAD, type), now=now, effects=effects, audit=audit)
+
+    def retry_matching(
+        self,
+        chosen: JobFilter,
+        *,
+        now: datetime | None = None,
+        effects: Effects | None = None,
+        audit: AuditEntry | None = None,
+    ) -> dict[str, int]:
+        """Put every job the filter chooses (dead, failed or cancelled) back in line now, in
+        one UPDATE; answers how many of each type were retried."""
+        if chosen.status not in RETRYABLE:
+            raise InvalidArgument(f"only {', '.join(status_values(RETRYABLE))} jobs can be retried")
         with self._transaction() as conn:
             clock = self._clock(now)
             statement = (
                 update(jobs)
-                .where(*guard, _unique_slot_free(queue, type))
+                .where(*_matching(jobs, chosen), _unique_slot_free(chosen))
                 .values(requeued(clock))
                 .returning(jobs.c.type, jobs.c.id, jobs.c.has_dependants, jobs.c.workflow_id)
             )
             try:
                 rows = conn.execute(statement).all()
             except sa_exc.IntegrityError:  # a unique job took a slot meanwhile (PostgreSQL)
-                raise IllegalTransition("a unique job took the slot of a dead job meanwhile; try again") from None
+                raise IllegalTransition("a unique job took the slot of a job retried with it; try again") from None
             retried = Counter(row.type for row in rows)
             followed = [row.id for row in rows if row.has_dependants or row.workflow_id is not None]
             dependants = self._back_in_line(conn, clock, self._jobs(conn, followed), effects) if followed else []
             record_audit(conn, clock, audit and audit.with_details(count=sum(retried.values())))
         log_dependants(dependants)
         logger.info(
-            "dead jobs retried",
-            extra={"event": "jobs.retried", "queue": queue, "job_type": type, "count": sum(retried.values())},
+            "jobs retried",
+            extra={**_filter_fields(chosen), "event": "jobs.retried", "count": sum(retried.values())},
         )
         return dict(retried)
+
+    def delete_matching(self, chosen: JobFilter, *, audit: AuditEntry | None = None) -> int:
+        """Delete every finished job the filter chooses, with its attempts and the
+        idempotency keys that name it, in one statement (PostgreSQL); the count. A parent
+        whose dependant has not finished stays (its dependant may read its result)."""
+        if chosen.status not in TERMINAL:
+            raise InvalidArgument(f"only finished jobs ({', '.join(status_values(TERMINAL))}) can be deleted")
+        with self._transaction() as conn:
+            doomed = select(jobs.c.id).where(*_matching(jobs, chosen), ~_awaited())
+            deleted = self._delete_jobs(conn, doomed, with_keys=True)
+            record_audit(conn, self._clock(None), audit and audit.with_details(count=deleted))
+        logger.info("jobs deleted", extra={**_filter_fields(chosen), "event": "jobs.deleted", "count": deleted})
+        return deleted
+
+    def delete_job(self, job_id: str, *, audit: AuditEntry | None = None) -> Job:
+        """Delete one finished job (with its attempts and keys); a job still waiting or
+        running is a conflict: cancel it first."""
+        with self._transaction() as conn:
+            job = to_job(self._fetch(conn, job_id, for_update=True))  # raises JobNotFound
+            if job.status not in TERMINAL:
+                raise IllegalTransition(f"cannot delete a job that is {job.status}; cancel it first")
+            if not self._delete_jobs(conn, select(jobs.c.id).where(jobs.c.id == job.id, ~_awaited()), with_keys=True):
+                raise IllegalTransition("cannot delete a job whose dependants have not finished")
+            record_audit(conn, self._clock(None), audit and audit.about(job.id, queue=job.queue, type=job.type))
+        log_transition("job deleted", "job.deleted", job)
+        return job
 
     def reap_expired_leases(
         self,
@@ -195,8 +245,9 @@ class Admin(StoreBase):
         with self._transaction() as conn:
             clock = self._clock(now)
             rows = conn.execute(self._reap_statement(clock, limit)).all()
-            if self.dialect != "postgresql":  # there the statement carries the outbox
+            if self.dialect != "postgresql":  # there the statement records attempts and the outbox itself
                 enqueue_events(conn, clock, [row.id for row in rows])
+                record_attempts(conn, [to_job(row) for row in rows], AttemptOutcome.EXPIRED)
             reaped = sorted(map(to_job, rows), key=lambda job: (job.updated_at, job.id))
             dependants = follow(conn, clock, self.dialect, reaped, effects)
         for job in reaped:
@@ -219,7 +270,11 @@ class Admin(StoreBase):
             statement = update(jobs).where(jobs.c.id.in_(expired.scalar_subquery()))
         values = failure_values(clock) | {"last_error": LEASE_EXPIRED}
         statement = statement.where(status_in(HOLDING_LEASE)).values(values).returning(*jobs.c)
-        return with_events(statement, clock) if self.dialect == "postgresql" else statement
+        if self.dialect != "postgresql":
+            return statement
+        return with_effects(
+            statement, lambda expired: insert_attempts(expired, AttemptOutcome.EXPIRED), events_of(clock)
+        )
 
     def prune(self, finished_before: datetime, *, limit: int = 500) -> int:
         """Delete up to `limit` succeeded or cancelled jobs that finished before the given
@@ -228,33 +283,38 @@ class Admin(StoreBase):
         stays while a dependant of it has not finished (its handler reads the parent's
         result). Small batches, short locks."""
         named_by_a_key = exists().where(idempotency_keys.c.job_id == jobs.c.id)
-        child = jobs.alias("child")
-        awaited = exists().where(
-            edges.c.parent_id == jobs.c.id,
-            child.c.id == edges.c.job_id,
-            child.c.status.not_in([JobStatus.SUCCEEDED.value, JobStatus.CANCELLED.value]),
-        )
         doomed = (
             select(jobs.c.id)
             .where(
                 jobs.c.status.in_([JobStatus.SUCCEEDED.value, JobStatus.CANCELLED.value]),
                 jobs.c.finished_at < literal(finished_before, UTCDateTime),
                 ~named_by_a_key,
-                or_(~jobs.c.has_dependants, ~awaited),
+                ~_awaited(),
             )
+            .order_by(jobs.c.id)
             .limit(limit)
         )
         if self.dialect == "postgresql":
             doomed = doomed.with_for_update(skip_locked=True)
         with self._transaction() as conn:
-            statement = delete(jobs).where(jobs.c.id.in_(doomed.scalar_subquery()))
-            deleted = conn.execute(statement.returning(jobs.c.id, jobs.c.has_dependants, jobs.c.pending_parents)).all()
-            linked = [str(row.id) for row in deleted if row.has_dependants or row.pending_parents is not None]
-            if linked:
-                conn.execute(delete(edges).where(or_(edges.c.job_id.in_(linked), edges.c.parent_id.in_(linked))))
+            deleted = self._delete_jobs(conn, doomed)
         if deleted:
-            logger.info("jobs pruned", extra={"event": "jobs.pruned", "count": len(deleted)})
-        return len(deleted)
+            logger.info("jobs pruned", extra={"event": "jobs.pruned", "count": deleted})
+        return deleted
+
+    def _delete_jobs(self, conn, doomed: Select, *, with_keys: bool = False) -> int:
+        """Delete the jobs whose ids `doomed` selects with what goes with them (_rows_of), in
+        one statement on PostgreSQL; on SQLite one per table inside its single-writer
+        transaction, where `doomed` selects the same ids each time. Returns how many jobs."""
+        if self.dialect == "postgresql":
+            gone = delete(jobs).where(jobs.c.id.in_(doomed.scalar_subquery())).returning(jobs.c.id).cte("gone")
+            count = select(func.count()).select_from(gone)
+            for n, (table, condition) in enumerate(_rows_of(select(gone.c.id), with_keys)):
+                count = count.add_cte(delete(table).where(condition).cte(f"dependent_{n}"))
+            return conn.execute(count).scalar_one()
+        for table, condition in _rows_of(doomed.scalar_subquery(), with_keys):
+            conn.execute(delete(table).where(condition))
+        return conn.execute(delete(jobs).where(jobs.c.id.in_(doomed.scalar_subquery()))).rowcount
 
     def prune_idempotency_keys(self, *, now: datetime | None = None, limit: int = 500) -> int:
         """Delete up to `limit` idempotency keys that expired; a retry after that creates a
@@ -300,22 +360,52 @@ def requeued(clock: Clock) -> dict[str, Any]:
     }
 
 
-def _dead_of(table, queue: str, type: str | None) -> list[ColumnElement]:
-    guard = [table.c.status == JobStatus.DEAD.value, table.c.queue == queue]
-    if type is not None:
-        guard.append(table.c.type == type)
+def _matching(table, chosen: JobFilter) -> list[ColumnElement]:
+    """The filter as terms over `table` (jobs or an alias of it)."""
+    guard = [table.c.status == chosen.status.value, table.c.queue == chosen.queue]
+    if chosen.type is not None:
+        guard.append(table.c.type == chosen.type)
+    if chosen.created_from is not None:
+        guard.append(table.c.created_at >= literal(chosen.created_from, UTCDateTime))
+    if chosen.created_to is not None:
+        guard.append(table.c.created_at < literal(chosen.created_to, UTCDateTime))
     return guard
 
 
-def _unique_slot_free(queue: str, type: str | None) -> ColumnElement:
-    """A dead job that may go back to pending without breaking a unique slot: not unique, or
-    no other job holds its slot and it is the last (by id) of the dead jobs retried with it
-    that share the slot. A dead unique job whose slot is taken stays dead."""
+def _rows_of(ids, with_keys: bool) -> list[tuple[Any, ColumnElement]]:
+    """What goes with deleted jobs (whose ids `ids` selects): their attempts, their
+    dependency edges either way, and (with_keys) the idempotency keys naming them."""
+    rows = [
+        (job_attempts, job_attempts.c.job_id.in_(ids)),
+        (edges, or_(edges.c.job_id.in_(ids), edges.c.parent_id.in_(ids))),
+    ]
+    if with_keys:
+        rows.append((idempotency_keys, idempotency_keys.c.job_id.in_(ids)))
+    return rows
+
+
+def _awaited() -> ColumnElement:
+    """A job with a dependant that has not finished (its handler may read this job's result)."""
+    child = jobs.alias("child")
+    awaited = exists().where(
+        edges.c.parent_id == jobs.c.id,
+        child.c.id == edges.c.job_id,
+        child.c.status.not_in([JobStatus.SUCCEEDED.value, JobStatus.CANCELLED.value]),
+    )
+    return and_(jobs.c.has_dependants, awaited)  # has_dependants first: most jobs have none
+
+
+def _filter_fields(chosen: JobFilter) -> dict[str, Any]:
+    return {"queue": chosen.queue, "status": chosen.status.value, "job_type": chosen.type}
+
+
+def _unique_slot_free(chosen: JobFilter) -> ColumnElement:
+    """A job that may go back to pending without breaking a unique slot: not unique, or no
+    other job holds its slot and it is the last (by id) of the jobs retried with it that
+    share the slot. A unique job whose slot is taken stays where it is."""
     holder, twin = jobs.alias("holder"), jobs.alias("twin")
     held_by_another = exists().where(
         holder.c.unique_key == jobs.c.unique_key, holder.c.id != jobs.c.id, unique_slot_held(holder)
     )
-    later_twin = exists().where(
-        twin.c.unique_key == jobs.c.unique_key, twin.c.id > jobs.c.id, *_dead_of(twin, queue, type)
-    )
+    later_twin = exists().where(twin.c.unique_key == jobs.c.unique_key, twin.c.id > jobs.c.id, *_matching(twin, chosen))
     return or_(jobs.c.unique_key.is_(None), and_(~held_by_another, ~later_twin))

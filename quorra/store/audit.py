@@ -44,6 +44,11 @@ def record_audit(conn: Connection, clock: Clock, entry: AuditEntry | None) -> No
 class AuditLog(StoreBase):
     """Reading and pruning the log (writing is record_audit's, inside each action)."""
 
+    def record_event(self, entry: AuditEntry, *, now: datetime | None = None) -> None:
+        """Record an entry that changes nothing else (a dashboard sign-in), in a transaction of its own."""
+        with self._transaction() as conn:
+            record_audit(conn, self._clock(now), entry)
+
     def list_audit(
         self, where: AuditFilter = AuditFilter(), *, limit: int = 50, cursor: ListPosition | None = None
     ) -> AuditPage:

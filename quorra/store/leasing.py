@@ -18,6 +18,7 @@ from sqlalchemy import (
     Text,
     bindparam,
     cast,
+    exists,
     func,
     literal,
     or_,
@@ -34,7 +35,7 @@ from quorra.jobs import (
     Job,
     JobStatus,
 )
-from quorra.schema import UTCDateTime, jobs
+from quorra.schema import UTCDateTime, jobs, queues
 from quorra.store.base import (
     Clock,
     StoreBase,
@@ -66,7 +67,7 @@ class Leasing(StoreBase):
             raise InvalidArgument("lease needs at least one queue, max_jobs >= 1 and a positive ttl")
         queues = list(dict.fromkeys(queues))  # each queue once: one index scan each
         ask = (queues, worker_id, max_jobs, ttl_seconds, max_bytes)
-        with self._transaction() as conn:
+        with self._one_statement_verb() as conn:
             clock = self._clock(now)
             if self.dialect == "postgresql":
                 rows = self._lease_skip_locked(conn, clock, *ask)
@@ -82,7 +83,11 @@ class Leasing(StoreBase):
         return leased
 
     def _ready_ids_level_by_level(self, conn, clock: Clock, queues: list[str], max_jobs: int) -> list[str]:
-        """SQLite: the same walk as _ready_cte, one priority level per statement."""
+        """SQLite: the same walk as _ready_cte, one priority level per statement, over the
+        queues that are not paused (read first, in the same transaction)."""
+        queues = _unpaused(conn, queues)
+        if not queues:
+            return []
         top, below, at_level = _level_walk(len(queues))
         params = _ready_params(clock, queues, max_jobs)
         ids: list[str] = []
@@ -255,11 +260,12 @@ def _ready_cte(queue_count: int, fixed_now: bool) -> CTE:
     jobs of a higher priority are stepped over, not scanned); at each level every queue
     gives its first ready jobs (an index range scan under SKIP LOCKED, so up to max_jobs
     per queue are locked), merged by run_at, id; the walk stops at max_jobs."""
-    levels = _top_level(queue_count, None).cte("levels", recursive=True)
-    below = select(_top_level(queue_count, levels.c.priority).scalar_subquery())
+    levels = _top_level(queue_count, None, paused_probe=True).cte("levels", recursive=True)
+    below = select(_top_level(queue_count, levels.c.priority, paused_probe=True).scalar_subquery())
     levels = levels.union_all(below.where(levels.c.priority.is_not(None)))
     now = bindparam("now", type_=UTCDateTime) if fixed_now else func.now()
-    at_level = _ready_at_level(queue_count, levels.c.priority, now, lock=True).lateral("at_level")
+    at_level = _ready_at_level(queue_count, levels.c.priority, now, lock=True, paused_probe=True)
+    at_level = at_level.lateral("at_level")
     ready = select(at_level.c.id).select_from(levels.join(at_level, literal(True))).limit(bindparam("max_jobs"))
     return ready.cte("ready").prefix_with("MATERIALIZED")  # computed once, never re-run per row
 
@@ -269,16 +275,19 @@ def _level_walk(queue_count: int) -> tuple[Select, Select, Select]:
     """SQLite's walk, a statement per step: the top level, the next level below, the ready
     jobs of one level."""
     now = bindparam("now", type_=UTCDateTime)
-    at_level = _ready_at_level(queue_count, bindparam("priority"), now, lock=False)
+    at_level = _ready_at_level(queue_count, bindparam("priority"), now, lock=False, paused_probe=False)
     return _top_level(queue_count, None), _top_level(queue_count, bindparam("below")), at_level
 
 
-def _top_level(queue_count: int, below) -> Select:
+def _top_level(queue_count: int, below, *, paused_probe: bool = False) -> Select:
     """The highest priority any queue holds among waiting jobs (ready or delayed), below
-    `below` if given: one probe of ix_jobs_ready per queue."""
+    `below` if given: one probe of ix_jobs_ready per queue (per unpaused queue, with
+    `paused_probe`)."""
     probes = []
     for n in range(queue_count):
         probe = select(jobs.c.priority).where(jobs.c.queue == bindparam(f"queue_{n}"), status_in(LEASABLE))
+        if paused_probe:
+            probe = probe.where(_not_paused(n))
         if below is not None:
             probe = probe.where(jobs.c.priority < below)
         probe = probe.order_by(jobs.c.priority.desc()).limit(1).correlate_except(jobs)
@@ -286,7 +295,7 @@ def _top_level(queue_count: int, below) -> Select:
     return select(func.max(union_all(*probes).subquery().c.priority).label("priority"))
 
 
-def _ready_at_level(queue_count: int, priority, now, *, lock: bool) -> Select:
+def _ready_at_level(queue_count: int, priority, now, *, lock: bool, paused_probe: bool) -> Select:
     """The first ready jobs of one priority, by run_at then id: a range scan of
     ix_jobs_ready per queue, merged."""
     branches = []
@@ -299,7 +308,24 @@ def _ready_at_level(queue_count: int, priority, now, *, lock: bool) -> Select:
             .limit(bindparam("max_jobs"))
             .correlate_except(jobs)
         )
+        branch = branch.where(_not_paused(n)) if paused_probe else branch
         branch = branch.with_for_update(skip_locked=True) if lock else branch
         branches.append(select(branch.subquery()))
     merged = union_all(*branches).subquery()
     return select(merged.c.id).order_by(merged.c.run_at, merged.c.id).limit(bindparam("max_jobs"))
+
+
+def _not_paused(n: int) -> ColumnElement:
+    """PostgreSQL: the n-th queue of the lease is not paused. A probe of the queues table's
+    primary key that does not depend on the job row, so it is a one-time filter of its
+    branch, not a test per job."""
+    return ~exists().where(queues.c.name == bindparam(f"queue_{n}"), queues.c.is_paused)
+
+
+_PAUSED_AMONG = select(queues.c.name).where(queues.c.name.in_(bindparam("names", expanding=True)), queues.c.is_paused)
+
+
+def _unpaused(conn: Connection, names: list[str]) -> list[str]:
+    """SQLite: `names` but the paused ones; one primary-key search per name."""
+    paused = set(conn.execute(_PAUSED_AMONG, {"names": names}).scalars())
+    return [name for name in names if name not in paused] if paused else names

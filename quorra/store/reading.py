@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections import Counter
 from dataclasses import dataclass
@@ -28,10 +29,12 @@ from quorra.jobs import (
 from quorra.schema import UTCDateTime, jobs, workflows
 from quorra.store.base import (
     MAX_LIST_LIMIT,
+    WAITING_STATES,
     JobPage,
     ListPosition,
     QueueCount,
     StoreBase,
+    job_filters,
     status_in,
     to_job,
     utcnow,
@@ -82,8 +85,18 @@ class Reading(StoreBase):
         cursor: ListPosition | None = None,
         bodies: bool = True,
         max_bytes: int | None = None,
+        created_from: datetime | None = None,
+        created_to: datetime | None = None,
+        job_id: str | None = None,
+        payload_contains: str | None = None,
+        now: datetime | None = None,
     ) -> JobPage:
         """Newest first, `limit` at a time; pass `next_cursor` back for the next page.
+
+        Filters: queue, type, status (a JobStatus, or SCHEDULED: pending with run_at to come,
+        or READY: pending and due), created in [created_from, created_to), the job's id, and
+        a substring of the payload's JSON text (case-insensitive; it reads every payload the
+        other filters leave, so pair it with a queue or a time range on big tables).
 
         Without `bodies`, payload and result are left out (None), and never read. With them,
         `max_bytes` bounds their total JSON size: the page ends early, after at least one job,
@@ -91,7 +104,13 @@ class Reading(StoreBase):
         more than a page's worth of bodies is ever read)."""
         if not 1 <= limit <= MAX_LIST_LIMIT:
             raise InvalidArgument(f"limit must be between 1 and {MAX_LIST_LIMIT}")
-        where = _list_filters(queue, status, type, cursor)
+        where = _list_filters(queue, status, type, cursor) + job_filters(
+            self._clock(now), status=status, created_from=created_from, created_to=created_to
+        )
+        if job_id is not None:
+            where.append(jobs.c.id == _job_id(job_id))
+        if payload_contains:
+            where.append(self._payload_contains(payload_contains))
         with self._transaction() as conn:
             if bodies and max_bytes is not None:
                 rows, next_cursor = self._list_within_bytes(conn, where, limit, max_bytes)
@@ -120,6 +139,16 @@ class Reading(StoreBase):
         else:
             size = [func.length(cast(jobs.c[name], LargeBinary)) for name in _BODIES]
         return func.coalesce(size[0], 0) + func.coalesce(size[1], 0)
+
+    def _payload_contains(self, text: str) -> ColumnElement:
+        # As the text appears inside a JSON string of the stored payload: quotes and
+        # backslashes escaped, and on SQLite (stored by json.dumps) non-ASCII as \uXXXX.
+        text = json.dumps(text, ensure_ascii=self.dialect == "sqlite")[1:-1]
+        pattern = "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        payload = cast(jobs.c.payload, Text)
+        if self.dialect == "postgresql":
+            return payload.ilike(pattern, escape="\\")
+        return payload.like(pattern, escape="\\")  # SQLite's LIKE ignores ASCII case
 
     def queue_counts(self) -> list[QueueCount]:
         """How many jobs each queue holds in each status (GoQuorra's /v1/queues)."""
@@ -189,6 +218,13 @@ def _status(status: JobStatus | str) -> JobStatus:
         raise InvalidArgument(f"unknown status {status!r}") from None
 
 
+def _job_id(text: str) -> str:
+    canonical = parse_job_id(text)
+    if canonical is None:
+        raise InvalidArgument(f"{text!r} is not a job id")
+    return canonical
+
+
 _NEWEST_FIRST = (jobs.c.created_at.desc(), jobs.c.id.desc())
 
 
@@ -199,7 +235,7 @@ def _list_filters(queue, status, type, cursor: ListPosition | None) -> list[Colu
     where = []
     if queue is not None:
         where.append(jobs.c.queue == queue)
-    if status is not None:
+    if status is not None and status not in WAITING_STATES:
         where.append(jobs.c.status == _status(status).value)
     if type is not None:
         where.append(jobs.c.type == type)

@@ -34,6 +34,7 @@ from quorra.jobs import (
     status_after_failure,
 )
 from quorra.schema import jobs
+from quorra.store.attempts import insert_attempts, record_attempts
 from quorra.store.base import (
     MAX_ERROR_CHARS,
     Clock,
@@ -48,9 +49,10 @@ from quorra.store.base import (
     status_in,
     status_values,
     to_job,
+    with_effects,
 )
 from quorra.store.dependencies import follow, log_dependants
-from quorra.store.webhooks import any_webhook, enqueue_events, no_webhook, with_events
+from quorra.store.webhooks import any_webhook, enqueue_events, events_of, no_webhook
 
 
 class Settling(StoreBase):
@@ -129,6 +131,7 @@ class Settling(StoreBase):
             if held is not None:
                 settled[item.job_id] = self._settle_row(conn, clock, held, item)
         enqueue_events(conn, clock, list(settled))
+        record_attempts(conn, list(settled.values()))
         return settled
 
     # PostgreSQL: False until this process finds a webhook. Until then it settles with a
@@ -277,9 +280,10 @@ def _settle_arrays(settlements: list[Settlement]) -> dict[str, list[Any]]:
 
 def _settle_statement(clock: Clock, check_worker: bool, outbox: bool):
     """UPDATE jobs ... FROM unnest(:job_ids, :lease_ids, ...) under the lease guard per row,
-    with the webhook deliveries of the events it causes (store.webhooks.with_events), or
-    without them and only while no webhook exists (store.webhooks.no_webhook). A nack's next
-    status and backoff follow quorra.jobs (retries_remain, backoff_seconds)."""
+    recording each ended attempt in the same statement, with the webhook deliveries of the
+    events it causes (store.webhooks.events_of), or without them and only while no webhook
+    exists (store.webhooks.no_webhook). A nack's next status and backoff follow quorra.jobs
+    (retries_remain, backoff_seconds)."""
     given = (
         func.unnest(
             bindparam("job_ids", type_=ARRAY(Text)),
@@ -312,8 +316,9 @@ def _settle_statement(clock: Clock, check_worker: bool, outbox: bool):
     if check_worker:
         guard.append(jobs.c.leased_by == bindparam("worker_id", type_=Text))
     if not outbox:
-        return update(jobs).where(*guard, no_webhook()).values(values).returning(*jobs.c)
-    return with_events(update(jobs).where(*guard).values(values).returning(*jobs.c), clock)
+        return with_effects(update(jobs).where(*guard, no_webhook()).values(values).returning(*jobs.c), insert_attempts)
+    settle = update(jobs).where(*guard).values(values).returning(*jobs.c)
+    return with_effects(settle, insert_attempts, events_of(clock))
 
 
 def _log_settled(job: Job) -> None:

@@ -33,6 +33,7 @@ from sqlalchemy import (
     select,
 )
 from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.sql.dml import Insert
 from sqlalchemy.sql.selectable import FromClause
 
 from quorra.audit import AuditEntry
@@ -222,12 +223,10 @@ def _workflow_events(dialect: str, fixed_now: bool):
     return insert(jobs).from_select([*columns, "run_at", "created_at", "updated_at"], rows)
 
 
-def with_events(statement, clock: Clock):
-    """PostgreSQL: `statement` (an UPDATE of jobs RETURNING every column) as one statement that
-    also inserts the deliveries of the events it caused; its rows are the UPDATE's."""
-    settled = statement.cte("settled")
-    events = insert_events(settled, clock, "postgresql").cte("events")
-    return select(settled).add_cte(events)
+def events_of(clock: Clock) -> Callable[[FromClause], Insert]:
+    """PostgreSQL: the INSERT of the deliveries of the events an UPDATE of jobs caused, for
+    one statement with that UPDATE (store.base.with_effects)."""
+    return lambda changed: insert_events(changed, clock, "postgresql")
 
 
 def insert_events(changed: FromClause, clock: Clock, dialect: str):

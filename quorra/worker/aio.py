@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextvars
 import logging
 import threading
 from collections.abc import Awaitable
@@ -72,7 +73,9 @@ class CoroutineRunner:
             if self._closed:
                 _discard(awaitable)
                 raise concurrent.futures.CancelledError("the worker has stopped")
-            future = asyncio.run_coroutine_threadsafe(_await(awaitable), self._started_loop())
+            future = asyncio.run_coroutine_threadsafe(
+                _await(awaitable, contextvars.copy_context()), self._started_loop()
+            )
             self._running.add(future)
             return future
 
@@ -97,7 +100,11 @@ class CoroutineRunner:
             loop.close()
 
 
-async def _await(awaitable: Awaitable[Any]) -> Any:
+async def _await(awaitable: Awaitable[Any], context: contextvars.Context) -> Any:
+    """Await it with the job thread's context variables (the handler's span, when tracing
+    is on): a task starts with the loop thread's own."""
+    for variable, value in context.items():
+        variable.set(value)
     return await awaitable
 
 

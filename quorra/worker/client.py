@@ -61,9 +61,18 @@ def is_retryable_settle_error(error: BaseException) -> bool:
 
 
 class WorkerClient:
-    def __init__(self, target: str, api_key: str, worker_id: str, *, call_timeout: float = CALL_TIMEOUT_SECONDS):
+    def __init__(
+        self,
+        target: str,
+        api_key: str,
+        worker_id: str,
+        *,
+        call_timeout: float = CALL_TIMEOUT_SECONDS,
+        info: pb2.WorkerInfo | None = None,
+    ):
         self.target = target
         self.worker_id = worker_id
+        self.info = info  # sent with each lease: the server shows it in GET /v1/workers
         self.call_timeout = call_timeout
         self.channel = grpc.insecure_channel(target, options=CHANNEL_OPTIONS)
         self.stub = pb2_grpc.WorkerServiceStub(self.channel)
@@ -74,13 +83,7 @@ class WorkerClient:
 
     def lease(self, queues: Sequence[str], max_jobs: int, ttl_seconds: int, wait_seconds: float):
         """Start a LeaseJobs call: iterate it for the jobs; `cancel()` ends it early."""
-        request = pb2.LeaseRequest(
-            worker_id=self.worker_id,
-            queues=list(queues),
-            max_jobs=max_jobs,
-            lease_ttl_seconds=ttl_seconds,
-            wait_seconds=wait_seconds,
-        )
+        request = self._lease_request(queues, max_jobs, ttl_seconds, wait_seconds)
         return self.stub.LeaseJobs(request, metadata=self.metadata, timeout=wait_seconds + self.call_timeout)
 
     def settle_and_lease(
@@ -92,19 +95,29 @@ class WorkerClient:
         settlements: list[pb2.Settlement],
     ):
         """Start a SettleAndLease call: `result()` is the reply (settle results and jobs),
-        `cancel()` ends it early. UNIMPLEMENTED on an older server."""
+        `cancel()` ends it early. UNIMPLEMENTED on an older server. A call that asks for no
+        wait returns at once: it is made here, blocking, and comes back answered (a future
+        costs a channel thread started per call and a hand-over from it)."""
         request = pb2.SettleAndLeaseRequest(
-            lease=pb2.LeaseRequest(
-                worker_id=self.worker_id,
-                queues=list(queues),
-                max_jobs=max_jobs,
-                lease_ttl_seconds=ttl_seconds,
-                wait_seconds=wait_seconds,
-            ),
+            lease=self._lease_request(queues, max_jobs, ttl_seconds, wait_seconds),
             settlements=settlements,
         )
+        if wait_seconds == 0:
+            return Answered(self.stub.SettleAndLease(request, metadata=self.metadata, timeout=self.call_timeout))
         return self.stub.SettleAndLease.future(
             request, metadata=self.metadata, timeout=wait_seconds + self.call_timeout
+        )
+
+    def _lease_request(
+        self, queues: Sequence[str], max_jobs: int, ttl_seconds: int, wait_seconds: float
+    ) -> pb2.LeaseRequest:
+        return pb2.LeaseRequest(
+            worker_id=self.worker_id,
+            queues=list(queues),
+            max_jobs=max_jobs,
+            lease_ttl_seconds=ttl_seconds,
+            wait_seconds=wait_seconds,
+            worker=self.info,
         )
 
     def lease_retrying(self, attempt: Callable[[], Any], stopping, on_retry: Callable[[BaseException], None]) -> Any:
@@ -161,6 +174,19 @@ class WorkerClient:
     def _call_within(self, rpc, request, valid_until: Callable[[], float]):
         timeout = max(0.5, min(self.call_timeout, valid_until() - time.monotonic()))
         return rpc(request, metadata=self.metadata, timeout=timeout)
+
+
+class Answered:
+    """A call made already: a future's result() and cancel(), for a reply in hand."""
+
+    def __init__(self, reply: Any):
+        self._reply = reply
+
+    def result(self, timeout: float | None = None) -> Any:
+        return self._reply
+
+    def cancel(self) -> bool:
+        return False
 
 
 def _log_settle_retry(request: pb2.JobAck | pb2.SettleRequest, state) -> None:

@@ -258,6 +258,10 @@ class Completer:
                 },
             )
         self.heartbeats.untrack(pending.lease.job.id)
+        if result.outcome == R.SETTLED:
+            _settled(pending, status=result.status)
+        else:
+            _settled(pending, error=f"{R.Outcome.Name(result.outcome)}: {result.error}")
 
     # -- one job at a time (AckJob / NackJob) ---------------------------------------------------
 
@@ -271,6 +275,7 @@ class Completer:
             self.heartbeats.untrack(pending.lease.job.id)
         fields = {"worker_id": self.client.worker_id, **pending.lease.job.log_fields()}
         logger.info("job settled", extra={"event": "job.settled", "status": reply.status, **fields})
+        _settled(pending, status=reply.status)
 
     def _send_one(self, pending: Pending) -> pb2.AckResponse:
         job, outcome = pending.lease.job, pending.outcome
@@ -290,6 +295,7 @@ class Completer:
 
     def _failed(self, pending: Pending, error: grpc.RpcError) -> None:
         self.heartbeats.untrack(pending.lease.job.id)
+        _settled(pending, error=f"{error.code().name}: {error.details()}")
         fields = {"code": error.code().name, "error": error.details(), "worker_id": self.client.worker_id}
         fields |= pending.lease.job.log_fields()
         if status_code(error) in LEASE_GONE_CODES:
@@ -305,3 +311,11 @@ class Completer:
     def _release(self, batch: list[Pending]) -> None:
         for pending in batch:
             self.heartbeats.untrack(pending.lease.job.id)
+            _settled(pending, error="not settled")
+
+
+def _settled(pending: Pending, *, status: str = "", error: str = "") -> None:
+    """End the job's settle span, if tracing made one (once)."""
+    on_settled, pending.lease.on_settled = pending.lease.on_settled, None
+    if on_settled is not None:
+        on_settled(status, error)

@@ -8,6 +8,7 @@ import logging
 import math
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import grpc
@@ -31,6 +32,8 @@ class Lease:
     next_beat: float = field(default=0.0)
     settling: bool = False  # its outcome was handed to the completer
     deadline: float = math.inf  # the job's timeout (monotonic): its lease is not extended past it
+    # While tracing is on: ends the job's settle span, with its new status or the error
+    on_settled: Callable[[str, str], None] | None = None
 
 
 class Heartbeats:

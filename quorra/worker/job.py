@@ -12,6 +12,43 @@ from quorra.jobs import JobStatus, ParentOutcome
 from quorra.rpc import quorra_pb2 as pb2
 
 
+class Flag:
+    """threading.Event's interface (is_set, set, clear, wait) for a flag that is seldom
+    waited for: the Event, a Condition and its locks, is made only by a first wait. Two
+    Events per job were a fifth of a worker's CPU with no-op handlers."""
+
+    __slots__ = ("_event", "_set")
+    _lock = threading.Lock()  # one for all flags: held for a few instructions only
+
+    def __init__(self) -> None:
+        self._set = False
+        self._event: threading.Event | None = None
+
+    def is_set(self) -> bool:
+        return self._set
+
+    def set(self) -> None:
+        with Flag._lock:
+            self._set = True
+            if self._event is not None:
+                self._event.set()
+
+    def clear(self) -> None:
+        with Flag._lock:
+            self._set = False
+            if self._event is not None:
+                self._event.clear()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        with Flag._lock:
+            if self._set:
+                return True
+            if self._event is None:
+                self._event = threading.Event()
+            event = self._event
+        return event.wait(timeout)
+
+
 @dataclass(frozen=True)
 class LeasedJob:
     """One attempt of a job, held under `lease_id` until it is acked or nacked.
@@ -39,8 +76,13 @@ class LeasedJob:
     parents: tuple[ParentOutcome, ...] = ()
     workflow_id: str | None = None
     ref: str | None = None  # its name in the workflow
-    lease_lost: threading.Event = field(default_factory=threading.Event, compare=False, repr=False)
-    timed_out: threading.Event = field(default_factory=threading.Event, compare=False, repr=False)
+    # W3C trace context (README, "Tracing"): the submit's, and the parent of the handler's
+    # span when it runs in the submit's trace; None for a job submitted outside any trace.
+    traceparent: str | None = None
+    tracestate: str | None = None
+    parent_traceparent: str | None = None
+    lease_lost: Flag = field(default_factory=Flag, compare=False, repr=False)
+    timed_out: Flag = field(default_factory=Flag, compare=False, repr=False)
 
     @property
     def is_last_attempt(self) -> bool:
@@ -74,6 +116,7 @@ class LeasedJob:
             parents=tuple(map(_parent, message.parents)),
             workflow_id=message.workflow_id or None,
             ref=message.ref or None,
+            **(_trace_fields(message) if message.traceparent else {}),
         )
 
     def log_fields(self) -> dict[str, Any]:
@@ -89,6 +132,14 @@ def _parent(message: pb2.ParentResult) -> ParentOutcome:
         result=json.loads(message.result_json) if message.result_json else None,
         last_error=message.last_error or None,
     )
+
+
+def _trace_fields(message: pb2.Job) -> dict[str, str | None]:
+    return {
+        "traceparent": message.traceparent,
+        "tracestate": message.tracestate or None,
+        "parent_traceparent": message.parent_traceparent or None,
+    }
 
 
 def _time(message: pb2.Job, name: str) -> datetime | None:

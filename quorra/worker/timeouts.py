@@ -21,6 +21,7 @@ policy; the heartbeats stop extending its lease at the timeout.
 from __future__ import annotations
 
 import concurrent.futures
+import contextvars
 import inspect
 import logging
 import threading
@@ -76,8 +77,11 @@ class TimeLimits:
 
     def _in_thread(self, function: Callable[[LeasedJob], Any], job: LeasedJob) -> Any:
         future: concurrent.futures.Future = concurrent.futures.Future()
-        thread = threading.Thread(
-            target=self._run_into, args=(future, function, job), name=f"quorra-handler-{job.id}", daemon=True
+        thread = threading.Thread(  # with the job thread's context variables (the handler's span, if tracing)
+            target=contextvars.copy_context().run,
+            args=(self._run_into, future, function, job),
+            name=f"quorra-handler-{job.id}",
+            daemon=True,
         )
         thread.start()
         concurrent.futures.wait([future], job.timeout_seconds)

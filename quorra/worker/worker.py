@@ -20,7 +20,9 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import queue
+import socket
 import threading
 import time
 import traceback
@@ -29,6 +31,7 @@ from typing import Any
 
 import grpc
 
+from quorra import tracing
 from quorra.config import Settings, dial_target
 from quorra.errors import InvalidConfig
 from quorra.jobs import check_portable_json
@@ -38,7 +41,7 @@ from quorra.shutdown import ShutdownSignal
 from quorra.worker.aio import CoroutineRunner
 from quorra.worker.client import WorkerClient, status_code
 from quorra.worker.completer import Completer, Outcome
-from quorra.worker.heartbeat import Heartbeats
+from quorra.worker.heartbeat import Heartbeats, Lease
 from quorra.worker.job import LeasedJob
 from quorra.worker.registry import Handler, HandlerRegistry, handler
 from quorra.worker.timeouts import TimedOut, TimeLimits, timed_out_error
@@ -50,10 +53,16 @@ MAX_TRACEBACK_CHARS = 4000
 ABANDON_SETTLE_SECONDS = 2.0  # time left to nack the jobs still running when the grace ends
 LEASE_LINGER_SECONDS = 0.005  # with a slot free, how long to wait for the others before leasing
 MAX_CARRIED_SETTLES = 1000  # outcomes one SettleAndLease may carry (the server's limit)
-# Handlers this fast on average (seconds) let the worker lease as many jobs again as it has
-# threads, ahead of them: the next batch is on its way while the last ones run. Slower
-# handlers get no prefetch (a job waiting for a thread would hold a lease others could run).
+# Handlers this fast on average (seconds) let the worker lease jobs ahead of its threads: the
+# next batch is on its way while the last ones run. Slower handlers get no prefetch (a job
+# waiting for a thread would hold a lease others could run).
 PREFETCH_BELOW_SECONDS = 0.02
+# How far ahead: about as many jobs as the threads run in this long (at least as many as
+# there are threads, at most PREFETCH_MAX_FACTOR times that), so that the faster the handlers,
+# the bigger the batches and the fewer the calls per job, and no prefetched job waits for a
+# thread much longer than this.
+PREFETCH_SECONDS = 0.02
+PREFETCH_MAX_FACTOR = 10
 DURATION_WEIGHT = 0.1  # of each new handler duration in the running average
 
 
@@ -81,12 +90,17 @@ class Slots:
     def wait_free(self, stopping: threading.Event, linger: float = 0.0) -> int:
         """Wait for a free slot, then up to `linger` for the others (fast jobs free them
         within moments), so that one lease fills the slots rather than one per job. With
-        a prefetch, the next lease goes out once no job waits for a thread, while the
-        last ones run."""
+        a prefetch, the next lease goes out once half of what is in hand is done, while
+        the rest runs."""
         with self._condition:
             self._condition.wait_for(lambda: self._can_lease() or stopping.is_set())
-            self._condition.wait_for(lambda: self.busy <= self.prefetch or stopping.is_set(), linger)
+            self._condition.wait_for(lambda: self.busy <= self.low_water or stopping.is_set(), linger)
             return self.size + self.prefetch - self.busy
+
+    @property
+    def low_water(self) -> int:
+        """Jobs in hand at which the next lease is due: none without a prefetch, else half."""
+        return (self.size + self.prefetch) // 2 if self.prefetch else 0
 
     def _can_lease(self) -> bool:
         return self.busy < self.size + self.prefetch and not self._backlog_full()
@@ -99,7 +113,7 @@ class Slots:
         with self._condition:
             self.busy -= 1
             # what the waiters wait for: a first free slot, or the end of the queue (all free)
-            if self.busy <= self.prefetch or self.busy == self.size + self.prefetch - 1:
+            if self.busy <= self.low_water or self.busy == self.size + self.prefetch - 1:
                 self._condition.notify_all()
 
     def set_prefetch(self, prefetch: int) -> None:
@@ -129,6 +143,7 @@ class Worker:
         self._jobs: queue.Queue[tuple[pb2.Job, float] | None] = queue.Queue()
         self._call: Any = None
         self._settle_and_lease = True  # False once the server said it has no SettleAndLease
+        self._backlogged = True  # the last lease came back full: the next one carries the outcomes
         self._average_duration = PREFETCH_BELOW_SECONDS  # no prefetch until handlers proved fast
         self._delivering = False  # the current lease call has sent at least one job
         self._call_lock = threading.Lock()
@@ -165,8 +180,10 @@ class Worker:
 
     def start(self) -> Worker:
         """Connect and start leasing in background threads; returns at once."""
+        tracing.setup("worker")  # before the channel is made, so that its calls are traced
         target = dial_target(self.settings.grpc_addr)
-        self.client = WorkerClient(target, self.settings.api_keys[0], self.worker_id)
+        info = pb2.WorkerInfo(host=socket.gethostname(), pid=os.getpid(), handlers=self.registry.job_types)
+        self.client = WorkerClient(target, self.settings.api_keys[0], self.worker_id, info=info)
         self.heartbeats = Heartbeats(self.client, self.ttl_seconds)
         self.heartbeats.start()
         self.completer = Completer(
@@ -295,9 +312,13 @@ class Worker:
         self._lease_streamed(free)
 
     def _lease_with_settles(self, free: int) -> None:
-        """One SettleAndLease: the outcomes waiting go with it (then it asks for no wait, so
-        their answers come at once), the jobs come back in its reply."""
-        carried = self.completer.take(MAX_CARRIED_SETTLES)
+        """One SettleAndLease, the jobs back in its reply. While the queues have a backlog
+        (the last lease came back full), the outcomes waiting go with it: it asks for no
+        wait then, so their answers come at once, and it returns at once anyway. Otherwise
+        it is a plain long poll, in place at once for the next job (an idle worker's start
+        latency), and the completer sends the outcomes on its own (smart batching: carried
+        under load, a call of their own when idle)."""
+        carried = self.completer.take(MAX_CARRIED_SETTLES) if self._backlogged else []
         wait = 0.0 if carried else LEASE_WAIT_SECONDS
         settlements = [pending.settlement() for pending in carried]
         try:
@@ -314,6 +335,7 @@ class Worker:
             self.completer.give_back(carried)
             raise
         self.completer.answered(carried, reply.results)
+        self._backlogged = len(reply.jobs) >= free
         received_at = time.monotonic()
         for message in reply.jobs:
             self._slots.take()
@@ -398,12 +420,14 @@ class Worker:
             return
         lease = self.heartbeats.track(job, received_at)
         try:
-            outcome = self._execute(job)
+            outcome = self._execute(job) if tracing.current is None else self._execute_traced(job, lease)
         except BaseException:
             self.heartbeats.untrack(job.id)
             raise
-        if not self._closed:  # once closed, the grace period ended: the job was nacked already
-            self.completer.settle(lease, outcome)  # the heartbeats go on until it is settled
+        # once closed, the grace period ended: the job was nacked already
+        handed_over = not self._closed and self.completer.settle(lease, outcome)  # heartbeats go on till settled
+        if not handed_over and lease.on_settled is not None:
+            lease.on_settled("", "nacked at the end of the shutdown grace")
 
     def _nack_unreadable(self, message: pb2.Job, received_at: float, error: Exception) -> None:
         deadline = received_at + self.ttl_seconds
@@ -442,11 +466,18 @@ class Worker:
         self._log_outcome(job, outcome, duration)
         return outcome
 
+    def _execute_traced(self, job: LeasedJob, lease: Lease) -> Outcome:
+        """_execute inside the handler's span; the settle span starts as it ends."""
+        with tracing.current.processing(job, self.worker_id) as span:
+            outcome = self._execute(job)
+            tracing.current.processed(span, outcome.succeeded, outcome.error)
+        lease.on_settled = tracing.current.settling(job, self.worker_id, span, outcome.succeeded)
+        return outcome
+
     def _note_duration(self, seconds: float) -> None:
         """Keep the running average of handler durations, and the prefetch it allows."""
         self._average_duration += DURATION_WEIGHT * (seconds - self._average_duration)
-        fast = self._average_duration < PREFETCH_BELOW_SECONDS
-        self._slots.set_prefetch(self.settings.worker_max_jobs if fast else 0)
+        self._slots.set_prefetch(prefetch_for(self._average_duration, self.settings.worker_max_jobs))
 
     def _result_json(self, job: LeasedJob, value: Any) -> str:
         if value is None:
@@ -485,6 +516,16 @@ class Worker:
 
     def _fields(self, job: LeasedJob) -> dict[str, Any]:
         return {"worker_id": self.worker_id, **job.log_fields()}
+
+
+def prefetch_for(average_seconds: float, threads: int) -> int:
+    """Jobs to lease ahead of `threads` whose handlers take `average_seconds` on average."""
+    if average_seconds >= PREFETCH_BELOW_SECONDS:
+        return 0
+    # whole multiples of `threads`: the prefetch changes (and wakes the lease loop) only
+    # when the average moves a lot, not after every job
+    factor = min(PREFETCH_MAX_FACTOR, max(1, int(PREFETCH_SECONDS / max(average_seconds, 1e-6))))
+    return threads * factor
 
 
 def encodable(text: str) -> str:

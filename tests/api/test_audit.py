@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from tests.api.conftest import AUTH, assert_error
-from tests.factories import dead_job, make_job
+from tests.factories import dead_job, make_job, succeeded_job
 
 SCHEDULE = {"name": "nightly", "cron": "0 3 * * *", "job": {"type": "report", "payload": {}}}
 
@@ -35,13 +35,24 @@ def test_every_operator_action_of_the_api_is_audited(client, store):
         response = getattr(client, method)(path, json=body, headers={**AUTH, "X-Request-ID": f"r{number}"})
         assert response.status_code < 300, response.get_data(as_text=True)
     webhook_id = response.get_json()["id"]
-    client.delete(f"/v1/webhooks/{webhook_id}", headers={**AUTH, "X-Request-ID": "r9"})
+    gone = succeeded_job(store, queue="old")
+    succeeded_job(store, queue="old")
+    more = [
+        ("delete", f"/v1/webhooks/{webhook_id}", None),
+        ("delete", f"/v1/jobs/{gone.id}", None),
+        ("delete", "/v1/jobs", {"queue": "old", "status": "succeeded"}),
+        ("post", "/v1/queues/payments/pause", None),
+        ("post", "/v1/queues/payments/resume", None),
+    ]
+    for number, (method, path, body) in enumerate(more, start=len(calls)):
+        response = getattr(client, method)(path, json=body, headers={**AUTH, "X-Request-ID": f"r{number}"})
+        assert response.status_code < 300, response.get_data(as_text=True)
 
     logged = list(reversed(entries(client)))
     assert [(e["action"], e["target"], e["request_id"]) for e in logged] == [
         ("job.cancel", cancelled.id, "r0"),
         ("job.retry", retried.id, "r1"),
-        ("jobs.retry_dead", "payments", "r2"),
+        ("jobs.retry", "payments", "r2"),
         ("schedule.create", "nightly", "r3"),
         ("schedule.update", "nightly", "r4"),
         ("schedule.pause", "nightly", "r5"),
@@ -49,12 +60,18 @@ def test_every_operator_action_of_the_api_is_audited(client, store):
         ("schedule.delete", "nightly", "r7"),
         ("webhook.create", webhook_id, "r8"),
         ("webhook.delete", webhook_id, "r9"),
+        ("job.delete", gone.id, "r10"),
+        ("jobs.delete", "old", "r11"),
+        ("queue.pause", "payments", "r12"),
+        ("queue.resume", "payments", "r13"),
     ]
     assert {e["actor"] for e in logged} == {logged[0]["actor"]} and logged[0]["actor"].startswith("env-key:")
     assert {(e["tenant"], e["remote_addr"]) for e in logged} == {("default", "127.0.0.1")}
-    assert logged[2]["details"] == {"count": 1}
+    assert logged[2]["details"] == {"status": "dead", "count": 1}
     assert logged[4]["details"] == {"fields": ["cron"]}
     assert logged[8]["details"] == {"url": "https://example.com/hooks"}  # never its secret
+    assert logged[10]["details"] == {"queue": "old", "type": gone.type}
+    assert logged[11]["details"] == {"status": "succeeded", "count": 1}
 
 
 def test_reads_and_submissions_are_not_audited(client, store):
@@ -76,7 +93,7 @@ def test_entries_are_filtered_and_paged(client, store):
         client.post(f"/v1/jobs/{make_job(store).id}/cancel", headers=AUTH)
     client.post("/v1/jobs/retry", json={"queue": "q"}, headers=AUTH)
 
-    assert [e["action"] for e in entries(client, "?action=jobs.retry_dead")] == ["jobs.retry_dead"]
+    assert [e["action"] for e in entries(client, "?action=jobs.retry")] == ["jobs.retry"]
     assert len(entries(client, "?action=job.cancel")) == 3
     first = client.get("/v1/audit?limit=2", headers=AUTH).get_json()
     second = client.get(f"/v1/audit?limit=2&cursor={first['next_cursor']}", headers=AUTH).get_json()
@@ -88,7 +105,7 @@ def test_entries_are_filtered_and_paged(client, store):
     assert entries(client, f"?since={newest}&until={newest}") == []  # an empty window, not an error
     actor = first["entries"][0]["actor"]
     assert len(entries(client, f"?actor={actor}")) == 4
-    assert entries(client, "?target=q")[0]["action"] == "jobs.retry_dead"
+    assert entries(client, "?target=q")[0]["action"] == "jobs.retry"
 
 
 @pytest.mark.parametrize(

@@ -30,7 +30,7 @@ def sample(samples: Samples, name: str, **labels: str) -> float | None:
 
 
 class Deployment:
-    def __init__(self, database_url: str, metrics_dir: Path):
+    def __init__(self, database_url: str, metrics_dir: Path, **env: str):
         self.metrics_dir = metrics_dir
         self.grpc_port = free_port()
         http_port = free_port()
@@ -43,6 +43,7 @@ class Deployment:
             QUORRA_SCHEDULER_INTERVAL="0.2s",
             QUORRA_POLL_INTERVAL="0.2s",
             QUORRA_LOG_LEVEL="info",
+            **env,
         )
         self.servers = {role: QuorraProcess(role, self.env) for role in SERVER_ROLES}
         self.workers: list[WorkerProcess] = []

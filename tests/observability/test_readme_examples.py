@@ -17,12 +17,13 @@ _QUORRACTL_QUEUE = re.compile(r"quorractl enqueue .*--queue (\S+)")
 
 
 def readme_jobs() -> list[dict]:
-    """The job bodies of the README's curl examples (a batch counts as its jobs, a schedule
-    as its job template)."""
+    """The job bodies of the README's curl examples (a batch or a workflow counts as its jobs,
+    a schedule as its job template); bodies that create no job (webhooks, keys, filters of
+    bulk actions) are left out."""
     jobs = []
     for body in _CURL_BODY.findall((REPO / "README.md").read_text()):
         document = json.loads(body)
-        jobs.extend(document.get("jobs", [document.get("job", document)]))
+        jobs.extend(job for job in document.get("jobs", [document.get("job", document)]) if "type" in job)
     return jobs
 
 

@@ -10,9 +10,10 @@ import pytest
 
 from quorra.audit import Action, Actor, AuditEntry
 from quorra.errors import IllegalTransition, ScheduleNotFound
+from quorra.jobs import JobStatus
 from quorra.keys import KeySpec
 from quorra.schedules import ScheduleSpec
-from quorra.store import AuditFilter
+from quorra.store import AuditFilter, JobFilter
 from quorra.webhooks import WebhookSpec, new_secret
 from tests.factories import dead_job, make_job, succeeded_job
 
@@ -82,6 +83,15 @@ def test_every_audited_store_verb_writes_its_entry(store):
         audit=entry(Action.WEBHOOK_CREATE),
     )
     store.delete_webhook(hook.id, audit=entry(Action.WEBHOOK_DELETE, hook.id))
+    dead_job(store, queue="bulk")
+    store.retry_matching(JobFilter("bulk", JobStatus.DEAD), audit=entry(Action.JOBS_RETRY, "bulk"))
+    gone = succeeded_job(store, queue="old")
+    succeeded_job(store, queue="old")
+    store.delete_job(gone.id, audit=entry(Action.JOB_DELETE, gone.id))
+    store.delete_matching(JobFilter("old", JobStatus.SUCCEEDED), audit=entry(Action.JOBS_DELETE, "old"))
+    store.set_queue_paused("bulk", True, audit=entry(Action.QUEUE_PAUSE, "bulk"))
+    store.set_queue_paused("bulk", False, audit=entry(Action.QUEUE_RESUME, "bulk"))
+    store.record_event(entry(Action.DASHBOARD_SIGNIN, ALICE.subject))
 
     records = list(reversed(only(store)))
     assert [r.action for r in records] == [
@@ -96,6 +106,12 @@ def test_every_audited_store_verb_writes_its_entry(store):
         "key.revoke",
         "webhook.create",
         "webhook.delete",
+        "jobs.retry",
+        "job.delete",
+        "jobs.delete",
+        "queue.pause",
+        "queue.resume",
+        "dashboard.signin",
     ]
     assert {a.value for a in Action} == {r.action for r in records} | {"job.cancel"}  # every action is walked
     by_action = {r.action: r for r in records}
@@ -105,6 +121,16 @@ def test_every_audited_store_verb_writes_its_entry(store):
     assert by_action["key.revoke"].target == created.key.id
     assert by_action["webhook.create"].target == hook.id and hook.secret not in str(by_action["webhook.create"])
     assert store.get_job(dead.id).status.value == "pending"
+    assert by_action["jobs.retry"].details == {"count": 1}
+    assert by_action["job.delete"].details == {"queue": "old", "type": gone.type}
+    assert by_action["jobs.delete"].details == {"count": 1}
+
+
+def test_a_refused_delete_leaves_no_entry(store):
+    job = make_job(store)
+    with pytest.raises(IllegalTransition):
+        store.delete_job(job.id, audit=entry(Action.JOB_DELETE, job.id))
+    assert only(store) == []
 
 
 def test_entries_are_listed_newest_first_in_keyset_pages(store):

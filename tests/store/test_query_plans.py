@@ -112,7 +112,10 @@ def test_postgres_lease_reads_few_rows_of_ix_jobs_ready_in_every_shape(postgres_
             assert leased, shape
             scans = {(node["Node Type"], node.get("Index Name")) for node in nodes if "Scan" in node["Node Type"]}
             scans = {scan for scan in scans if scan[0] not in ("CTE Scan", "WorkTable Scan", "Subquery Scan")}
-            assert {index for _, index in scans} <= {"ix_jobs_ready", "pk_jobs"}, (shape, scans)
+            assert {index for _, index in scans} <= {"ix_jobs_ready", "pk_jobs", "pk_queues"}, (shape, scans)
+            # and each queue's pause flag is read by primary key, once per priority level at most
+            pause_probes = [node for node in nodes if node.get("Index Name") == "pk_queues"]
+            assert sum(node.get("Actual Loops", 1) for node in pause_probes) <= 2 * 4 * len(queues), (shape, nodes)
             busiest = max(_rows_handled(node) for node in nodes)
             assert busiest <= 4 * LEASE_BATCH * len(queues), (shape, busiest)
     finally:
@@ -190,6 +193,8 @@ def _assert_searches_ready_index(plan: str, shape: str) -> None:
         if "jobs" in line:
             searches = [f"SEARCH jobs USING INDEX ix_jobs_ready {terms}" for terms in READY_INDEX_SEARCHES]
             assert line in searches or line.endswith("(id=?)"), (shape, plan)
+        if "queues" in line:  # the pause flag, by primary key
+            assert line.endswith("USING INDEX sqlite_autoindex_queues_1 (name=?)"), (shape, plan)
 
 
 def test_wake_up_query_reads_ix_jobs_due(store):

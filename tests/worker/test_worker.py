@@ -11,6 +11,7 @@ import pytest
 
 from quorra.jobs import JobStatus
 from quorra.notify import make_notifier
+from quorra.worker.worker import PREFETCH_BELOW_SECONDS, PREFETCH_MAX_FACTOR, PREFETCH_SECONDS, prefetch_for
 from tests import factories
 from tests.conftest import free_port
 from tests.rpc.support import running_server
@@ -112,9 +113,17 @@ def test_fast_handlers_let_the_worker_lease_ahead_of_its_threads(grpc_server, st
     notifier.publish("work")
     assert all(settled(store, job.id).status is JobStatus.SUCCEEDED for job in jobs)
 
-    # Then it asked for more jobs than it has threads (as many again, at most), and ran each once
-    assert max(asked) == 4
+    # Then it asked for more jobs than it has threads (PREFETCH_MAX_FACTOR times as many again,
+    # at most), and ran each once
+    assert 2 < max(asked) <= 2 * (1 + PREFETCH_MAX_FACTOR)
     assert [store.get_job(job.id).attempts for job in jobs] == [1] * 60
+
+
+def test_the_faster_the_handlers_the_further_ahead_the_worker_leases():
+    assert prefetch_for(PREFETCH_BELOW_SECONDS, threads=4) == 0  # slow: none
+    assert prefetch_for(PREFETCH_SECONDS / 1.5, threads=4) == 4  # as many again as there are threads
+    assert prefetch_for(PREFETCH_SECONDS / 3.5, threads=4) == 12  # whole multiples of the threads
+    assert prefetch_for(0.0, threads=4) == 4 * PREFETCH_MAX_FACTOR  # at most this many
 
 
 def test_slow_handlers_get_no_prefetch(grpc_server, store, make_worker):

@@ -5,8 +5,8 @@ found by their prefix; revoked, never deleted.
 audit_log: one row per operator action, written in the action's own transaction.
 Both carry a tenant (default 'default'), so tenants land without migrating these tables.
 
-Revision ID: 0007
-Revises: 0006
+Revision ID: 0009
+Revises: 0008
 Create Date: 2026-12-02
 """
 
@@ -15,8 +15,8 @@ from alembic import op
 
 from quorra.schema import Document, UTCDateTime
 
-revision = "0007"
-down_revision = "0006"
+revision = "0009"
+down_revision = "0008"
 branch_labels = None
 depends_on = None
 
