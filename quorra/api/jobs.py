@@ -295,6 +295,7 @@ class BulkFilter(BaseModel):
     type: TypeName | None = None
     created_from: UtcTime | None = None  # created at or after
     created_to: UtcTime | None = None  # created before
+    payload_contains: SearchText | None = None  # as the list's search finds it
     status: str  # narrowed by each action
 
     @classmethod
@@ -305,7 +306,9 @@ class BulkFilter(BaseModel):
             raise InvalidArgument("invalid filter", details=describe_errors(exc)) from None
 
     def job_filter(self) -> JobFilter:
-        return JobFilter(self.queue, JobStatus(self.status), self.type, self.created_from, self.created_to)
+        return JobFilter(
+            self.queue, JobStatus(self.status), self.type, self.created_from, self.created_to, self.payload_contains
+        )
 
 
 class RetryFilter(BulkFilter):

@@ -91,13 +91,14 @@ class JobsQuery(BaseModel):
 
     def bulk_filter(self, status: JobStatus) -> BulkFilter:
         """The jobs a bulk action of this view acts on: every `status` job that matches, not
-        only the page shown. Bulk actions take a queue, a type and a time range; a search
-        is refused rather than ignored, so that no action reaches more jobs than were asked."""
+        only the page shown: its queue, type, time range and payload search. A search by job
+        id is refused rather than ignored (the job's own page acts on one job), so that no
+        action reaches more jobs than were asked."""
         if self.queue is None:
             raise InvalidArgument("choose a queue first: bulk actions act on one queue's jobs")
-        if self.q is not None:
-            raise InvalidArgument("clear the search first: bulk actions act on a queue, a type and a time range")
-        return BulkFilter(self.queue, status, self.type, self.since, self.until)
+        if self.job_id is not None:
+            raise InvalidArgument("a search by job id chooses one job: act on it from its page")
+        return BulkFilter(self.queue, status, self.type, self.since, self.until, self.q)
 
     @property
     def is_filtered(self) -> bool:

@@ -157,11 +157,16 @@ def job(job_id: str):
         abort(404, f"No job has the id {job_id!r}.")
     store = dashboard().store
     found, attempts = store.job_attempts(canonical)
+    # Only a job in a dependency graph has links to read.
+    in_graph = found.pending_parents is not None or found.has_dependants
+    parents, dependants = store.links(canonical) if in_graph else ([], [])
     return page(
         "job.html",
         "_job.html",
         job=found,
         attempts=attempts,
+        parents=parents,
+        dependants=dependants,
         now=store.database_now(),
         show_payloads=show_payloads(),
         retryable=_values(RETRYABLE),

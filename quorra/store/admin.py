@@ -49,6 +49,7 @@ from quorra.store.base import (
     log_failed_attempt,
     log_transition,
     logger,
+    payload_contains,
     status_in,
     status_values,
     to_job,
@@ -187,7 +188,7 @@ class Admin(StoreBase):
             clock = self._clock(now)
             statement = (
                 update(jobs)
-                .where(*_matching(jobs, chosen), _unique_slot_free(chosen))
+                .where(*_matching(jobs, chosen, self.dialect), _unique_slot_free(chosen, self.dialect))
                 .values(requeued(clock))
                 .returning(jobs.c.type, jobs.c.id, jobs.c.has_dependants, jobs.c.workflow_id)
             )
@@ -213,7 +214,7 @@ class Admin(StoreBase):
         if chosen.status not in TERMINAL:
             raise InvalidArgument(f"only finished jobs ({', '.join(status_values(TERMINAL))}) can be deleted")
         with self._transaction() as conn:
-            doomed = select(jobs.c.id).where(*_matching(jobs, chosen), ~_awaited())
+            doomed = select(jobs.c.id).where(*_matching(jobs, chosen, self.dialect), ~_awaited())
             deleted = self._delete_jobs(conn, doomed, with_keys=True)
             record_audit(conn, self._clock(None), audit and audit.with_details(count=deleted))
         logger.info("jobs deleted", extra={**_filter_fields(chosen), "event": "jobs.deleted", "count": deleted})
@@ -360,7 +361,7 @@ def requeued(clock: Clock) -> dict[str, Any]:
     }
 
 
-def _matching(table, chosen: JobFilter) -> list[ColumnElement]:
+def _matching(table, chosen: JobFilter, dialect: str) -> list[ColumnElement]:
     """The filter as terms over `table` (jobs or an alias of it)."""
     guard = [table.c.status == chosen.status.value, table.c.queue == chosen.queue]
     if chosen.type is not None:
@@ -369,6 +370,8 @@ def _matching(table, chosen: JobFilter) -> list[ColumnElement]:
         guard.append(table.c.created_at >= literal(chosen.created_from, UTCDateTime))
     if chosen.created_to is not None:
         guard.append(table.c.created_at < literal(chosen.created_to, UTCDateTime))
+    if chosen.payload_contains:
+        guard.append(payload_contains(table, chosen.payload_contains, dialect))
     return guard
 
 
@@ -399,7 +402,7 @@ def _filter_fields(chosen: JobFilter) -> dict[str, Any]:
     return {"queue": chosen.queue, "status": chosen.status.value, "job_type": chosen.type}
 
 
-def _unique_slot_free(chosen: JobFilter) -> ColumnElement:
+def _unique_slot_free(chosen: JobFilter, dialect: str) -> ColumnElement:
     """A job that may go back to pending without breaking a unique slot: not unique, or no
     other job holds its slot and it is the last (by id) of the jobs retried with it that
     share the slot. A unique job whose slot is taken stays where it is."""
@@ -407,5 +410,7 @@ def _unique_slot_free(chosen: JobFilter) -> ColumnElement:
     held_by_another = exists().where(
         holder.c.unique_key == jobs.c.unique_key, holder.c.id != jobs.c.id, unique_slot_held(holder)
     )
-    later_twin = exists().where(twin.c.unique_key == jobs.c.unique_key, twin.c.id > jobs.c.id, *_matching(twin, chosen))
+    later_twin = exists().where(
+        twin.c.unique_key == jobs.c.unique_key, twin.c.id > jobs.c.id, *_matching(twin, chosen, dialect)
+    )
     return or_(jobs.c.unique_key.is_(None), and_(~held_by_another, ~later_twin))

@@ -5,6 +5,7 @@ form of a failed attempt (quorra.jobs' rule)."""
 from __future__ import annotations
 
 import enum
+import json
 import logging
 import re
 import uuid
@@ -17,9 +18,11 @@ from typing import Any, NamedTuple, Self
 from sqlalchemy import (
     Connection,
     Engine,
+    Text,
     and_,
     bindparam,
     case,
+    cast,
     func,
     literal,
     select,
@@ -305,13 +308,15 @@ def unique_slot_held(table) -> ColumnElement:
 @dataclass(frozen=True)
 class JobFilter:
     """The jobs a bulk action (retry, delete) applies to: one queue, one status, and
-    optionally a type and a created_at range [created_from, created_to)."""
+    optionally a type, a created_at range [created_from, created_to) and a text the payload
+    contains (as the job list's search finds it)."""
 
     queue: str
     status: JobStatus
     type: str | None = None
     created_from: datetime | None = None
     created_to: datetime | None = None
+    payload_contains: str | None = None
 
 
 # List filters beyond the stored statuses: a pending job is SCHEDULED until its run_at, READY after.
@@ -338,6 +343,18 @@ def job_filters(
     if created_to is not None:
         where.append(jobs.c.created_at < literal(created_to, UTCDateTime))
     return where
+
+
+def payload_contains(table, text: str, dialect: str) -> ColumnElement:
+    """`table`'s payload holds `text`, as it appears inside a JSON string of the stored
+    payload: quotes and backslashes escaped, and on SQLite (stored by json.dumps) non-ASCII
+    as \\uXXXX. Case-insensitive; % and _ are literal."""
+    text = json.dumps(text, ensure_ascii=dialect == "sqlite")[1:-1]
+    pattern = "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+    payload = cast(table.c.payload, Text)
+    if dialect == "postgresql":
+        return payload.ilike(pattern, escape="\\")
+    return payload.like(pattern, escape="\\")  # SQLite's LIKE ignores ASCII case
 
 
 def with_effects(statement, *effects: Callable[[CTE], Insert]) -> Select:

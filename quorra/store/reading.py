@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections import Counter
 from dataclasses import dataclass
@@ -39,6 +38,7 @@ from quorra.store.base import (
     to_job,
     utcnow,
 )
+from quorra.store.base import payload_contains as payload_contains_term
 from quorra.store.dependencies import links_of, to_workflow
 from quorra.workflows import Workflow, WorkflowStatus, workflow_status
 
@@ -110,7 +110,7 @@ class Reading(StoreBase):
         if job_id is not None:
             where.append(jobs.c.id == _job_id(job_id))
         if payload_contains:
-            where.append(self._payload_contains(payload_contains))
+            where.append(payload_contains_term(jobs, payload_contains, self.dialect))
         with self._transaction() as conn:
             if bodies and max_bytes is not None:
                 rows, next_cursor = self._list_within_bytes(conn, where, limit, max_bytes)
@@ -139,16 +139,6 @@ class Reading(StoreBase):
         else:
             size = [func.length(cast(jobs.c[name], LargeBinary)) for name in _BODIES]
         return func.coalesce(size[0], 0) + func.coalesce(size[1], 0)
-
-    def _payload_contains(self, text: str) -> ColumnElement:
-        # As the text appears inside a JSON string of the stored payload: quotes and
-        # backslashes escaped, and on SQLite (stored by json.dumps) non-ASCII as \uXXXX.
-        text = json.dumps(text, ensure_ascii=self.dialect == "sqlite")[1:-1]
-        pattern = "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-        payload = cast(jobs.c.payload, Text)
-        if self.dialect == "postgresql":
-            return payload.ilike(pattern, escape="\\")
-        return payload.like(pattern, escape="\\")  # SQLite's LIKE ignores ASCII case
 
     def queue_counts(self) -> list[QueueCount]:
         """How many jobs each queue holds in each status (GoQuorra's /v1/queues)."""

@@ -46,6 +46,18 @@ def test_retry_takes_the_same_filter(client, store):
     assert client.post("/v1/jobs/retry", json={"queue": "r"}, headers=AUTH).get_json() == {"retried": 1}
 
 
+def test_bulk_filters_take_the_payload_search(client, store):
+    ada = dead_job(store, queue="s", payload={"to": "Ada@example.com", "note": "100%"})
+    bob = dead_job(store, queue="s", payload={"to": "bob@example.com", "note": "100 percent"})
+
+    retried = client.post("/v1/jobs/retry", json={"queue": "s", "payload_contains": "ada@"}, headers=AUTH)
+    deleted = client.delete("/v1/jobs", json={"queue": "s", "status": "dead", "payload_contains": "0%"}, headers=AUTH)
+
+    assert retried.get_json() == {"retried": 1} and store.get_job(ada.id).status.value == "pending"
+    assert deleted.get_json() == {"deleted": 0}  # % is literal: only ada's note has "0%", and ada is not dead
+    assert store.get_job(bob.id).status.value == "dead"
+
+
 def test_delete_one_finished_job(client, store):
     job = dead_job(store)
     response = client.delete(f"/v1/jobs/{job.id}", headers=AUTH)

@@ -191,10 +191,18 @@ def test_retry_all_honours_the_time_range(client, store):
     assert store.get_job(old.id).status.value == "dead"
 
 
-def test_bulk_actions_refuse_a_search_they_could_not_honour(client, store):
-    job = dead_job(store, queue="email", payload={"to": "ada@example.com"})
-    response = post(client, "/dead/delete", queue="email", q="ada")
+def test_bulk_actions_honour_the_payload_search_and_refuse_a_job_id(client, store):
+    ada = dead_job(store, queue="email", payload={"to": "ada@example.com"})
+    bob = dead_job(store, queue="email", payload={"to": "bob@example.com"})
+    assert "that matches this filter" in text(client.get("/dead?queue=email&q=ada"))
+
+    response = post(client, "/dead/delete", queue="email", q="ADA")
     assert response.status_code == 302
-    assert "clear the search first" in text(client.get("/"))
-    assert store.get_job(job.id).status.value == "dead"
-    assert "clear the search to retry or delete in bulk" in text(client.get("/dead?queue=email&q=ada"))
+    assert "1 dead job of email deleted." in text(client.get(response.headers["Location"]))
+    assert client.get(f"/jobs/{ada.id}").status_code == 404
+    assert store.get_job(bob.id).status.value == "dead"
+
+    response = post(client, "/dead/retry", queue="email", q=bob.id)
+    assert response.status_code == 302
+    assert "act on it from its page" in text(client.get("/"))
+    assert store.get_job(bob.id).status.value == "dead"

@@ -95,6 +95,20 @@ def test_the_job_page_shows_payload_result_error_and_lease(client, store):
     assert "worker-a" in page  # the lease holder
 
 
+def test_the_job_page_links_a_job_s_parents_and_dependants(client, store):
+    parent = make_job(store)
+    child = make_job(store, depends_on=[parent.id], on_parent_failure="run")
+
+    parent_page = text(client.get(f"/jobs/{parent.id}"))
+    child_page = text(client.get(f"/jobs/{child.id}"))
+    plain_page = text(client.get(f"/jobs/{make_job(store).id}"))
+
+    assert f'<a href="/jobs/{child.id}"><code>{child.id}</code></a>' in parent_page
+    assert f'<a href="/jobs/{parent.id}"><code>{parent.id}</code></a>' in child_page
+    assert "1 not yet succeeded; if one fails: run" in child_page
+    assert "depends on" not in plain_page and "dependants" not in plain_page
+
+
 def test_an_unknown_job_is_a_404_page(client):
     assert client.get("/jobs/6f1d3c2e-0000-4000-8000-000000000000").status_code == 404
     assert client.get("/jobs/not-an-id").status_code == 404
