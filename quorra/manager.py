@@ -437,4 +437,6 @@ def _filter_details(chosen: JobFilter) -> dict[str, Any]:
         details["created_from"] = chosen.created_from.isoformat()
     if chosen.created_to is not None:
         details["created_to"] = chosen.created_to.isoformat()
+    if chosen.payload_contains is not None:
+        details["payload_contains"] = chosen.payload_contains
     return details

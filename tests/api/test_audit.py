@@ -40,7 +40,7 @@ def test_every_operator_action_of_the_api_is_audited(client, store):
     more = [
         ("delete", f"/v1/webhooks/{webhook_id}", None),
         ("delete", f"/v1/jobs/{gone.id}", None),
-        ("delete", "/v1/jobs", {"queue": "old", "status": "succeeded"}),
+        ("delete", "/v1/jobs", {"queue": "old", "status": "succeeded", "payload_contains": "example.com"}),
         ("post", "/v1/queues/payments/pause", None),
         ("post", "/v1/queues/payments/resume", None),
     ]
@@ -71,7 +71,7 @@ def test_every_operator_action_of_the_api_is_audited(client, store):
     assert logged[4]["details"] == {"fields": ["cron"]}
     assert logged[8]["details"] == {"url": "https://example.com/hooks"}  # never its secret
     assert logged[10]["details"] == {"queue": "old", "type": gone.type}
-    assert logged[11]["details"] == {"status": "succeeded", "count": 1}
+    assert logged[11]["details"] == {"status": "succeeded", "payload_contains": "example.com", "count": 1}
 
 
 def test_reads_and_submissions_are_not_audited(client, store):
