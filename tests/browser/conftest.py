@@ -30,7 +30,10 @@ PHONE = {"width": 390, "height": 844}
 WAIT_MS = 60_000  # generous: the machine may be busy; a pass never waits this long
 
 
-@pytest.fixture(scope="session")
+# Module scope, not session: playwright's sync API keeps an event loop running in this thread
+# while it is open, and asyncio.run() (the async client's tests, on the same xdist worker
+# later) refuses to start inside one. The module's tests run together (one xdist group).
+@pytest.fixture(scope="module")
 def browser():
     if not CHROMIUM.exists():
         pytest.skip(f"no browser at {CHROMIUM}: apt-get install chromium")
