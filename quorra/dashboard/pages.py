@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 from flask import abort, render_template, request
 
@@ -129,25 +130,33 @@ def _per_minute(counts) -> list[tuple[datetime, int, int]]:
 @bp.get("/jobs")
 def jobs():
     chosen = JobsQuery.from_args(request.args)
-    cursors = PageCursors(dashboard().settings.session_keys[0])
     store = dashboard().store
-    job_page = store.list_jobs(
-        **chosen.store_filter(),
-        limit=PAGE_SIZE,
-        cursor=cursors.decode(chosen.cursor) if chosen.cursor else None,
-        bodies=False,
-    )
-    next_cursor = cursors.encode(job_page.next_cursor) if job_page.next_cursor else None
+    found, next_query = _jobs_page(chosen)
     return page(
         "jobs.html",
         "_jobs.html",
-        jobs=job_page.jobs,
+        jobs=found,
         chosen=chosen,
-        next_query=chosen.url_query(cursor=next_cursor) if next_cursor else None,
+        next_query=next_query,
         now=store.database_now(),
         statuses=STATUS_CHOICES,
         queues=sorted({count.queue for count in store.queue_counts()}),
     )
+
+
+def _jobs_page(chosen: JobsQuery, **overrides: Any) -> tuple[list[Job], str | None]:
+    """One page of the jobs `chosen` picks (newest first, without bodies), and the query
+    string of the next page, if there is one; `overrides` replace filter fields."""
+    cursors = PageCursors(dashboard().settings.session_keys[0])
+    job_page = dashboard().store.list_jobs(
+        **(chosen.store_filter() | overrides),
+        limit=PAGE_SIZE,
+        cursor=cursors.decode(chosen.cursor) if chosen.cursor else None,
+        bodies=False,
+    )
+    if job_page.next_cursor is None:
+        return job_page.jobs, None
+    return job_page.jobs, chosen.url_query(cursor=cursors.encode(job_page.next_cursor))
 
 
 @bp.get("/jobs/<job_id>")
@@ -203,20 +212,13 @@ def dead_letters():
     store = dashboard().store
     now = store.database_now()
     rows = queue_rows(now)
-    cursors = PageCursors(dashboard().settings.session_keys[0])
-    job_page = store.list_jobs(
-        **(chosen.store_filter() | {"status": JobStatus.DEAD.value}),
-        limit=PAGE_SIZE,
-        cursor=cursors.decode(chosen.cursor) if chosen.cursor else None,
-        bodies=False,
-    )
-    next_cursor = cursors.encode(job_page.next_cursor) if job_page.next_cursor else None
+    found, next_query = _jobs_page(chosen, status=JobStatus.DEAD.value)
     return page(
         "dead.html",
         "_jobs.html",
-        jobs=job_page.jobs,
+        jobs=found,
         chosen=chosen,
-        next_query=chosen.url_query(cursor=next_cursor) if next_cursor else None,
+        next_query=next_query,
         now=now,
         dead_by_queue={row.name: row.counts[JobStatus.DEAD.value] for row in rows if row.counts[JobStatus.DEAD.value]},
         queues=[row.name for row in rows],
