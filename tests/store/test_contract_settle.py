@@ -155,6 +155,12 @@ def test_a_pooled_connection_the_server_closed_costs_no_error(store, database_ur
             ),
             {"d": name},
         )
+        # pg_terminate_backend only signals: wait until the sessions have ended (and so
+        # closed their sockets), as they have after a restart
+        others = text("SELECT count(*) FROM pg_stat_activity WHERE datname = :d AND pid <> pg_backend_pid()")
+        deadline = time.monotonic() + 30
+        while conn.execute(others, {"d": name}).scalar() and time.monotonic() < deadline:
+            time.sleep(0.05)
     admin.dispose()
 
     # When the store is used again, without pool_pre_ping
