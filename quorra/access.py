@@ -20,6 +20,9 @@ from typing import Literal
 from quorra.errors import PermissionDenied
 
 DEFAULT_TENANT = "default"
+# The tenant of a worker key that serves every tenant's queues (a shared fleet of workers);
+# only the worker role may have it, as it reads and acts on no tenant's jobs but its leases.
+ALL_TENANTS = "*"
 
 
 class Permission(enum.StrEnum):

@@ -214,6 +214,7 @@ class Job:
     cancelled_by_parent: str | None = None  # the failed parent that cancelled it (revived on its retry)
     traceparent: str | None = None  # the W3C trace context of the submit (TraceContext),
     tracestate: str | None = None  # None when it was submitted outside any trace
+    tenant: str = "default"  # whose job it is (quorra.access.DEFAULT_TENANT)
     parents: tuple[ParentOutcome, ...] | None = None  # read for a lease only, not a column
 
     def to_dict(self) -> dict[str, Any]:

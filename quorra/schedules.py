@@ -249,6 +249,7 @@ class Schedule:
     last_run_at: datetime | None = None
     last_job_id: str | None = None
     last_job_status: str | None = None
+    tenant: str = "default"
 
     def spec(self) -> ScheduleSpec:
         return ScheduleSpec(

@@ -21,6 +21,7 @@ from sqlalchemy import (
     Table,
     Text,
     TypeDecorator,
+    UniqueConstraint,
     Uuid,
     text,
 )
@@ -72,6 +73,9 @@ jobs = Table(
     "jobs",
     metadata,
     Column("id", Uuid(as_uuid=False), primary_key=True),
+    # Whose job it is (quorra.access: a key acts on its tenant's jobs only); "default" for
+    # every job of a deployment that never names a tenant.
+    Column("tenant", String(100), nullable=False, server_default=text("'default'")),
     Column("type", String(200), nullable=False),
     Column("queue", String(100), nullable=False),
     Column("payload", Document, nullable=False),
@@ -112,11 +116,14 @@ jobs = Table(
     CheckConstraint("attempts >= 0 AND max_retries >= 0", name="counts"),
 )
 
-# The lease query: waiting jobs of a queue, best first, walked one priority level at a time
-# (Store._ready_cte). Partial, so finished jobs cost nothing.
+# The lease query: waiting jobs of a queue and tenant, best first, walked one priority level
+# at a time (leasing._ready_cte). Queue before tenant, so a lease for every tenant finds the
+# tenants that have jobs in a queue by skipping through this index. Partial, so finished
+# jobs cost nothing.
 Index(
     "ix_jobs_ready",
     jobs.c.queue,
+    jobs.c.tenant,
     jobs.c.priority.desc(),
     jobs.c.run_at,
     jobs.c.id,
@@ -193,6 +200,7 @@ workflows = Table(
     "workflows",
     metadata,
     Column("id", Uuid(as_uuid=False), primary_key=True),
+    Column("tenant", String(100), nullable=False, server_default=text("'default'")),
     Column("name", String(200)),
     Column("status", String(16), nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
@@ -205,7 +213,8 @@ schedules = Table(
     "schedules",
     metadata,
     Column("id", Uuid(as_uuid=False), primary_key=True),
-    Column("name", String(200), nullable=False, unique=True),
+    Column("tenant", String(100), nullable=False, server_default=text("'default'")),
+    Column("name", String(200), nullable=False),
     Column("cron", String(200)),
     Column("interval_seconds", Integer),
     Column("timezone", String(64), nullable=False, server_default=text("'UTC'")),
@@ -224,6 +233,7 @@ schedules = Table(
     Column("updated_at", UTCDateTime, nullable=False),
     CheckConstraint("(cron IS NULL) <> (interval_seconds IS NULL)", name="timing"),
     CheckConstraint(f"missed_ticks IN ({_in(MissedTicks)})", name="missed_ticks"),
+    UniqueConstraint("tenant", "name"),  # a schedule's name is its handle within its tenant
 )
 # The leader's question every tick: which schedules are due?
 Index(
@@ -244,6 +254,7 @@ job_attempts = Table(
     Column("lease_id", Uuid(as_uuid=False), primary_key=True),
     Column("job_id", Uuid(as_uuid=False), nullable=False),
     Column("attempt", Integer, nullable=False),
+    Column("tenant", String(100), nullable=False, server_default=text("'default'")),
     Column("queue", String(100), nullable=False),
     Column("worker_id", String(200)),
     Column("leased_at", UTCDateTime, nullable=False),
@@ -254,7 +265,13 @@ job_attempts = Table(
 )
 Index("ix_job_attempts_job_id", job_attempts.c.job_id)
 # Throughput per queue and minute (GET /v1/stats/throughput): a range of this index, read alone.
-Index("ix_job_attempts_finished", job_attempts.c.finished_at, job_attempts.c.queue, job_attempts.c.outcome)
+Index(
+    "ix_job_attempts_finished",
+    job_attempts.c.finished_at,
+    job_attempts.c.tenant,
+    job_attempts.c.queue,
+    job_attempts.c.outcome,
+)
 
 
 # Workers as the gRPC servers see them: upserted at most every few seconds per worker from
@@ -264,6 +281,8 @@ workers = Table(
     "workers",
     metadata,
     Column("id", String(200), primary_key=True),
+    # The tenant of the worker's key ("*": a fleet worker, serving every tenant).
+    Column("tenant", String(100), nullable=False, server_default=text("'default'")),
     Column("host", String(255)),
     Column("pid", Integer),
     Column("queues", Document),
@@ -274,15 +293,18 @@ workers = Table(
 Index("ix_workers_last_seen_at", workers.c.last_seen_at)
 
 
-# What an operator set on a queue. A queue without a row has the defaults (not paused); the
-# lease reads this table by primary key, once per queue it names, so a pause holds fleet-wide.
+# What an operator set on a tenant's queue (a queue is named within its tenant). A queue
+# without a row has the defaults (not paused); the lease reads this table by primary key,
+# once per queue it names, so a pause holds fleet-wide.
 queues = Table(
     "queues",
     metadata,
-    Column("name", String(100), primary_key=True),
+    Column("tenant", String(100), nullable=False, server_default=text("'default'")),
+    Column("name", String(100), nullable=False),
     Column("is_paused", Boolean, nullable=False, server_default=text("false")),
     Column("paused_at", UTCDateTime),
     Column("updated_at", UTCDateTime, nullable=False),
+    PrimaryKeyConstraint("tenant", "name"),
 )
 
 
@@ -313,6 +335,7 @@ webhooks = Table(
     "webhooks",
     metadata,
     Column("id", Uuid(as_uuid=False), primary_key=True),
+    Column("tenant", String(100), nullable=False, server_default=text("'default'")),
     Column("url", Text, nullable=False),
     Column("events", Document, nullable=False),
     Column("queues", Document),

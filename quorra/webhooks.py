@@ -143,6 +143,7 @@ class Webhook:
     created_at: datetime
     updated_at: datetime
     secret: str = dataclasses.field(repr=False, default="")
+    tenant: str = "default"
 
 
 def new_secret() -> str:

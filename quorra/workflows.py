@@ -64,6 +64,7 @@ class Workflow:
     status: WorkflowStatus
     created_at: datetime
     finished_at: datetime | None = None
+    tenant: str = "default"
 
 
 class WorkflowJob(JobSpec):

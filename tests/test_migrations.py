@@ -24,7 +24,7 @@ from quorra.store import Store
 from tests.conftest import REPO
 from tests.factories import dead_job, leased_job, make_job
 
-HEAD = "0009"
+HEAD = "0010"
 CLI_TIMEOUT_SECONDS = 60
 # What `pip wheel` needs from a checkout; tests/, .venv/ and build debris stay out.
 WHEEL_SOURCES = (
@@ -132,7 +132,7 @@ def test_ready_index_covers_exactly_the_leasable_statuses(database_url, engine_o
     [ready] = [index for index in indexes if index["name"] == "ix_jobs_ready"]
     predicate = next(iter(ready["dialect_options"].values()))
     # Then it holds ready jobs, best first within a queue, and only pending and failed ones
-    assert ready["column_names"] == ["queue", "priority", "run_at", "id"]
+    assert ready["column_names"] == ["queue", "tenant", "priority", "run_at", "id"]
     assert "'pending'" in predicate and "'failed'" in predicate
     assert not any(f"'{s}'" in predicate for s in ("leased", "processing", "succeeded", "dead", "cancelled"))
 

@@ -29,6 +29,7 @@ from sqlalchemy import (
 from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.sql.selectable import CTE, Select
 
+from quorra.access import DEFAULT_TENANT
 from quorra.errors import InvalidArgument
 from quorra.jobs import (
     LEASABLE,
@@ -58,15 +59,16 @@ class Leasing(StoreBase):
         ttl_seconds: float,
         *,
         max_bytes: int | None = None,
+        tenant: str = DEFAULT_TENANT,
         now: datetime | None = None,
     ) -> list[Job]:
-        """Lease up to `max_jobs` ready jobs of `queues`, best first; each gets its own
-        new lease_id and one more attempt. With `max_bytes`, the batch stops before the job
-        whose payload would take it past that many bytes (the first job always comes)."""
+        """Lease up to `max_jobs` ready jobs of `tenant`'s `queues`, best first; each gets
+        its own new lease_id and one more attempt. With `max_bytes`, the batch stops before
+        the job whose payload would take it past that many bytes (the first job always comes)."""
         if not queues or max_jobs < 1 or ttl_seconds <= 0:
             raise InvalidArgument("lease needs at least one queue, max_jobs >= 1 and a positive ttl")
         queues = list(dict.fromkeys(queues))  # each queue once: one index scan each
-        ask = (queues, worker_id, max_jobs, ttl_seconds, max_bytes)
+        ask = (queues, tenant, worker_id, max_jobs, ttl_seconds, max_bytes)
         with self._one_statement_verb() as conn:
             clock = self._clock(now)
             if self.dialect == "postgresql":
@@ -82,14 +84,14 @@ class Leasing(StoreBase):
             log_transition("job leased", "job.leased", job, worker_id=worker_id)
         return leased
 
-    def _ready_ids_level_by_level(self, conn, clock: Clock, queues: list[str], max_jobs: int) -> list[str]:
+    def _ready_ids_level_by_level(self, conn, clock: Clock, queues: list[str], tenant: str, max_jobs: int) -> list[str]:
         """SQLite: the same walk as _ready_cte, one priority level per statement, over the
         queues that are not paused (read first, in the same transaction)."""
-        queues = _unpaused(conn, queues)
+        queues = _unpaused(conn, queues, tenant)
         if not queues:
             return []
         top, below, at_level = _level_walk(len(queues))
-        params = _ready_params(clock, queues, max_jobs)
+        params = _ready_params(clock, queues, tenant, max_jobs)
         ids: list[str] = []
         level = conn.execute(top, params).scalar()
         while level is not None and len(ids) < max_jobs:
@@ -107,8 +109,8 @@ class Leasing(StoreBase):
             "updated_at": clock.now(),
         }
 
-    def _lease_skip_locked(self, conn, clock, queues, worker_id, max_jobs, ttl_seconds, max_bytes):
-        params = _ready_params(clock, queues, max_jobs) | ({"max_bytes": max_bytes} if max_bytes is not None else {})
+    def _lease_skip_locked(self, conn, clock, queues, tenant, worker_id, max_jobs, ttl_seconds, max_bytes):
+        params = _ready_params(clock, queues, tenant, max_jobs) | ({"max_bytes": max_bytes} if max_bytes is not None else {})
         if clock.fixed is None:  # the hot path: one statement object per shape, built once
             statement = _lease_statement(len(queues), max_bytes is not None)
             params |= {"worker_id": worker_id, "ttl": timedelta(seconds=ttl_seconds)}
@@ -118,11 +120,11 @@ class Leasing(StoreBase):
         statement = update(jobs).where(jobs.c.id == ready.c.id).values(values).returning(*jobs.c)
         return conn.execute(statement, params).all()
 
-    def _lease_one_by_one(self, conn, clock, queues, worker_id, max_jobs, ttl_seconds, max_bytes):
+    def _lease_one_by_one(self, conn, clock, queues, tenant, worker_id, max_jobs, ttl_seconds, max_bytes):
         # SQLite: BEGIN IMMEDIATE already holds the only write lock, so nobody races us.
         values = self._lease_values(clock, worker_id, ttl_seconds)
         rows = []
-        ready = self._ready_ids_level_by_level(conn, clock, queues, max_jobs)
+        ready = self._ready_ids_level_by_level(conn, clock, queues, tenant, max_jobs)
         for job_id in _ids_within_budget(conn, ready, max_bytes):
             statement = update(jobs).where(jobs.c.id == job_id).values(values | {"lease_id": str(uuid.uuid4())})
             rows.append(conn.execute(statement.returning(*jobs.c)).one())
@@ -249,8 +251,9 @@ def _ids_within_budget(conn: Connection, ids: list[str], max_bytes: int | None) 
     return kept
 
 
-def _ready_params(clock: Clock, queues: list[str], max_jobs: int) -> dict[str, Any]:
-    params: dict[str, Any] = {f"queue_{n}": queue for n, queue in enumerate(queues)} | {"max_jobs": max_jobs}
+def _ready_params(clock: Clock, queues: list[str], tenant: str, max_jobs: int) -> dict[str, Any]:
+    params: dict[str, Any] = {f"queue_{n}": queue for n, queue in enumerate(queues)}
+    params |= {"lease_tenant": tenant, "max_jobs": max_jobs}
     return params | ({"now": clock.fixed} if clock.fixed is not None else {})
 
 
@@ -285,7 +288,7 @@ def _top_level(queue_count: int, below, *, paused_probe: bool = False) -> Select
     `paused_probe`)."""
     probes = []
     for n in range(queue_count):
-        probe = select(jobs.c.priority).where(jobs.c.queue == bindparam(f"queue_{n}"), status_in(LEASABLE))
+        probe = select(jobs.c.priority).where(_of_queue(n), status_in(LEASABLE))
         if paused_probe:
             probe = probe.where(_not_paused(n))
         if below is not None:
@@ -302,7 +305,7 @@ def _ready_at_level(queue_count: int, priority, now, *, lock: bool, paused_probe
     for n in range(queue_count):
         branch = (
             select(jobs.c.id, jobs.c.run_at)
-            .where(jobs.c.queue == bindparam(f"queue_{n}"), status_in(LEASABLE), jobs.c.priority == priority)
+            .where(_of_queue(n), status_in(LEASABLE), jobs.c.priority == priority)
             .where(jobs.c.run_at <= now)
             .order_by(jobs.c.run_at, jobs.c.id)
             .limit(bindparam("max_jobs"))
@@ -315,17 +318,25 @@ def _ready_at_level(queue_count: int, priority, now, *, lock: bool, paused_probe
     return select(merged.c.id).order_by(merged.c.run_at, merged.c.id).limit(bindparam("max_jobs"))
 
 
+def _of_queue(n: int) -> ColumnElement:
+    """The jobs of the lease's n-th queue, of its tenant: a prefix of ix_jobs_ready."""
+    return (jobs.c.queue == bindparam(f"queue_{n}")) & (jobs.c.tenant == bindparam("lease_tenant"))
+
+
 def _not_paused(n: int) -> ColumnElement:
     """PostgreSQL: the n-th queue of the lease is not paused. A probe of the queues table's
     primary key that does not depend on the job row, so it is a one-time filter of its
     branch, not a test per job."""
-    return ~exists().where(queues.c.name == bindparam(f"queue_{n}"), queues.c.is_paused)
+    named = (queues.c.tenant == bindparam("lease_tenant")) & (queues.c.name == bindparam(f"queue_{n}"))
+    return ~exists().where(named, queues.c.is_paused)
 
 
-_PAUSED_AMONG = select(queues.c.name).where(queues.c.name.in_(bindparam("names", expanding=True)), queues.c.is_paused)
+_PAUSED_AMONG = select(queues.c.name).where(
+    queues.c.tenant == bindparam("lease_tenant"), queues.c.name.in_(bindparam("names", expanding=True)), queues.c.is_paused
+)
 
 
-def _unpaused(conn: Connection, names: list[str]) -> list[str]:
+def _unpaused(conn: Connection, names: list[str], tenant: str) -> list[str]:
     """SQLite: `names` but the paused ones; one primary-key search per name."""
-    paused = set(conn.execute(_PAUSED_AMONG, {"names": names}).scalars())
+    paused = set(conn.execute(_PAUSED_AMONG, {"names": names, "lease_tenant": tenant}).scalars())
     return [name for name in names if name not in paused] if paused else names

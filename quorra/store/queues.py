@@ -10,6 +10,7 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
 
+from quorra.access import DEFAULT_TENANT
 from quorra.audit import AuditEntry
 from quorra.errors import InvalidArgument
 from quorra.jobs import MAX_QUEUE_CHARS, is_valid_name
@@ -29,7 +30,13 @@ class Queues(StoreBase):
     """Pause and resume queues; read which are paused."""
 
     def set_queue_paused(
-        self, queue: str, is_paused: bool, *, now: datetime | None = None, audit: AuditEntry | None = None
+        self,
+        queue: str,
+        is_paused: bool,
+        *,
+        tenant: str = DEFAULT_TENANT,
+        now: datetime | None = None,
+        audit: AuditEntry | None = None,
     ) -> QueueState:
         """Pause or resume `queue` (idempotent: pausing a paused queue keeps its paused_at).
         A queue that holds no job yet may be paused too: its first jobs then wait."""
@@ -40,6 +47,7 @@ class Queues(StoreBase):
             insert = (postgresql if self.dialect == "postgresql" else sqlite).insert(queues)
             paused_at = clock.now() if is_paused else None
             statement = insert.values(
+                tenant=tenant,
                 name=queue,
                 is_paused=is_paused,
                 paused_at=paused_at,
@@ -47,7 +55,7 @@ class Queues(StoreBase):
             )
             changed = queues.c.is_paused != statement.excluded.is_paused
             statement = statement.on_conflict_do_update(
-                index_elements=[queues.c.name],
+                index_elements=[queues.c.tenant, queues.c.name],
                 set_={
                     "is_paused": is_paused,
                     "paused_at": paused_at,
@@ -56,14 +64,15 @@ class Queues(StoreBase):
                 where=changed,
             )
             conn.execute(statement)
-            row = conn.execute(select(queues).where(queues.c.name == queue)).one()
+            row = conn.execute(select(queues).where(queues.c.tenant == tenant, queues.c.name == queue)).one()
             record_audit(conn, clock, audit)
         event = "queue.paused" if is_paused else "queue.resumed"
         logger.info(event.replace(".", " "), extra={"event": event, "queue": queue})
         return QueueState(row.name, row.is_paused, row.paused_at)
 
-    def paused_queues(self) -> dict[str, datetime | None]:
-        """Every paused queue and since when."""
-        query = select(queues.c.name, queues.c.paused_at).where(queues.c.is_paused).order_by(queues.c.name)
+    def paused_queues(self, *, tenant: str = DEFAULT_TENANT) -> dict[str, datetime | None]:
+        """Every paused queue of `tenant` and since when."""
+        query = select(queues.c.name, queues.c.paused_at).where(queues.c.tenant == tenant, queues.c.is_paused)
+        query = query.order_by(queues.c.name)
         with self._transaction() as conn:
             return dict(conn.execute(query).all())

@@ -40,6 +40,7 @@ class Worker:
     last_seen_at: datetime
     jobs_in_flight: int = 0
     held_by_queue: dict[str, int] = field(default_factory=dict)
+    tenant: str = "default"  # the tenant of its key; "*" for a worker of every tenant
 
 
 class Workers(StoreBase):

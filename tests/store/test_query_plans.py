@@ -166,7 +166,11 @@ def test_sqlite_lease_searches_ix_jobs_ready_in_every_shape(sqlite_url):
 # SQLite virtual machine steps a lease may take per queue it names: reading the 3,000 rows
 # of one queue's backlog takes about 16,000; the level walk about 500 per level visited.
 SQLITE_STEPS_PER_QUEUE = 2000
-READY_INDEX_SEARCHES = ("(queue=?)", "(queue=? AND priority<?)", "(queue=? AND priority=? AND run_at<?)")
+READY_INDEX_SEARCHES = (
+    "(queue=? AND tenant=?)",
+    "(queue=? AND tenant=? AND priority<?)",
+    "(queue=? AND tenant=? AND priority=? AND run_at<?)",
+)
 
 
 @contextmanager
@@ -194,7 +198,7 @@ def _assert_searches_ready_index(plan: str, shape: str) -> None:
             searches = [f"SEARCH jobs USING INDEX ix_jobs_ready {terms}" for terms in READY_INDEX_SEARCHES]
             assert line in searches or line.endswith("(id=?)"), (shape, plan)
         if "queues" in line:  # the pause flag, by primary key
-            assert line.endswith("USING INDEX sqlite_autoindex_queues_1 (name=?)"), (shape, plan)
+            assert line.endswith("USING INDEX sqlite_autoindex_queues_1 (tenant=? AND name=?)"), (shape, plan)
 
 
 def test_wake_up_query_reads_ix_jobs_due(store):
