@@ -110,7 +110,9 @@ class Leasing(StoreBase):
         }
 
     def _lease_skip_locked(self, conn, clock, queues, tenant, worker_id, max_jobs, ttl_seconds, max_bytes):
-        params = _ready_params(clock, queues, tenant, max_jobs) | ({"max_bytes": max_bytes} if max_bytes is not None else {})
+        params = _ready_params(clock, queues, tenant, max_jobs) | (
+            {"max_bytes": max_bytes} if max_bytes is not None else {}
+        )
         if clock.fixed is None:  # the hot path: one statement object per shape, built once
             statement = _lease_statement(len(queues), max_bytes is not None)
             params |= {"worker_id": worker_id, "ttl": timedelta(seconds=ttl_seconds)}
@@ -332,7 +334,9 @@ def _not_paused(n: int) -> ColumnElement:
 
 
 _PAUSED_AMONG = select(queues.c.name).where(
-    queues.c.tenant == bindparam("lease_tenant"), queues.c.name.in_(bindparam("names", expanding=True)), queues.c.is_paused
+    queues.c.tenant == bindparam("lease_tenant"),
+    queues.c.name.in_(bindparam("names", expanding=True)),
+    queues.c.is_paused,
 )
 
 
