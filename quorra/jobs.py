@@ -462,9 +462,11 @@ class JobSpec(BaseModel):
         left_out = {"idempotency_key"} | ({"depends_on", "on_parent_failure"} if not self.depends_on else set())
         return _digest(self.model_dump(mode="json", exclude=left_out))
 
-    def unique_key(self, period_start: int | None = None) -> str | None:
+    def unique_key(self, period_start: int | None = None, *, tenant: str = "default") -> str | None:
         """The unique slot's key: the job type with the given key, or with the queue and the
-        payload; and the start of the period (Unix seconds) when the options have one."""
+        payload; the start of the period (Unix seconds) when the options have one; and the
+        tenant, so that one tenant's unique job never holds another's slot (the default
+        tenant's keys are as they were before tenants, so jobs submitted then keep theirs)."""
         if self.unique is None:
             return None
         if self.unique.key is not None:
@@ -473,6 +475,8 @@ class JobSpec(BaseModel):
             parts = {"type": self.type, "queue": self.queue, "payload": self.payload}
         if self.unique.period_seconds is not None:
             parts["period_start"] = period_start
+        if tenant != "default":
+            parts["tenant"] = tenant
         return _digest(parts)
 
 

@@ -17,6 +17,7 @@ from datetime import datetime
 from typing import Any
 
 from quorra import metrics
+from quorra.access import DEFAULT_TENANT
 from quorra.audit import Action, Actor, AuditEntry, audit_entry
 from quorra.errors import QuorraError
 from quorra.jobs import (
@@ -71,16 +72,18 @@ class JobManager:
         *,
         scope: str = "",
         key_ttl_seconds: float = DEFAULT_IDEMPOTENCY_TTL_SECONDS,
+        tenant: str = DEFAULT_TENANT,
         trace: TraceContext | None = None,
     ) -> list[Submitted]:
-        """All the jobs in one transaction, each created, or replayed (its idempotency key
-        within `scope` was used for the same job) or a duplicate (its unique slot is held).
-        The jobs created keep `trace`, the context of the submit. Waiting workers of the
-        queues that got a new job are woken."""
+        """All the jobs in one transaction, as `tenant`'s, each created, or replayed (its
+        idempotency key within `scope` was used for the same job) or a duplicate (its unique
+        slot is held). The jobs created keep `trace`, the context of the submit. Waiting
+        workers of the queues that got a new job are woken."""
         submitted = self.store.submit_many(
             [self._with_defaults(spec) for spec in specs],
             scope=scope,
             key_ttl_seconds=key_ttl_seconds,
+            tenant=tenant,
             trace=trace,
         )
         created = [item.job for item in submitted if item.created]
@@ -89,10 +92,12 @@ class JobManager:
         self._wake(job.queue for job in created if job.status in LEASABLE)  # blocked jobs wait for their parents
         return submitted
 
-    def submit_workflow(self, plan: WorkflowPlan, *, trace: TraceContext | None = None) -> tuple[Workflow, list[Job]]:
-        """A workflow and all its jobs, in one transaction, each keeping `trace` (the
-        submit's context); the workers of the queues that got a job ready to run are woken."""
-        workflow, created = self.store.submit_workflow(self._with_workflow_defaults(plan), trace=trace)
+    def submit_workflow(
+        self, plan: WorkflowPlan, *, tenant: str = DEFAULT_TENANT, trace: TraceContext | None = None
+    ) -> tuple[Workflow, list[Job]]:
+        """`tenant`'s workflow and all its jobs, in one transaction, each keeping `trace`
+        (the submit's context); the workers of the queues that got a job ready to run are woken."""
+        workflow, created = self.store.submit_workflow(self._with_workflow_defaults(plan), tenant=tenant, trace=trace)
         metrics.jobs_created(created)
         self._wake(job.queue for job in created if job.status in LEASABLE)
         return workflow, created
@@ -105,29 +110,34 @@ class JobManager:
             return spec.model_copy(update={"timeout_seconds": self.default_timeout_seconds})
         return spec
 
-    def cancel(self, job_id: str, *, actor: Actor | None = None) -> Job:
+    def cancel(self, job_id: str, *, tenant: str = DEFAULT_TENANT, actor: Actor | None = None) -> Job:
         effects = Effects()
-        job = self.store.cancel(job_id, effects=effects, audit=audit_entry(actor, Action.JOB_CANCEL, job_id))
+        audit = audit_entry(actor, Action.JOB_CANCEL, job_id)
+        job = self.store.cancel(job_id, tenant=tenant, effects=effects, audit=audit)
         metrics.job_cancelled(job)
         self._announce_finished([job])
         self._follow(effects)
         return job
 
-    def retry(self, job_id: str, *, actor: Actor | None = None) -> Job:
+    def retry(self, job_id: str, *, tenant: str = DEFAULT_TENANT, actor: Actor | None = None) -> Job:
         effects = Effects()
-        job = self.store.retry(job_id, effects=effects, audit=audit_entry(actor, Action.JOB_RETRY, job_id))
+        job = self.store.retry(
+            job_id, tenant=tenant, effects=effects, audit=audit_entry(actor, Action.JOB_RETRY, job_id)
+        )
         metrics.job_retried(job)
         self._wake([job.queue] if job.status in LEASABLE else [])
         self._follow(effects)
         return job
 
-    def retry_dead(self, queue: str, *, type: str | None = None, actor: Actor | None = None) -> int:
-        """Every dead job of `queue` (and `type`) back in line in one statement; the count."""
+    def retry_dead(
+        self, queue: str, *, type: str | None = None, tenant: str = DEFAULT_TENANT, actor: Actor | None = None
+    ) -> int:
+        """Every dead job of `tenant`'s `queue` (and `type`) back in line in one statement; the count."""
         audit = audit_entry(actor, Action.JOBS_RETRY_DEAD, queue, **({"type": type} if type else {}))
-        return self._retry_matching(JobFilter(queue, JobStatus.DEAD, type), audit)
+        return self._retry_matching(JobFilter(queue, JobStatus.DEAD, type, tenant=tenant), audit)
 
     def retry_matching(self, chosen: JobFilter, *, actor: Actor | None = None) -> int:
-        """Every job the filter chooses back in line in one statement; the count."""
+        """Every job the filter chooses (of its tenant) back in line in one statement; the count."""
         return self._retry_matching(
             chosen,
             audit_entry(actor, Action.JOBS_RETRY, chosen.queue, **_filter_details(chosen)),
@@ -136,7 +146,7 @@ class JobManager:
     def _retry_matching(self, chosen: JobFilter, audit: AuditEntry | None) -> int:
         effects = Effects()
         by_type = self.store.retry_matching(chosen, effects=effects, audit=audit)
-        metrics.dead_jobs_retried(chosen.queue, by_type)
+        metrics.dead_jobs_retried(chosen.tenant, chosen.queue, by_type)
         if by_type:
             self._wake([chosen.queue])
         self._follow(effects)
@@ -146,23 +156,26 @@ class JobManager:
         """Every finished job the filter chooses deleted in one statement; the count."""
         audit = audit_entry(actor, Action.JOBS_DELETE, chosen.queue, **_filter_details(chosen))
         deleted = self.store.delete_matching(chosen, audit=audit)
-        metrics.jobs_deleted(chosen.queue, deleted)
+        metrics.jobs_deleted(chosen.tenant, chosen.queue, deleted)
         return deleted
 
-    def delete_job(self, job_id: str, *, actor: Actor | None = None) -> Job:
-        job = self.store.delete_job(job_id, audit=audit_entry(actor, Action.JOB_DELETE, job_id))
-        metrics.jobs_deleted(job.queue, 1)
+    def delete_job(self, job_id: str, *, tenant: str = DEFAULT_TENANT, actor: Actor | None = None) -> Job:
+        job = self.store.delete_job(job_id, tenant=tenant, audit=audit_entry(actor, Action.JOB_DELETE, job_id))
+        metrics.jobs_deleted(job.tenant, job.queue, 1)
         return job
 
     # -- an operator's verbs on queues ----------------------------------------------------------
 
-    def pause_queue(self, queue: str, *, actor: Actor | None = None) -> QueueState:
-        """No lease takes a job of `queue` until it is resumed (jobs in flight run on)."""
-        return self.store.set_queue_paused(queue, True, audit=audit_entry(actor, Action.QUEUE_PAUSE, queue))
+    def pause_queue(self, queue: str, *, tenant: str = DEFAULT_TENANT, actor: Actor | None = None) -> QueueState:
+        """No lease takes a job of `tenant`'s `queue` until it is resumed (jobs in flight run on)."""
+        audit = audit_entry(actor, Action.QUEUE_PAUSE, queue)
+        return self.store.set_queue_paused(queue, True, tenant=tenant, audit=audit)
 
-    def resume_queue(self, queue: str, *, actor: Actor | None = None) -> QueueState:
-        """Lease `queue` again, and wake the workers waiting on it now."""
-        state = self.store.set_queue_paused(queue, False, audit=audit_entry(actor, Action.QUEUE_RESUME, queue))
+    def resume_queue(self, queue: str, *, tenant: str = DEFAULT_TENANT, actor: Actor | None = None) -> QueueState:
+        """Lease `tenant`'s `queue` again, and wake the workers waiting on it now (wake-ups
+        are by queue name: another tenant's workers of a queue so named look and find nothing)."""
+        audit = audit_entry(actor, Action.QUEUE_RESUME, queue)
+        state = self.store.set_queue_paused(queue, False, tenant=tenant, audit=audit)
         self._wake([queue])
         return state
 
@@ -174,9 +187,13 @@ class JobManager:
         worker_id: str,
         max_jobs: int,
         ttl_seconds: float,
+        *,
+        tenant: str = DEFAULT_TENANT,
         **options: Any,
     ) -> list[Job]:
-        jobs = self.store.lease_jobs(queues, worker_id, max_jobs, ttl_seconds, **options)
+        """Up to `max_jobs` of `tenant`'s ready jobs of `queues` (ALL_TENANTS: a fleet
+        worker's lease, of every tenant's queues so named)."""
+        jobs = self.store.lease_jobs(queues, worker_id, max_jobs, ttl_seconds, tenant=tenant, **options)
         metrics.jobs_leased(jobs)
         return jobs
 
@@ -184,27 +201,36 @@ class JobManager:
         """The workers a gRPC server saw (throttled by quorra.rpc.sightings): no job changes."""
         self.store.record_workers(sightings)
 
-    def settle_many(self, settlements: Sequence[Settlement], *, worker_id: str | None) -> list[SettleResult]:
-        """Acks and nacks in one store call; one result per settlement, in order. A failed
-        attempt is retried after its backoff, so its wake-up is the scheduler's (wake_due)."""
+    def settle_many(
+        self, settlements: Sequence[Settlement], *, worker_id: str | None, tenant: str = DEFAULT_TENANT
+    ) -> list[SettleResult]:
+        """Acks and nacks in one store call; one result per settlement, in order (another
+        tenant's job: NOT_FOUND). A failed attempt is retried after its backoff, so its
+        wake-up is the scheduler's (wake_due)."""
         effects = Effects()
-        results = self.store.settle_many(settlements, worker_id=worker_id, effects=effects)
+        results = self.store.settle_many(settlements, worker_id=worker_id, tenant=tenant, effects=effects)
         settled = [result.job for result in results if result.job is not None]
         metrics.jobs_settled(settled)
         self._announce_finished(settled)
         self._follow(effects)
         return results
 
-    def ack(self, job_id: str, lease_id: str, result: Any = None, *, worker_id: str | None) -> Job:
+    def ack(
+        self, job_id: str, lease_id: str, result: Any = None, *, worker_id: str | None, tenant: str = DEFAULT_TENANT
+    ) -> Job:
         settlement = Settlement(job_id, lease_id, success=True, result=result)
-        return self.settle_many([settlement], worker_id=worker_id)[0].job_or_raise()
+        return self.settle_many([settlement], worker_id=worker_id, tenant=tenant)[0].job_or_raise()
 
-    def nack(self, job_id: str, lease_id: str, error: str, *, worker_id: str | None) -> Job:
+    def nack(
+        self, job_id: str, lease_id: str, error: str, *, worker_id: str | None, tenant: str = DEFAULT_TENANT
+    ) -> Job:
         settlement = Settlement(job_id, lease_id, success=False, error=error)
-        return self.settle_many([settlement], worker_id=worker_id)[0].job_or_raise()
+        return self.settle_many([settlement], worker_id=worker_id, tenant=tenant)[0].job_or_raise()
 
-    def extend(self, job_id: str, lease_id: str, ttl_seconds: float, *, worker_id: str | None) -> Job:
-        return self.store.extend_lease(job_id, lease_id, ttl_seconds, worker_id=worker_id)
+    def extend(
+        self, job_id: str, lease_id: str, ttl_seconds: float, *, worker_id: str | None, tenant: str = DEFAULT_TENANT
+    ) -> Job:
+        return self.store.extend_lease(job_id, lease_id, ttl_seconds, worker_id=worker_id, tenant=tenant)
 
     def release_many(self, jobs: Iterable[Job]) -> list[Job]:
         """Hand back leases that never reached their worker (no attempt spent) and wake the
@@ -217,7 +243,7 @@ class JobManager:
 
     def _release_or_warn(self, job: Job) -> Job | None:
         try:
-            return self.store.release(job.id, job.lease_id or "")
+            return self.store.release(job.id, job.lease_id or "", tenant=job.tenant)
         except QuorraError as exc:
             logger.warning(
                 "undelivered lease not handed back; it will expire",

@@ -6,11 +6,13 @@ process writes its samples to that directory and the web process's /metrics adds
 Queue depth and the age of the oldest ready job are read from the database at scrape
 time (see ``QueueCollector``), not counted here.
 
-Queue and type names are chosen by clients, so their label values are capped
-(``limit_labels``, from QUORRA_METRICS_MAX_QUEUES and QUORRA_METRICS_MAX_JOB_TYPES): each
-process keeps the first names it counts, and counts later ones as `other`. The queue gauges
-keep the largest queues and add up the rest as `other`. So a scrape stays bounded however
-many names clients make up.
+Every series of a job or queue names its tenant (a queue is named within its tenant: A's
+"emails" and B's "emails" are two series). Queue and type names are chosen by clients, so
+their label values are capped (``limit_labels``, from QUORRA_METRICS_MAX_QUEUES and
+QUORRA_METRICS_MAX_JOB_TYPES): each process keeps the first (tenant, queue) pairs and types
+it counts, and counts later ones as `other` (a pair past the cap as tenant and queue
+`other`). The queue gauges keep the largest queues and add up the rest as `other`. So a
+scrape stays bounded however many names clients (and tenants) make up.
 """
 
 from __future__ import annotations
@@ -25,13 +27,15 @@ from typing import TYPE_CHECKING
 from prometheus_client import Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 
+from quorra.access import ALL_TENANTS
 from quorra.errors import DatabaseUnavailable
 from quorra.jobs import Job, JobStatus
 
 if TYPE_CHECKING:
     from quorra.store import QueueCount, Store
 
-_JOB_LABELS = ("queue", "type")
+_QUEUE_LABELS = ("tenant", "queue")
+_JOB_LABELS = (*_QUEUE_LABELS, "type")
 OTHER = "other"
 # A job queue's waits and runs span milliseconds to hours.
 _BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, float("inf"))
@@ -48,12 +52,12 @@ WORKFLOWS_COMPLETED = Counter(
     "quorra_workflows_completed", "Workflows whose last job finished, by their status then", ("status",)
 )
 JOBS_RETRIED = Counter("quorra_jobs_retried", "Jobs put back in line by a person", _JOB_LABELS)
-LEASES_EXPIRED = Counter("quorra_leases_expired", "Leases reclaimed by the scheduler after they expired", ("queue",))
+LEASES_EXPIRED = Counter("quorra_leases_expired", "Leases reclaimed by the scheduler after they expired", _QUEUE_LABELS)
 LEASES_RELEASED = Counter(
-    "quorra_leases_released", "Leases handed back because they never reached a worker", ("queue",)
+    "quorra_leases_released", "Leases handed back because they never reached a worker", _QUEUE_LABELS
 )
 JOBS_PRUNED = Counter("quorra_jobs_pruned", "Finished jobs deleted after the retention period")
-JOBS_DELETED = Counter("quorra_jobs_deleted", "Finished jobs deleted by a person", ("queue",))
+JOBS_DELETED = Counter("quorra_jobs_deleted", "Finished jobs deleted by a person", _QUEUE_LABELS)
 SUBMISSIONS_DEDUPLICATED = Counter(
     "quorra_submissions_deduplicated",
     "Submissions answered with an existing job: replayed (same idempotency key) or duplicate (unique slot held)",
@@ -61,7 +65,7 @@ SUBMISSIONS_DEDUPLICATED = Counter(
 )
 
 JOB_WAIT = Histogram(
-    "quorra_job_wait_seconds", "Time from a job being due (run_at) to its lease", ("queue",), buckets=_BUCKETS
+    "quorra_job_wait_seconds", "Time from a job being due (run_at) to its lease", _QUEUE_LABELS, buckets=_BUCKETS
 )
 JOB_DURATION = Histogram(
     "quorra_job_duration_seconds", "Time from lease to ack, nack or expiry", _JOB_LABELS, buckets=_BUCKETS
@@ -95,13 +99,22 @@ _queue_label, _type_label = LabelCap(), LabelCap()
 
 
 def limit_labels(max_queues: int | None, max_job_types: int | None) -> None:
-    """Cap the distinct queue and type label values this process counts (None: no cap)."""
+    """Cap the distinct (tenant, queue) pairs and type label values this process counts
+    (None: no cap)."""
     _queue_label.reset(max_queues)
     _type_label.reset(max_job_types)
 
 
-def _job_labels(job: Job) -> tuple[str, str]:
-    return _queue_label(job.queue), _type_label(job.type)
+def _place(tenant: str, queue: str) -> tuple[str, str]:
+    """A queue's (tenant, queue) labels: a pair past the cap reads (`other`, `other`), so
+    neither many queues nor many tenants grow the series without bound."""
+    if _queue_label(f"{tenant}\x00{queue}") == OTHER:  # NUL: in no name, so no pair is spelt "other"
+        return OTHER, OTHER
+    return tenant, queue
+
+
+def _job_labels(job: Job) -> tuple[str, str, str]:
+    return (*_place(job.tenant, job.queue), _type_label(job.type))
 
 
 _SETTLED = {
@@ -112,25 +125,26 @@ _SETTLED = {
 
 
 def jobs_created(jobs: Iterable[Job]) -> None:
-    """One increment per (queue, type) of the batch, not one per job."""
-    for (queue, type_), count in collections.Counter((job.queue, job.type) for job in jobs).items():
-        JOBS_CREATED.labels(_queue_label(queue), _type_label(type_)).inc(count)
+    """One increment per (tenant, queue, type) of the batch, not one per job."""
+    batch = collections.Counter((job.tenant, job.queue, job.type) for job in jobs)
+    for (tenant, queue, type_), count in batch.items():
+        JOBS_CREATED.labels(*_place(tenant, queue), _type_label(type_)).inc(count)
 
 
-def _by_labels(jobs: Iterable[Job]) -> dict[tuple[str, str], list[Job]]:
-    """A batch's jobs by their (capped) queue and type labels: each labelled series is looked
-    up, and each counter written (a locked write to a shared file in multi-process mode),
-    once per group rather than once per job."""
-    groups: dict[tuple[str, str], list[Job]] = collections.defaultdict(list)
+def _by_labels(jobs: Iterable[Job]) -> dict[tuple[str, str, str], list[Job]]:
+    """A batch's jobs by their (capped) tenant, queue and type labels: each labelled series
+    is looked up, and each counter written (a locked write to a shared file in multi-process
+    mode), once per group rather than once per job."""
+    groups: dict[tuple[str, str, str], list[Job]] = collections.defaultdict(list)
     for job in jobs:
         groups[_job_labels(job)].append(job)
     return groups
 
 
 def jobs_leased(jobs: Iterable[Job]) -> None:
-    for (queue, type_), group in _by_labels(jobs).items():
-        JOBS_LEASED.labels(queue, type_).inc(len(group))
-        wait = JOB_WAIT.labels(queue)
+    for (tenant, queue, type_), group in _by_labels(jobs).items():
+        JOBS_LEASED.labels(tenant, queue, type_).inc(len(group))
+        wait = JOB_WAIT.labels(tenant, queue)
         for job in group:
             if job.leased_at is not None:
                 wait.observe(max(0.0, (job.leased_at - job.run_at).total_seconds()))
@@ -151,8 +165,8 @@ def jobs_settled(jobs: Iterable[Job]) -> None:
 
 def leases_expired(jobs: Iterable[Job]) -> None:
     jobs = list(jobs)
-    for queue, count in collections.Counter(_queue_label(job.queue) for job in jobs).items():
-        LEASES_EXPIRED.labels(queue).inc(count)
+    for place, count in collections.Counter(_place(job.tenant, job.queue) for job in jobs).items():
+        LEASES_EXPIRED.labels(*place).inc(count)
     jobs_settled(jobs)
 
 
@@ -161,7 +175,7 @@ def workflow_completed(workflow) -> None:
 
 
 def lease_released(job: Job) -> None:
-    LEASES_RELEASED.labels(_queue_label(job.queue)).inc()
+    LEASES_RELEASED.labels(*_place(job.tenant, job.queue)).inc()
 
 
 def job_cancelled(job: Job) -> None:
@@ -172,14 +186,14 @@ def job_retried(job: Job) -> None:
     JOBS_RETRIED.labels(*_job_labels(job)).inc()
 
 
-def dead_jobs_retried(queue: str, by_type: dict[str, int]) -> None:
+def dead_jobs_retried(tenant: str, queue: str, by_type: dict[str, int]) -> None:
     for job_type, count in by_type.items():
-        JOBS_RETRIED.labels(_queue_label(queue), _type_label(job_type)).inc(count)
+        JOBS_RETRIED.labels(*_place(tenant, queue), _type_label(job_type)).inc(count)
 
 
-def jobs_deleted(queue: str, count: int) -> None:
+def jobs_deleted(tenant: str, queue: str, count: int) -> None:
     if count:
-        JOBS_DELETED.labels(_queue_label(queue)).inc(count)
+        JOBS_DELETED.labels(*_place(tenant, queue)).inc(count)
 
 
 def jobs_pruned(count: int) -> None:
@@ -244,66 +258,74 @@ class QueueCollector:
 
     def _read(self) -> list[Metric]:
         try:
-            counts = self.store.queue_counts()
+            counts = self.store.queue_counts(tenant=ALL_TENANTS)
             now = self.store.database_now()
-            oldest = self.store.oldest_ready_at(now=now)
-            paused = self.store.paused_queues()
+            oldest = self.store.oldest_ready_by_tenant(now=now)
+            paused = self.store.paused_by_tenant()
         except DatabaseUnavailable:
             return []  # cached like a success, so a down database is not hammered either
         named = _largest_queues(counts, self.max_queues)
         return [_queue_length(counts, named), _oldest_age(counts, oldest, now, named), _paused(paused)]
 
 
-def _largest_queues(counts: list[QueueCount], limit: int | None) -> set[str] | None:
-    """The `limit` queues with the most jobs (None: every queue keeps its name)."""
-    totals: dict[str, int] = {}
+Place = tuple[str, str]  # (tenant, queue)
+
+
+def _largest_queues(counts: list[QueueCount], limit: int | None) -> set[Place] | None:
+    """The `limit` queues (of any tenant) with the most jobs (None: every queue keeps its name)."""
+    totals: dict[Place, int] = {}
     for count in counts:
-        totals[count.queue] = totals.get(count.queue, 0) + count.count
+        place = (count.tenant, count.queue)
+        totals[place] = totals.get(place, 0) + count.count
     if limit is None or len(totals) <= limit:
         return None
-    return set(sorted(totals, key=lambda queue: (-totals[queue], queue))[:limit])
+    return set(sorted(totals, key=lambda place: (-totals[place], place))[:limit])
 
 
-def _label(queue: str, named: set[str] | None) -> str:
-    return queue if named is None or queue in named else OTHER
+def _label(place: Place, named: set[Place] | None) -> Place:
+    return place if named is None or place in named else (OTHER, OTHER)
 
 
-def _queue_length(counts: list[QueueCount], named: set[str] | None) -> Metric:
-    family = GaugeMetricFamily("quorra_job_queue_length", "Jobs in each queue, by status", labels=("queue", "status"))
-    summed: dict[tuple[str, str], int] = {}
+def _queue_length(counts: list[QueueCount], named: set[Place] | None) -> Metric:
+    family = GaugeMetricFamily(
+        "quorra_job_queue_length", "Jobs in each queue, by status", labels=(*_QUEUE_LABELS, "status")
+    )
+    summed: dict[tuple[str, str, str], int] = {}
     for count in counts:
-        key = (_label(count.queue, named), count.status)
+        key = (*_label((count.tenant, count.queue), named), count.status)
         summed[key] = summed.get(key, 0) + count.count
     for key, value in summed.items():
         family.add_metric(key, value)
     return family
 
 
-def _oldest_age(counts: list[QueueCount], oldest: dict[str, datetime], now: datetime, named: set[str] | None) -> Metric:
+def _oldest_age(
+    counts: list[QueueCount], oldest: dict[Place, datetime], now: datetime, named: set[Place] | None
+) -> Metric:
     family = GaugeMetricFamily(
         "quorra_queue_oldest_job_age_seconds",
         "How long the oldest ready job of each queue has waited for a worker (0: none waiting)",
-        labels=("queue",),
+        labels=_QUEUE_LABELS,
     )
-    waited: dict[str, float] = {}
-    for queue in {count.queue for count in counts} | set(oldest):
-        age = (now - oldest[queue]).total_seconds() if queue in oldest else 0.0
-        label = _label(queue, named)
+    waited: dict[Place, float] = {}
+    for place in {(count.tenant, count.queue) for count in counts} | set(oldest):
+        age = (now - oldest[place]).total_seconds() if place in oldest else 0.0
+        label = _label(place, named)
         waited[label] = max(waited.get(label, 0.0), age)  # `other`: the longest wait among them
     for label in sorted(waited):
-        family.add_metric((label,), max(0.0, waited[label]))
+        family.add_metric(label, max(0.0, waited[label]))
     return family
 
 
-def _paused(paused: dict[str, datetime | None]) -> Metric:
+def _paused(paused: dict[Place, datetime | None]) -> Metric:
     """Paused queues are an operator's choice (a handful), so each keeps its name."""
     family = GaugeMetricFamily(
         "quorra_queue_paused",
         "1 for each paused queue: no worker leases its jobs until it is resumed",
-        labels=("queue",),
+        labels=_QUEUE_LABELS,
     )
-    for queue in sorted(paused):
-        family.add_metric((queue,), 1)
+    for place in sorted(paused):
+        family.add_metric(place, 1)
     return family
 
 

@@ -156,9 +156,11 @@ Index(
     postgresql_where=text(UNIQUE_SLOT_HELD),
     sqlite_where=text(UNIQUE_SLOT_HELD),
 )
-# Listing newest first (keyset pagination), optionally by queue or status.
-Index("ix_jobs_created", jobs.c.created_at.desc(), jobs.c.id.desc())
-Index("ix_jobs_queue_status", jobs.c.queue, jobs.c.status)
+# Listing a tenant's jobs newest first (keyset pagination), optionally by queue or status,
+# and counting its queues: every list is one tenant's, so the tenant leads (a small tenant's
+# page is not found by walking past a big tenant's jobs).
+Index("ix_jobs_tenant_created", jobs.c.tenant, jobs.c.created_at.desc(), jobs.c.id.desc())
+Index("ix_jobs_tenant_queue_status", jobs.c.tenant, jobs.c.queue, jobs.c.status)
 # Pruning finished jobs by age.
 Index(
     "ix_jobs_finished",
@@ -280,8 +282,9 @@ Index(
 workers = Table(
     "workers",
     metadata,
-    Column("id", String(200), primary_key=True),
-    # The tenant of the worker's key ("*": a fleet worker, serving every tenant).
+    Column("id", String(200), nullable=False),
+    # The tenant of the worker's key ("*": a fleet worker, serving every tenant). A worker id
+    # is named within its tenant: two tenants' workers called "w1" are two workers.
     Column("tenant", String(100), nullable=False, server_default=text("'default'")),
     Column("host", String(255)),
     Column("pid", Integer),
@@ -289,6 +292,7 @@ workers = Table(
     Column("handlers", Document),
     Column("first_seen_at", UTCDateTime, nullable=False),
     Column("last_seen_at", UTCDateTime, nullable=False),
+    PrimaryKeyConstraint("tenant", "id"),
 )
 Index("ix_workers_last_seen_at", workers.c.last_seen_at)
 

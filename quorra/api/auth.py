@@ -64,6 +64,12 @@ def current_principal() -> Principal:
     return principal
 
 
+def current_tenant() -> str:
+    """The tenant this request acts for: its caller's (quorra.access). Every job, queue,
+    workflow and worker a view reads or changes is this tenant's; another's is not found."""
+    return current_principal().tenant
+
+
 def current_actor() -> Actor:
     """Who acts in this request, for the audit log: its principal, address and request id."""
     return Actor.of(current_principal(), remote_addr=request.remote_addr, request_id=g.get("request_id"))

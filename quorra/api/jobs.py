@@ -23,7 +23,13 @@ from pydantic import (
 
 from quorra import tracing
 from quorra.access import Permission
-from quorra.api.auth import api_key_scope, current_actor, require_api_key, requires
+from quorra.api.auth import (
+    api_key_scope,
+    current_actor,
+    current_tenant,
+    require_api_key,
+    requires,
+)
 from quorra.api.body import read_json
 from quorra.api.cursor import CursorCodec
 from quorra.api.services import services
@@ -42,7 +48,16 @@ from quorra.jobs import (
     is_valid_idempotency_key,
     parse_batch,
 )
-from quorra.store import MAX_LIST_LIMIT, READY, SCHEDULED, Attempt, JobFilter, Outcome, Submitted, utcnow
+from quorra.store import (
+    MAX_LIST_LIMIT,
+    READY,
+    SCHEDULED,
+    Attempt,
+    JobFilter,
+    Outcome,
+    Submitted,
+    utcnow,
+)
 
 # A batch body may be this many times QUORRA_MAX_PAYLOAD_BYTES; each job's payload still
 # has to fit in QUORRA_MAX_PAYLOAD_BYTES on its own.
@@ -127,7 +142,9 @@ def in_submit_trace(
 
 def _enqueue(specs: list[JobSpec], trace: TraceContext | None) -> list[Submitted]:
     ttl = services().settings.idempotency_ttl_seconds
-    return services().manager.enqueue_many(specs, scope=api_key_scope(), key_ttl_seconds=ttl, trace=trace)
+    return services().manager.enqueue_many(
+        specs, scope=api_key_scope(), key_ttl_seconds=ttl, tenant=current_tenant(), trace=trace
+    )
 
 
 def _with_key(spec: JobSpec, key: str) -> JobSpec:
@@ -153,19 +170,19 @@ def header_key(max_chars: int) -> str | None:
 @requires(Permission.JOBS_READ)
 def get_job(job_id):
     query = parse_query(WaitQuery, request.args)
-    job = services().store.get_job(str(job_id))
+    job = services().store.get_job(str(job_id), tenant=current_tenant())
     if query.wait:
         job = services().waits.until_finished(job, query.wait)
     if not query.include:  # the plain GET stays one indexed read
         return job_json(job) | links_json(job)
-    job, attempts = services().store.job_attempts(job.id)
+    job, attempts = services().store.job_attempts(job.id, tenant=current_tenant())
     return job_json(job) | links_json(job) | {"attempts_history": [attempt_json(attempt) for attempt in attempts]}
 
 
 @bp.get("/<uuid:job_id>/attempts")
 @requires(Permission.JOBS_READ)
 def get_attempts(job_id):
-    _, attempts = services().store.job_attempts(str(job_id))
+    _, attempts = services().store.job_attempts(str(job_id), tenant=current_tenant())
     return {"attempts": [attempt_json(attempt) for attempt in attempts]}
 
 
@@ -187,6 +204,7 @@ def list_jobs():
         created_to=query.created_to,
         job_id=str(query.id) if query.id is not None else None,
         payload_contains=query.payload_contains,
+        tenant=current_tenant(),
     )
     return {
         "jobs": [job_json(job, query.include) for job in page.jobs],
@@ -199,7 +217,7 @@ def list_jobs():
 def retry_dead():
     """Bulk retry (the dead-letter queue by default): every job matching the filter, in one statement."""
     query = RetryFilter.parse(read_json(services().settings.max_payload_bytes))
-    return {"retried": services().manager.retry_matching(query.job_filter(), actor=current_actor())}
+    return {"retried": services().manager.retry_matching(query.job_filter(current_tenant()), actor=current_actor())}
 
 
 @bp.delete("")
@@ -207,26 +225,26 @@ def retry_dead():
 def delete_jobs():
     """Bulk delete of finished jobs matching the filter (and their attempts), in one statement."""
     query = DeleteFilter.parse(read_json(services().settings.max_payload_bytes))
-    return {"deleted": services().manager.delete_matching(query.job_filter(), actor=current_actor())}
+    return {"deleted": services().manager.delete_matching(query.job_filter(current_tenant()), actor=current_actor())}
 
 
 @bp.delete("/<uuid:job_id>")
 @requires(Permission.JOBS_MANAGE)
 def delete_job(job_id):
-    services().manager.delete_job(str(job_id), actor=current_actor())
+    services().manager.delete_job(str(job_id), tenant=current_tenant(), actor=current_actor())
     return "", 204
 
 
 @bp.post("/<job_id>/cancel")
 @requires(Permission.JOBS_MANAGE)
 def cancel(job_id: str):
-    return job_json(services().manager.cancel(job_id, actor=current_actor()))
+    return job_json(services().manager.cancel(job_id, tenant=current_tenant(), actor=current_actor()))
 
 
 @bp.post("/<job_id>/retry")
 @requires(Permission.JOBS_MANAGE)
 def retry(job_id: str):
-    return job_json(services().manager.retry(job_id, actor=current_actor()))
+    return job_json(services().manager.retry(job_id, tenant=current_tenant(), actor=current_actor()))
 
 
 BODIES = ("payload", "result")
@@ -305,9 +323,16 @@ class BulkFilter(BaseModel):
         except ValidationError as exc:
             raise InvalidArgument("invalid filter", details=describe_errors(exc)) from None
 
-    def job_filter(self) -> JobFilter:
+    def job_filter(self, tenant: str) -> JobFilter:
+        """The filter over `tenant`'s queue of this name."""
         return JobFilter(
-            self.queue, JobStatus(self.status), self.type, self.created_from, self.created_to, self.payload_contains
+            self.queue,
+            JobStatus(self.status),
+            self.type,
+            self.created_from,
+            self.created_to,
+            self.payload_contains,
+            tenant,
         )
 
 

@@ -9,7 +9,7 @@ from typing import Any
 from flask import Blueprint
 
 from quorra.access import Permission
-from quorra.api.auth import current_actor, require_api_key, requires
+from quorra.api.auth import current_actor, current_tenant, require_api_key, requires
 from quorra.api.jobs import timestamp
 from quorra.api.services import services
 from quorra.api.workers import served_queues
@@ -24,12 +24,12 @@ bp.before_request(require_api_key)
 @bp.get("")
 @requires(Permission.JOBS_READ)
 def queue_counts():
-    store = services().store
-    counts = store.queue_counts()
-    paused = store.paused_queues()
+    store, tenant = services().store, current_tenant()
+    counts = store.queue_counts(tenant=tenant)
+    paused = store.paused_queues(tenant=tenant)
     now = store.database_now()
-    oldest = store.oldest_ready_at(now=now)
-    served = served_queues()
+    oldest = store.oldest_ready_at(tenant=tenant, now=now)
+    served = served_queues(tenant)
     summary: dict[str, dict[str, Any]] = {}
     for name in sorted({c.queue for c in counts} | set(paused)):
         waited = (now - oldest[name]).total_seconds() if name in oldest else None
@@ -52,13 +52,17 @@ def queue_counts():
 @bp.post("/<queue>/pause")
 @requires(Permission.QUEUES_MANAGE)
 def pause(queue: str):
-    return state_json(services().manager.pause_queue(_queue_name(queue), actor=current_actor()))
+    return state_json(
+        services().manager.pause_queue(_queue_name(queue), tenant=current_tenant(), actor=current_actor())
+    )
 
 
 @bp.post("/<queue>/resume")
 @requires(Permission.QUEUES_MANAGE)
 def resume(queue: str):
-    return state_json(services().manager.resume_queue(_queue_name(queue), actor=current_actor()))
+    return state_json(
+        services().manager.resume_queue(_queue_name(queue), tenant=current_tenant(), actor=current_actor())
+    )
 
 
 def _queue_name(queue: str) -> str:

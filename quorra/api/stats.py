@@ -10,7 +10,7 @@ from flask import Blueprint, request
 from pydantic import BaseModel, ConfigDict, Field
 
 from quorra.access import Permission
-from quorra.api.auth import require_api_key, requires
+from quorra.api.auth import current_tenant, require_api_key, requires
 from quorra.api.jobs import parse_query, timestamp
 from quorra.api.services import services
 from quorra.jobs import QueueName
@@ -39,7 +39,7 @@ def throughput():
     store = services().store
     until = store.database_now().replace(second=0, microsecond=0)
     since = until - timedelta(minutes=query.minutes - 1)
-    counts = store.throughput(since, queue=query.queue)
+    counts = store.throughput(since, queue=query.queue, tenant=current_tenant())
     return {
         "minutes": query.minutes,
         "since": timestamp(since),

@@ -60,13 +60,15 @@ class JobWaits:
         deadline = time.monotonic() + min(seconds, MAX_WAIT_SECONDS)
         with self._slot():
             subscription = self.notifier.listen([finished_key(job.queue)])
-            job = self.store.get_job(job.id)  # a finish between the first read and listen() is not lost
+            job = self.store.get_job(
+                job.id, tenant=job.tenant
+            )  # a finish between the first read and listen() is not lost
             while job.status not in TERMINAL and not self.stopping:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     break
                 subscription.wait(min(remaining, SLICE_SECONDS))
-                job = self.store.get_job(job.id)
+                job = self.store.get_job(job.id, tenant=job.tenant)
         return job
 
     @contextmanager

@@ -9,7 +9,7 @@ from flask import Blueprint, request
 from pydantic import BaseModel, ConfigDict, Field
 
 from quorra.access import Permission
-from quorra.api.auth import require_api_key, requires
+from quorra.api.auth import current_tenant, require_api_key, requires
 from quorra.api.jobs import parse_query, timestamp
 from quorra.api.services import services
 from quorra.store import Worker
@@ -36,7 +36,8 @@ def list_workers():
     query = parse_query(WorkersQuery, request.args)
     store = services().store
     since = store.database_now() - timedelta(minutes=query.minutes)
-    return {"workers": [worker_json(worker) for worker in store.recent_workers(since)], "seen_since": timestamp(since)}
+    seen = store.recent_workers(since, tenant=current_tenant())
+    return {"workers": [worker_json(worker) for worker in seen], "seen_since": timestamp(since)}
 
 
 def worker_json(worker: Worker) -> dict[str, Any]:
@@ -52,8 +53,9 @@ def worker_json(worker: Worker) -> dict[str, Any]:
     }
 
 
-def served_queues() -> set[str]:
-    """The queues some worker leased from in the last ACTIVE_WORKER_SECONDS."""
+def served_queues(tenant: str) -> set[str]:
+    """The queues of `tenant` some worker (its own, or a fleet worker) leased from in the
+    last ACTIVE_WORKER_SECONDS."""
     store = services().store
     since = store.database_now() - timedelta(seconds=ACTIVE_WORKER_SECONDS)
-    return store.queues_served_since(since)
+    return store.queues_served_since(since, tenant=tenant)

@@ -9,7 +9,7 @@ from typing import Any
 from flask import Blueprint, url_for
 
 from quorra.access import Permission
-from quorra.api.auth import require_api_key, requires
+from quorra.api.auth import current_tenant, require_api_key, requires
 from quorra.api.body import read_json
 from quorra.api.jobs import BATCH_BODY_FACTOR, in_submit_trace, job_json, timestamp
 from quorra.api.services import services
@@ -29,8 +29,11 @@ def create_workflow():
     """201: the workflow's id and status, and the id of each job by its ref."""
     limit = services().settings.max_payload_bytes
     plan = parse_workflow(read_json(limit * BATCH_BODY_FACTOR), max_payload_bytes=limit)
+    tenant = current_tenant()
     workflow, created = in_submit_trace(
-        plan.specs, lambda trace: services().manager.submit_workflow(plan, trace=trace), lambda done: done[1]
+        plan.specs,
+        lambda trace: services().manager.submit_workflow(plan, tenant=tenant, trace=trace),
+        lambda done: done[1],
     )
     body = workflow_json(workflow) | {
         "status": workflow_status(Counter(job.status for job in created)).value,
@@ -42,7 +45,7 @@ def create_workflow():
 @bp.get("/<uuid:workflow_id>")
 @requires(Permission.JOBS_READ)
 def get_workflow(workflow_id):
-    return view_json(services().store.get_workflow(str(workflow_id)))
+    return view_json(services().store.get_workflow(str(workflow_id), tenant=current_tenant()))
 
 
 def workflow_json(workflow: Workflow) -> dict[str, Any]:

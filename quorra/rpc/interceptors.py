@@ -7,6 +7,7 @@ stays non-blocking: its wrapper takes gRPC's `send_response_callback` too."""
 
 from __future__ import annotations
 
+import contextvars
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
@@ -15,7 +16,14 @@ from typing import Any
 import grpc
 
 from quorra import metrics
-from quorra.access import Authenticator, Credential, Permission, Principal, Role
+from quorra.access import (
+    DEFAULT_TENANT,
+    Authenticator,
+    Credential,
+    Permission,
+    Principal,
+    Role,
+)
 from quorra.errors import QuorraError
 from quorra.logs import request_id
 
@@ -27,6 +35,20 @@ REQUEST_ID_HEADER = "x-request-id"
 OPEN_METHOD_PREFIXES = ("/grpc.health.v1.Health/",)
 
 Behavior = Callable[[Any, grpc.ServicerContext], Any]
+
+# The principal of the call running in this context, set by ApiKeyInterceptor once it is
+# admitted (each RPC runs in its own copy of the context, as the request id does).
+caller: contextvars.ContextVar[Principal | None] = contextvars.ContextVar("quorra_rpc_caller", default=None)
+
+
+def caller_tenant() -> str:
+    """The tenant the running call acts for: its caller's ("*" for a fleet worker). A call
+    that no ApiKeyInterceptor admitted (a servicer driven without the server) is the
+    default tenant's."""
+    principal = caller.get()
+    return principal.tenant if principal is not None else DEFAULT_TENANT
+
+
 _FACTORIES = {
     (False, False): ("unary_unary", grpc.unary_unary_rpc_method_handler),
     (False, True): ("unary_stream", grpc.unary_stream_rpc_method_handler),
@@ -114,6 +136,7 @@ class ApiKeyInterceptor(grpc.ServerInterceptor):
         if not _allowed(principal, permission):
             message = f"the {principal.role} role lacks the {permission or 'admin'} permission"
             context.abort(grpc.StatusCode.PERMISSION_DENIED, message)
+        caller.set(principal)
 
 
 _AUTH_STATUS = {"unauthenticated": grpc.StatusCode.UNAUTHENTICATED, "unavailable": grpc.StatusCode.UNAVAILABLE}

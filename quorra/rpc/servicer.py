@@ -21,11 +21,19 @@ import grpc
 from quorra import tracing
 from quorra.config import Settings
 from quorra.errors import InvalidArgument, QuorraError
-from quorra.jobs import MAX_QUEUE_CHARS, Job, JobStatus, ParentOutcome, check_portable_json, is_valid_name
+from quorra.jobs import (
+    MAX_QUEUE_CHARS,
+    Job,
+    JobStatus,
+    ParentOutcome,
+    check_portable_json,
+    is_valid_name,
+)
 from quorra.manager import JobManager
 from quorra.notify import Notifier
 from quorra.rpc import quorra_pb2 as pb2
 from quorra.rpc import quorra_pb2_grpc as pb2_grpc
+from quorra.rpc.interceptors import caller_tenant
 from quorra.rpc.sightings import Sightings, lease_sighting
 from quorra.store import Settlement, SettleOutcome, SettleResult, Store, WorkerSighting
 
@@ -326,26 +334,30 @@ class WorkerServicer(pb2_grpc.WorkerServiceServicer):
     def LeaseJobs(self, request: pb2.LeaseRequest, context: grpc.ServicerContext) -> Iterator[pb2.Job]:
         with wire_errors(context, request):
             args = parse_lease(request, self.settings.lease_wait_max_seconds)
-            self.sightings.seen(lease_sighting(request, args.queues, context))
+            self.sightings.seen(lease_sighting(request, args.queues, context, caller_tenant()))
             batch = self._lease_when_ready(args, context)
         yield from self._deliver(batch, context)
 
     def AckJob(self, request: pb2.JobAck, context: grpc.ServicerContext) -> pb2.AckResponse:
         with wire_errors(context, request):
             result = parse_result(request.result_json, self.settings.max_payload_bytes)
-            job = self.manager.ack(request.job_id, request.lease_id, result, worker_id=request.worker_id)
+            job = self.manager.ack(
+                request.job_id, request.lease_id, result, worker_id=request.worker_id, tenant=caller_tenant()
+            )
             return settled_message(job)
 
     def NackJob(self, request: pb2.JobAck, context: grpc.ServicerContext) -> pb2.AckResponse:
         with wire_errors(context, request):
             error = request.error_message or "failed"
-            job = self.manager.nack(request.job_id, request.lease_id, error, worker_id=request.worker_id)
+            job = self.manager.nack(
+                request.job_id, request.lease_id, error, worker_id=request.worker_id, tenant=caller_tenant()
+            )
             return settled_message(job)
 
     def SettleJobs(self, request: pb2.SettleRequest, context: grpc.ServicerContext) -> pb2.SettleResponse:
         with wire_errors(context, request):
             parsed = parse_settle(request, self.settings.max_payload_bytes)
-            self.sightings.seen(WorkerSighting(request.worker_id))
+            self.sightings.seen(WorkerSighting(request.worker_id, tenant=caller_tenant()))
             results = self._settle(parsed, request.worker_id)
             return pb2.SettleResponse(results=[settle_result_message(result) for result in results])
 
@@ -356,7 +368,7 @@ class WorkerServicer(pb2_grpc.WorkerServiceServicer):
         with wire_errors(context, request.lease):
             args = parse_lease(request.lease, self.settings.lease_wait_max_seconds)
             parsed = parse_carried(request, self.settings.max_payload_bytes)
-            self.sightings.seen(lease_sighting(request.lease, args.queues, context))
+            self.sightings.seen(lease_sighting(request.lease, args.queues, context, caller_tenant()))
             results = self._settle(parsed, args.worker_id) if parsed else []
         batch = self._lease_after_settling(args, context, settled=bool(results))
         reply = pb2.SettleAndLeaseResponse(results=[settle_result_message(result) for result in results])
@@ -365,7 +377,7 @@ class WorkerServicer(pb2_grpc.WorkerServiceServicer):
 
     def _settle(self, parsed: list[Settlement | SettleResult], worker_id: str) -> list[SettleResult]:
         valid = [item for item in parsed if isinstance(item, Settlement)]
-        settled = iter(self.manager.settle_many(valid, worker_id=worker_id))
+        settled = iter(self.manager.settle_many(valid, worker_id=worker_id, tenant=caller_tenant()))
         return [item if isinstance(item, SettleResult) else next(settled) for item in parsed]
 
     def _lease_after_settling(self, args: LeaseArgs, context: grpc.ServicerContext, *, settled: bool) -> LeaseBatch:
@@ -400,9 +412,11 @@ class WorkerServicer(pb2_grpc.WorkerServiceServicer):
     def ExtendLease(self, request: pb2.ExtendLeaseRequest, context: grpc.ServicerContext) -> pb2.ExtendLeaseResponse:
         with wire_errors(context, request):
             ttl = parse_ttl(request.lease_ttl_seconds)
-            job = self.manager.extend(request.job_id, request.lease_id, ttl, worker_id=request.worker_id)
+            job = self.manager.extend(
+                request.job_id, request.lease_id, ttl, worker_id=request.worker_id, tenant=caller_tenant()
+            )
             if _valid_worker_id(request.worker_id):
-                self.sightings.seen(WorkerSighting(request.worker_id))
+                self.sightings.seen(WorkerSighting(request.worker_id, tenant=caller_tenant()))
             return pb2.ExtendLeaseResponse(
                 job_id=job.id, status=job.status.value, lease_expires_at=job.lease_expires_at
             )
@@ -413,7 +427,12 @@ class WorkerServicer(pb2_grpc.WorkerServiceServicer):
         # The expiry is computed inside the statement, so it is at most TTL after `started`.
         started, started_ns = time.monotonic(), time.time_ns()
         jobs = self.manager.lease(
-            args.queues, args.worker_id, args.max_jobs, args.ttl_seconds, max_bytes=self.settings.lease_max_bytes
+            args.queues,
+            args.worker_id,
+            args.max_jobs,
+            args.ttl_seconds,
+            tenant=caller_tenant(),  # "*" for a fleet worker: every tenant's queues so named
+            max_bytes=self.settings.lease_max_bytes,
         )
         margin = min(args.ttl_seconds / 10, DELIVERY_MARGIN_SECONDS)
         return LeaseBatch(jobs, deliver_by=started + args.ttl_seconds - margin, started_ns=started_ns)

@@ -37,7 +37,8 @@ class Sightings:
         self.manager = manager
         self.interval_seconds = interval_seconds
         self.clock = clock
-        self._written: dict[str, tuple[float, WorkerSighting]] = {}  # worker -> (when, all it told)
+        # (tenant, worker) -> (when, all it told): a worker id is named within its tenant
+        self._written: dict[tuple[str, str], tuple[float, WorkerSighting]] = {}
         self._lock = threading.Lock()
 
     def seen(self, sighting: WorkerSighting) -> bool:
@@ -57,10 +58,10 @@ class Sightings:
     def _due(self, sighting: WorkerSighting) -> bool:
         now = self.clock()
         with self._lock:
-            last = self._written.get(sighting.worker_id)
+            last = self._written.get((sighting.tenant, sighting.worker_id))
             if last is not None and now - last[0] < self.interval_seconds and not _news(sighting, last[1]):
                 return False
-            self._written[sighting.worker_id] = (now, _merged(last[1], sighting) if last else sighting)
+            self._written[sighting.tenant, sighting.worker_id] = (now, _merged(last[1], sighting) if last else sighting)
             if len(self._written) > MAX_TRACKED_WORKERS:
                 self._forget_before(now - 10 * self.interval_seconds)
         return True
@@ -81,9 +82,11 @@ def _merged(known: WorkerSighting, sighting: WorkerSighting) -> WorkerSighting:
     return dataclasses.replace(known, **told)
 
 
-def lease_sighting(request: pb2.LeaseRequest, queues: tuple[str, ...], context: grpc.ServicerContext) -> WorkerSighting:
-    """What a lease tells of its worker: its queues, and its WorkerInfo if it sent one (the
-    host defaults to the peer's address)."""
+def lease_sighting(
+    request: pb2.LeaseRequest, queues: tuple[str, ...], context: grpc.ServicerContext, tenant: str
+) -> WorkerSighting:
+    """What a lease tells of `tenant`'s worker: its queues, and its WorkerInfo if it sent
+    one (the host defaults to the peer's address)."""
     info = request.worker if request.HasField("worker") else None
     host = (info.host if info is not None else "") or _peer_host(context.peer())
     return WorkerSighting(
@@ -92,6 +95,7 @@ def lease_sighting(request: pb2.LeaseRequest, queues: tuple[str, ...], context: 
         pid=info.pid if info is not None and info.pid > 0 else None,
         queues=tuple(sorted(queues)),
         handlers=_handlers(info) if info is not None else None,
+        tenant=tenant,
     )
 
 

@@ -21,6 +21,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.sql.selectable import Select
 
+from quorra.access import ALL_TENANTS, DEFAULT_TENANT
 from quorra.audit import AuditEntry
 from quorra.errors import IllegalTransition, InvalidArgument, JobNotFound
 from quorra.jobs import (
@@ -49,6 +50,7 @@ from quorra.store.base import (
     log_failed_attempt,
     log_transition,
     logger,
+    of_tenant,
     payload_contains,
     status_in,
     status_values,
@@ -74,6 +76,7 @@ class Admin(StoreBase):
         self,
         job_id: str,
         *,
+        tenant: str = DEFAULT_TENANT,
         now: datetime | None = None,
         effects: Effects | None = None,
         audit: AuditEntry | None = None,
@@ -88,8 +91,8 @@ class Admin(StoreBase):
                 "finished_at": clock.now(),
                 "updated_at": clock.now(),
             }
-            before = self._fetch(conn, job_id, for_update=True)
-            job = self._transition(conn, job_id, CANCELLABLE, values, verb="cancel")
+            before = self._fetch(conn, job_id, tenant=tenant, for_update=True)  # raises JobNotFound
+            job = self._transition(conn, before.id, CANCELLABLE, values, verb="cancel")
             enqueue_events(conn, clock, [job.id])
             if before.status in status_values(HOLDING_LEASE):
                 record_attempts(conn, [job], AttemptOutcome.CANCELLED)
@@ -103,6 +106,7 @@ class Admin(StoreBase):
         self,
         job_id: str,
         *,
+        tenant: str = DEFAULT_TENANT,
         now: datetime | None = None,
         effects: Effects | None = None,
         audit: AuditEntry | None = None,
@@ -113,7 +117,7 @@ class Admin(StoreBase):
         parent still dead or cancelled: conflict, retry that parent); the dependants this
         job's failure cancelled come back too."""
         try:
-            job, dependants = self._retry(job_id, now, effects, audit)
+            job, dependants = self._retry(job_id, tenant, now, effects, audit)
         except sa_exc.IntegrityError:  # only ix_jobs_unique_key can refuse this UPDATE
             raise IllegalTransition(
                 f"cannot retry job {job_id}: another job with its unique key holds the slot"
@@ -123,26 +127,27 @@ class Admin(StoreBase):
         return job
 
     def _retry(
-        self, job_id: str, now: datetime | None, effects: Effects | None, audit: AuditEntry | None
+        self, job_id: str, tenant: str, now: datetime | None, effects: Effects | None, audit: AuditEntry | None
     ) -> tuple[Job, list[Job]]:
         with self._transaction() as conn:
             clock = self._clock(now)
-            values = requeued(clock) | self._waiting_for_parents(conn, job_id)
-            job = self._transition(conn, job_id, RETRYABLE, values, verb="retry")
+            row = self._fetch(conn, job_id, tenant=tenant, for_update=True)  # raises JobNotFound
+            values = requeued(clock) | self._waiting_for_parents(conn, row)
+            job = self._transition(conn, row.id, RETRYABLE, values, verb="retry")
             record_audit(conn, clock, audit)
             return job, self._back_in_line(conn, clock, [job], effects)
 
-    def _waiting_for_parents(self, conn, job_id: str) -> dict[str, Any]:
-        """A cancelled dependant retried: blocked on its unmet parents, or refused while one
-        of them is dead or cancelled. Any other job goes back to pending."""
-        row = self._fetch(conn, job_id, for_update=True)
+    def _waiting_for_parents(self, conn, row) -> dict[str, Any]:
+        """A cancelled dependant retried (its row, locked): blocked on its unmet parents, or
+        refused while one of them is dead or cancelled. Any other job goes back to pending."""
         if row.pending_parents is None or row.status != JobStatus.CANCELLED.value:
             return {}
-        ready = readiness(parents_of(conn, to_job(row)), row.on_parent_failure or ParentFailure.CANCEL)
+        job = to_job(row)
+        ready = readiness(parents_of(conn, job), row.on_parent_failure or ParentFailure.CANCEL)
         if ready.failed_parent is not None:
             parent, status = ready.failed_parent
             raise IllegalTransition(
-                f"cannot retry job {job_id}: its parent {parent} is {status.value}; retry that first"
+                f"cannot retry job {job.id}: its parent {parent} is {status.value}; retry that first"
             )
         return {
             "status": ready.status.value,
@@ -164,13 +169,15 @@ class Admin(StoreBase):
         queue: str,
         *,
         type: str | None = None,
+        tenant: str = DEFAULT_TENANT,
         now: datetime | None = None,
         effects: Effects | None = None,
         audit: AuditEntry | None = None,
     ) -> dict[str, int]:
-        """Put every dead job of `queue` (of `type`, if given) back in line now, in one
-        UPDATE; answers how many of each type were retried."""
-        return self.retry_matching(JobFilter(queue, JobStatus.DEAD, type), now=now, effects=effects, audit=audit)
+        """Put every dead job of `tenant`'s `queue` (of `type`, if given) back in line now,
+        in one UPDATE; answers how many of each type were retried."""
+        chosen = JobFilter(queue, JobStatus.DEAD, type, tenant=tenant)
+        return self.retry_matching(chosen, now=now, effects=effects, audit=audit)
 
     def retry_matching(
         self,
@@ -220,11 +227,11 @@ class Admin(StoreBase):
         logger.info("jobs deleted", extra={**_filter_fields(chosen), "event": "jobs.deleted", "count": deleted})
         return deleted
 
-    def delete_job(self, job_id: str, *, audit: AuditEntry | None = None) -> Job:
-        """Delete one finished job (with its attempts and keys); a job still waiting or
-        running is a conflict: cancel it first."""
+    def delete_job(self, job_id: str, *, tenant: str = DEFAULT_TENANT, audit: AuditEntry | None = None) -> Job:
+        """Delete one of `tenant`'s finished jobs (with its attempts and keys); a job still
+        waiting or running is a conflict: cancel it first."""
         with self._transaction() as conn:
-            job = to_job(self._fetch(conn, job_id, for_update=True))  # raises JobNotFound
+            job = to_job(self._fetch(conn, job_id, tenant=tenant, for_update=True))  # raises JobNotFound
             if job.status not in TERMINAL:
                 raise IllegalTransition(f"cannot delete a job that is {job.status}; cancel it first")
             if not self._delete_jobs(conn, select(jobs.c.id).where(jobs.c.id == job.id, ~_awaited()), with_keys=True):
@@ -341,7 +348,7 @@ class Admin(StoreBase):
         statement = update(jobs).where(jobs.c.id == canonical, status_in(allowed)).values(values)
         row = conn.execute(statement.returning(*jobs.c)).one_or_none()
         if row is None:
-            current = self._fetch(conn, canonical)
+            current = self._fetch(conn, canonical, tenant=ALL_TENANTS)  # the caller read it as its tenant's
             raise IllegalTransition(f"cannot {verb} a job that is {current.status}")
         return to_job(row)
 
@@ -363,7 +370,7 @@ def requeued(clock: Clock) -> dict[str, Any]:
 
 def _matching(table, chosen: JobFilter, dialect: str) -> list[ColumnElement]:
     """The filter as terms over `table` (jobs or an alias of it)."""
-    guard = [table.c.status == chosen.status.value, table.c.queue == chosen.queue]
+    guard = [table.c.status == chosen.status.value, table.c.queue == chosen.queue, *of_tenant(table, chosen.tenant)]
     if chosen.type is not None:
         guard.append(table.c.type == chosen.type)
     if chosen.created_from is not None:

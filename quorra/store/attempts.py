@@ -18,6 +18,7 @@ from sqlalchemy.sql.dml import Insert
 from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.sql.selectable import CTE, Select
 
+from quorra.access import DEFAULT_TENANT
 from quorra.jobs import AttemptOutcome, Job, JobStatus
 from quorra.schema import job_attempts
 from quorra.store.base import StoreBase, to_job
@@ -39,10 +40,10 @@ class Attempt:
 class Attempts(StoreBase):
     """Read a job's attempts."""
 
-    def job_attempts(self, job_id: str) -> tuple[Job, list[Attempt]]:
-        """The job and every attempt it made, oldest first, the one in flight last."""
+    def job_attempts(self, job_id: str, *, tenant: str = DEFAULT_TENANT) -> tuple[Job, list[Attempt]]:
+        """`tenant`'s job and every attempt it made, oldest first, the one in flight last."""
         with self._transaction() as conn:
-            job = to_job(self._fetch(conn, job_id))
+            job = to_job(self._fetch(conn, job_id, tenant=tenant))
             rows = conn.execute(_ATTEMPTS_OF, {"job_id": job.id}).all()
         attempts = [_attempt(row) for row in rows]
         return job, attempts + in_flight(job)

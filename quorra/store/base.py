@@ -33,6 +33,7 @@ from sqlalchemy.sql.dml import Insert
 from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.sql.selectable import CTE, Select
 
+from quorra.access import ALL_TENANTS, DEFAULT_TENANT
 from quorra.db import autocommitted, make_engine
 from quorra.errors import DatabaseUnavailable, InvalidArgument, JobNotFound, StaleLease
 from quorra.jobs import (
@@ -77,6 +78,7 @@ class QueueCount:
     queue: str
     status: str
     count: int
+    tenant: str = DEFAULT_TENANT
 
 
 @dataclass
@@ -225,39 +227,44 @@ class StoreBase:
     def _clock(self, now: datetime | None) -> Clock:
         return Clock(self.dialect, now)
 
-    def _fetch(self, conn: Connection, job_id: str, *, for_update: bool = False):
+    def _fetch(self, conn: Connection, job_id: str, *, tenant: str, for_update: bool = False):
+        """The job's row, if it is `tenant`'s: another tenant's job is not found, exactly as
+        a missing one (no existence leak)."""
         canonical = parse_job_id(job_id)
         if canonical is None:
             raise JobNotFound(f"no job has the id {job_id!r}")
         query = _SELECT_JOB_FOR_UPDATE if for_update and self.dialect == "postgresql" else _SELECT_JOB
         row = conn.execute(query, {"job_id": canonical}).one_or_none()
-        if row is None:
+        if row is None or not is_tenants(row.tenant, tenant):
             raise JobNotFound(f"no job has the id {job_id!r}")
         return row
 
     def _lease_guard(
-        self, clock: Clock, job_id: str, lease_id: str, worker_id: str | None = None
+        self, clock: Clock, job_id: str, lease_id: str, worker_id: str | None = None, tenant: str = DEFAULT_TENANT
     ) -> list[ColumnElement]:
         guard = [
             jobs.c.id == job_id,
             jobs.c.lease_id == lease_id,
             status_in(HOLDING_LEASE),
             jobs.c.lease_expires_at > clock.now(),
+            *of_tenant(jobs, tenant),
         ]
         if worker_id is not None:
             guard.append(jobs.c.leased_by == worker_id)
         return guard
 
-    def _update_held_lease(self, conn, clock, job_id, lease_id, values, worker_id: str | None = None) -> Job:
+    def _update_held_lease(
+        self, conn, clock, job_id, lease_id, values, worker_id: str | None = None, *, tenant: str
+    ) -> Job:
         job_id, lease_id = lease_ids(job_id, lease_id)
-        statement = update(jobs).where(*self._lease_guard(clock, job_id, lease_id, worker_id)).values(values)
+        statement = update(jobs).where(*self._lease_guard(clock, job_id, lease_id, worker_id, tenant)).values(values)
         row = conn.execute(statement.returning(*jobs.c)).one_or_none()
         if row is None:
-            raise self._why_not_held(conn, job_id)
+            raise self._why_not_held(conn, job_id, tenant)
         return to_job(row)
 
-    def _why_not_held(self, conn, job_id: str) -> Exception:
-        row = self._fetch(conn, job_id)  # raises JobNotFound
+    def _why_not_held(self, conn, job_id: str, tenant: str) -> Exception:
+        row = self._fetch(conn, job_id, tenant=tenant)  # raises JobNotFound
         if row.status in status_values(HOLDING_LEASE):
             return StaleLease(f"job {job_id} is held under another lease, or this one expired")
         return StaleLease(f"job {job_id} is {row.status}; its lease is no longer held")
@@ -266,6 +273,17 @@ class StoreBase:
 # Built once: a statement object is compiled once and its cache key computed once.
 _SELECT_JOB = select(jobs).where(jobs.c.id == bindparam("job_id"))
 _SELECT_JOB_FOR_UPDATE = _SELECT_JOB.with_for_update()
+
+
+def of_tenant(table, tenant: str) -> list[ColumnElement]:
+    """The terms choosing `tenant`'s rows of `table`: none for ALL_TENANTS (a fleet worker
+    settling what it holds, whatever the tenant)."""
+    return [] if tenant == ALL_TENANTS else [table.c.tenant == tenant]
+
+
+def is_tenants(owner: str, tenant: str) -> bool:
+    """A row of `owner` is visible to `tenant` (ALL_TENANTS sees every tenant's)."""
+    return tenant in (owner, ALL_TENANTS)
 
 
 def failure_values(clock: Clock) -> dict[str, Any]:
@@ -307,7 +325,7 @@ def unique_slot_held(table) -> ColumnElement:
 
 @dataclass(frozen=True)
 class JobFilter:
-    """The jobs a bulk action (retry, delete) applies to: one queue, one status, and
+    """The jobs a bulk action (retry, delete) applies to: one tenant's queue, one status, and
     optionally a type, a created_at range [created_from, created_to) and a text the payload
     contains (as the job list's search finds it)."""
 
@@ -317,6 +335,7 @@ class JobFilter:
     created_from: datetime | None = None
     created_to: datetime | None = None
     payload_contains: str | None = None
+    tenant: str = DEFAULT_TENANT  # whose queue (a queue is named within its tenant)
 
 
 # List filters beyond the stored statuses: a pending job is SCHEDULED until its run_at, READY after.

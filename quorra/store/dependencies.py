@@ -25,7 +25,7 @@ import functools
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 
-from sqlalchemy import bindparam, case, exists, func, insert, select, update
+from sqlalchemy import and_, bindparam, case, exists, func, insert, select, update
 
 from quorra.errors import InvalidJobSpec
 from quorra.jobs import (
@@ -81,11 +81,12 @@ _DEPENDANT_LOGS = {
 # -- submit ---------------------------------------------------------------------------------
 
 
-def link(conn, clock: Clock, dialect: str, children: Sequence[tuple[str, JobSpec]]) -> dict[str, Job]:
-    """Give new jobs (inserted `blocked`, in dependency order: in-batch parents first) their
-    edges, unmet counts and first status; raise InvalidJobSpec naming unknown parents."""
+def link(conn, clock: Clock, dialect: str, children: Sequence[tuple[str, JobSpec]], tenant: str) -> dict[str, Job]:
+    """Give `tenant`'s new jobs (inserted `blocked`, in dependency order: in-batch parents
+    first) their edges, unmet counts and first status; raise InvalidJobSpec naming unknown
+    parents (another tenant's job is unknown here, in the same words)."""
     parent_ids = sorted({parent for _, spec in children for parent in spec.depends_on})
-    statuses = _mark_parents(conn, dialect, parent_ids)
+    statuses = _mark_parents(conn, dialect, parent_ids, tenant)
     unknown = [parent for parent in parent_ids if parent not in statuses]
     if unknown:
         details = [{"field": "depends_on", "message": f"no job has the id {parent}"} for parent in unknown]
@@ -107,12 +108,12 @@ def link(conn, clock: Clock, dialect: str, children: Sequence[tuple[str, JobSpec
     return {job.id: job for job in map(to_job, created)}
 
 
-def _mark_parents(conn, dialect: str, parent_ids: list[str]) -> dict[str, JobStatus]:
-    """Set has_dependants on the parents (locking them, in id order on PostgreSQL); their
-    statuses, as committed by whoever held them before."""
+def _mark_parents(conn, dialect: str, parent_ids: list[str], tenant: str) -> dict[str, JobStatus]:
+    """Set has_dependants on the parents that are `tenant`'s (locking them, in id order on
+    PostgreSQL); their statuses, as committed by whoever held them before."""
     if not parent_ids:
         return {}
-    wanted = jobs.c.id.in_(parent_ids)
+    wanted = and_(jobs.c.id.in_(parent_ids), jobs.c.tenant == tenant)
     if dialect == "postgresql":
         locked = select(jobs.c.id).where(wanted).order_by(jobs.c.id).with_for_update().cte("locked")
         wanted = jobs.c.id == locked.c.id

@@ -42,6 +42,7 @@ from quorra.store.base import (
     StoreBase,
     lease_ids,
     log_transition,
+    of_tenant,
     status_in,
     to_job,
 )
@@ -139,9 +140,11 @@ class Leasing(StoreBase):
         ttl_seconds: float,
         *,
         worker_id: str | None = None,
+        tenant: str = DEFAULT_TENANT,
         now: datetime | None = None,
     ) -> Job:
-        """Heartbeat: push the lease's expiry to now + ttl; a leased job becomes processing."""
+        """Heartbeat: push the lease's expiry to now + ttl; a leased job becomes processing.
+        Another tenant's job is JobNotFound (ALL_TENANTS: a fleet worker's, any tenant's)."""
         if ttl_seconds <= 0:
             raise InvalidArgument("ttl_seconds must be positive")
         with self._transaction() as conn:
@@ -151,19 +154,20 @@ class Leasing(StoreBase):
                 "lease_expires_at": clock.expiry_after(ttl_seconds),
                 "updated_at": clock.now(),
             }
-            job = self._update_held_lease(conn, clock, job_id, lease_id, values, worker_id)
+            job = self._update_held_lease(conn, clock, job_id, lease_id, values, worker_id, tenant=tenant)
         log_transition("lease extended", "lease.extended", job, level=logging.DEBUG)
         return job
 
-    def release(self, job_id: str, lease_id: str) -> Job:
+    def release(self, job_id: str, lease_id: str, *, tenant: str = DEFAULT_TENANT) -> Job:
         """Hand back a lease that never reached its worker: the job is ready again and the
-        attempt is not counted."""
+        attempt is not counted. Another tenant's job is JobNotFound."""
         job_id, lease_id = lease_ids(job_id, lease_id)
         with self._transaction() as conn:
             clock = self._clock(None)
             statement = (
                 update(jobs)
                 .where(jobs.c.id == job_id, jobs.c.lease_id == lease_id, jobs.c.status == JobStatus.LEASED.value)
+                .where(*of_tenant(jobs, tenant))
                 .values(
                     status=JobStatus.PENDING.value,
                     attempts=jobs.c.attempts - 1,
@@ -177,7 +181,7 @@ class Leasing(StoreBase):
             )
             row = conn.execute(statement).one_or_none()
             if row is None:
-                raise self._why_not_held(conn, job_id)
+                raise self._why_not_held(conn, job_id, tenant)
         job = to_job(row)
         log_transition("lease released", "lease.released", job)
         return job

@@ -67,7 +67,7 @@ class Queues(StoreBase):
             row = conn.execute(select(queues).where(queues.c.tenant == tenant, queues.c.name == queue)).one()
             record_audit(conn, clock, audit)
         event = "queue.paused" if is_paused else "queue.resumed"
-        logger.info(event.replace(".", " "), extra={"event": event, "queue": queue})
+        logger.info(event.replace(".", " "), extra={"event": event, "queue": queue, "tenant": tenant})
         return QueueState(row.name, row.is_paused, row.paused_at)
 
     def paused_queues(self, *, tenant: str = DEFAULT_TENANT) -> dict[str, datetime | None]:
@@ -76,3 +76,10 @@ class Queues(StoreBase):
         query = query.order_by(queues.c.name)
         with self._transaction() as conn:
             return dict(conn.execute(query).all())
+
+    def paused_by_tenant(self) -> dict[tuple[str, str], datetime | None]:
+        """Every paused queue of every tenant, by (tenant, queue), and since when (the
+        metrics' scrape)."""
+        query = select(queues.c.tenant, queues.c.name, queues.c.paused_at).where(queues.c.is_paused)
+        with self._transaction() as conn:
+            return {(tenant, name): paused_at for tenant, name, paused_at in conn.execute(query)}

@@ -18,6 +18,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.sql.elements import ColumnElement
 
+from quorra.access import ALL_TENANTS, DEFAULT_TENANT
 from quorra.errors import InvalidArgument, WorkflowNotFound
 from quorra.jobs import (
     LEASABLE,
@@ -33,7 +34,9 @@ from quorra.store.base import (
     ListPosition,
     QueueCount,
     StoreBase,
+    is_tenants,
     job_filters,
+    of_tenant,
     status_in,
     to_job,
     utcnow,
@@ -46,17 +49,20 @@ from quorra.workflows import Workflow, WorkflowStatus, workflow_status
 class Reading(StoreBase):
     """Reads: one job, pages of jobs, counts, and the clock."""
 
-    def get_job(self, job_id: str) -> Job:
+    def get_job(self, job_id: str, *, tenant: str = DEFAULT_TENANT) -> Job:
+        """`tenant`'s job (another tenant's is JobNotFound, as a missing one)."""
         with self._one_statement() as conn:
-            return to_job(self._fetch(conn, job_id))
+            return to_job(self._fetch(conn, job_id, tenant=tenant))
 
     def links(self, job_id: str) -> tuple[list[str], list[str]]:
-        """The ids of a job's parents and of its dependants."""
+        """The ids of a job's parents and of its dependants (all of its own tenant: a job
+        depends only on its tenant's jobs)."""
         with self._transaction() as conn:
             return links_of(conn, job_id)
 
-    def get_workflow(self, workflow_id: str) -> WorkflowView:
-        """A workflow, the count of its jobs by status and its jobs (without bodies), by ref."""
+    def get_workflow(self, workflow_id: str, *, tenant: str = DEFAULT_TENANT) -> WorkflowView:
+        """`tenant`'s workflow, the count of its jobs by status and its jobs (without
+        bodies), by ref. Another tenant's is WorkflowNotFound, as a missing one."""
         canonical = parse_job_id(workflow_id)
         with self._transaction() as conn:
             row = (
@@ -64,7 +70,7 @@ class Reading(StoreBase):
                 if canonical is None
                 else conn.execute(select(workflows).where(workflows.c.id == canonical)).one_or_none()
             )
-            if row is None:
+            if row is None or not is_tenants(row.tenant, tenant):
                 raise WorkflowNotFound(f"no workflow has the id {workflow_id!r}")
             columns = [_no_body(c) if c.name in _BODIES else c for c in jobs.c]
             members = conn.execute(
@@ -89,9 +95,11 @@ class Reading(StoreBase):
         created_to: datetime | None = None,
         job_id: str | None = None,
         payload_contains: str | None = None,
+        tenant: str = DEFAULT_TENANT,
         now: datetime | None = None,
     ) -> JobPage:
-        """Newest first, `limit` at a time; pass `next_cursor` back for the next page.
+        """`tenant`'s jobs newest first, `limit` at a time; pass `next_cursor` back for the
+        next page (ix_jobs_tenant_created, or ix_jobs_tenant_queue_status for a queue).
 
         Filters: queue, type, status (a JobStatus, or SCHEDULED: pending with run_at to come,
         or READY: pending and due), created in [created_from, created_to), the job's id, and
@@ -104,8 +112,10 @@ class Reading(StoreBase):
         more than a page's worth of bodies is ever read)."""
         if not 1 <= limit <= MAX_LIST_LIMIT:
             raise InvalidArgument(f"limit must be between 1 and {MAX_LIST_LIMIT}")
-        where = _list_filters(queue, status, type, cursor) + job_filters(
-            self._clock(now), status=status, created_from=created_from, created_to=created_to
+        where = (
+            of_tenant(jobs, tenant)
+            + _list_filters(queue, status, type, cursor)
+            + job_filters(self._clock(now), status=status, created_from=created_from, created_to=created_to)
         )
         if job_id is not None:
             where.append(jobs.c.id == _job_id(job_id))
@@ -140,26 +150,31 @@ class Reading(StoreBase):
             size = [func.length(cast(jobs.c[name], LargeBinary)) for name in _BODIES]
         return func.coalesce(size[0], 0) + func.coalesce(size[1], 0)
 
-    def queue_counts(self) -> list[QueueCount]:
-        """How many jobs each queue holds in each status (GoQuorra's /v1/queues)."""
-        query = (
-            select(jobs.c.queue, jobs.c.status, func.count())
-            .group_by(jobs.c.queue, jobs.c.status)
-            .order_by(jobs.c.queue, jobs.c.status)
-        )
+    def queue_counts(self, *, tenant: str = DEFAULT_TENANT) -> list[QueueCount]:
+        """How many jobs each of `tenant`'s queues holds in each status (GoQuorra's
+        /v1/queues); with ALL_TENANTS, of every tenant (the metrics' scrape)."""
+        grouped = (jobs.c.tenant, jobs.c.queue, jobs.c.status)
+        query = select(*grouped, func.count()).where(*of_tenant(jobs, tenant)).group_by(*grouped).order_by(*grouped)
         with self._transaction() as conn:
-            return [QueueCount(q, s, n) for q, s, n in conn.execute(query)]
+            return [QueueCount(q, s, n, t) for t, q, s, n in conn.execute(query)]
 
-    def oldest_ready_at(self, *, now: datetime | None = None) -> dict[str, datetime]:
-        """Per queue, the run_at of the job that has waited longest for a worker."""
+    def oldest_ready_at(self, *, tenant: str = DEFAULT_TENANT, now: datetime | None = None) -> dict[str, datetime]:
+        """Per queue of `tenant`, the run_at of the job that has waited longest for a worker."""
+        return {queue: ready_at for (_, queue), ready_at in self._oldest_ready(tenant, now).items()}
+
+    def oldest_ready_by_tenant(self, *, now: datetime | None = None) -> dict[tuple[str, str], datetime]:
+        """oldest_ready_at of every tenant's queues, by (tenant, queue) (the metrics' scrape)."""
+        return self._oldest_ready(ALL_TENANTS, now)
+
+    def _oldest_ready(self, tenant: str, now: datetime | None) -> dict[tuple[str, str], datetime]:
         clock = self._clock(now)
         query = (
-            select(jobs.c.queue, func.min(jobs.c.run_at))
-            .where(status_in(LEASABLE), jobs.c.run_at <= clock.now())
-            .group_by(jobs.c.queue)
+            select(jobs.c.tenant, jobs.c.queue, func.min(jobs.c.run_at))
+            .where(status_in(LEASABLE), jobs.c.run_at <= clock.now(), *of_tenant(jobs, tenant))
+            .group_by(jobs.c.tenant, jobs.c.queue)
         )
         with self._transaction() as conn:
-            return dict(conn.execute(query).all())
+            return {(owner, queue): ready_at for owner, queue, ready_at in conn.execute(query)}
 
     def queues_due_between(self, after: datetime, *, now: datetime | None = None) -> list[str]:
         """Queues with a waiting job whose run_at fell in (after, now]: the ones to wake."""

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -23,6 +24,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 
+from quorra.access import ALL_TENANTS, DEFAULT_TENANT
 from quorra.errors import InvalidArgument, StaleLease
 from quorra.jobs import (
     HOLDING_LEASE,
@@ -46,6 +48,7 @@ from quorra.store.base import (
     failure_values,
     log_failed_attempt,
     log_transition,
+    of_tenant,
     status_in,
     status_values,
     to_job,
@@ -65,12 +68,13 @@ class Settling(StoreBase):
         result: Any = None,
         *,
         worker_id: str | None = None,
+        tenant: str = DEFAULT_TENANT,
         now: datetime | None = None,
     ) -> Job:
         """The attempt succeeded: the job is done, with the handler's result if any."""
         _check_result(result)
         settlement = Settlement(job_id, lease_id, success=True, result=result)
-        return self.settle_many([settlement], worker_id=worker_id, now=now)[0].job_or_raise()
+        return self.settle_many([settlement], worker_id=worker_id, tenant=tenant, now=now)[0].job_or_raise()
 
     def nack(
         self,
@@ -79,32 +83,36 @@ class Settling(StoreBase):
         error: str,
         *,
         worker_id: str | None = None,
+        tenant: str = DEFAULT_TENANT,
         now: datetime | None = None,
     ) -> Job:
         """The attempt failed: retry after the backoff, or dead when out of retries."""
         settlement = Settlement(job_id, lease_id, success=False, error=error)
-        return self.settle_many([settlement], worker_id=worker_id, now=now)[0].job_or_raise()
+        return self.settle_many([settlement], worker_id=worker_id, tenant=tenant, now=now)[0].job_or_raise()
 
     def settle_many(
         self,
         settlements: Sequence[Settlement],
         *,
         worker_id: str | None = None,
+        tenant: str = DEFAULT_TENANT,
         now: datetime | None = None,
         effects: Effects | None = None,
     ) -> list[SettleResult]:
         """Acks and nacks of held leases in one transaction (one UPDATE on PostgreSQL), with
         one result per settlement, in order: a stale or unknown lease never fails its
         neighbours. With `worker_id`, a lease counts as held only by the worker it went to.
+        Another tenant's job is NOT_FOUND, as an unknown one (ALL_TENANTS: a fleet worker,
+        whose leases may be any tenant's).
         In the same transaction, settled parents release or cancel their dependants and
         finished workflows complete (reported in `effects`)."""
         checked = _check_settlements(settlements)
         valid = [item for item in checked if isinstance(item, Settlement)]
         with self._transaction() as conn:
             clock = self._clock(now)
-            settled = self._settle(conn, clock, valid, worker_id) if valid else {}
+            settled = self._settle(conn, clock, valid, worker_id, tenant) if valid else {}
             dependants = follow(conn, clock, self.dialect, settled.values(), effects)
-            unsettled = self._statuses(conn, [item.job_id for item in valid if item.job_id not in settled])
+            unsettled = self._statuses(conn, [item.job_id for item in valid if item.job_id not in settled], tenant)
         results = [_settle_result(item, settled, unsettled) for item in checked]
         for result in results:
             if result.job is not None:
@@ -112,21 +120,22 @@ class Settling(StoreBase):
         log_dependants(dependants)
         return results
 
-    def _settle(self, conn, clock, settlements: list[Settlement], worker_id: str | None) -> dict[str, Job]:
+    def _settle(self, conn, clock, settlements: list[Settlement], worker_id: str | None, tenant: str) -> dict[str, Job]:
         if self.dialect == "postgresql":
-            check_worker = worker_id is not None
-            params = _settle_arrays(settlements) | {"worker_id": worker_id}
+            shape = _Shape(check_worker=worker_id is not None, check_tenant=tenant != ALL_TENANTS)
+            params = _settle_arrays(settlements) | {"worker_id": worker_id, "settle_tenant": tenant}
             outbox = self._webhooks_seen
-            rows = conn.execute(self._settle_statement(clock, check_worker, outbox), params).all()
+            rows = conn.execute(self._settle_statement(clock, shape, outbox), params).all()
             if not rows and not outbox and any_webhook(conn):
                 # The statement without the outbox changed nothing because a webhook exists
                 # (its guard): from now on, this process settles with the outbox.
                 self._webhooks_seen = True
-                rows = conn.execute(self._settle_statement(clock, check_worker, True), params).all()
+                rows = conn.execute(self._settle_statement(clock, shape, True), params).all()
             return {job.id: job for job in map(to_job, rows)}
         settled = {}
         for item in settlements:  # SQLite: BEGIN IMMEDIATE holds the only write lock
-            row = conn.execute(select(jobs).where(*self._lease_guard(clock, item.job_id, item.lease_id, worker_id)))
+            guard = self._lease_guard(clock, item.job_id, item.lease_id, worker_id, tenant)
+            row = conn.execute(select(jobs).where(*guard))
             held = row.one_or_none()
             if held is not None:
                 settled[item.job_id] = self._settle_row(conn, clock, held, item)
@@ -140,10 +149,10 @@ class Settling(StoreBase):
     # no event can be missed, and settling costs nothing more while no webhook exists.
     _webhooks_seen = False
 
-    def _settle_statement(self, clock: Clock, check_worker: bool, outbox: bool):
+    def _settle_statement(self, clock: Clock, shape: _Shape, outbox: bool):
         if clock.fixed is None:
-            return _SETTLE_AT_DB_TIME[check_worker, outbox]
-        return _settle_statement(clock, check_worker, outbox)
+            return _SETTLE_AT_DB_TIME[shape, outbox]
+        return _settle_statement(clock, shape, outbox)
 
     def _settle_row(self, conn, clock: Clock, row, item: Settlement) -> Job:
         if not item.success:
@@ -162,11 +171,12 @@ class Settling(StoreBase):
         ]
         return to_job(conn.execute(update(jobs).where(*guard).values(values).returning(*jobs.c)).one())
 
-    def _statuses(self, conn, job_ids: list[str]) -> dict[str, str]:
-        """The status of each of these jobs that exists."""
+    def _statuses(self, conn, job_ids: list[str], tenant: str) -> dict[str, str]:
+        """The status of each of these jobs that exists and is `tenant`'s."""
         if not job_ids:
             return {}
-        rows = conn.execute(select(jobs.c.id, jobs.c.status).where(jobs.c.id.in_(job_ids))).all()
+        query = select(jobs.c.id, jobs.c.status).where(jobs.c.id.in_(job_ids), *of_tenant(jobs, tenant))
+        rows = conn.execute(query).all()
         return {str(uuid.UUID(str(job_id))): status for job_id, status in rows}
 
     def _fail_attempt(self, conn, clock: Clock, row, error: str) -> Job:
@@ -278,7 +288,16 @@ def _settle_arrays(settlements: list[Settlement]) -> dict[str, list[Any]]:
     }
 
 
-def _settle_statement(clock: Clock, check_worker: bool, outbox: bool):
+@dataclass(frozen=True)
+class _Shape:
+    """Which optional terms a settle statement's guard has: the worker holding the lease,
+    and the tenant of the job (a fleet worker's settle, for ALL_TENANTS, has none)."""
+
+    check_worker: bool
+    check_tenant: bool
+
+
+def _settle_statement(clock: Clock, shape: _Shape, outbox: bool):
     """UPDATE jobs ... FROM unnest(:job_ids, :lease_ids, ...) under the lease guard per row,
     recording each ended attempt in the same statement, with the webhook deliveries of the
     events it causes (store.webhooks.events_of), or without them and only while no webhook
@@ -313,8 +332,10 @@ def _settle_statement(clock: Clock, check_worker: bool, outbox: bool):
         status_in(HOLDING_LEASE),
         jobs.c.lease_expires_at > now,
     ]
-    if check_worker:
+    if shape.check_worker:
         guard.append(jobs.c.leased_by == bindparam("worker_id", type_=Text))
+    if shape.check_tenant:
+        guard.append(jobs.c.tenant == bindparam("settle_tenant", type_=Text))
     if not outbox:
         return with_effects(update(jobs).where(*guard, no_webhook()).values(values).returning(*jobs.c), insert_attempts)
     settle = update(jobs).where(*guard).values(values).returning(*jobs.c)
@@ -338,7 +359,7 @@ def _check_result(result: Any) -> None:
 
 # Built once, after the helpers above: the hot settle statement on the database clock.
 _SETTLE_AT_DB_TIME = {
-    (check, outbox): _settle_statement(Clock("postgresql", None), check, outbox)
-    for check in (False, True)
+    (shape, outbox): _settle_statement(Clock("postgresql", None), shape, outbox)
+    for shape in (_Shape(worker, tenant) for worker in (False, True) for tenant in (False, True))
     for outbox in (False, True)
 }

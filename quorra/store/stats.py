@@ -9,9 +9,10 @@ from datetime import UTC, datetime
 
 from sqlalchemy import case, func, literal, select
 
+from quorra.access import DEFAULT_TENANT
 from quorra.jobs import AttemptOutcome
 from quorra.schema import UTCDateTime, job_attempts
-from quorra.store.base import StoreBase
+from quorra.store.base import StoreBase, of_tenant
 
 _FAILED = (AttemptOutcome.FAILED.value, AttemptOutcome.EXPIRED.value)
 
@@ -27,9 +28,12 @@ class MinuteCount:
 
 
 class Stats(StoreBase):
-    def throughput(self, since: datetime, *, queue: str | None = None) -> list[MinuteCount]:
-        """Per queue and minute, from the minute of `since` on: the attempts that succeeded
-        and those that failed (cancelled ones are left out). Minutes without any are absent."""
+    def throughput(
+        self, since: datetime, *, queue: str | None = None, tenant: str = DEFAULT_TENANT
+    ) -> list[MinuteCount]:
+        """Per queue of `tenant` and minute, from the minute of `since` on: the attempts
+        that succeeded and those that failed (cancelled ones are left out). Minutes without
+        any are absent."""
         minute = self._minute(job_attempts.c.finished_at)
         outcome = job_attempts.c.outcome
         query = (
@@ -40,6 +44,7 @@ class Stats(StoreBase):
                 func.sum(case((outcome.in_(_FAILED), 1), else_=0)),
             )
             .where(job_attempts.c.finished_at >= literal(since.replace(second=0, microsecond=0), UTCDateTime))
+            .where(*of_tenant(job_attempts, tenant))
             .group_by(job_attempts.c.queue, minute)
             .order_by(job_attempts.c.queue, minute)
         )

@@ -11,9 +11,10 @@ from datetime import datetime
 from sqlalchemy import delete, func, literal, select
 from sqlalchemy.dialects import postgresql, sqlite
 
+from quorra.access import ALL_TENANTS, DEFAULT_TENANT
 from quorra.jobs import HOLDING_LEASE
 from quorra.schema import UTCDateTime, jobs, workers
-from quorra.store.base import StoreBase, status_in
+from quorra.store.base import StoreBase, of_tenant, status_in
 
 MAX_WORKERS_LISTED = 1000
 
@@ -27,6 +28,7 @@ class WorkerSighting:
     pid: int | None = None
     queues: tuple[str, ...] | None = None
     handlers: tuple[str, ...] | None = None
+    tenant: str = DEFAULT_TENANT  # of its key ("*": a fleet worker); a worker id is named within it
 
 
 @dataclass(frozen=True)
@@ -63,23 +65,26 @@ class Workers(StoreBase):
             "queues": list(sighting.queues) if sighting.queues is not None else None,
             "handlers": list(sighting.handlers) if sighting.handlers is not None else None,
         }
-        statement = insert.values(id=sighting.worker_id, first_seen_at=now, last_seen_at=now, **told)
+        statement = insert.values(
+            tenant=sighting.tenant, id=sighting.worker_id, first_seen_at=now, last_seen_at=now, **told
+        )
         changes = {"last_seen_at": statement.excluded.last_seen_at}
         changes |= {name: statement.excluded[name] for name, value in told.items() if value is not None}
-        return statement.on_conflict_do_update(index_elements=[workers.c.id], set_=changes)
+        return statement.on_conflict_do_update(index_elements=[workers.c.tenant, workers.c.id], set_=changes)
 
-    def recent_workers(self, seen_since: datetime) -> list[Worker]:
-        """The workers seen since `seen_since`, most recently seen first, each with the jobs
-        it holds now (by queue)."""
+    def recent_workers(self, seen_since: datetime, *, tenant: str = DEFAULT_TENANT) -> list[Worker]:
+        """The workers of `tenant` and the fleet workers (of every tenant) seen since
+        `seen_since`, most recently seen first, each with the jobs of `tenant` it holds now
+        (by queue): a fleet worker's other jobs are other tenants' business."""
         query = (
             select(workers)
-            .where(workers.c.last_seen_at >= literal(seen_since, UTCDateTime))
+            .where(workers.c.last_seen_at >= literal(seen_since, UTCDateTime), *_serving(tenant))
             .order_by(workers.c.last_seen_at.desc(), workers.c.id)
             .limit(MAX_WORKERS_LISTED)
         )
         held = (
             select(jobs.c.leased_by, jobs.c.queue, func.count())
-            .where(status_in(HOLDING_LEASE))
+            .where(status_in(HOLDING_LEASE), *of_tenant(jobs, tenant))
             .group_by(jobs.c.leased_by, jobs.c.queue)
         )
         with self._transaction() as conn:
@@ -89,9 +94,12 @@ class Workers(StoreBase):
                 holding.setdefault(worker_id, {})[queue] = count
         return [_worker(row, holding.get(row.id, {})) for row in rows]
 
-    def queues_served_since(self, seen_since: datetime) -> set[str]:
-        """The queues that some worker seen since `seen_since` leases from."""
-        query = select(workers.c.queues).where(workers.c.last_seen_at >= literal(seen_since, UTCDateTime))
+    def queues_served_since(self, seen_since: datetime, *, tenant: str = DEFAULT_TENANT) -> set[str]:
+        """The queues of `tenant` that some worker seen since `seen_since` leases from (one
+        of its own, or a fleet worker)."""
+        query = select(workers.c.queues).where(
+            workers.c.last_seen_at >= literal(seen_since, UTCDateTime), *_serving(tenant)
+        )
         with self._transaction() as conn:
             return {queue for queues in conn.execute(query).scalars() for queue in queues or ()}
 
@@ -100,6 +108,11 @@ class Workers(StoreBase):
         with self._transaction() as conn:
             statement = delete(workers).where(workers.c.last_seen_at < literal(seen_before, UTCDateTime))
             return conn.execute(statement).rowcount
+
+
+def _serving(tenant: str) -> list:
+    """The workers that may serve `tenant`: its own and the fleet's (ALL_TENANTS: every one)."""
+    return [] if tenant == ALL_TENANTS else [workers.c.tenant.in_([tenant, ALL_TENANTS])]
 
 
 def _worker(row, held: dict[str, int]) -> Worker:
@@ -113,4 +126,5 @@ def _worker(row, held: dict[str, int]) -> Worker:
         last_seen_at=row.last_seen_at,
         jobs_in_flight=sum(held.values()),
         held_by_queue=held,
+        tenant=row.tenant,
     )

@@ -48,8 +48,8 @@ def test_jobs_created_counts_every_job_the_api_created(client, queue):
 
     samples = scrape(client)
 
-    assert sample(samples, "quorra_jobs_created_total", queue=queue, type="email_send") == 2
-    assert sample(samples, "quorra_jobs_created_total", queue=queue, type="sms") == 1
+    assert sample(samples, "quorra_jobs_created_total", tenant="default", queue=queue, type="email_send") == 2
+    assert sample(samples, "quorra_jobs_created_total", tenant="default", queue=queue, type="sms") == 1
 
 
 def test_cancel_and_retry_are_counted(client, store, queue):
@@ -59,8 +59,8 @@ def test_cancel_and_retry_are_counted(client, store, queue):
 
     samples = scrape(client)
 
-    assert sample(samples, "quorra_jobs_cancelled_total", queue=queue, type="email_send") == 1
-    assert sample(samples, "quorra_jobs_retried_total", queue=queue, type="email_send") == 1
+    assert sample(samples, "quorra_jobs_cancelled_total", tenant="default", queue=queue, type="email_send") == 1
+    assert sample(samples, "quorra_jobs_retried_total", tenant="default", queue=queue, type="email_send") == 1
 
 
 def test_queue_gauges_show_lengths_by_status_and_the_oldest_ready_age(client, store, queue):
@@ -71,15 +71,15 @@ def test_queue_gauges_show_lengths_by_status_and_the_oldest_ready_age(client, st
 
     samples = scrape(client)
 
-    assert sample(samples, "quorra_job_queue_length", queue=queue, status="pending") == 3
-    assert sample(samples, "quorra_job_queue_length", queue=queue, status="cancelled") == 1
-    assert 3600 <= sample(samples, "quorra_queue_oldest_job_age_seconds", queue=queue) < 3600 + 300
+    assert sample(samples, "quorra_job_queue_length", tenant="default", queue=queue, status="pending") == 3
+    assert sample(samples, "quorra_job_queue_length", tenant="default", queue=queue, status="cancelled") == 1
+    assert 3600 <= sample(samples, "quorra_queue_oldest_job_age_seconds", tenant="default", queue=queue) < 3600 + 300
 
 
 def test_a_queue_with_nothing_ready_has_age_zero(client, store, queue):
     make_job(store, queue=queue, delay_seconds=600)
 
-    assert sample(scrape(client), "quorra_queue_oldest_job_age_seconds", queue=queue) == 0
+    assert sample(scrape(client), "quorra_queue_oldest_job_age_seconds", tenant="default", queue=queue) == 0
 
 
 def test_http_requests_are_grouped_by_url_rule_not_raw_path(client, store):

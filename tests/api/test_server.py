@@ -119,14 +119,14 @@ def test_metrics_add_up_every_process_of_the_deployment(web):
     for _ in range(3):
         requests.post(f"{base}/v1/jobs", json={"type": "resize", "payload": {}, "queue": "img"}, headers=AUTH)
     # Another process (as the gRPC server would) counts into the same directory.
-    other = "from quorra import metrics; metrics.JOBS_LEASED.labels('img', 'resize').inc(2)"
+    other = "from quorra import metrics; metrics.JOBS_LEASED.labels('default', 'img', 'resize').inc(2)"
     subprocess.run([sys.executable, "-c", other], env=env, check=True, timeout=30)
 
     samples = scrape(base)
 
-    assert samples[("quorra_jobs_created_total", (("queue", "img"), ("type", "resize")))] == 3
-    assert samples[("quorra_jobs_leased_total", (("queue", "img"), ("type", "resize")))] == 2
-    assert samples[("quorra_job_queue_length", (("queue", "img"), ("status", "pending")))] == 3
+    assert samples[("quorra_jobs_created_total", (("queue", "img"), ("tenant", "default"), ("type", "resize")))] == 3
+    assert samples[("quorra_jobs_leased_total", (("queue", "img"), ("tenant", "default"), ("type", "resize")))] == 2
+    assert samples[("quorra_job_queue_length", (("queue", "img"), ("status", "pending"), ("tenant", "default")))] == 3
 
 
 def scrape(base: str) -> dict:

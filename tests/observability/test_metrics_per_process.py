@@ -61,7 +61,7 @@ def test_grpc_scheduler_and_worker_each_serve_their_own_metrics(database_url, st
         worker.wait_for("job.settled", timeout=START_TIMEOUT_SECONDS, job_id=job.id)
 
         # Then the gRPC server's own endpoint counted its lease and its ack...
-        labels = (("queue", "default"), ("type", "email_send"))
+        labels = (("queue", "default"), ("tenant", "default"), ("type", "email_send"))
         wait_until(
             lambda: scrape(ports["grpc"])[0].get(("quorra_jobs_processed_total", labels)) == 1.0,
             timeout=30,

@@ -21,7 +21,7 @@ from tests.scheduler.conftest import days_ago, finished_job, later
 
 
 def _expired_count(queue: str) -> float:
-    return REGISTRY.get_sample_value("quorra_leases_expired_total", {"queue": queue}) or 0.0
+    return REGISTRY.get_sample_value("quorra_leases_expired_total", {"tenant": "default", "queue": queue}) or 0.0
 
 
 # -- reaping ------------------------------------------------------------------------------------

@@ -73,7 +73,7 @@ def test_follower_takes_over_and_reaps_after_leader_is_killed(store, start_sched
     assert follower.wait_for("leadership.acquired").received_at > killed_at
     follower.wait_for("lease.expired", job_id=job.id)
     follower.wait_for("leases.reaped")
-    assert _multiprocess_sample(metrics_dir, "quorra_leases_expired_total", queue=job.queue) == 1
+    assert _multiprocess_sample(metrics_dir, "quorra_leases_expired_total", tenant="default", queue=job.queue) == 1
     figures.update(reaped_after_kill_s=round(reaped_at - killed_at, 3), bound_s=2 * INTERVAL_SECONDS)
     assert follower.stop() == 0
 

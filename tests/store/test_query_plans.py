@@ -229,3 +229,46 @@ def test_reaper_query_reads_the_lease_expiry_index(store):
     # Then the database plans that query on ix_jobs_lease_expiry
     plan = query_plan(store, *the_one(sent, "ORDER BY jobs.lease_expires_at"))
     assert "ix_jobs_lease_expiry" in plan, plan
+
+
+def _tenants_jobs(store: Store) -> None:
+    """A big tenant's backlog and a small tenant's few jobs, in queues of the same names."""
+    now = store.database_now()
+    rows = [_row(f"q{n % 3}", 0, "pending", now - timedelta(seconds=n)) | {"tenant": "big"} for n in range(PER_QUEUE)]
+    rows += [_row(f"q{n % 3}", 0, "pending", now - timedelta(seconds=n)) | {"tenant": "small"} for n in range(5)]
+    with store.engine.begin() as conn:
+        conn.execute(insert(jobs), rows)
+
+
+TENANT_LISTS = {
+    "newest first": ({}, "ix_jobs_tenant_created"),
+    "newest first, a page on": ({"cursor": True}, "ix_jobs_tenant_created"),
+    "by queue and status": ({"queue": "q1", "status": "pending"}, "ix_jobs_tenant_"),
+}
+
+
+@pytest.mark.parametrize("shape", list(TENANT_LISTS))
+def test_listing_a_tenants_jobs_reads_an_index_led_by_the_tenant(store, shape):
+    # Given a big tenant's backlog beside a small tenant's jobs
+    _tenants_jobs(store)
+    filters, index = TENANT_LISTS[shape]
+    if filters.pop("cursor", False):
+        filters["cursor"] = store.list_jobs(tenant="small", limit=2).next_cursor
+    # When the small tenant lists its jobs
+    with statements_sent(store) as sent:
+        page = store.list_jobs(tenant="small", limit=2, bodies=False, **filters)
+    # Then the database searches an index by the tenant, never the whole table
+    assert page.jobs and {job.tenant for job in page.jobs} == {"small"}
+    plan = query_plan(store, *the_one(sent, "FROM jobs", "ORDER BY"))
+    assert index in plan, plan
+    if store.dialect == "sqlite":
+        assert "tenant=?" in plan and "SCAN jobs" not in plan, plan
+
+
+def test_counting_a_tenants_queues_reads_an_index_led_by_the_tenant(store):
+    _tenants_jobs(store)
+    with statements_sent(store) as sent:
+        counts = store.queue_counts(tenant="small")
+    assert sum(count.count for count in counts) == 5
+    plan = query_plan(store, *the_one(sent, "GROUP BY"))
+    assert "ix_jobs_tenant_queue_status" in plan, plan
