@@ -67,7 +67,10 @@ _ERROR_DESCRIPTIONS = {
     400: "Invalid request (the error details name each bad field)",
     401: "Missing or invalid credential (X-API-Key, or a bearer token: the message says what is wrong with it)",
     403: "The key's role lacks the permission this needs (the error details name it)",
-    404: "No such job (or schedule, workflow or webhook)",
+    404: (
+        "No such job (or schedule, workflow or webhook) of the caller's tenant: another tenant's id is "
+        "answered exactly as a missing one"
+    ),
     409: "The job's status does not allow this (or: a schedule of that name exists)",
     413: "Request body too large",
     415: "The body is not application/json",
@@ -1098,7 +1101,15 @@ def spec() -> dict[str, Any]:
 
     return {
         "openapi": "3.1.0",
-        "info": {"title": "Quorra", "version": __version__, "description": "A job queue: REST for clients."},
+        "info": {
+            "title": "Quorra",
+            "version": __version__,
+            "description": (
+                "A job queue: REST for clients. Every key acts on its own tenant's jobs, queues, workflows "
+                "and workers only: lists and counts hold that tenant's, and another tenant's id is a 404 "
+                "exactly like a missing one."
+            ),
+        },
         "security": [{"ApiKey": []}, {"BearerJwt": []}],
         "paths": {
             **_job_paths(),

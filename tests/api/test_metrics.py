@@ -10,6 +10,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from quorra.api import create_app
+from quorra.api.services import services
 from quorra.config import Settings
 from quorra.metrics import QueueCollector
 from quorra.store import Store, utcnow
@@ -138,3 +139,20 @@ def test_queue_collector_reads_the_database_at_most_once_per_ttl(store, queue):
 def lengths(collector: QueueCollector) -> dict[tuple[str, str], float]:
     [family] = [f for f in collector.collect() if f.name == "quorra_job_queue_length"]
     return {(s.labels["queue"], s.labels["status"]): s.value for s in family.samples}
+
+
+def test_each_tenants_queue_of_one_name_is_its_own_series(client, queue):
+    # Given two tenants' jobs in queues of the same name, submitted through the manager
+    with client.application.app_context():
+        manager = services().manager
+        for tenant, count in (("acme", 2), ("globex", 1)):
+            manager.enqueue_many([spec(queue=queue)] * count, tenant=tenant)
+
+    samples = scrape(client)
+
+    # Then the counters and the gauges count each tenant's queue apart
+    for tenant, count in (("acme", 2), ("globex", 1)):
+        assert sample(samples, "quorra_jobs_created_total", tenant=tenant, queue=queue, type="email_send") == count
+        assert sample(samples, "quorra_job_queue_length", tenant=tenant, queue=queue, status="pending") == count
+        assert sample(samples, "quorra_queue_oldest_job_age_seconds", tenant=tenant, queue=queue) is not None
+    assert sample(samples, "quorra_job_queue_length", tenant="default", queue=queue, status="pending") is None

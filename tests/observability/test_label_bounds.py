@@ -14,6 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from quorra import metrics
 from quorra.api import create_app
+from quorra.api.services import services
 from quorra.config import Settings
 from quorra.dashboard.pages import QUEUES_PER_PAGE
 from quorra.notify import PollingNotifier
@@ -163,3 +164,20 @@ def test_the_dashboard_pages_its_queue_table(capped_app):
     assert set(re.findall(r'data-queue="(queue-\d+)"', last)) == {f"queue-{n:04d}" for n in range(100, 107)}
     assert set(re.findall(r'data-queue="(queue-\d+)"', beyond)) == set(re.findall(r'data-queue="(queue-\d+)"', last))
     assert nonsense.status_code == 200
+
+
+def test_tenants_past_the_cap_are_counted_as_other_too(capped_app):
+    # Given the cap of 5 queues, and 20 tenants each submitting to a queue "mail"
+    app, _ = capped_app
+    with app.app_context():
+        manager = services().manager
+        for n in range(20):
+            manager.enqueue(factories.spec(queue="mail"), tenant=f"tenant-{n:02d}")
+    text = app.test_client().get("/metrics").get_data(as_text=True)
+
+    # Then at most 5 (tenant, queue) pairs keep their names; the rest are (other, other)
+    tenants = label_values(text, "quorra_jobs_created_total", "tenant")
+    grown = {tenant for tenant in tenants if tenant.startswith("tenant-")}
+    assert len(grown) <= 5 and tenants["other"] >= 15
+    lengths = label_values(text, "quorra_job_queue_length", "tenant")
+    assert len([tenant for tenant in lengths if tenant.startswith("tenant-")]) == 5 and lengths["other"] == 15
