@@ -35,7 +35,9 @@ def manager(store):
 
 
 def _count(name: str, queue: str) -> float:
-    return REGISTRY.get_sample_value(f"{name}_total", {"tenant": "default", "queue": queue, "type": "email_send"}) or 0.0
+    return (
+        REGISTRY.get_sample_value(f"{name}_total", {"tenant": "default", "queue": queue, "type": "email_send"}) or 0.0
+    )
 
 
 def test_enqueue_many_counts_each_job_and_wakes_each_queue_once(manager):

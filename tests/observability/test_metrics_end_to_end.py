@@ -116,7 +116,10 @@ def test_the_duration_histogram_counts_every_settlement_acks_nacks_and_expiries(
 
     assert jobs_counter(run.samples, "quorra_job_duration_seconds_count") == settlements
     # The killed worker's attempt lasted from its lease to the reap, past the 1 s TTL.
-    assert sample(run.scheduler_samples, "quorra_job_duration_seconds_sum", tenant="default", queue="doomed", type="sleep") >= 1.0
+    assert (
+        sample(run.scheduler_samples, "quorra_job_duration_seconds_sum", tenant="default", queue="doomed", type="sleep")
+        >= 1.0
+    )
 
 
 def test_queue_gauges_match_the_database(run):

@@ -159,7 +159,9 @@ class PausingStore(Store):
 def test_a_lease_committed_but_not_delivered_is_handed_back_at_once(settings, store, notifier):
     # Given a worker whose call is cancelled after its jobs were leased, before they are sent
     jobs = [factories.make_job(store, queue="send") for _ in range(2)]
-    released_before = REGISTRY.get_sample_value("quorra_leases_released_total", {"tenant": "default", "queue": "send"}) or 0.0
+    released_before = (
+        REGISTRY.get_sample_value("quorra_leases_released_total", {"tenant": "default", "queue": "send"}) or 0.0
+    )
     pausing = PausingStore(store.engine)
     with running_server(rpc_settings(settings), pausing, notifier) as (_, port), stub_on(port) as stub:
         call = stub.LeaseJobs(pb2.LeaseRequest(worker_id="w", queue="send", max_jobs=2), metadata=AUTH, timeout=10)
@@ -171,7 +173,10 @@ def test_a_lease_committed_but_not_delivered_is_handed_back_at_once(settings, st
         # Then both leases are handed back: ready again, their attempt not counted
         _wait_until(lambda: all(store.get_job(job.id).status is JobStatus.PENDING for job in jobs))
     assert [(j.attempts, j.lease_id) for j in map(store.get_job, (job.id for job in jobs))] == [(0, None)] * 2
-    assert REGISTRY.get_sample_value("quorra_leases_released_total", {"tenant": "default", "queue": "send"}) == released_before + 2
+    assert (
+        REGISTRY.get_sample_value("quorra_leases_released_total", {"tenant": "default", "queue": "send"})
+        == released_before + 2
+    )
 
 
 def test_a_lease_whose_send_fails_is_handed_back(settings, store, notifier):
@@ -217,7 +222,9 @@ def test_a_cancelled_long_poll_leases_nothing(settings, store, notifier):
         time.sleep(0.5)
 
         assert store.get_job(job.id).status is JobStatus.PENDING
-        assert not REGISTRY.get_sample_value("quorra_jobs_leased_total", {"tenant": "default", "queue": "gone", "type": "email_send"})
+        assert not REGISTRY.get_sample_value(
+            "quorra_jobs_leased_total", {"tenant": "default", "queue": "gone", "type": "email_send"}
+        )
 
 
 def test_calls_are_counted_by_method_and_code(stub, store):
