@@ -19,10 +19,10 @@ from typing import TypeVar
 
 from flask import Flask, g, request
 
-from quorra.access import Credential, Permission, Principal
+from quorra.access import ALL_TENANTS, Credential, Permission, Principal
 from quorra.api.services import services
 from quorra.audit import Actor
-from quorra.errors import NotAuthenticated
+from quorra.errors import NotAuthenticated, PermissionDenied
 
 logger = logging.getLogger(__name__)
 
@@ -66,8 +66,16 @@ def current_principal() -> Principal:
 
 def current_tenant() -> str:
     """The tenant this request acts for: its caller's (quorra.access). Every job, queue,
-    workflow and worker a view reads or changes is this tenant's; another's is not found."""
-    return current_principal().tenant
+    workflow and worker a view reads or changes is this tenant's; another's is not found.
+    A fleet key ("*", worker role only) names no tenant to act for here: refused, so that a
+    key given "*" by mistake can never read every tenant's jobs."""
+    principal = current_principal()
+    if principal.tenant == ALL_TENANTS:
+        raise PermissionDenied(
+            f'a key of the tenant "{ALL_TENANTS}" (a fleet worker) acts on no tenant\'s jobs here',
+            details={"tenant": ALL_TENANTS},
+        )
+    return principal.tenant
 
 
 def current_actor() -> Actor:

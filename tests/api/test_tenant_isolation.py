@@ -270,3 +270,13 @@ def test_an_idempotency_key_never_replays_another_tenants_job(client, store):
 
 def _token(subject: str, tenant: str) -> str:
     return f"Bearer {hs256(sub=subject, role='producer', tenant=tenant)}"
+
+
+def test_a_fleet_key_reads_and_changes_nothing_over_rest(client, store, tenant_a):
+    """A key of every tenant ("*") is a worker's; one made with a reading role by mistake
+    still sees no tenant's jobs."""
+    key_spec = KeySpec.model_construct(name="fleet", role=Role.ADMIN, tenant=ALL_TENANTS, expires_in_seconds=None)
+    headers = {"X-API-Key": store.create_api_key(key_spec, created_by="test").secret}
+    for path in ("/v1/jobs", "/v1/queues", f"/v1/jobs/{tenant_a.pending}", "/v1/workers", "/v1/stats/throughput"):
+        assert_error(client.get(path, headers=headers), 403, "permission_denied")
+    assert_error(client.post(f"/v1/jobs/{tenant_a.pending}/cancel", headers=headers), 403, "permission_denied")
