@@ -417,7 +417,11 @@ def _canonical_uuid(value: Any) -> str:
 
 
 def to_job(row) -> Job:
-    data = row._asdict()
+    return job_from_columns(row._asdict())
+
+
+def job_from_columns(data: dict[str, Any]) -> Job:
+    """A Job from a row's columns (a dict this takes over)."""
     data["id"] = _canonical_uuid(data["id"])
     for name in ("lease_id", "schedule_id"):
         if data[name] is not None:

@@ -18,32 +18,29 @@ from sqlalchemy import (
     Text,
     bindparam,
     cast,
-    exists,
     func,
-    literal,
     or_,
     select,
-    union_all,
     update,
 )
 from sqlalchemy.sql.elements import ColumnElement
-from sqlalchemy.sql.selectable import CTE, Select
+from sqlalchemy.sql.selectable import CTE
 
-from quorra.access import DEFAULT_TENANT
+from quorra.access import ALL_TENANTS, DEFAULT_TENANT
 from quorra.errors import InvalidArgument
 from quorra.jobs import (
-    LEASABLE,
     Job,
     JobStatus,
 )
-from quorra.schema import UTCDateTime, jobs, queues
+from quorra.schema import jobs
+from quorra.store import ready
 from quorra.store.base import (
     Clock,
     StoreBase,
+    job_from_columns,
     lease_ids,
     log_transition,
     of_tenant,
-    status_in,
     to_job,
 )
 from quorra.store.dependencies import parent_outcomes
@@ -63,8 +60,9 @@ class Leasing(StoreBase):
         tenant: str = DEFAULT_TENANT,
         now: datetime | None = None,
     ) -> list[Job]:
-        """Lease up to `max_jobs` ready jobs of `tenant`'s `queues`, best first; each gets
-        its own new lease_id and one more attempt. With `max_bytes`, the batch stops before
+        """Lease up to `max_jobs` ready jobs of `tenant`'s `queues` (of every tenant's with
+        ALL_TENANTS), taken in turns across tenants and queues (quorra.store.ready), in that
+        order; each gets its own new lease_id and one more attempt. With `max_bytes`, the batch stops before
         the job whose payload would take it past that many bytes (the first job always comes)."""
         if not queues or max_jobs < 1 or ttl_seconds <= 0:
             raise InvalidArgument("lease needs at least one queue, max_jobs >= 1 and a positive ttl")
@@ -73,32 +71,23 @@ class Leasing(StoreBase):
         with self._one_statement_verb() as conn:
             clock = self._clock(now)
             if self.dialect == "postgresql":
-                rows = self._lease_skip_locked(conn, clock, *ask)
+                leased = self._lease_skip_locked(conn, clock, *ask)
             else:
-                rows = self._lease_one_by_one(conn, clock, *ask)
-            leased = [to_job(row) for row in rows]
+                leased = self._lease_one_by_one(conn, clock, *ask)
             if any(job.pending_parents is not None for job in leased):  # dependants: their parents' outcomes
                 outcomes = parent_outcomes(conn, leased)
                 leased = [_with_parents(job, outcomes) for job in leased]
-        leased.sort(key=lambda j: (-j.priority, j.run_at, j.id))
         for job in leased:
             log_transition("job leased", "job.leased", job, worker_id=worker_id)
         return leased
 
     def _ready_ids_level_by_level(self, conn, clock: Clock, queues: list[str], tenant: str, max_jobs: int) -> list[str]:
-        """SQLite: the same walk as _ready_cte, one priority level per statement, over the
-        queues that are not paused (read first, in the same transaction)."""
-        queues = _unpaused(conn, queues, tenant)
-        if not queues:
-            return []
-        top, below, at_level = _level_walk(len(queues))
+        """SQLite: the lease's leasable partitions (one statement), each walked one priority
+        level per statement, then ranked by the fair rule (quorra.store.ready)."""
         params = _ready_params(clock, queues, tenant, max_jobs)
-        ids: list[str] = []
-        level = conn.execute(top, params).scalar()
-        while level is not None and len(ids) < max_jobs:
-            ids += conn.execute(at_level, params | {"priority": level, "max_jobs": max_jobs - len(ids)}).scalars()
-            level = conn.execute(below, params | {"below": level}).scalar()
-        return ids
+        found = conn.execute(ready.partitions(len(queues), tenant == ALL_TENANTS), params).all()
+        offered = [job for part in found for job in _partition_ready(conn, part, params)]
+        return ready.fair_order(offered, ready.next_rotation(max_jobs), len(queues))[:max_jobs]
 
     def _lease_values(self, clock: Clock, worker_id: str, ttl_seconds: float) -> dict[str, Any]:
         return {
@@ -111,27 +100,26 @@ class Leasing(StoreBase):
         }
 
     def _lease_skip_locked(self, conn, clock, queues, tenant, worker_id, max_jobs, ttl_seconds, max_bytes):
-        params = _ready_params(clock, queues, tenant, max_jobs) | (
-            {"max_bytes": max_bytes} if max_bytes is not None else {}
-        )
+        params = _ready_params(clock, queues, tenant, max_jobs) | {"rotation": ready.next_rotation(max_jobs)}
+        params |= {"max_bytes": max_bytes} if max_bytes is not None else {}
+        fleet, budget = tenant == ALL_TENANTS, max_bytes is not None
         if clock.fixed is None:  # the hot path: one statement object per shape, built once
-            statement = _lease_statement(len(queues), max_bytes is not None)
+            statement = _lease_statement(len(queues), fleet, budget)
             params |= {"worker_id": worker_id, "ttl": timedelta(seconds=ttl_seconds)}
-            return conn.execute(statement, params).all()
-        ready = _lease_ready(len(queues), True, max_bytes is not None)
+            return _in_lease_order(conn.execute(statement, params))
         values = self._lease_values(clock, worker_id, ttl_seconds) | {"lease_id": func.gen_random_uuid()}
-        statement = update(jobs).where(jobs.c.id == ready.c.id).values(values).returning(*jobs.c)
-        return conn.execute(statement, params).all()
+        statement = _lease_update(_lease_ready(len(queues), fleet, True, budget), values)
+        return _in_lease_order(conn.execute(statement, params))
 
     def _lease_one_by_one(self, conn, clock, queues, tenant, worker_id, max_jobs, ttl_seconds, max_bytes):
         # SQLite: BEGIN IMMEDIATE already holds the only write lock, so nobody races us.
         values = self._lease_values(clock, worker_id, ttl_seconds)
-        rows = []
-        ready = self._ready_ids_level_by_level(conn, clock, queues, tenant, max_jobs)
-        for job_id in _ids_within_budget(conn, ready, max_bytes):
+        leased = []
+        ready_ids = self._ready_ids_level_by_level(conn, clock, queues, tenant, max_jobs)
+        for job_id in _ids_within_budget(conn, ready_ids, max_bytes):
             statement = update(jobs).where(jobs.c.id == job_id).values(values | {"lease_id": str(uuid.uuid4())})
-            rows.append(conn.execute(statement.returning(*jobs.c)).one())
-        return rows
+            leased.append(to_job(conn.execute(statement.returning(*jobs.c)).one()))
+        return leased
 
     def extend_lease(
         self,
@@ -198,15 +186,15 @@ def _payload_bytes(dialect: str) -> ColumnElement:
     return func.length(cast(jobs.c.payload, LargeBinary)).label("size")  # SQLite: its UTF-8 bytes
 
 
-def _lease_ready(queue_count: int, fixed_now: bool, budget: bool) -> CTE:
-    """PostgreSQL: the ready jobs to lease, locked, best first (the CTE form: LIMIT inside
-    IN (SELECT ... SKIP LOCKED) may lock more rows than asked), within the byte budget if any."""
-    ready = _ready_cte(queue_count, fixed_now)
-    return _within_budget(ready) if budget else ready
+def _lease_ready(queue_count: int, fleet: bool, fixed_now: bool, budget: bool) -> CTE:
+    """PostgreSQL: the ready jobs to lease, locked, with their position in the lease, within
+    the byte budget if any."""
+    ready_jobs = ready.ready_cte(queue_count, fleet, fixed_now)
+    return _within_budget(ready_jobs) if budget else ready_jobs
 
 
 @functools.lru_cache(maxsize=64)
-def _lease_statement(queue_count: int, budget: bool):
+def _lease_statement(queue_count: int, fleet: bool, budget: bool):
     """The lease UPDATE on the database clock, built once per shape: SQLAlchemy then finds
     its compiled form by the statement's memoized cache key instead of walking a new tree
     on every lease. Parameters: the ready CTE's, worker_id and ttl (an interval)."""
@@ -219,31 +207,47 @@ def _lease_statement(queue_count: int, budget: bool):
         "updated_at": func.now(),
         "lease_id": func.gen_random_uuid(),
     }
-    ready = _lease_ready(queue_count, False, budget)
-    return update(jobs).where(jobs.c.id == ready.c.id).values(values).returning(*jobs.c)
+    return _lease_update(_lease_ready(queue_count, fleet, False, budget), values)
+
+
+def _lease_update(ready_jobs: CTE, values: dict[str, Any]):
+    returned = (*jobs.c, ready_jobs.c.position.label(_POSITION))
+    return update(jobs).where(jobs.c.id == ready_jobs.c.id).values(values).returning(*returned)
+
+
+_POSITION = "lease_position"
+
+
+def _in_lease_order(rows) -> list[Job]:
+    """PostgreSQL: the leased jobs by their position in the lease."""
+    leased = []
+    for row in sorted(rows, key=lambda row: getattr(row, _POSITION)):
+        columns = row._asdict()
+        del columns[_POSITION]
+        leased.append(job_from_columns(columns))
+    return leased
 
 
 @functools.lru_cache(maxsize=64)
-def _within_budget(ready: CTE) -> CTE:
-    """PostgreSQL: of the ready (locked) rows, best first, those whose payloads fit in
+def _within_budget(ready_jobs: CTE) -> CTE:
+    """PostgreSQL: of the ready (locked) rows, in lease order, those whose payloads fit in
     :max_bytes together; the first always, so one large job is never stuck."""
     sized = (
-        select(jobs.c.id, jobs.c.priority, jobs.c.run_at, _payload_bytes("postgresql"))
-        .join_from(ready, jobs, jobs.c.id == ready.c.id)
+        select(jobs.c.id, ready_jobs.c.position, _payload_bytes("postgresql"))
+        .join_from(ready_jobs, jobs, jobs.c.id == ready_jobs.c.id)
         .subquery("sized")
     )
-    order = (sized.c.priority.desc(), sized.c.run_at, sized.c.id)
     ranked = select(
         sized.c.id,
-        func.sum(sized.c.size).over(order_by=order).label("running"),
-        func.row_number().over(order_by=order).label("position"),
-    ).subquery("ranked")
+        sized.c.position,
+        func.sum(sized.c.size).over(order_by=sized.c.position).label("running"),
+    ).subquery("ranked_by_size")
     within = or_(ranked.c.running <= bindparam("max_bytes"), ranked.c.position == 1)
-    return select(ranked.c.id).where(within).cte("within_budget")
+    return select(ranked.c.id, ranked.c.position).where(within).cte("within_budget")
 
 
 def _ids_within_budget(conn: Connection, ids: list[str], max_bytes: int | None) -> list[str]:
-    """SQLite: the first of `ids` (best first) whose payloads fit in max_bytes together;
+    """SQLite: the first of `ids` (in lease order) whose payloads fit in max_bytes together;
     the first always."""
     if max_bytes is None or len(ids) < 2:
         return ids
@@ -263,88 +267,15 @@ def _ready_params(clock: Clock, queues: list[str], tenant: str, max_jobs: int) -
     return params | ({"now": clock.fixed} if clock.fixed is not None else {})
 
 
-@functools.lru_cache(maxsize=64)
-def _ready_cte(queue_count: int, fixed_now: bool) -> CTE:
-    """Priority levels are walked from the top (a recursive CTE of index probes, so delayed
-    jobs of a higher priority are stepped over, not scanned); at each level every queue
-    gives its first ready jobs (an index range scan under SKIP LOCKED, so up to max_jobs
-    per queue are locked), merged by run_at, id; the walk stops at max_jobs."""
-    levels = _top_level(queue_count, None, paused_probe=True).cte("levels", recursive=True)
-    below = select(_top_level(queue_count, levels.c.priority, paused_probe=True).scalar_subquery())
-    levels = levels.union_all(below.where(levels.c.priority.is_not(None)))
-    now = bindparam("now", type_=UTCDateTime) if fixed_now else func.now()
-    at_level = _ready_at_level(queue_count, levels.c.priority, now, lock=True, paused_probe=True)
-    at_level = at_level.lateral("at_level")
-    ready = select(at_level.c.id).select_from(levels.join(at_level, literal(True))).limit(bindparam("max_jobs"))
-    return ready.cte("ready").prefix_with("MATERIALIZED")  # computed once, never re-run per row
-
-
-@functools.lru_cache(maxsize=64)
-def _level_walk(queue_count: int) -> tuple[Select, Select, Select]:
-    """SQLite's walk, a statement per step: the top level, the next level below, the ready
-    jobs of one level."""
-    now = bindparam("now", type_=UTCDateTime)
-    at_level = _ready_at_level(queue_count, bindparam("priority"), now, lock=False, paused_probe=False)
-    return _top_level(queue_count, None), _top_level(queue_count, bindparam("below")), at_level
-
-
-def _top_level(queue_count: int, below, *, paused_probe: bool = False) -> Select:
-    """The highest priority any queue holds among waiting jobs (ready or delayed), below
-    `below` if given: one probe of ix_jobs_ready per queue (per unpaused queue, with
-    `paused_probe`)."""
-    probes = []
-    for n in range(queue_count):
-        probe = select(jobs.c.priority).where(_of_queue(n), status_in(LEASABLE))
-        if paused_probe:
-            probe = probe.where(_not_paused(n))
-        if below is not None:
-            probe = probe.where(jobs.c.priority < below)
-        probe = probe.order_by(jobs.c.priority.desc()).limit(1).correlate_except(jobs)
-        probes.append(select(probe.scalar_subquery().label("priority")))
-    return select(func.max(union_all(*probes).subquery().c.priority).label("priority"))
-
-
-def _ready_at_level(queue_count: int, priority, now, *, lock: bool, paused_probe: bool) -> Select:
-    """The first ready jobs of one priority, by run_at then id: a range scan of
-    ix_jobs_ready per queue, merged."""
-    branches = []
-    for n in range(queue_count):
-        branch = (
-            select(jobs.c.id, jobs.c.run_at)
-            .where(_of_queue(n), status_in(LEASABLE), jobs.c.priority == priority)
-            .where(jobs.c.run_at <= now)
-            .order_by(jobs.c.run_at, jobs.c.id)
-            .limit(bindparam("max_jobs"))
-            .correlate_except(jobs)
-        )
-        branch = branch.where(_not_paused(n)) if paused_probe else branch
-        branch = branch.with_for_update(skip_locked=True) if lock else branch
-        branches.append(select(branch.subquery()))
-    merged = union_all(*branches).subquery()
-    return select(merged.c.id).order_by(merged.c.run_at, merged.c.id).limit(bindparam("max_jobs"))
-
-
-def _of_queue(n: int) -> ColumnElement:
-    """The jobs of the lease's n-th queue, of its tenant: a prefix of ix_jobs_ready."""
-    return (jobs.c.queue == bindparam(f"queue_{n}")) & (jobs.c.tenant == bindparam("lease_tenant"))
-
-
-def _not_paused(n: int) -> ColumnElement:
-    """PostgreSQL: the n-th queue of the lease is not paused. A probe of the queues table's
-    primary key that does not depend on the job row, so it is a one-time filter of its
-    branch, not a test per job."""
-    named = (queues.c.tenant == bindparam("lease_tenant")) & (queues.c.name == bindparam(f"queue_{n}"))
-    return ~exists().where(named, queues.c.is_paused)
-
-
-_PAUSED_AMONG = select(queues.c.name).where(
-    queues.c.tenant == bindparam("lease_tenant"),
-    queues.c.name.in_(bindparam("names", expanding=True)),
-    queues.c.is_paused,
-)
-
-
-def _unpaused(conn: Connection, names: list[str], tenant: str) -> list[str]:
-    """SQLite: `names` but the paused ones; one primary-key search per name."""
-    paused = set(conn.execute(_PAUSED_AMONG, {"names": names, "lease_tenant": tenant}).scalars())
-    return [name for name in names if name not in paused] if paused else names
+def _partition_ready(conn: Connection, partition, params: dict[str, Any]) -> list[ready.Candidate]:
+    """SQLite: one partition's best ready jobs, up to max_jobs, one priority level per
+    statement from its top (delayed jobs of a higher priority are stepped over)."""
+    top, below, at_level = ready.level_walk()
+    params = params | {"walk_tenant": partition.tenant, "walk_queue": partition.queue}
+    offered: list[ready.Candidate] = []
+    level = conn.execute(top, params).scalar()
+    while level is not None and len(offered) < params["max_jobs"]:
+        rows = conn.execute(at_level, params | {"priority": level, "max_jobs": params["max_jobs"] - len(offered)})
+        offered += [ready.Candidate(partition.tenant, partition.position, *row) for row in rows]
+        level = conn.execute(below, params | {"below": level}).scalar()
+    return offered

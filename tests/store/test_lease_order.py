@@ -1,5 +1,5 @@
-"""The lease walks priority levels and merges queues (see Store._ready_ids): it must keep the
-order priority desc, run_at, id across queues, step over delayed jobs of a higher priority,
+"""The lease walks priority levels and takes queues in turns (see quorra.store.ready): it must
+keep the order priority desc across queues (queues of one level in turns, each by run_at, id), step over delayed jobs of a higher priority,
 skip rows another transaction holds, and lease each job once when many workers race over
 several queues. On SQLite and on PostgreSQL."""
 
@@ -43,7 +43,7 @@ def test_delayed_jobs_of_a_higher_priority_do_not_hold_back_ready_ones(store):
     assert [job.id for job in leased] == _best_first(ready)
 
 
-def test_lease_from_several_queues_merges_them_best_first(store):
+def test_lease_from_several_queues_takes_priority_first_and_queues_of_a_level_in_turns(store):
     # Given two queues whose jobs interleave by priority and by run_at
     waiting = [
         *_enqueue(store, "a", 2, seconds_ago=10),
@@ -53,22 +53,28 @@ def test_lease_from_several_queues_merges_them_best_first(store):
         *_enqueue(store, "b", 3, delay=HOUR),
         *_enqueue(store, "a", 0, seconds_ago=40),
     ]
-    expected = _best_first(job for job in waiting if job.priority < 3)
+    ready = [job for job in waiting if job.priority < 3]
     # When a worker on both queues leases one job at a time (the database decides the order)
-    order = [store.lease_jobs(["a", "b"], "worker-a", 1, 30)[0].id for _ in expected]
-    # Then the order is priority desc, then run_at, then id, whatever the queue
-    assert order == expected
+    order = [store.lease_jobs(["a", "b"], "worker-a", 1, 30)[0] for _ in ready]
+    # Then a higher priority comes first whatever the queue; within a priority the queues
+    # take turns while both have jobs, each queue's jobs by run_at then id
+    assert [job.priority for job in order] == [2, 2, 2, 2, 1, 0]
+    assert [job.queue for job in order[:2]] in (["a", "b"], ["b", "a"])
+    for queue in ("a", "b"):
+        assert [job.id for job in order if job.queue == queue] == _best_first(j for j in ready if j.queue == queue)
     assert store.lease_jobs(["a", "b"], "worker-a", 1, 30) == []
 
 
-def test_a_batch_from_several_queues_is_the_best_of_all_of_them(store):
+def test_a_batch_from_several_queues_takes_their_best_in_turns(store):
     # Given more ready jobs in two queues than one batch takes
-    waiting = [*_enqueue(store, "a", 1, count=4), *_enqueue(store, "b", 1, seconds_ago=1, count=4)]
-    waiting += [*_enqueue(store, "b", 0, seconds_ago=9, count=2), *_enqueue(store, "a", 4, delay=HOUR)]
-    # When a batch of 5 is leased
-    leased = store.lease_jobs(["b", "a"], "worker-a", 5, 30)
-    # Then it holds the 5 best ready jobs of both queues, best first
-    assert [job.id for job in leased] == _best_first(job for job in waiting if job.priority < 4)[:5]
+    a_jobs, b_jobs = _enqueue(store, "a", 1, count=4), _enqueue(store, "b", 1, seconds_ago=1, count=4)
+    _enqueue(store, "b", 0, seconds_ago=9, count=2)
+    _enqueue(store, "a", 4, delay=HOUR)
+    # When a batch of 6 is leased
+    leased = store.lease_jobs(["b", "a"], "worker-a", 6, 30)
+    # Then it holds the 3 best ready jobs of each queue at the top ready priority, in turns
+    assert {job.id for job in leased} == {*_best_first(a_jobs)[:3], *_best_first(b_jobs)[:3]}
+    assert len({job.queue for job in leased[:2]}) == 2
 
 
 def test_a_queue_named_twice_is_leased_once(store):

@@ -16,6 +16,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import event, insert
 
+from quorra.access import ALL_TENANTS
 from quorra.schema import jobs
 from quorra.store import Store
 from tests.factories import job_in_status, spec
@@ -73,24 +74,31 @@ def _fill(store: Store) -> None:
     rows += [_row("delayed", 5 + n % 5, "pending", now + timedelta(seconds=60 + n)) for n in range(PER_QUEUE)]
     rows += [_row("delayed", n % 2, "failed", now - timedelta(seconds=n)) for n in range(30)]
     rows += [_row("quiet", 0, "pending", now - timedelta(seconds=n)) for n in range(3)]
+    rows += [_row("shared", n % 3, "pending", now - timedelta(seconds=n), f"t{n % 20:02}") for n in range(3000)]
+    rows += [_row("crowd", n % 2, "pending", now - timedelta(seconds=n), f"c{n % 200:03}") for n in range(2000)]
     with store.engine.begin() as conn:
         conn.execute(insert(jobs), rows)
 
 
-def _row(queue: str, priority: int, status: str, run_at) -> dict:
+def _row(queue: str, priority: int, status: str, run_at, tenant: str = "default") -> dict:
     finished = run_at if status == "succeeded" else None
     return {
-        "id": str(uuid.uuid4()), "type": "noop", "queue": queue, "payload": {}, "priority": priority,
+        "id": str(uuid.uuid4()), "tenant": tenant, "type": "noop", "queue": queue, "payload": {}, "priority": priority,
         "status": status, "run_at": run_at, "created_at": run_at, "updated_at": run_at, "finished_at": finished,
     }  # fmt: skip
 
 
+# shape: (queues, tenant, partitions: the (tenant, queue) pairs with jobs the lease walks)
 LEASE_SHAPES = {
-    "one queue": ["busy"],
-    "two queues": ["busy", "other"],
-    "delayed jobs of a higher priority in front": ["delayed"],
-    "a quiet queue beside full ones": ["quiet"],
-    "every queue": ["quiet", "delayed", "other", "busy"],
+    "one queue": (["busy"], "default", 1),
+    "two queues": (["busy", "other"], "default", 2),
+    "delayed jobs of a higher priority in front": (["delayed"], "default", 1),
+    "a quiet queue beside full ones": (["quiet"], "default", 1),
+    "every queue": (["quiet", "delayed", "other", "busy"], "default", 4),
+    "one tenant of many": (["crowd"], "c007", 1),
+    "fleet, one queue of 20 tenants": (["shared"], ALL_TENANTS, 20),
+    "fleet, two queues": (["shared", "crowd"], ALL_TENANTS, 220),
+    "fleet, one queue of 200 tenants": (["crowd"], ALL_TENANTS, 200),
 }
 
 
@@ -102,22 +110,22 @@ def test_postgres_lease_reads_few_rows_of_ix_jobs_ready_in_every_shape(postgres_
         _fill(store)
         with store.engine.begin() as conn:
             conn.exec_driver_sql("ANALYZE jobs")
-        for shape, queues in LEASE_SHAPES.items():
+        for shape, (queues, tenant, partitions) in LEASE_SHAPES.items():
             # When a worker leases a batch
             with statements_sent(store) as sent:
-                leased = store.lease_jobs(queues, "worker-a", LEASE_BATCH, 30)
+                leased = store.lease_jobs(queues, "worker-a", LEASE_BATCH, 30, tenant=tenant)
             # Then the plan reads ix_jobs_ready (or the primary key, to update), never the
-            # whole table, and no step handles more than a few rows per queue
+            # whole table, and no step handles more than a few rows per partition
             nodes = list(_plan_nodes(_analysed_plan(store, *the_one(sent, "UPDATE jobs"))))
             assert leased, shape
             scans = {(node["Node Type"], node.get("Index Name")) for node in nodes if "Scan" in node["Node Type"]}
             scans = {scan for scan in scans if scan[0] not in ("CTE Scan", "WorkTable Scan", "Subquery Scan")}
             assert {index for _, index in scans} <= {"ix_jobs_ready", "pk_jobs", "pk_queues"}, (shape, scans)
-            # and each queue's pause flag is read by primary key, once per priority level at most
+            # and each partition's pause flag is read by primary key, about once
             pause_probes = [node for node in nodes if node.get("Index Name") == "pk_queues"]
-            assert sum(node.get("Actual Loops", 1) for node in pause_probes) <= 2 * 4 * len(queues), (shape, nodes)
+            assert sum(node.get("Actual Loops", 1) for node in pause_probes) <= 2 * partitions, (shape, nodes)
             busiest = max(_rows_handled(node) for node in nodes)
-            assert busiest <= 4 * LEASE_BATCH * len(queues), (shape, busiest)
+            assert busiest <= 4 * LEASE_BATCH * partitions, (shape, busiest)
     finally:
         store.close()
 
@@ -147,10 +155,10 @@ def test_sqlite_lease_searches_ix_jobs_ready_in_every_shape(sqlite_url):
     store = Store.from_url(sqlite_url)
     try:
         _fill(store)
-        for shape, queues in LEASE_SHAPES.items():
+        for shape, (queues, tenant, partitions) in LEASE_SHAPES.items():
             # When a worker leases a batch
             with statements_sent(store) as sent, vm_steps(store) as steps:
-                leased = store.lease_jobs(queues, "worker-a", LEASE_BATCH, 30)
+                leased = store.lease_jobs(queues, "worker-a", LEASE_BATCH, 30, tenant=tenant)
             # Then every statement searches ix_jobs_ready by queue and priority (or the
             # primary key, to update), and the whole lease does far less work than reading
             # one queue's backlog would
@@ -158,15 +166,17 @@ def test_sqlite_lease_searches_ix_jobs_ready_in_every_shape(sqlite_url):
             for statement, parameters in sent:
                 if statement.startswith(("SELECT", "UPDATE")):
                     _assert_searches_ready_index(query_plan(store, statement, parameters), shape)
-            assert steps[0] <= SQLITE_STEPS_PER_QUEUE * len(queues), (shape, steps[0])
+            assert steps[0] <= SQLITE_STEPS_PER_PARTITION * partitions, (shape, steps[0])
     finally:
         store.close()
 
 
-# SQLite virtual machine steps a lease may take per queue it names: reading the 3,000 rows
-# of one queue's backlog takes about 16,000; the level walk about 500 per level visited.
-SQLITE_STEPS_PER_QUEUE = 2000
+# SQLite virtual machine steps a lease may take per partition it walks: reading the 3,000
+# rows of one queue's backlog takes about 16,000; the level walk about 500 per level visited.
+SQLITE_STEPS_PER_PARTITION = 2000
 READY_INDEX_SEARCHES = (
+    "(queue=?)",  # a fleet lease's first tenant of a queue
+    "(queue=? AND tenant>?)",  # and the next
     "(queue=? AND tenant=?)",
     "(queue=? AND tenant=? AND priority<?)",
     "(queue=? AND tenant=? AND priority=? AND run_at<?)",
