@@ -42,7 +42,23 @@ def make_engine(url: str, *, pool_size: int = 10, application_name: str = "quorr
         },
     )
     event.listen(engine, "checkout", _refuse_dead_connection)
+    event.listen(engine, "before_cursor_execute", _in_index_order, retval=True)
     return engine
+
+
+# The execution option of a statement that must read its index scans in the index's order.
+INDEX_ORDER_OPTION = "quorra_index_order"
+
+
+def _in_index_order(conn, cursor, statement: str, parameters, context, executemany: bool):
+    """A statement with INDEX_ORDER_OPTION runs with bitmap scans off, in the same round trip
+    (SET LOCAL and the statement share one transaction, implicit in autocommit). The lease's
+    scans of a partition take max_jobs rows in index order; a bitmap scan would read all the
+    rows of its priority level and sort them. PostgreSQL's planner picks one when its estimate
+    of a tenant's rows (from the average tenant: the tenant is read from a row) is a handful."""
+    if context is not None and context.execution_options.get(INDEX_ORDER_OPTION):
+        statement = "SET LOCAL enable_bitmapscan = off; " + statement
+    return statement, parameters
 
 
 def _refuse_dead_connection(dbapi_connection, _record, _proxy) -> None:

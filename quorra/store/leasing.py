@@ -1,5 +1,6 @@
-"""Leasing: the ready-jobs walk (priority levels, one index range scan per queue), the
-lease byte budget, heartbeats and the hand-back of a lease that never reached its worker."""
+"""Leasing: the lease statement over the ready walk (quorra.store.ready: partitions, priority
+levels, fair turns), the lease byte budget, heartbeats and the hand-back of a lease that
+never reached its worker."""
 
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.sql.selectable import CTE
 
 from quorra.access import ALL_TENANTS, DEFAULT_TENANT
+from quorra.db import INDEX_ORDER_OPTION
 from quorra.errors import InvalidArgument
 from quorra.jobs import (
     Job,
@@ -60,10 +62,11 @@ class Leasing(StoreBase):
         tenant: str = DEFAULT_TENANT,
         now: datetime | None = None,
     ) -> list[Job]:
-        """Lease up to `max_jobs` ready jobs of `tenant`'s `queues` (of every tenant's with
-        ALL_TENANTS), taken in turns across tenants and queues (quorra.store.ready), in that
-        order; each gets its own new lease_id and one more attempt. With `max_bytes`, the batch stops before
-        the job whose payload would take it past that many bytes (the first job always comes)."""
+        """Lease up to `max_jobs` ready jobs of `tenant`'s `queues` (every tenant's with
+        ALL_TENANTS), taken in turns across tenants and queues (quorra.store.ready) and
+        returned in that order; each gets its own new lease_id and one more attempt. With
+        `max_bytes`, the batch stops before the job whose payload would take it past that many
+        bytes (the first job always comes)."""
         if not queues or max_jobs < 1 or ttl_seconds <= 0:
             raise InvalidArgument("lease needs at least one queue, max_jobs >= 1 and a positive ttl")
         queues = list(dict.fromkeys(queues))  # each queue once: one index scan each
@@ -212,7 +215,8 @@ def _lease_statement(queue_count: int, fleet: bool, budget: bool):
 
 def _lease_update(ready_jobs: CTE, values: dict[str, Any]):
     returned = (*jobs.c, ready_jobs.c.position.label(_POSITION))
-    return update(jobs).where(jobs.c.id == ready_jobs.c.id).values(values).returning(*returned)
+    statement = update(jobs).where(jobs.c.id == ready_jobs.c.id).values(values).returning(*returned)
+    return statement.execution_options(**{INDEX_ORDER_OPTION: True})
 
 
 _POSITION = "lease_position"

@@ -74,6 +74,7 @@ def _fill(store: Store) -> None:
     rows += [_row("delayed", 5 + n % 5, "pending", now + timedelta(seconds=60 + n)) for n in range(PER_QUEUE)]
     rows += [_row("delayed", n % 2, "failed", now - timedelta(seconds=n)) for n in range(30)]
     rows += [_row("quiet", 0, "pending", now - timedelta(seconds=n)) for n in range(3)]
+    rows += [_row("busy", n % 3, "pending", now - timedelta(seconds=n), f"t{n % 20:02}") for n in range(400)]
     rows += [_row("shared", n % 3, "pending", now - timedelta(seconds=n), f"t{n % 20:02}") for n in range(3000)]
     rows += [_row("crowd", n % 2, "pending", now - timedelta(seconds=n), f"c{n % 200:03}") for n in range(2000)]
     with store.engine.begin() as conn:
@@ -97,6 +98,7 @@ LEASE_SHAPES = {
     "every queue": (["quiet", "delayed", "other", "busy"], "default", 4),
     "one tenant of many": (["crowd"], "c007", 1),
     "fleet, one queue of 20 tenants": (["shared"], ALL_TENANTS, 20),
+    "fleet, a big tenant among small ones": (["busy"], ALL_TENANTS, 21),
     "fleet, two queues": (["shared", "crowd"], ALL_TENANTS, 220),
     "fleet, one queue of 200 tenants": (["crowd"], ALL_TENANTS, 200),
 }
@@ -131,8 +133,12 @@ def test_postgres_lease_reads_few_rows_of_ix_jobs_ready_in_every_shape(postgres_
 
 
 def _analysed_plan(store: Store, statement: str, parameters) -> dict:
-    """EXPLAIN ANALYZE runs the statement: in a transaction that is rolled back."""
+    """EXPLAIN ANALYZE runs the statement: in a transaction that is rolled back, after the
+    settings the store sent with it (SET LOCAL ...; the statement)."""
+    *settings, statement = statement.split("; ", 1) if statement.startswith("SET LOCAL") else [statement]
     with store.engine.connect() as conn:
+        for setting in settings:
+            conn.exec_driver_sql(setting)
         [[plan]] = conn.exec_driver_sql("EXPLAIN (ANALYZE, FORMAT JSON) " + statement, parameters).all()
         conn.rollback()
     plan = json.loads(plan) if isinstance(plan, str) else plan

@@ -1,0 +1,216 @@
+"""Fair scheduling (issue 14 §3): tenant A's backlog must not starve tenant B's trickle.
+
+Three runs on PostgreSQL, each in a throwaway database this script creates and drops:
+
+    B alone        B submits --rate jobs/s into queue "work"; fleet workers lease every tenant's jobs
+    A + B          the same, with A's --backlog jobs (older than B's) waiting in "work"
+    A alone        A's backlog only: A's throughput without B
+
+It prints B's submit -> start (lease) p50/p99, A's jobs/s, and the fleet lease's own time
+(p50/p99) at that backlog. Optionally (--small-tenants N) N more tenants with 20 jobs each in
+"work": a fleet lease then walks N + 2 partitions.
+
+The workers are threads of this process calling the store's verbs, as the gRPC server does
+for a worker (lease_jobs(tenant="*"), then settle_many of the batch), so the figures are the
+lease's, without the network and the worker SDK. Tenant-scoped submission and "*" worker keys
+come with the tenants work on REST and gRPC (issue 14 §2): until then B's jobs and A's backlog
+are written with their tenant directly (INSERT ... SELECT for the backlog, one INSERT per B job).
+
+    python bench/fairness.py                              # 1,000,000 backlog, 2 workers, 30 s each
+    python bench/fairness.py --backlog 200000 --seconds 15 --small-tenants 200
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+from sqlalchemy import func, insert, text
+
+from quorra import migrate
+from quorra.access import ALL_TENANTS
+from quorra.schema import jobs
+from quorra.store import Settlement, Store
+
+sys.path.insert(0, os.path.dirname(__file__))
+from lease_throughput import DEFAULT_POSTGRES, throwaway_postgres
+from workloads import percentile
+
+QUEUE = "work"
+TTL_SECONDS = 300
+IDLE_SLEEP_SECONDS = 0.005  # an empty lease: the gRPC server would wait for a wake-up
+
+
+@dataclass
+class Run:
+    """What one run saw: B's submit and start times, A's jobs done, every lease's time."""
+
+    submitted: dict[str, float] = field(default_factory=dict)
+    started: dict[str, float] = field(default_factory=dict)
+    a_done: int = 0
+    lease_seconds: list[float] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+def main() -> None:
+    options = parse_args()
+    logging.disable(logging.INFO)
+    print(
+        f"backlog {options.backlog:,} jobs of A, B at {options.rate}/s, {options.workers} fleet workers,"
+        f" max_jobs {options.max_jobs}, {options.seconds} s per run, {options.small_tenants} small tenants"
+    )
+    figures = {
+        "B alone": measure(options, backlog=0, with_b=True),
+        "A + B": measure(options, backlog=options.backlog, with_b=True),
+        "A alone": measure(options, backlog=options.backlog, with_b=False),
+    }
+    print_table(figures)
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--backlog", type=int, default=1_000_000, help="tenant A's waiting jobs")
+    parser.add_argument("--rate", type=float, default=10.0, help="tenant B's submits per second")
+    parser.add_argument("--seconds", type=float, default=30.0, help="length of each run")
+    parser.add_argument("--workers", type=int, default=2, help="fleet worker threads")
+    parser.add_argument("--max-jobs", type=int, default=10, help="jobs per lease")
+    parser.add_argument("--small-tenants", type=int, default=0, help="more tenants with 20 waiting jobs each")
+    parser.add_argument(
+        "--postgres",
+        default=os.environ.get("QUORRA_BENCH_DATABASE_URL", DEFAULT_POSTGRES),
+        help="a PostgreSQL server URL (the benchmark creates its own database there)",
+    )
+    return parser.parse_args()
+
+
+def measure(options: argparse.Namespace, *, backlog: int, with_b: bool) -> dict[str, float]:
+    with throwaway_postgres(options.postgres) as url, opened(url, options.workers + 2) as store:
+        fill(store, backlog, options.small_tenants)
+        run, stop = Run(), threading.Event()
+        threads = [
+            threading.Thread(target=work, args=(store, options.max_jobs, run, stop)) for _ in range(options.workers)
+        ]
+        if with_b:
+            threads.append(threading.Thread(target=submit_b, args=(store, options.rate, run, stop)))
+        started = time.perf_counter()
+        for thread in threads:
+            thread.start()
+        time.sleep(options.seconds)
+        stop.set()
+        for thread in threads:
+            thread.join()
+        return figures_of(run, time.perf_counter() - started)
+
+
+@contextmanager
+def opened(url: str, pool_size: int) -> Iterator[Store]:
+    store = Store.from_url(url, pool_size=pool_size)
+    try:
+        migrate.upgrade(store.engine)
+        yield store
+    finally:
+        store.close()
+
+
+def fill(store: Store, backlog: int, small_tenants: int) -> None:
+    """A's backlog, an hour old and older (so every one of A's jobs is older than B's), then
+    the small tenants' jobs; indexes rebuilt after, then VACUUM ANALYZE."""
+    started = time.perf_counter()
+    with store.engine.begin() as conn:
+        conn.execute(text("DROP INDEX ix_jobs_ready"))
+        for tenant, count in [("A", backlog), *((f"s{n:04}", 20) for n in range(small_tenants))]:
+            conn.execute(
+                text(
+                    "INSERT INTO jobs (id, tenant, type, queue, payload, priority, status, attempts, max_retries,"
+                    " run_at, created_at, updated_at)"
+                    " SELECT gen_random_uuid(), :tenant, 'noop', :queue, '{}', 0, 'pending', 0, 3,"
+                    " now() - interval '1 hour' - n * interval '1 millisecond', now(), now()"
+                    " FROM generate_series(1, :count) AS g(n)"
+                ),
+                {"tenant": tenant, "queue": QUEUE, "count": count},
+            )
+        [ready_index] = [index for index in jobs.indexes if index.name == "ix_jobs_ready"]
+        ready_index.create(conn)
+    with store.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.execute(text("VACUUM ANALYZE jobs"))
+    if backlog or small_tenants:
+        print(f"  filled {backlog + 20 * small_tenants:,} jobs in {time.perf_counter() - started:.1f} s", flush=True)
+
+
+def work(store: Store, max_jobs: int, run: Run, stop: threading.Event) -> None:
+    """A fleet worker: lease every tenant's jobs of QUEUE, note when B's started, ack all."""
+    worker_id = f"fleet-{threading.get_ident()}"
+    while not stop.is_set():
+        began = time.perf_counter()
+        leased = store.lease_jobs([QUEUE], worker_id, max_jobs, TTL_SECONDS, tenant=ALL_TENANTS)
+        ended = time.perf_counter()
+        if not leased:
+            time.sleep(IDLE_SLEEP_SECONDS)
+            continue
+        store.settle_many([Settlement(job.id, job.lease_id, success=True) for job in leased], worker_id=worker_id)
+        with run.lock:
+            run.lease_seconds.append(ended - began)
+            run.started |= {job.id: ended for job in leased if job.tenant == "B"}
+            run.a_done += sum(job.tenant == "A" for job in leased)
+
+
+def submit_b(store: Store, rate: float, run: Run, stop: threading.Event) -> None:
+    """Tenant B: one job every 1/rate s, each its own INSERT, the submit time noted after commit."""
+    interval, due = 1.0 / rate, time.perf_counter()
+    while not stop.is_set():
+        job_id = str(uuid.uuid4())
+        with store.engine.begin() as conn:
+            conn.execute(insert(jobs).values(_b_job(job_id)))
+        with run.lock:
+            run.submitted[job_id] = time.perf_counter()
+        due += interval
+        time.sleep(max(0.0, due - time.perf_counter()))
+
+
+def _b_job(job_id: str) -> dict:
+    return {
+        "id": job_id,
+        "tenant": "B",
+        "type": "noop",
+        "queue": QUEUE,
+        "payload": {},
+        "status": "pending",
+        "run_at": func.now(),
+        "created_at": func.now(),
+        "updated_at": func.now(),
+    }
+
+
+def figures_of(run: Run, seconds: float) -> dict[str, float]:
+    waits = [run.started[job_id] - at for job_id, at in run.submitted.items() if job_id in run.started]
+    return {
+        "b_submitted": len(run.submitted),
+        "b_started": len(waits),
+        "b_start_p50_ms": percentile(waits, 0.5) * 1000 if waits else float("nan"),
+        "b_start_p99_ms": percentile(waits, 0.99) * 1000 if waits else float("nan"),
+        "a_jobs_per_s": run.a_done / seconds,
+        "lease_p50_ms": percentile(run.lease_seconds, 0.5) * 1000 if run.lease_seconds else float("nan"),
+        "lease_p99_ms": percentile(run.lease_seconds, 0.99) * 1000 if run.lease_seconds else float("nan"),
+    }
+
+
+def print_table(figures: dict[str, dict[str, float]]) -> None:
+    columns = list(next(iter(figures.values())))
+    print(f"{'run':10}" + "".join(f"{column:>16}" for column in columns))
+    for name, row in figures.items():
+        print(f"{name:10}" + "".join(f"{row[column]:>16,.1f}" for column in columns))
+    base, loaded = figures["A alone"]["a_jobs_per_s"], figures["A + B"]["a_jobs_per_s"]
+    if base:
+        print(f"A's throughput with B: {100 * loaded / base:.0f} % of A alone")
+
+
+if __name__ == "__main__":
+    main()
