@@ -1,14 +1,17 @@
 """Fair scheduling (issue 14 §3): tenant A's backlog must not starve tenant B's trickle.
 
-Three runs on PostgreSQL, each in a throwaway database this script creates and drops:
+On PostgreSQL, in a throwaway database this script creates and drops, fleet workers lease
+every tenant's jobs of queue "work" while tenant B submits --rate jobs/s into it:
 
-    B alone        B submits --rate jobs/s into queue "work"; fleet workers lease every tenant's jobs
-    A + B          the same, with A's --backlog jobs (older than B's) waiting in "work"
+    B alone        before any backlog: B's submit -> start on idle workers
+    A + B          with A's --backlog jobs (all older than B's) waiting
     A alone        A's backlog only: A's throughput without B
 
+"A + B" and "A alone" alternate for --rounds rounds on the same backlog (what a round takes
+from it is small), so that a busy machine slows both alike; the table gives their medians.
 It prints B's submit -> start (lease) p50/p99, A's jobs/s, and the fleet lease's own time
-(p50/p99) at that backlog. Optionally (--small-tenants N) N more tenants with 20 jobs each in
-"work": a fleet lease then walks N + 2 partitions.
+(p50/p99) at that backlog. Optionally (--small-tenants N) N more tenants with 20 jobs each
+in "work": a fleet lease then walks N + 2 partitions.
 
 The workers are threads of this process calling the store's verbs, as the gRPC server does
 for a worker (lease_jobs(tenant="*"), then settle_many of the batch), so the figures are the
@@ -16,8 +19,8 @@ lease's, without the network and the worker SDK. Tenant-scoped submission and "*
 come with the tenants work on REST and gRPC (issue 14 §2): until then B's jobs and A's backlog
 are written with their tenant directly (INSERT ... SELECT for the backlog, one INSERT per B job).
 
-    python bench/fairness.py                              # 1,000,000 backlog, 2 workers, 30 s each
-    python bench/fairness.py --backlog 200000 --seconds 15 --small-tenants 200
+    python bench/fairness.py                              # 1,000,000 backlog, 2 workers, 3 rounds of 20 s
+    python bench/fairness.py --backlog 200000 --seconds 10 --small-tenants 200
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import statistics
 import sys
 import threading
 import time
@@ -65,21 +69,24 @@ def main() -> None:
     logging.disable(logging.INFO)
     print(
         f"backlog {options.backlog:,} jobs of A, B at {options.rate}/s, {options.workers} fleet workers,"
-        f" max_jobs {options.max_jobs}, {options.seconds} s per run, {options.small_tenants} small tenants"
+        f" max_jobs {options.max_jobs}, {options.rounds} rounds of {options.seconds} s, {options.small_tenants}"
+        " small tenants"
     )
-    figures = {
-        "B alone": measure(options, backlog=0, with_b=True),
-        "A + B": measure(options, backlog=options.backlog, with_b=True),
-        "A alone": measure(options, backlog=options.backlog, with_b=False),
-    }
-    print_table(figures)
+    with throwaway_postgres(options.postgres) as url, opened(url, options.workers + 2) as store:
+        figures = {"B alone": [measure(store, options, with_b=True)]}
+        fill(store, options.backlog, options.small_tenants)
+        for _ in range(options.rounds):
+            for name, with_b in (("A + B", True), ("A alone", False)):
+                figures.setdefault(name, []).append(measure(store, options, with_b=with_b))
+    print_table({name: medians(runs) for name, runs in figures.items()})
 
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--backlog", type=int, default=1_000_000, help="tenant A's waiting jobs")
     parser.add_argument("--rate", type=float, default=10.0, help="tenant B's submits per second")
-    parser.add_argument("--seconds", type=float, default=30.0, help="length of each run")
+    parser.add_argument("--seconds", type=float, default=20.0, help="length of each run")
+    parser.add_argument("--rounds", type=int, default=3, help="runs of 'A + B' and of 'A alone', alternating")
     parser.add_argument("--workers", type=int, default=2, help="fleet worker threads")
     parser.add_argument("--max-jobs", type=int, default=10, help="jobs per lease")
     parser.add_argument("--small-tenants", type=int, default=0, help="more tenants with 20 waiting jobs each")
@@ -91,23 +98,23 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
-def measure(options: argparse.Namespace, *, backlog: int, with_b: bool) -> dict[str, float]:
-    with throwaway_postgres(options.postgres) as url, opened(url, options.workers + 2) as store:
-        fill(store, backlog, options.small_tenants)
-        run, stop = Run(), threading.Event()
-        threads = [
-            threading.Thread(target=work, args=(store, options.max_jobs, run, stop)) for _ in range(options.workers)
-        ]
-        if with_b:
-            threads.append(threading.Thread(target=submit_b, args=(store, options.rate, run, stop)))
-        started = time.perf_counter()
-        for thread in threads:
-            thread.start()
-        time.sleep(options.seconds)
-        stop.set()
-        for thread in threads:
-            thread.join()
-        return figures_of(run, time.perf_counter() - started)
+def measure(store: Store, options: argparse.Namespace, *, with_b: bool) -> dict[str, float]:
+    run, stop = Run(), threading.Event()
+    threads = [threading.Thread(target=work, args=(store, options.max_jobs, run, stop)) for _ in range(options.workers)]
+    if with_b:
+        threads.append(threading.Thread(target=submit_b, args=(store, options.rate, run, stop)))
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    time.sleep(options.seconds)
+    stop.set()
+    for thread in threads:
+        thread.join()
+    return figures_of(run, time.perf_counter() - started)
+
+
+def medians(runs: list[dict[str, float]]) -> dict[str, float]:
+    return {key: statistics.median(run[key] for run in runs) for key in runs[0]}
 
 
 @contextmanager

@@ -89,8 +89,14 @@ class Leasing(StoreBase):
         level per statement, then ranked by the fair rule (quorra.store.ready)."""
         params = _ready_params(clock, queues, tenant, max_jobs)
         found = conn.execute(ready.partitions(len(queues), tenant == ALL_TENANTS), params).all()
-        offered = [job for part in found for job in _partition_ready(conn, part, params)]
-        return ready.fair_order(offered, ready.next_rotation(max_jobs), len(queues))[:max_jobs]
+        quota = -(-max_jobs // max(1, len({part.tenant for part in found})))  # as ready._quota
+        offered = {part: _partition_ready(conn, part, params, quota) for part in found}
+        if sum(map(len, offered.values())) < max_jobs:  # as ready._topped_up
+            offered |= {
+                part: _partition_ready(conn, part, params, max_jobs) for part in found if len(offered[part]) == quota
+            }
+        candidates = [job for jobs_offered in offered.values() for job in jobs_offered]
+        return ready.fair_order(candidates, ready.next_rotation(max_jobs), len(queues))[:max_jobs]
 
     def _lease_values(self, clock: Clock, worker_id: str, ttl_seconds: float) -> dict[str, Any]:
         return {
@@ -271,15 +277,15 @@ def _ready_params(clock: Clock, queues: list[str], tenant: str, max_jobs: int) -
     return params | ({"now": clock.fixed} if clock.fixed is not None else {})
 
 
-def _partition_ready(conn: Connection, partition, params: dict[str, Any]) -> list[ready.Candidate]:
-    """SQLite: one partition's best ready jobs, up to max_jobs, one priority level per
+def _partition_ready(conn: Connection, partition, params: dict[str, Any], limit: int) -> list[ready.Candidate]:
+    """SQLite: one partition's best ready jobs, up to `limit`, one priority level per
     statement from its top (delayed jobs of a higher priority are stepped over)."""
     top, below, at_level = ready.level_walk()
     params = params | {"walk_tenant": partition.tenant, "walk_queue": partition.queue}
     offered: list[ready.Candidate] = []
     level = conn.execute(top, params).scalar()
-    while level is not None and len(offered) < params["max_jobs"]:
-        rows = conn.execute(at_level, params | {"priority": level, "max_jobs": params["max_jobs"] - len(offered)})
+    while level is not None and len(offered) < limit:
+        rows = conn.execute(at_level, params | {"priority": level, "max_jobs": limit - len(offered)})
         offered += [ready.Candidate(partition.tenant, partition.position, *row) for row in rows]
         level = conn.execute(below, params | {"below": level}).scalar()
     return offered

@@ -34,10 +34,12 @@ from sqlalchemy import (
     Text,
     bindparam,
     cast,
+    distinct,
     false,
     func,
     literal,
     select,
+    union,
     union_all,
 )
 from sqlalchemy.sql.elements import ColumnElement
@@ -187,29 +189,56 @@ def ready_cte(queue_count: int, fleet: bool, fixed_now: bool) -> CTE:
     SKIP LOCKED) may lock more rows than asked). Parameters: partitions' and max_jobs,
     rotation, and now with `fixed_now`."""
     parts = partitions(queue_count, fleet).cte("partitions")
-    walk = _partition_walk(parts, fixed_now)
-    offered = (
-        select(parts.c.tenant, parts.c.position, walk.c.id, walk.c.priority, walk.c.run_at)
-        .select_from(parts.join(walk, literal(True)))
-        .subquery("offered")
-    )
+    quota = _quota(parts)
+    first = _offered(parts, quota, fixed_now, "levels").cte("first_offered").prefix_with("MATERIALIZED")
+    offered = union(select(first), _topped_up(parts, first, quota, fixed_now)).subquery("offered")
     turns = _turns(_ranked(offered), queue_count)
     position = func.row_number().over(order_by=(turns.c.turn, turns.c.tenant_turn))
     ready = select(turns.c.id, position.label("position")).order_by(turns.c.turn, turns.c.tenant_turn)
     return ready.limit(bindparam("max_jobs")).cte("ready").prefix_with("MATERIALIZED")
 
 
-def _partition_walk(parts: CTE, fixed_now: bool) -> Subquery:
+def _quota(parts: CTE) -> ColumnElement:
+    """What each partition offers at first: max_jobs shared out among the lease's tenants,
+    rounded up (all of max_jobs for one tenant), so that a fleet lease over many tenants
+    locks about max_jobs rows per tenant in all, not per partition."""
+    tenants = select(func.greatest(func.count(distinct(parts.c.tenant)), 1, type_=Integer)).scalar_subquery()
+    return (cast(bindparam("max_jobs"), Integer) + tenants - 1) // tenants
+
+
+def _topped_up(parts: CTE, first: CTE, quota: ColumnElement, fixed_now: bool) -> Select:
+    """When the first offers fall short of max_jobs (tenants with fewer ready jobs than their
+    share), the partitions that offered their whole quota offer up to max_jobs (their first
+    offers again among them: the lease's own locks do not hide rows from it)."""
+    full = (
+        select(first.c.tenant, first.c.position)
+        .group_by(first.c.tenant, first.c.position)
+        .having(func.count() >= quota)
+        .subquery("full")
+    )
+    short = select(func.count()).select_from(first).scalar_subquery() < bindparam("max_jobs")
+    joined = (parts.c.tenant == full.c.tenant) & (parts.c.position == full.c.position)
+    topping = select(parts).join(full, joined).where(short).cte("topping")
+    return _offered(topping, bindparam("max_jobs"), fixed_now, "more_levels")
+
+
+def _offered(parts, limit: ColumnElement, fixed_now: bool, levels_name: str) -> Select:
+    walk = _partition_walk(parts, limit, fixed_now, levels_name)
+    columns = (parts.c.tenant, parts.c.position, walk.c.id, walk.c.priority, walk.c.run_at)
+    return select(*columns).select_from(parts.join(walk, literal(True)))
+
+
+def _partition_walk(parts, limit: ColumnElement, fixed_now: bool, levels_name: str) -> Subquery:
     """Per partition (LATERAL), its priority levels from the top (a recursive CTE of index
-    probes), at each level its first ready jobs, stopping at max_jobs."""
+    probes), at each level its first ready jobs, stopping at `limit`."""
     levels = select(top_level(parts.c.tenant, parts.c.queue, None).scalar_subquery().label("priority"))
-    levels = levels.cte("levels", recursive=True, nesting=True)
+    levels = levels.cte(levels_name, recursive=True, nesting=True)
     below = top_level(parts.c.tenant, parts.c.queue, levels.c.priority).scalar_subquery()
     levels = levels.union_all(select(below).where(levels.c.priority.is_not(None)))
     now = bindparam("now", type_=UTCDateTime) if fixed_now else func.now()
     at_level = ready_at_level(parts.c.tenant, parts.c.queue, levels.c.priority, now, lock=True).lateral("at_level")
     walk = select(at_level).select_from(levels.join(at_level, literal(True)))
-    return walk.limit(bindparam("max_jobs")).lateral("walk")
+    return walk.limit(limit).lateral("walk")
 
 
 def _ranked(offered: Subquery) -> Subquery:

@@ -89,6 +89,27 @@ def test_a_lease_over_many_tenants_takes_one_job_of_each_in_turn(store):
     assert sorted(tenant for batch in batches for tenant in _tenants(store, batch)) == tenants
 
 
+def test_a_fleet_lease_fills_its_batch_when_other_tenants_have_less_than_their_share(store):
+    # Given A with many jobs, B and C with one each
+    _enqueue(store, "A", count=100, seconds_ago=60)
+    few = _ids(_enqueue(store, "B")) | _ids(_enqueue(store, "C"))
+    # When a fleet worker leases 10
+    leased = store.lease_jobs(["q"], "fleet", 10, 30, tenant=FLEET)
+    # Then the batch is full: B's and C's jobs, and 8 of A's
+    assert len(leased) == 10 and few <= _ids(leased)
+
+
+def test_tenants_with_only_delayed_jobs_do_not_shrink_a_fleet_lease(store):
+    # Given 30 tenants whose jobs are all delayed, and A's ready backlog
+    for n in range(30):
+        _enqueue(store, f"later{n:02}", delay=HOUR)
+    _enqueue(store, "A", count=50)
+    # When a fleet worker leases 10
+    leased = store.lease_jobs(["q"], "fleet", 10, 30, tenant=FLEET)
+    # Then it gets 10 of A's jobs
+    assert _tenants(store, leased) == ["A"] * 10
+
+
 def test_a_fleet_lease_sees_every_tenants_jobs_of_its_queues_and_no_others(store):
     # Given three tenants' jobs in queue "q" and in another queue
     named = set()
