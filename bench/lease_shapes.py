@@ -27,21 +27,27 @@ from collections.abc import Callable
 from sqlalchemy import Engine, event, select, text
 
 from quorra import migrate
+from quorra.access import ALL_TENANTS, DEFAULT_TENANT
 from quorra.schema import jobs
-from quorra.store import Store
+from quorra.store import Store, ready
 
 sys.path.insert(0, os.path.dirname(__file__))
 from lease_throughput import DEFAULT_POSTGRES, throwaway_postgres, throwaway_sqlite
 
 BATCH = 10
 TTL_SECONDS = 300
+# shape: (queues, tenant); ALL_TENANTS is a fleet lease (every tenant's jobs of the queues)
 SHAPES = {
-    "one queue (40% of rows ready)": ["busy"],
-    "two queues (60% ready)": ["busy", "other"],
-    "delayed backlog of higher priority": ["delayed"],
-    "quiet queue, others full": ["quiet"],
-    "all four queues": ["quiet", "delayed", "other", "busy"],
+    "one queue (40% of rows ready)": (["busy"], DEFAULT_TENANT),
+    "two queues (60% ready)": (["busy", "other"], DEFAULT_TENANT),
+    "delayed backlog of higher priority": (["delayed"], DEFAULT_TENANT),
+    "quiet queue, others full": (["quiet"], DEFAULT_TENANT),
+    "all four queues": (["quiet", "delayed", "other", "busy"], DEFAULT_TENANT),
+    "fleet, all four queues": (["quiet", "delayed", "other", "busy"], ALL_TENANTS),
+    "fleet, busy + 200 small tenants": (["busy", "crowd"], ALL_TENANTS),
+    "one small tenant of 200": (["crowd"], "c7"),
 }
+CROWD_TENANTS = 200  # tenants c0 ... c199 with 50 ready jobs each in queue "crowd"
 # (queue, share of the waiting rows, lowest priority, number of priorities, status, delayed)
 WAITING = [
     ("busy", 0.40, 0, 10, "pending", False),
@@ -117,6 +123,7 @@ def fill(store: Store, options: argparse.Namespace, *, tuned: bool = True) -> No
             insert_rows(conn, dialect, queue, int(options.rows * share), low, levels, status, delayed)
         insert_rows(conn, dialect, "delayed", 1000, 0, 5, "failed", False)  # ready, below the backlog
         insert_rows(conn, dialect, "quiet", 100, 0, 3, "pending", False)
+        insert_rows(conn, dialect, "crowd", 50 * CROWD_TENANTS, 0, 3, "pending", False, tenants=CROWD_TENANTS)
         insert_rows(conn, dialect, "busy", options.finished, 0, 10, "succeeded", False)
         for index in jobs.indexes:
             index.create(conn)
@@ -129,14 +136,16 @@ def vacuum(store: Store) -> None:
         conn.execute(text("VACUUM ANALYZE jobs" if store.dialect == "postgresql" else "ANALYZE"))
 
 
-def insert_rows(conn, dialect: str, queue: str, count: int, low: int, levels: int, status: str, delayed: bool):
+def insert_rows(conn, dialect, queue, count, low, levels, status, delayed, *, tenants: int = 0):
+    """`count` rows of `queue`, of the default tenant, or of tenants c0 ... c<tenants - 1>."""
     finished = "now()" if dialect == "postgresql" else "strftime('%Y-%m-%d %H:%M:%f', 'now') || '000'"
     run_at = RUN_AT[dialect].format(delayed="1=1" if delayed else "1=0")
+    tenant = f"'c' || (n % {tenants})" if tenants else f"'{DEFAULT_TENANT}'"
     conn.execute(
         text(
-            "INSERT INTO jobs (id, type, queue, payload, priority, status, attempts, max_retries, run_at,"
+            "INSERT INTO jobs (id, tenant, type, queue, payload, priority, status, attempts, max_retries, run_at,"
             " created_at, updated_at, finished_at)"
-            f" SELECT {NEW_ID[dialect]}, 'noop', '{queue}', '{{}}', {low} + n % {levels}, '{status}', 0, 3,"
+            f" SELECT {NEW_ID[dialect]}, {tenant}, 'noop', '{queue}', '{{}}', {low} + n % {levels}, '{status}', 0, 3,"
             f" {run_at}, {run_at}, {run_at}, {finished if status == 'succeeded' else 'NULL'} "
             + SERIES[dialect].format(count=count)
         )
@@ -155,12 +164,14 @@ def run_shapes(backend: str, url: str, options: argparse.Namespace) -> None:
             f"  {'':<38} {'Store.lease_jobs (committed)':^30} | {'ready query p50':^19} | {'server: execution (+planning), p50':^41}"
         )
         print(f"  {'shape':<38} {'p50':>9} {'p95':>9} {'max':>9} | {'new':>9} {'old':>9} | {'new':>20} {'old':>20}")
-        for shape, queues in SHAPES.items():
+        for shape, (queues, tenant) in SHAPES.items():
             vacuum(store)  # each shape from a vacuumed table (this server may run no autovacuum)
-            new_server, old_server = server_times(store, queues, options.old_leases)
-            new = timings(lambda q=queues: run_ready_query(store, q), options.leases)
+            new_server, old_server = server_times(store, queues, tenant, options.old_leases)
+            new = timings(lambda q=queues, t=tenant: run_ready_query(store, q, t), options.leases)
             old = timings(lambda q=queues: run_old_query(store.engine, q), options.old_leases)
-            lease = timings(lambda q=queues: store.lease_jobs(q, "bench", BATCH, TTL_SECONDS), options.leases)
+            lease = timings(
+                lambda q=queues, t=tenant: store.lease_jobs(q, "bench", BATCH, TTL_SECONDS, tenant=t), options.leases
+            )
             print(
                 f"  {shape:<38} {ms(lease, 50):>9} {ms(lease, 95):>9} {ms(lease, 100):>9} |"
                 f" {ms(new, 50):>9} {ms(old, 50):>9} | {new_server:>20} {old_server:>20}",
@@ -181,29 +192,32 @@ def run_old_query(engine: Engine, queues: list[str], explain: str = "") -> list:
     return rows
 
 
-def run_ready_query(store: Store, queues: list[str], explain: str = "") -> list:
+def run_ready_query(store: Store, queues: list[str], tenant: str, explain: str = "") -> list:
     """The ready-jobs part of today's lease alone (locks taken, then rolled back)."""
     with store.engine.connect() as conn:
         clock = store._clock(None)
         if store.dialect == "postgresql":
-            ready, params = store._ready_ids(clock, queues, BATCH)
+            statement = select(ready.ready_cte(len(queues), tenant == ALL_TENANTS, False).c.id)
+            params = {f"queue_{n}": queue for n, queue in enumerate(queues)}
+            params |= {"lease_tenant": tenant, "max_jobs": BATCH, "rotation": ready.next_rotation(BATCH)}
+            conn.exec_driver_sql("SET LOCAL enable_bitmapscan = off")  # as the lease statement runs
             if explain:
                 prefix = lambda conn, cursor, statement, parameters, context, many: (explain + statement, parameters)
                 event.listen(conn, "before_cursor_execute", prefix, retval=True)
-            rows = conn.execute(select(ready.c.id), params).all()
+            rows = conn.execute(statement, params).all()
         else:
-            rows = store._ready_ids_level_by_level(conn, clock, queues, BATCH)
+            rows = store._ready_ids_level_by_level(conn, clock, queues, tenant, BATCH)
         conn.rollback()
     return rows
 
 
-def server_times(store: Store, queues: list[str], runs: int) -> tuple[str, str]:
+def server_times(store: Store, queues: list[str], tenant: str, runs: int) -> tuple[str, str]:
     """PostgreSQL's own execution + planning time (EXPLAIN ANALYZE), medians of `runs`: no
     client, no network. Printed as "execution (+ planning)"."""
     if store.dialect != "postgresql":
         return "", ""
     explain = "EXPLAIN (ANALYZE, SUMMARY, TIMING OFF) "
-    new = [_server_ms(run_ready_query(store, queues, explain)) for _ in range(runs)]
+    new = [_server_ms(run_ready_query(store, queues, tenant, explain)) for _ in range(runs)]
     old = [_server_ms(run_old_query(store.engine, queues, explain)) for _ in range(runs)]
     return _execution_and_planning(new), _execution_and_planning(old)
 

@@ -3,10 +3,12 @@
 A lease reads partitions, (tenant, queue) pairs: its tenant's named queues or, for a fleet
 lease (tenant ALL_TENANTS), every tenant with waiting jobs in a named queue, found by
 skipping through ix_jobs_ready (queue, tenant, ...): one index probe per tenant, never a
-scan of the backlog. A paused partition yields nothing. Each other partition yields its
-best ready jobs by its own order (priority DESC, run_at, id), at most max_jobs, walked one
-priority level at a time (a probe of the index per level), so that delayed jobs of a
-higher priority are stepped over, not read. The lease then takes them in turns:
+scan of the backlog. A paused partition yields nothing. Each other partition offers its
+best ready jobs by its own order (priority DESC, run_at, id), walked one priority level at
+a time (a probe of the index per level), so that delayed jobs of a higher priority are
+stepped over, not read: first max_jobs shared among the lease's tenants (rounded up), then,
+if the offers fall short of max_jobs, up to max_jobs from each partition that offered its
+whole share. The lease then takes them in turns:
 
 - within a tenant, priority first: a higher priority wins across the tenant's queues;
   among its queues at one level, round-robin (the 1st job of each, the 2nd of each, ...);
