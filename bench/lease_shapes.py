@@ -28,6 +28,7 @@ from sqlalchemy import Engine, event, select, text
 
 from quorra import migrate
 from quorra.access import ALL_TENANTS, DEFAULT_TENANT
+from quorra.db import PLANNED_IN_INDEX_ORDER
 from quorra.schema import jobs
 from quorra.store import Store, ready
 
@@ -200,7 +201,8 @@ def run_ready_query(store: Store, queues: list[str], tenant: str, explain: str =
             statement = select(ready.ready_cte(len(queues), tenant == ALL_TENANTS, False).c.id)
             params = {f"queue_{n}": queue for n, queue in enumerate(queues)}
             params |= {"lease_tenant": tenant, "max_jobs": BATCH, "rotation": ready.next_rotation(BATCH)}
-            conn.exec_driver_sql("SET LOCAL enable_bitmapscan = off")  # as the lease statement runs
+            for setting in PLANNED_IN_INDEX_ORDER.split("; ")[:-1]:  # as the lease statement runs
+                conn.exec_driver_sql(setting)
             if explain:
                 prefix = lambda conn, cursor, statement, parameters, context, many: (explain + statement, parameters)
                 event.listen(conn, "before_cursor_execute", prefix, retval=True)

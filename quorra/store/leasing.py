@@ -284,8 +284,10 @@ def _partition_ready(conn: Connection, partition, params: dict[str, Any], limit:
     params = params | {"walk_tenant": partition.tenant, "walk_queue": partition.queue}
     offered: list[ready.Candidate] = []
     level = conn.execute(top, params).scalar()
-    while level is not None and len(offered) < limit:
+    while level is not None:
         rows = conn.execute(at_level, params | {"priority": level, "max_jobs": limit - len(offered)})
         offered += [ready.Candidate(partition.tenant, partition.position, *row) for row in rows]
+        if len(offered) >= limit:
+            break  # no probe for the next level
         level = conn.execute(below, params | {"below": level}).scalar()
     return offered

@@ -17,6 +17,7 @@ import pytest
 from sqlalchemy import event, insert
 
 from quorra.access import ALL_TENANTS
+from quorra.db import PLANNED_IN_INDEX_ORDER
 from quorra.schema import jobs
 from quorra.store import Store
 from tests.factories import job_in_status, spec
@@ -135,7 +136,8 @@ def test_postgres_lease_reads_few_rows_of_ix_jobs_ready_in_every_shape(postgres_
 def _analysed_plan(store: Store, statement: str, parameters) -> dict:
     """EXPLAIN ANALYZE runs the statement: in a transaction that is rolled back, after the
     settings the store sent with it (SET LOCAL ...; the statement)."""
-    *settings, statement = statement.split("; ", 1) if statement.startswith("SET LOCAL") else [statement]
+    settings = PLANNED_IN_INDEX_ORDER.split("; ")[:-1] if statement.startswith(PLANNED_IN_INDEX_ORDER) else []
+    statement = statement.removeprefix(PLANNED_IN_INDEX_ORDER)
     with store.engine.connect() as conn:
         for setting in settings:
             conn.exec_driver_sql(setting)
