@@ -15,9 +15,9 @@ in "work": a fleet lease then walks N + 2 partitions.
 
 The workers are threads of this process calling the store's verbs, as the gRPC server does
 for a worker (lease_jobs(tenant="*"), then settle_many of the batch), so the figures are the
-lease's, without the network and the worker SDK. Tenant-scoped submission and "*" worker keys
-come with the tenants work on REST and gRPC (issue 14 §2): until then B's jobs and A's backlog
-are written with their tenant directly (INSERT ... SELECT for the backlog, one INSERT per B job).
+lease's, without the network and the worker SDK. B submits through the store's enqueue with
+its tenant (what POST /v1/jobs with B's key calls); A's backlog is written with INSERT ...
+SELECT.
 
     python bench/fairness.py                              # 1,000,000 backlog, 2 workers, 3 rounds of 20 s
     python bench/fairness.py --backlog 200000 --seconds 10 --small-tenants 200
@@ -32,15 +32,15 @@ import statistics
 import sys
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-from sqlalchemy import func, insert, text
+from sqlalchemy import text
 
 from quorra import migrate
 from quorra.access import ALL_TENANTS
+from quorra.jobs import JobSpec
 from quorra.schema import jobs
 from quorra.store import Settlement, Store
 
@@ -162,7 +162,9 @@ def work(store: Store, max_jobs: int, run: Run, stop: threading.Event) -> None:
         if not leased:
             time.sleep(IDLE_SLEEP_SECONDS)
             continue
-        store.settle_many([Settlement(job.id, job.lease_id, success=True) for job in leased], worker_id=worker_id)
+        store.settle_many(
+            [Settlement(job.id, job.lease_id, success=True) for job in leased], worker_id=worker_id, tenant=ALL_TENANTS
+        )
         with run.lock:
             run.lease_seconds.append(ended - began)
             run.started |= {job.id: ended for job in leased if job.tenant == "B"}
@@ -170,30 +172,15 @@ def work(store: Store, max_jobs: int, run: Run, stop: threading.Event) -> None:
 
 
 def submit_b(store: Store, rate: float, run: Run, stop: threading.Event) -> None:
-    """Tenant B: one job every 1/rate s, each its own INSERT, the submit time noted after commit."""
+    """Tenant B: one job every 1/rate s through the store's enqueue, the time noted after commit."""
     interval, due = 1.0 / rate, time.perf_counter()
+    job = JobSpec.parse({"type": "noop", "payload": {}, "queue": QUEUE})
     while not stop.is_set():
-        job_id = str(uuid.uuid4())
-        with store.engine.begin() as conn:
-            conn.execute(insert(jobs).values(_b_job(job_id)))
+        [created] = store.enqueue_many([job], tenant="B")
         with run.lock:
-            run.submitted[job_id] = time.perf_counter()
+            run.submitted[created.id] = time.perf_counter()
         due += interval
         time.sleep(max(0.0, due - time.perf_counter()))
-
-
-def _b_job(job_id: str) -> dict:
-    return {
-        "id": job_id,
-        "tenant": "B",
-        "type": "noop",
-        "queue": QUEUE,
-        "payload": {},
-        "status": "pending",
-        "run_at": func.now(),
-        "created_at": func.now(),
-        "updated_at": func.now(),
-    }
 
 
 def figures_of(run: Run, seconds: float) -> dict[str, float]:

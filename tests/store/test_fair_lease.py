@@ -10,8 +10,6 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
-from sqlalchemy import update
-
 from quorra.access import ALL_TENANTS
 from quorra.jobs import Job
 from quorra.schema import jobs
@@ -35,14 +33,9 @@ def _enqueue(
     delay: int = 0,
     payload: dict | None = None,
 ) -> list[Job]:
-    """`count` jobs of `tenant` (submitted, then given to the tenant: the store's submission
-    takes no tenant yet)."""
     now = store.database_now() - timedelta(seconds=seconds_ago)
     fields = {"queue": queue, "priority": priority, "delay_seconds": delay} | ({"payload": payload} if payload else {})
-    created = store.enqueue_many([spec(**fields) for _ in range(count)], now=now)
-    with store.engine.begin() as conn:
-        conn.execute(update(jobs).where(jobs.c.id.in_([job.id for job in created])).values(tenant=tenant))
-    return created
+    return store.enqueue_many([spec(**fields) for _ in range(count)], tenant=tenant, now=now)
 
 
 def _ids(jobs_: list[Job]) -> set[str]:
@@ -50,7 +43,7 @@ def _ids(jobs_: list[Job]) -> set[str]:
 
 
 def _tenants(store: Store, leased: list[Job]) -> list[str]:
-    return [store.get_job(job.id).tenant for job in leased]
+    return [job.tenant for job in leased]
 
 
 def test_a_fleet_lease_takes_a_small_tenants_jobs_beside_a_flooded_one(store):
@@ -219,7 +212,7 @@ def _lease_until_empty(store: Store, worker_id: str, start: threading.Barrier) -
         if empty_in_a_row >= 3 and not _ready_left(store):
             break
         for job in batch:
-            store.ack(job.id, job.lease_id)
+            store.ack(job.id, job.lease_id, tenant=FLEET)
             leased.append(job.id)
     return leased
 
