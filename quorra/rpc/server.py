@@ -40,6 +40,7 @@ from quorra.notify import Notifier, make_notifier
 from quorra.rpc import quorra_pb2_grpc as pb2_grpc
 from quorra.rpc.capacity import CallGate
 from quorra.rpc.drain import LeaseLedger, LedgerInterceptor
+from quorra.rpc.health import HealthServicer
 from quorra.rpc.interceptors import ApiKeyInterceptor, ObservingInterceptor
 from quorra.rpc.servicer import SERVICE_NAME, WorkerServicer
 from quorra.shutdown import ShutdownSignal
@@ -63,7 +64,7 @@ _NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 class HealthMonitor:
     """Reports NOT_SERVING on grpc.health.v1 while the database does not answer."""
 
-    def __init__(self, store: Store, servicer: health.HealthServicer, interval: float = HEALTH_CHECK_SECONDS):
+    def __init__(self, store: Store, servicer: HealthServicer, interval: float = HEALTH_CHECK_SECONDS):
         self.store = store
         self.servicer = servicer
         self.interval = interval
@@ -75,10 +76,9 @@ class HealthMonitor:
         self._thread.start()
 
     def stop(self) -> None:
-        """NOT_SERVING to every watcher. grpcio's health servicer sends that to each open
-        Watch and waits for the send to complete, which can hang when a watcher goes away
-        at the same moment; shutdown must not hang with it, so the wait is bounded (the
-        server's stop then cancels whatever send is left)."""
+        """NOT_SERVING to every watcher. Each send waits until it is out (or the watch has
+        ended); shutdown must not wait on a slow watcher's connection, so the wait is bounded
+        (the server's stop then cancels whatever send is left)."""
         self._stopped.set()
         announce = threading.Thread(
             target=self.servicer.enter_graceful_shutdown, name="quorra-rpc-health-stop", daemon=True
@@ -199,7 +199,7 @@ def create_server(
         options=[("grpc.so_reuseport", 0), *grpc_options],
     )
     pb2_grpc.add_WorkerServiceServicer_to_server(servicer, server)
-    health_servicer = health.HealthServicer()
+    health_servicer = HealthServicer()  # not grpcio's: see quorra.rpc.health
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
     port = server.add_insecure_port(address)

@@ -53,6 +53,7 @@ MAX_TRACEBACK_CHARS = 4000
 ABANDON_SETTLE_SECONDS = 2.0  # time left to nack the jobs still running when the grace ends
 LEASE_LINGER_SECONDS = 0.005  # with a slot free, how long to wait for the others before leasing
 MAX_CARRIED_SETTLES = 1000  # outcomes one SettleAndLease may carry (the server's limit)
+MAX_JOBS_PER_LEASE = 1000  # jobs one lease may ask for (the server's limit; more is refused as invalid)
 # Handlers this fast on average (seconds) let the worker lease jobs ahead of its threads: the
 # next batch is on its way while the last ones run. Slower handlers get no prefetch (a job
 # waiting for a thread would hold a lease others could run).
@@ -91,11 +92,16 @@ class Slots:
         """Wait for a free slot, then up to `linger` for the others (fast jobs free them
         within moments), so that one lease fills the slots rather than one per job. With
         a prefetch, the next lease goes out once half of what is in hand is done, while
-        the rest runs."""
+        the rest runs. Never less than 1 unless stopping: the prefetch may shrink while the
+        loop lingers (a slow job raised the average), and a lease of 0 or fewer jobs is
+        refused as INVALID_ARGUMENT, which would stop the worker for good."""
         with self._condition:
-            self._condition.wait_for(lambda: self._can_lease() or stopping.is_set())
-            self._condition.wait_for(lambda: self.busy <= self.low_water or stopping.is_set(), linger)
-            return self.size + self.prefetch - self.busy
+            while True:
+                self._condition.wait_for(lambda: self._can_lease() or stopping.is_set())
+                self._condition.wait_for(lambda: self.busy <= self.low_water or stopping.is_set(), linger)
+                free = self.size + self.prefetch - self.busy
+                if free > 0 or stopping.is_set():
+                    return free
 
     @property
     def low_water(self) -> int:
@@ -294,7 +300,9 @@ class Worker:
                 self._stopping.wait(1.0)
 
     def _lease_round(self) -> None:
-        free = self._slots.wait_free(self._stopping, LEASE_LINGER_SECONDS)
+        # Threads and prefetch may add up to more than the server allows in one lease (many
+        # threads, fast handlers): asking for more would be refused, and stop the worker.
+        free = min(self._slots.wait_free(self._stopping, LEASE_LINGER_SECONDS), MAX_JOBS_PER_LEASE)
         if self._stopping.is_set():
             return
         if self._settle_and_lease:

@@ -194,10 +194,24 @@ class Deployment:
         self._healthy(web, base)
         return Running(server, scheduler, web, base, started)
 
+    def report(self) -> str:
+        """Each process started: running or its exit code, and its last warnings and errors."""
+        return "\n".join(_report(process) for process in self.started)
+
     def close(self) -> None:
         """Kill every process (SIGKILL: the test is over, no graceful stop to wait for)."""
         for process in reversed(self.started):
             process.kill()
+
+
+def _report(process, last: int = 5) -> str:
+    code = process.popen.poll()
+    command = " ".join(str(arg) for arg in process.popen.args[1:])[:160]
+    warnings = [line.record for line in process.lines if line.record.get("level") in ("WARNING", "ERROR", "CRITICAL")]
+    said = [f"    {r.get('level')} {r.get('event')}: {r.get('message')} {r.get('error', '')}" for r in warnings[-last:]]
+    said += [f"    {text.rstrip()}" for text in process.other_output[-last:]]
+    state = "running" if code is None else f"exited with {code}"
+    return "\n".join([f"  {command}: {state}, {len(warnings)} warnings or errors", *said])
 
 
 def _healthy(base: str) -> bool:
@@ -249,11 +263,13 @@ def status_counts(store: Store, queue: str = QUEUE) -> dict[str, int]:
     return {count.status: count.count for count in store.queue_counts() if count.queue == queue}
 
 
-def wait_all_succeeded(store: Store, jobs: int, timeout: float) -> float:
-    """Block until `jobs` jobs of the queue succeeded; the monotonic time it happened."""
-    wait_until(
-        lambda: status_counts(store).get("succeeded", 0) >= jobs,
-        timeout,
-        f"{jobs} jobs succeeded (now {status_counts(store)})",
-    )
+def wait_all_succeeded(store: Store, jobs: int, timeout: float, deployment: Deployment | None = None) -> float:
+    """Block until `jobs` jobs of the queue succeeded; the monotonic time it happened. A
+    timeout names the counts at that moment (not as the wait began: a message built up front
+    once read as "no job ever ran"), and what became of the deployment's processes."""
+    try:
+        wait_until(lambda: status_counts(store).get("succeeded", 0) >= jobs, timeout, f"{jobs} jobs succeeded")
+    except AssertionError as exc:
+        report = "" if deployment is None else f"\n{deployment.report()}"
+        raise AssertionError(f"{exc} (now {status_counts(store)}){report}") from None
     return time.monotonic()

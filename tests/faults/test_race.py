@@ -36,9 +36,10 @@ def test_16_threads_in_4_processes_run_2000_jobs_exactly_once(
     # When 4 worker processes of 4 threads each race for them
     started = time.monotonic()
     workers = [cluster.start_worker(THREADS) for _ in range(PROCESSES)]
-    finished = wait_all_succeeded(postgres_store, JOBS, timeout=400)
+    finished = wait_all_succeeded(postgres_store, JOBS, timeout=400, deployment=cluster)
 
-    # Then each job ran exactly once, at its first attempt, and every process took part
+    # Then each job ran exactly once, at its first attempt, every process took part, and none
+    # stopped (a worker whose lease once asked for fewer than one job was refused, and gave up)
     runs = executions.all()
     by_process = Counter(run.pid for run in runs)
     figures.update(
@@ -55,3 +56,4 @@ def test_16_threads_in_4_processes_run_2000_jobs_exactly_once(
     assert status_counts(postgres_store) == {"succeeded": JOBS}
     assert {job.attempts for job in all_jobs(postgres_store).values()} == {1}
     assert set(by_process) == {worker.popen.pid for worker in workers}
+    assert [worker.popen.poll() for worker in workers] == [None] * PROCESSES

@@ -11,7 +11,14 @@ import pytest
 
 from quorra.jobs import JobStatus
 from quorra.notify import make_notifier
-from quorra.worker.worker import PREFETCH_BELOW_SECONDS, PREFETCH_MAX_FACTOR, PREFETCH_SECONDS, prefetch_for
+from quorra.worker.worker import (
+    MAX_JOBS_PER_LEASE,
+    PREFETCH_BELOW_SECONDS,
+    PREFETCH_MAX_FACTOR,
+    PREFETCH_SECONDS,
+    Slots,
+    prefetch_for,
+)
 from tests import factories
 from tests.conftest import free_port
 from tests.rpc.support import running_server
@@ -119,11 +126,60 @@ def test_fast_handlers_let_the_worker_lease_ahead_of_its_threads(grpc_server, st
     assert [store.get_job(job.id).attempts for job in jobs] == [1] * 60
 
 
+def test_a_worker_with_many_threads_never_asks_for_more_jobs_than_a_lease_may_hold(grpc_server, store, make_worker):
+    # Given a worker of 200 threads whose handlers return at once
+    port, notifier = grpc_server
+    worker = make_worker(port, {"email_send": lambda job: None}, worker_max_jobs=200)
+    asked = []
+    real = worker.client.settle_and_lease
+    worker.client.settle_and_lease = lambda *args: asked.append(args[1]) or real(*args)
+
+    # When it has run enough of them to lease far ahead (with its prefetch, more than 1,000
+    # jobs at once), and waits for more
+    warm_up = [factories.make_job(store, queue="work") for _ in range(60)]
+    notifier.publish("work")
+    assert all(settled(store, job.id).status is JobStatus.SUCCEEDED for job in warm_up)
+    wait_until(lambda: max(asked) >= MAX_JOBS_PER_LEASE, what="a lease asking for all a lease may hold")
+    later = enqueue(store, notifier)
+
+    # Then it asked for 1,000 at most (more is refused as invalid, which stopped the worker)
+    # and leases on
+    assert settled(store, later.id).status is JobStatus.SUCCEEDED
+    assert max(asked) == MAX_JOBS_PER_LEASE
+    assert worker.error is None
+
+
 def test_the_faster_the_handlers_the_further_ahead_the_worker_leases():
     assert prefetch_for(PREFETCH_BELOW_SECONDS, threads=4) == 0  # slow: none
     assert prefetch_for(PREFETCH_SECONDS / 1.5, threads=4) == 4  # as many again as there are threads
     assert prefetch_for(PREFETCH_SECONDS / 3.5, threads=4) == 12  # whole multiples of the threads
     assert prefetch_for(0.0, threads=4) == 4 * PREFETCH_MAX_FACTOR  # at most this many
+
+
+def test_a_prefetch_that_shrinks_while_the_lease_loop_lingers_waits_for_a_free_slot():
+    # Given 4 threads with a prefetch of 40 and 43 jobs in hand: one slot is free, and the
+    # lease loop lingers for more
+    checked = threading.Event()
+    slots = Slots(4, backlog_full=lambda: checked.set() or False)
+    slots.set_prefetch(40)
+    for _ in range(43):
+        slots.take()
+    asked = []
+    loop = threading.Thread(target=lambda: asked.append(slots.wait_free(threading.Event(), 0.5)), daemon=True)
+    loop.start()
+    assert checked.wait(10)
+
+    # When the prefetch shrinks to none meanwhile (a slow job raised the average): it takes
+    # the lock that the loop holds until it lingers
+    slots.set_prefetch(0)
+    loop.join(3)  # the linger is over by now, with no slot free
+    for _ in range(40):
+        slots.give()
+    loop.join(10)
+
+    # Then the lease asks for the one slot free once some came free, never for 0 or fewer
+    # jobs (a lease the server refuses as invalid, which stopped the worker)
+    assert asked == [1]
 
 
 def test_slow_handlers_get_no_prefetch(grpc_server, store, make_worker):
