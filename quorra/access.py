@@ -83,6 +83,27 @@ class Principal:
                 details={"permission": str(permission), "role": str(self.role)},
             )
 
+    @property
+    def is_installation_admin(self) -> bool:
+        """An admin of the default tenant: the installation's admins, who alone may act on
+        another tenant's behalf (make its keys, set its limits)."""
+        return self.role is Role.ADMIN and self.tenant == DEFAULT_TENANT
+
+    def require_tenant(self, tenant: str) -> None:
+        """Acting for `tenant` (naming it explicitly): one's own, or any for an installation admin."""
+        if tenant != self.tenant and not self.is_installation_admin:
+            raise PermissionDenied(
+                f"only admins of the {DEFAULT_TENANT!r} tenant may act for another tenant ({tenant!r})",
+                details={"tenant": tenant, "role": str(self.role)},
+            )
+
+
+def check_tenant_of_role(tenant: str, role: Role) -> None:
+    """ALL_TENANTS is a fleet worker's tenant only: any other role would read or steer every
+    tenant's jobs. ValueError naming the rule otherwise."""
+    if tenant == ALL_TENANTS and role is not Role.WORKER:
+        raise ValueError(f"the tenant {ALL_TENANTS!r} (every tenant) is for the worker role only, not {role}")
+
 
 CredentialKind = Literal["api_key", "bearer"]
 

@@ -26,9 +26,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field, StrictStr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictStr, ValidationError, ValidationInfo, field_validator
 
-from quorra.access import DEFAULT_TENANT, Credential, Principal, Role
+from quorra.access import ALL_TENANTS, DEFAULT_TENANT, Credential, Principal, Role, check_tenant_of_role
 from quorra.errors import InvalidArgument
 from quorra.jobs import MAX_QUEUE_CHARS, NAME_PATTERN, describe_errors
 
@@ -42,6 +42,8 @@ _HASH_KEY = b"quorra.api-key.v1"
 # (re.fullmatch) and the OpenAPI document (ECMA-262).
 KEY_NAME_PATTERN = "^[^\\x00-\\x1f\\x7f\\s](?:[^\\x00-\\x1f\\x7f]*[^\\x00-\\x1f\\x7f\\s])?$"
 _KEY_NAME = re.compile(KEY_NAME_PATTERN[1:-1])
+# A key's tenant: a name as queues have, or "*" (every tenant: fleet workers only).
+TENANT_PATTERN = f"^(?:{NAME_PATTERN[1:-1]}|\\{ALL_TENANTS})$"
 _HEX = frozenset("0123456789abcdef")
 
 
@@ -117,7 +119,9 @@ class KeySpec(BaseModel):
 
     name: Annotated[StrictStr, Field(min_length=1, max_length=MAX_KEY_NAME_CHARS)]
     role: Role
-    tenant: Annotated[StrictStr, Field(min_length=1, max_length=MAX_QUEUE_CHARS, pattern=NAME_PATTERN)] = DEFAULT_TENANT
+    tenant: Annotated[StrictStr, Field(min_length=1, max_length=MAX_QUEUE_CHARS, pattern=TENANT_PATTERN)] = (
+        DEFAULT_TENANT
+    )
     # seconds (a JSON number); None: the key never expires (revoke it instead). The CLI takes '90d'.
     expires_in_seconds: Annotated[float, Field(gt=0, le=MAX_EXPIRY_SECONDS, strict=True)] | None = None
 
@@ -127,6 +131,14 @@ class KeySpec(BaseModel):
         if _KEY_NAME.fullmatch(name) is None:
             raise ValueError("no control characters, and no spaces at either end")
         return name
+
+    @field_validator("tenant")
+    @classmethod
+    def _every_tenant_for_workers_only(cls, tenant: str, info: ValidationInfo) -> str:
+        role = info.data.get("role")  # declared before tenant; absent if it was refused
+        if role is not None:
+            check_tenant_of_role(tenant, role)
+        return tenant
 
     @classmethod
     def parse(cls, data: object) -> KeySpec:

@@ -258,43 +258,49 @@ class JobManager:
             return None
 
     # -- schedules (an operator's verbs; firing is the scheduler's) --------------------------------
+    # A schedule is named within its tenant: each verb takes the tenant of the caller.
 
-    def create_schedule(self, spec: ScheduleSpec, *, actor: Actor | None = None) -> Schedule:
+    def create_schedule(
+        self, spec: ScheduleSpec, *, tenant: str = DEFAULT_TENANT, actor: Actor | None = None
+    ) -> Schedule:
         audit = audit_entry(actor, Action.SCHEDULE_CREATE, spec.name)
         return self._logged(
             "schedule created",
             "schedule.created",
-            self.store.create_schedule(spec, audit=audit),
+            self.store.create_schedule(spec, tenant=tenant, audit=audit),
         )
 
-    def update_schedule(self, name: str, changes: dict[str, Any], *, actor: Actor | None = None) -> Schedule:
+    def update_schedule(
+        self, name: str, changes: dict[str, Any], *, tenant: str = DEFAULT_TENANT, actor: Actor | None = None
+    ) -> Schedule:
         # the names of the fields changed, not their values (a job template may hold secrets)
         fields = sorted(map(str, changes)) if isinstance(changes, dict) else []  # the store refuses a non-object
         audit = audit_entry(actor, Action.SCHEDULE_UPDATE, name, fields=fields)
         return self._logged(
             "schedule updated",
             "schedule.updated",
-            self.store.update_schedule(name, changes, audit=audit),
+            self.store.update_schedule(name, changes, tenant=tenant, audit=audit),
         )
 
-    def pause_schedule(self, name: str, *, actor: Actor | None = None) -> Schedule:
+    def pause_schedule(self, name: str, *, tenant: str = DEFAULT_TENANT, actor: Actor | None = None) -> Schedule:
         audit = audit_entry(actor, Action.SCHEDULE_PAUSE, name)
         return self._logged(
             "schedule paused",
             "schedule.paused",
-            self.store.set_schedule_paused(name, True, audit=audit),
+            self.store.set_schedule_paused(name, True, tenant=tenant, audit=audit),
         )
 
-    def resume_schedule(self, name: str, *, actor: Actor | None = None) -> Schedule:
+    def resume_schedule(self, name: str, *, tenant: str = DEFAULT_TENANT, actor: Actor | None = None) -> Schedule:
         audit = audit_entry(actor, Action.SCHEDULE_RESUME, name)
-        schedule = self.store.set_schedule_paused(name, False, audit=audit)
+        schedule = self.store.set_schedule_paused(name, False, tenant=tenant, audit=audit)
         return self._logged("schedule resumed", "schedule.resumed", schedule)
 
-    def delete_schedule(self, name: str, *, actor: Actor | None = None) -> None:
-        self.store.delete_schedule(name, audit=audit_entry(actor, Action.SCHEDULE_DELETE, name))
-        logger.info("schedule deleted", extra={"event": "schedule.deleted", "schedule": name})
+    def delete_schedule(self, name: str, *, tenant: str = DEFAULT_TENANT, actor: Actor | None = None) -> None:
+        self.store.delete_schedule(name, tenant=tenant, audit=audit_entry(actor, Action.SCHEDULE_DELETE, name))
+        logger.info("schedule deleted", extra={"event": "schedule.deleted", "schedule": name, "tenant": tenant})
 
     def sync_schedules(self, specs: Sequence[ScheduleSpec]) -> list[Schedule]:
+        """The QUORRA_SCHEDULES_FILE's schedules: the default tenant's (the installation's)."""
         synced = self.store.sync_schedules(specs)
         logger.info(
             "schedules synced",
@@ -310,6 +316,7 @@ class JobManager:
                 "event": event,
                 "schedule": schedule.name,
                 "schedule_id": schedule.id,
+                "tenant": schedule.tenant,
                 "next_run_at": schedule.next_run_at.isoformat(),
             },
         )
@@ -328,8 +335,10 @@ class JobManager:
     def create_key(self, spec: KeySpec, *, actor: Actor) -> CreatedKey:
         return self.store.create_api_key(spec, created_by=actor.subject, audit=audit_entry(actor, Action.KEY_CREATE))
 
-    def revoke_key(self, key_id: str, *, actor: Actor) -> ApiKey:
-        return self.store.revoke_api_key(key_id, audit=audit_entry(actor, Action.KEY_REVOKE, key_id))
+    def revoke_key(self, key_id: str, *, tenant: str | None = None, actor: Actor) -> ApiKey:
+        """Revoke a key of `tenant` (None: of any, the server-side CLI)."""
+        audit = audit_entry(actor, Action.KEY_REVOKE, key_id)
+        return self.store.revoke_api_key(key_id, tenant=tenant, audit=audit)
 
     # -- the audit log -------------------------------------------------------------------------
 

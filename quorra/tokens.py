@@ -8,7 +8,8 @@ QUORRA_JWT_AUDIENCE when they are set (a token naming an audience is refused whe
 configured), within QUORRA_JWT_LEEWAY of clock skew. Its role comes from the claim named
 by QUORRA_JWT_ROLE_CLAIM (a dotted path such as `realm_access.roles` reaches into nested
 claims; a list of roles counts as its strongest known one), its tenant from
-QUORRA_JWT_TENANT_CLAIM (absent: the default tenant). A token that fails any of this is
+QUORRA_JWT_TENANT_CLAIM (absent: the default tenant; "*", every tenant, only with the worker
+role, as for managed keys). A token that fails any of this is
 refused (401) with the reason, never passed on to another resolver.
 
 The algorithm families never mix: an HS* token is checked only against the secret, an
@@ -25,7 +26,7 @@ from typing import Any
 
 import jwt
 
-from quorra.access import DEFAULT_TENANT, Credential, Principal, Role
+from quorra.access import ALL_TENANTS, DEFAULT_TENANT, Credential, Principal, Role, check_tenant_of_role
 from quorra.config import Settings
 from quorra.errors import AuthUnavailable, NotAuthenticated
 from quorra.jobs import MAX_QUEUE_CHARS, is_valid_name
@@ -125,13 +126,7 @@ class JwtResolver:
         if not isinstance(subject, str) or not subject or not subject.isprintable():
             raise NotAuthenticated("the bearer token is not accepted: its sub claim is not a printable string")
         role = _role(claim_at(claims, self.settings.jwt_role_claim), self.settings.jwt_role_claim)
-        tenant = claim_at(claims, self.settings.jwt_tenant_claim)
-        if tenant is None:
-            tenant = DEFAULT_TENANT
-        if not is_valid_name(tenant, MAX_QUEUE_CHARS):
-            raise NotAuthenticated(
-                f"the bearer token is not accepted: its {self.settings.jwt_tenant_claim} claim is not a tenant name"
-            )
+        tenant = self._tenant(claims, role)
         name = claims.get("name")
         if not isinstance(name, str) or not name.isprintable():
             name = subject
@@ -139,6 +134,19 @@ class JwtResolver:
         # the same subject of the same issuer shares its idempotency keys across its tokens
         scope = hashlib.sha256(f"jwt:{issuer}:{subject}".encode()).hexdigest()
         return Principal(f"jwt:{subject}", name, role, tenant, idempotency_scope=scope)
+
+    def _tenant(self, claims: dict[str, Any], role: Role) -> str:
+        claim = self.settings.jwt_tenant_claim
+        tenant = claim_at(claims, claim)
+        if tenant is None:
+            return DEFAULT_TENANT
+        if tenant != ALL_TENANTS and not is_valid_name(tenant, MAX_QUEUE_CHARS):
+            raise NotAuthenticated(f"the bearer token is not accepted: its {claim} claim is not a tenant name")
+        try:
+            check_tenant_of_role(tenant, role)
+        except ValueError as exc:
+            raise NotAuthenticated(f"the bearer token is not accepted: its {claim} claim: {exc}") from None
+        return tenant
 
 
 def claim_at(claims: dict[str, Any], path: str) -> Any:

@@ -53,6 +53,11 @@ def test_a_valid_hs256_token_becomes_its_principal():
     )
 
 
+def test_a_worker_token_may_serve_every_tenant():
+    principal = resolver()(hs256(role="worker", tenant="*"))
+    assert (principal.role, principal.tenant) == (Role.WORKER, "*")
+
+
 def test_a_token_without_tenant_claim_is_of_the_default_tenant():
     assert resolver()(hs256()).tenant == "default"
 
@@ -75,6 +80,12 @@ def test_what_is_not_a_jwt_is_left_to_other_resolvers():
         ({"role": "root"}, (), "role claim names no role"),
         ({}, ("role",), "role claim names no role"),
         ({"tenant": "not a name!"}, (), "tenant claim is not a tenant name"),
+        (
+            {"tenant": "*", "role": "admin"},
+            (),
+            "tenant claim: the tenant '*' (every tenant) is for the worker role only",
+        ),
+        ({"tenant": "**", "role": "worker"}, (), "tenant claim is not a tenant name"),
     ],
 )
 def test_a_bad_token_is_refused_with_its_reason(fields, without, reason):

@@ -3,8 +3,12 @@ admin key of a deployment and for scripts. The same verbs as /v1/keys, audited a
 `cli:<os user>`.
 
     quorra keys create --name "ci deploy" --role producer [--tenant acme] [--expires-in 90d]
-    quorra keys list [--all] [-o json]
+    quorra keys create --name "fleet" --role worker --tenant '*'    (a worker of every tenant)
+    quorra keys list [--all] [--tenant acme] [-o json]
     quorra keys revoke <id or qk_prefix>
+
+The CLI runs with the database's own credentials, so it acts for every tenant, as the
+installation's admins do over REST.
 
 `create` prints the key itself on stdout, alone (so `KEY=$(quorra keys create ...)` works),
 and what it made on stderr. The key is not shown again: only its hash is stored."""
@@ -69,7 +73,7 @@ def _actor():
 @keys.command()
 @click.option("--name", required=True, help="what the key is for, e.g. 'ci deploy'")
 @click.option("--role", required=True, type=click.Choice([r.value for r in Role]))
-@click.option("--tenant", default="default", show_default=True)
+@click.option("--tenant", default="default", show_default=True, help="'*': every tenant (worker role only)")
 @click.option("--expires-in", help="e.g. 90d or 12h; never, if not given")
 def create(name: str, role: str, tenant: str, expires_in: str | None) -> None:
     """Create a key and print it (once)."""
@@ -97,13 +101,15 @@ def _duration(text: str) -> float:
 
 @keys.command("list")
 @click.option("--all", "include_revoked", is_flag=True, help="revoked keys too")
+@click.option("--tenant", help="only this tenant's keys; every tenant's, if not given")
 @click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table", show_default=True)
-def list_keys(include_revoked: bool, output: str) -> None:
+def list_keys(include_revoked: bool, tenant: str | None, output: str) -> None:
     """List keys (never their secrets)."""
     from quorra.api.keys import key_json
 
     with _manager() as manager:
-        found = [key_json(key) for key in manager.store.list_api_keys(include_revoked=include_revoked)]
+        keys = manager.store.list_api_keys(include_revoked=include_revoked, tenant=tenant)
+        found = [key_json(key) for key in keys]
     if output == "json":
         click.echo(json.dumps(found, indent=2, ensure_ascii=False))
         return

@@ -70,13 +70,14 @@ class ApiKeys(StoreBase):
             row = conn.execute(select(*_PUBLIC, api_keys.c.hash).where(api_keys.c.prefix == prefix)).one_or_none()
         return None if row is None else (to_api_key(row), row.hash)
 
-    def get_api_key(self, key_id: str) -> ApiKey:
-        """The key with this id (or shown prefix, qk_<prefix>)."""
+    def get_api_key(self, key_id: str, *, tenant: str | None = None) -> ApiKey:
+        """The key with this id (or shown prefix, qk_<prefix>), of `tenant` (None: of any
+        tenant, for the server-side CLI); another tenant's key is not found."""
         with self._one_statement() as conn:
-            return self._fetch_key(conn, key_id)
+            return self._fetch_key(conn, key_id, tenant)
 
-    def _fetch_key(self, conn, key_id: str) -> ApiKey:
-        row = conn.execute(select(*_PUBLIC).where(*_by_id_or_prefix(key_id))).one_or_none()
+    def _fetch_key(self, conn, key_id: str, tenant: str | None) -> ApiKey:
+        row = conn.execute(select(*_PUBLIC).where(*_by_id_or_prefix(key_id, tenant))).one_or_none()
         if row is None:
             raise ApiKeyNotFound(f"no API key has the id {key_id!r}")
         return to_api_key(row)
@@ -91,18 +92,26 @@ class ApiKeys(StoreBase):
         with self._transaction() as conn:
             return [to_api_key(row) for row in conn.execute(query)]
 
-    def revoke_api_key(self, key_id: str, *, audit: AuditEntry | None = None, now: datetime | None = None) -> ApiKey:
-        """Revoke a key (by id or shown prefix) for good; a revoked key stays listed for the record."""
+    def revoke_api_key(
+        self,
+        key_id: str,
+        *,
+        tenant: str | None = None,
+        audit: AuditEntry | None = None,
+        now: datetime | None = None,
+    ) -> ApiKey:
+        """Revoke a key (by id or shown prefix) of `tenant` (None: any) for good; a revoked
+        key stays listed for the record."""
         with self._transaction() as conn:
             clock = self._clock(now)
             row = conn.execute(
                 update(api_keys)
-                .where(*_by_id_or_prefix(key_id), api_keys.c.revoked_at.is_(None))
+                .where(*_by_id_or_prefix(key_id, tenant), api_keys.c.revoked_at.is_(None))
                 .values(revoked_at=self._wall_now(conn, now))
                 .returning(*_PUBLIC)
             ).one_or_none()
             if row is None:
-                self._fetch_key(conn, key_id)  # raises ApiKeyNotFound
+                self._fetch_key(conn, key_id, tenant)  # raises ApiKeyNotFound
                 raise IllegalTransition(f"the API key {key_id!r} is revoked already")
             key = to_api_key(row)
             if audit is not None:
@@ -139,16 +148,18 @@ class ApiKeys(StoreBase):
 _PUBLIC = [column for column in api_keys.c if column.name != "hash"]
 
 
-def _by_id_or_prefix(given: str) -> list:
-    """A key named by its id, or by its shown prefix (qk_<prefix>) as lists print it."""
+def _by_id_or_prefix(given: str, tenant: str | None) -> list:
+    """A key named by its id, or by its shown prefix (qk_<prefix>) as lists print it, of
+    `tenant` (None: of any)."""
+    of_tenant = [] if tenant is None else [api_keys.c.tenant == tenant]
     try:
-        return [api_keys.c.id == str(uuid.UUID(given))]
+        return [api_keys.c.id == str(uuid.UUID(given)), *of_tenant]
     except (ValueError, AttributeError, TypeError):
         pass
     prefix = prefix_from_shown(given)
     if prefix is None:
         raise ApiKeyNotFound(f"no API key has the id {given!r}")
-    return [api_keys.c.prefix == prefix]
+    return [api_keys.c.prefix == prefix, *of_tenant]
 
 
 def to_api_key(row) -> ApiKey:

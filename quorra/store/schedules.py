@@ -4,7 +4,11 @@ Firing a tick is one transaction: a guarded UPDATE moves the schedule's next_run
 from the tick it expects (``WHERE id = :id AND next_run_at = :due``), and the job of the
 tick is inserted with the schedule id and tick time, which a unique index keeps to one job
 per tick. A leader that lost a race (or was replaced mid-tick) matches no row, or meets the
-index, and its transaction is rolled back: each tick makes exactly one job."""
+index, and its transaction is rolled back: each tick makes exactly one job.
+
+A schedule belongs to a tenant, and its name is its handle within that tenant: every verb
+by name takes the tenant, and another tenant's schedule is not found. The leader fires every
+tenant's schedules; a tick's job is the schedule's tenant's."""
 
 from __future__ import annotations
 
@@ -16,6 +20,7 @@ from typing import Any, NamedTuple
 from sqlalchemy import Connection, delete, func, insert, select, update
 from sqlalchemy import exc as sa_exc
 
+from quorra.access import DEFAULT_TENANT
 from quorra.audit import AuditEntry
 from quorra.errors import ScheduleExists, ScheduleNotFound
 from quorra.jobs import Job, JobStatus
@@ -39,49 +44,63 @@ class Schedules(StoreBase):
     """Schedules as data; the leader fires them through fire_tick."""
 
     def create_schedule(
-        self, spec: ScheduleSpec, *, audit: AuditEntry | None = None, now: datetime | None = None
+        self,
+        spec: ScheduleSpec,
+        *,
+        tenant: str = DEFAULT_TENANT,
+        audit: AuditEntry | None = None,
+        now: datetime | None = None,
     ) -> Schedule:
+        values = {"id": str(uuid.uuid4()), "tenant": tenant}
         try:
             with self._transaction() as conn:
                 now = self._now(conn, now)
                 row = conn.execute(
-                    insert(schedules).values(id=str(uuid.uuid4()), **_columns(spec, now)).returning(*schedules.c)
+                    insert(schedules).values(**values, **_columns(spec, now)).returning(*schedules.c)
                 ).one()
                 record_audit(conn, self._clock(now), audit and audit.with_details(schedule_id=str(row.id)))
         except sa_exc.IntegrityError:
             raise ScheduleExists(f"a schedule named {spec.name!r} exists already") from None
         return to_schedule(row)
 
-    def get_schedule(self, name: str) -> Schedule:
+    def get_schedule(self, name: str, *, tenant: str = DEFAULT_TENANT) -> Schedule:
         with self._transaction() as conn:
-            row = conn.execute(_with_last_job_status().where(schedules.c.name == name)).one_or_none()
+            row = conn.execute(_with_last_job_status().where(*_named(name, tenant))).one_or_none()
         if row is None:
             raise ScheduleNotFound(f"no schedule is named {name!r}")
         return to_schedule(row)
 
-    def list_schedules(self) -> list[Schedule]:
-        """Every schedule, by name (schedules are written by people: a few hundred at most)."""
-        query = _with_last_job_status().order_by(schedules.c.name).limit(MAX_SCHEDULES_LISTED)
+    def list_schedules(self, *, tenant: str = DEFAULT_TENANT) -> list[Schedule]:
+        """The tenant's schedules, by name (written by people: a few hundred at most)."""
+        query = _with_last_job_status().where(schedules.c.tenant == tenant)
+        query = query.order_by(schedules.c.name).limit(MAX_SCHEDULES_LISTED)
         with self._transaction() as conn:
             return [to_schedule(row) for row in conn.execute(query)]
 
     def update_schedule(
-        self, name: str, changes: dict[str, Any], *, audit: AuditEntry | None = None, now: datetime | None = None
+        self,
+        name: str,
+        changes: dict[str, Any],
+        *,
+        tenant: str = DEFAULT_TENANT,
+        audit: AuditEntry | None = None,
+        now: datetime | None = None,
     ) -> Schedule:
         """Apply a PATCH body. A new timing (cron, interval, timezone) or a resume starts
         the schedule again from its next tick after now; other changes keep next_run_at."""
-        return self._rewrite(name, lambda current: current.spec().changed(changes), now, audit)
+        return self._rewrite(name, tenant, lambda current: current.spec().changed(changes), now, audit)
 
     def _rewrite(
         self,
         name: str,
+        tenant: str,
         new_spec: Callable[[Schedule], ScheduleSpec],
         now: datetime | None,
         audit: AuditEntry | None = None,
     ) -> Schedule:
         with self._transaction() as conn:
             now = self._now(conn, now)
-            current = self._locked(conn, name)
+            current = self._locked(conn, name, tenant)
             spec = new_spec(current)
             values = _columns(spec, now, keep_next_run_at=_keeps_next_run_at(current, spec))
             values.pop("created_at")
@@ -92,32 +111,40 @@ class Schedules(StoreBase):
         return to_schedule(row)
 
     def set_schedule_paused(
-        self, name: str, is_paused: bool, *, audit: AuditEntry | None = None, now: datetime | None = None
+        self,
+        name: str,
+        is_paused: bool,
+        *,
+        tenant: str = DEFAULT_TENANT,
+        audit: AuditEntry | None = None,
+        now: datetime | None = None,
     ) -> Schedule:
-        return self.update_schedule(name, {"is_paused": is_paused}, audit=audit, now=now)
+        return self.update_schedule(name, {"is_paused": is_paused}, tenant=tenant, audit=audit, now=now)
 
-    def delete_schedule(self, name: str, *, audit: AuditEntry | None = None) -> None:
+    def delete_schedule(self, name: str, *, tenant: str = DEFAULT_TENANT, audit: AuditEntry | None = None) -> None:
         """Its jobs stay (they keep the schedule id, as a record of where they came from)."""
         with self._transaction() as conn:
-            if conn.execute(delete(schedules).where(schedules.c.name == name)).rowcount == 0:
+            if conn.execute(delete(schedules).where(*_named(name, tenant))).rowcount == 0:
                 raise ScheduleNotFound(f"no schedule is named {name!r}")
             record_audit(conn, self._clock(None), audit)
 
-    def sync_schedules(self, specs: Sequence[ScheduleSpec], *, now: datetime | None = None) -> list[Schedule]:
-        """Create each schedule, or update the one of that name to match it (the
-        QUORRA_SCHEDULES_FILE at start). Schedules not named are left alone."""
+    def sync_schedules(
+        self, specs: Sequence[ScheduleSpec], *, tenant: str = DEFAULT_TENANT, now: datetime | None = None
+    ) -> list[Schedule]:
+        """Create each schedule of `tenant`, or update the one of that name to match it (the
+        QUORRA_SCHEDULES_FILE at start, the default tenant's). Schedules not named are left alone."""
         synced = []
         for spec in specs:
             try:
-                synced.append(self.create_schedule(spec, now=now))
+                synced.append(self.create_schedule(spec, tenant=tenant, now=now))
             except ScheduleExists:
-                synced.append(self._rewrite(spec.name, lambda _current, spec=spec: spec, now))
+                synced.append(self._rewrite(spec.name, tenant, lambda _current, spec=spec: spec, now))
         return synced
 
     # -- firing -----------------------------------------------------------------------------------
 
     def due_schedules(self, *, now: datetime | None = None, limit: int = 100) -> list[Schedule]:
-        """Unpaused schedules whose next tick is due, the most overdue first."""
+        """Unpaused schedules of every tenant whose next tick is due, the most overdue first."""
         with self._transaction() as conn:
             now = self._now(conn, now)
             rows = conn.execute(
@@ -168,14 +195,19 @@ class Schedules(StoreBase):
             return utcnow()
         return conn.execute(select(func.now())).scalar_one()
 
-    def _locked(self, conn: Connection, name: str) -> Schedule:
-        query = select(schedules).where(schedules.c.name == name)
+    def _locked(self, conn: Connection, name: str, tenant: str) -> Schedule:
+        query = select(schedules).where(*_named(name, tenant))
         if self.dialect == "postgresql":
             query = query.with_for_update()
         row = conn.execute(query).one_or_none()
         if row is None:
             raise ScheduleNotFound(f"no schedule is named {name!r}")
         return to_schedule(row)
+
+
+def _named(name: str, tenant: str) -> list:
+    """The schedule `name` of `tenant` (names are unique within a tenant)."""
+    return [schedules.c.tenant == tenant, schedules.c.name == name]
 
 
 def _keeps_next_run_at(current: Schedule, spec: ScheduleSpec) -> datetime | None:
@@ -209,6 +241,7 @@ def _columns(spec: ScheduleSpec, now: datetime, *, keep_next_run_at: datetime | 
 def _job_row(schedule: Schedule, tick: datetime, job_id: str, now: datetime) -> dict[str, Any]:
     return {
         "id": job_id,
+        "tenant": schedule.tenant,  # a tick's job is its schedule's tenant's
         "type": schedule.job_type,
         "queue": schedule.queue,
         "payload": schedule.payload,

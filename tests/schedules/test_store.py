@@ -190,3 +190,59 @@ def test_sync_creates_new_schedules_and_updates_those_of_the_same_name(store):
 
     assert [(s.name, s.job_type) for s in synced] == [("nightly", "report2"), ("hourly", "report")]
     assert [s.name for s in store.list_schedules()] == ["hourly", "nightly"]
+
+
+# -- tenants ------------------------------------------------------------------------------------
+
+
+def test_each_tenant_has_its_own_schedule_names(store):
+    mine = store.create_schedule(spec(), tenant="acme", now=T0)
+    theirs = store.create_schedule(spec(interval_seconds=60), tenant="globex", now=T0)
+
+    assert (mine.tenant, theirs.tenant) == ("acme", "globex")
+    assert store.get_schedule("nightly", tenant="acme").cron == "30 2 * * *"
+    assert store.get_schedule("nightly", tenant="globex").interval_seconds == 60
+    assert [s.tenant for s in store.list_schedules(tenant="acme")] == ["acme"]
+    assert store.list_schedules() == []  # the default tenant has none
+    with pytest.raises(ScheduleExists):
+        store.create_schedule(spec(), tenant="acme", now=T0)
+
+
+def test_another_tenants_schedule_is_not_found_and_left_unchanged(store):
+    created = store.create_schedule(spec(), tenant="acme", now=T0)
+
+    for verb in (
+        lambda: store.get_schedule("nightly", tenant="globex"),
+        lambda: store.update_schedule("nightly", {"is_paused": True}, tenant="globex", now=T0),
+        lambda: store.set_schedule_paused("nightly", True, tenant="globex", now=T0),
+        lambda: store.delete_schedule("nightly", tenant="globex"),
+        lambda: store.get_schedule("nightly"),
+    ):
+        with pytest.raises(ScheduleNotFound):
+            verb()
+    assert store.get_schedule("nightly", tenant="acme") == created
+
+
+def test_a_tick_job_is_its_schedules_tenants(store):
+    store.create_schedule(spec(), tenant="acme", now=T0)
+    store.create_schedule(spec(), now=T0)
+    tick = datetime(2026, 3, 8, 7, 0, tzinfo=UTC)
+
+    fired = fire_due(store, tick + timedelta(seconds=2))
+
+    assert sorted(f.job.tenant for f in fired) == ["acme", "default"]
+    with store.engine.connect() as conn:
+        stored = dict(conn.execute(select(jobs.c.id, jobs.c.tenant)).all())
+    assert {str(key).replace("-", ""): value for key, value in stored.items()} == {
+        f.job.id.replace("-", ""): f.job.tenant for f in fired
+    }
+    assert store.get_schedule("nightly", tenant="acme").last_job_id in {f.job.id for f in fired}
+
+
+def test_syncing_a_file_touches_the_default_tenants_schedules_only(store):
+    store.create_schedule(spec(), tenant="acme", now=T0)
+
+    store.sync_schedules([spec(interval_seconds=60)], now=T0)
+
+    assert store.get_schedule("nightly", tenant="acme").cron == "30 2 * * *"
+    assert store.get_schedule("nightly").interval_seconds == 60
