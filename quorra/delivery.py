@@ -31,6 +31,7 @@ from urllib.parse import SplitResult, urlsplit
 import urllib3
 
 from quorra import __version__
+from quorra.access import ALL_TENANTS
 from quorra.config import Settings
 from quorra.jobs import Job
 from quorra.manager import JobManager
@@ -90,7 +91,8 @@ class Deliverer:
         """Lease up to `concurrency` deliveries, post them in parallel, settle them in one
         batch; how many were leased."""
         ttl = self.timeout_seconds + LEASE_MARGIN_SECONDS
-        leased = self.manager.lease([WEBHOOK_QUEUE], self.worker_id, self.concurrency, ttl)
+        # Deliveries are jobs of their webhook's tenant: one deliverer serves every tenant.
+        leased = self.manager.lease([WEBHOOK_QUEUE], self.worker_id, self.concurrency, ttl, tenant=ALL_TENANTS)
         if not leased:
             return 0
         targets = [self._target(job) for job in leased]  # database reads here, in this thread
@@ -103,7 +105,8 @@ class Deliverer:
         if job.type != DELIVER_TYPE:
             return _nack(job, f"the queue {WEBHOOK_QUEUE} holds only {DELIVER_TYPE} jobs")
         try:
-            return self.store.get_webhook(Delivery.from_payload(job.payload or {}).webhook_id)
+            webhook_id = Delivery.from_payload(job.payload or {}).webhook_id
+            return self.store.get_webhook(webhook_id, tenant=job.tenant)  # a delivery is its webhook's tenant's
         except (ValueError, TypeError) as exc:
             return _nack(job, str(exc))
         except WebhookNotFound:  # nothing to deliver to any more: done

@@ -324,11 +324,16 @@ class JobManager:
 
     # -- webhooks (an admin's verbs; delivering is the scheduler's) ----------------------------------
 
-    def create_webhook(self, spec: WebhookSpec, secret: str, *, actor: Actor | None = None) -> Webhook:
-        return self.store.create_webhook(spec, secret, audit=audit_entry(actor, Action.WEBHOOK_CREATE))
+    def create_webhook(
+        self, spec: WebhookSpec, secret: str, *, tenant: str = DEFAULT_TENANT, actor: Actor | None = None
+    ) -> Webhook:
+        """A webhook of `tenant`: it hears that tenant's events only."""
+        audit = audit_entry(actor, Action.WEBHOOK_CREATE)
+        return self.store.create_webhook(spec, secret, tenant=tenant, audit=audit)
 
-    def delete_webhook(self, webhook_id: str, *, actor: Actor | None = None) -> None:
-        self.store.delete_webhook(webhook_id, audit=audit_entry(actor, Action.WEBHOOK_DELETE, webhook_id))
+    def delete_webhook(self, webhook_id: str, *, tenant: str = DEFAULT_TENANT, actor: Actor | None = None) -> None:
+        audit = audit_entry(actor, Action.WEBHOOK_DELETE, webhook_id)
+        self.store.delete_webhook(webhook_id, tenant=tenant, audit=audit)
 
     # -- API keys (an admin's verbs) ---------------------------------------------------------------
 

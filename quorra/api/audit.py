@@ -1,5 +1,6 @@
-"""/v1/audit: the audit log, newest first, for admins (audit:read). Read only: no route
-changes or deletes an entry (QUORRA_AUDIT_RETENTION prunes them)."""
+"""/v1/audit: the audit log, newest first, for admins (audit:read): the entries of their own
+tenant's principals only. Read only: no route changes or deletes an entry
+(QUORRA_AUDIT_RETENTION prunes them)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from flask import Blueprint, request
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 
 from quorra.access import Permission
-from quorra.api.auth import require_api_key, requires
+from quorra.api.auth import current_tenant, require_api_key, requires
 from quorra.api.cursor import CursorCodec
 from quorra.api.jobs import parse_query, timestamp
 from quorra.api.services import services
@@ -67,7 +68,10 @@ def list_audit():
         until=query.until,
     )
     page = services().store.list_audit(
-        where, limit=query.limit, cursor=codec.decode(query.cursor) if query.cursor else None
+        where,
+        tenant=current_tenant(),
+        limit=query.limit,
+        cursor=codec.decode(query.cursor) if query.cursor else None,
     )
     return {
         "entries": [entry_json(record) for record in page.records],

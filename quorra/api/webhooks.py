@@ -1,7 +1,8 @@
 """/v1/webhooks: create, list, read and delete webhooks (quorra.webhooks). The signing
 secret is generated here and returned once, in the answer to the create; reads never show
 it. Every route needs the webhooks:manage permission (admins): a webhook sends job data
-to a URL of its creator's choosing. Thin views: parse -> manager (which audits the change) or
+to a URL of its creator's choosing. A webhook is its creator's tenant's: it hears that
+tenant's job events only, and another tenant's webhook is a 404. Thin views: parse -> manager (which audits the change) or
 store (reads) -> JSON."""
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from typing import Any
 from flask import Blueprint, url_for
 
 from quorra.access import Permission
-from quorra.api.auth import current_actor, require_api_key, requires
+from quorra.api.auth import current_actor, current_tenant, require_api_key, requires
 from quorra.api.body import read_json
 from quorra.api.jobs import timestamp
 from quorra.api.services import services
@@ -27,7 +28,7 @@ bp.before_request(require_api_key)
 @requires(Permission.WEBHOOKS_MANAGE)
 def create():
     spec = WebhookSpec.parse(read_json(MAX_BODY_BYTES))
-    webhook = services().manager.create_webhook(spec, new_secret(), actor=current_actor())
+    webhook = services().manager.create_webhook(spec, new_secret(), tenant=current_tenant(), actor=current_actor())
     body = webhook_json(webhook) | {"secret": webhook.secret}
     return body, 201, {"Location": url_for(".get_webhook", webhook_id=webhook.id)}
 
@@ -35,19 +36,19 @@ def create():
 @bp.get("")
 @requires(Permission.WEBHOOKS_MANAGE)
 def list_webhooks():
-    return {"webhooks": [webhook_json(webhook) for webhook in services().store.list_webhooks()]}
+    return {"webhooks": [webhook_json(webhook) for webhook in services().store.list_webhooks(tenant=current_tenant())]}
 
 
 @bp.get("/<webhook_id>")
 @requires(Permission.WEBHOOKS_MANAGE)
 def get_webhook(webhook_id: str):
-    return webhook_json(services().store.get_webhook(webhook_id))
+    return webhook_json(services().store.get_webhook(webhook_id, tenant=current_tenant()))
 
 
 @bp.delete("/<webhook_id>")
 @requires(Permission.WEBHOOKS_MANAGE)
 def delete(webhook_id: str):
-    services().manager.delete_webhook(webhook_id, actor=current_actor())
+    services().manager.delete_webhook(webhook_id, tenant=current_tenant(), actor=current_actor())
     return "", 204
 
 

@@ -14,7 +14,7 @@ from quorra.audit import Action
 from quorra.dashboard import dashboard
 from quorra.dashboard.chart import MINUTES, throughput_chart
 from quorra.dashboard.filters import PAGE_SIZE, STATUS_CHOICES, JobsQuery, PageCursors
-from quorra.dashboard.web import allowed, bp, error_page, show_payloads
+from quorra.dashboard.web import allowed, bp, error_page, show_payloads, tenant
 from quorra.errors import InvalidArgument
 from quorra.jobs import (
     CANCELLABLE,
@@ -274,7 +274,7 @@ def audit_log():
     if action is not None and action not in AUDIT_ACTIONS:
         raise InvalidArgument(f"unknown action {action!r}; one of: {', '.join(AUDIT_ACTIONS)}")
     store = dashboard().store
-    records = store.list_audit(AuditFilter(action=action), limit=AUDIT_ENTRIES).records
+    records = store.list_audit(AuditFilter(action=action), tenant=tenant(), limit=AUDIT_ENTRIES).records
     return render_template(
         "audit.html",
         records=records,

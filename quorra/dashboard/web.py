@@ -12,7 +12,7 @@ from flask import Blueprint, Response, g, render_template, request
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException
 
-from quorra.access import Permission
+from quorra.access import DEFAULT_TENANT, Permission
 from quorra.audit import Actor
 from quorra.dashboard import dashboard
 from quorra.errors import QuorraError
@@ -81,6 +81,7 @@ def page_globals() -> dict[str, Any]:
         "can": allowed,
         "Permission": Permission,
         "principal": g.get("principal"),
+        "DEFAULT_TENANT": DEFAULT_TENANT,
         "refresh_seconds": dashboard().settings.dashboard_refresh_seconds,
     }
 
@@ -89,6 +90,11 @@ def allowed(permission: Permission) -> bool:
     """Whether the signed-in user may do this: the one place the dashboard asks."""
     principal = g.get("principal")
     return principal is not None and principal.can(permission)
+
+
+def tenant() -> str:
+    """The signed-in key's tenant: every page shows it alone, and every action stays in it."""
+    return g.principal.tenant
 
 
 def actor() -> Actor:

@@ -11,6 +11,7 @@ from datetime import datetime
 from sqlalchemy import Connection, delete, insert, literal, select, tuple_
 from sqlalchemy.sql.elements import ColumnElement
 
+from quorra.access import DEFAULT_TENANT
 from quorra.audit import AuditEntry, AuditRecord
 from quorra.errors import InvalidArgument
 from quorra.schema import UTCDateTime, audit_log
@@ -50,11 +51,18 @@ class AuditLog(StoreBase):
             record_audit(conn, self._clock(now), entry)
 
     def list_audit(
-        self, where: AuditFilter = AuditFilter(), *, limit: int = 50, cursor: ListPosition | None = None
+        self,
+        where: AuditFilter = AuditFilter(),
+        *,
+        tenant: str = DEFAULT_TENANT,
+        limit: int = 50,
+        cursor: ListPosition | None = None,
     ) -> AuditPage:
+        """`tenant`'s entries (the actions of its principals), newest first."""
         if not 1 <= limit <= MAX_LIST_LIMIT:
             raise InvalidArgument(f"limit must be between 1 and {MAX_LIST_LIMIT}")
-        query = select(audit_log).where(*_filters(where, cursor)).order_by(*_NEWEST_FIRST).limit(limit + 1)
+        terms = [audit_log.c.tenant == tenant, *_filters(where, cursor)]
+        query = select(audit_log).where(*terms).order_by(*_NEWEST_FIRST).limit(limit + 1)
         with self._transaction() as conn:
             rows = conn.execute(query).all()
         next_cursor = _position(rows[limit - 1]) if len(rows) > limit else None

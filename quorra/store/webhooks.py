@@ -7,7 +7,11 @@ statement still, see `with_events`): ``WITH settled AS (UPDATE ... RETURNING job
 AS (INSERT INTO jobs ... SELECT ... FROM settled JOIN webhooks ON <filters>) SELECT * FROM
 settled``. With no webhook, the join has nothing to join: no row is written and the
 statement costs about what the bare UPDATE did. Elsewhere (SQLite, and cancel on both) it
-is one INSERT ... SELECT over the changed jobs' ids, in the same transaction."""
+is one INSERT ... SELECT over the changed jobs' ids, in the same transaction.
+
+A webhook belongs to a tenant and hears only its tenant's events: the outbox joins a changed
+job to the webhooks of the job's tenant alone, and a delivery is a job of the webhook's
+tenant (its own queue quorra.webhooks), which the deliverer leases for every tenant."""
 
 from __future__ import annotations
 
@@ -36,6 +40,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.sql.dml import Insert
 from sqlalchemy.sql.selectable import FromClause
 
+from quorra.access import DEFAULT_TENANT
 from quorra.audit import AuditEntry
 from quorra.errors import QuorraError
 from quorra.jobs import Job, JobStatus, parse_job_id
@@ -65,10 +70,17 @@ class Webhooks(StoreBase):
     """The webhooks table. The outbox itself is written by the verbs that change a job."""
 
     def create_webhook(
-        self, spec: WebhookSpec, secret: str, *, now: datetime | None = None, audit: AuditEntry | None = None
+        self,
+        spec: WebhookSpec,
+        secret: str,
+        *,
+        tenant: str = DEFAULT_TENANT,
+        now: datetime | None = None,
+        audit: AuditEntry | None = None,
     ) -> Webhook:
         values: dict[str, Any] = {
             "id": new_webhook_id(),
+            "tenant": tenant,
             "url": spec.url,
             "events": [event.value for event in spec.events],
             # SQL NULL (every queue / type), never the JSON null the JSON type would write
@@ -90,24 +102,26 @@ class Webhooks(StoreBase):
         )
         return webhook
 
-    def list_webhooks(self) -> list[Webhook]:
+    def list_webhooks(self, *, tenant: str = DEFAULT_TENANT) -> list[Webhook]:
+        query = select(webhooks).where(webhooks.c.tenant == tenant).order_by(webhooks.c.created_at, webhooks.c.id)
         with self._transaction() as conn:
-            rows = conn.execute(select(webhooks).order_by(webhooks.c.created_at, webhooks.c.id)).all()
+            rows = conn.execute(query).all()
         return [to_webhook(row) for row in rows]
 
-    def get_webhook(self, webhook_id: str) -> Webhook:
+    def get_webhook(self, webhook_id: str, *, tenant: str = DEFAULT_TENANT) -> Webhook:
+        """`tenant`'s webhook; another tenant's is not found, as a missing one."""
         canonical = _webhook_id(webhook_id)
         with self._transaction() as conn:
-            row = conn.execute(select(webhooks).where(webhooks.c.id == canonical)).one_or_none()
+            row = conn.execute(select(webhooks).where(*_the_webhook(canonical, tenant))).one_or_none()
         if row is None:
             raise WebhookNotFound(f"no webhook has the id {webhook_id!r}")
         return to_webhook(row)
 
-    def delete_webhook(self, webhook_id: str, *, audit: AuditEntry | None = None) -> None:
+    def delete_webhook(self, webhook_id: str, *, tenant: str = DEFAULT_TENANT, audit: AuditEntry | None = None) -> None:
         """Delete it; deliveries still waiting for it are dropped when their turn comes."""
         canonical = _webhook_id(webhook_id)
         with self._transaction() as conn:
-            deleted = conn.execute(delete(webhooks).where(webhooks.c.id == canonical)).rowcount
+            deleted = conn.execute(delete(webhooks).where(*_the_webhook(canonical, tenant))).rowcount
             if not deleted:
                 raise WebhookNotFound(f"no webhook has the id {webhook_id!r}")
             record_audit(conn, self._clock(None), audit and audit.about(canonical))
@@ -119,6 +133,10 @@ def _webhook_id(webhook_id: str) -> str:
     if canonical is None:
         raise WebhookNotFound(f"no webhook has the id {webhook_id!r}")
     return canonical
+
+
+def _the_webhook(canonical_id: str, tenant: str) -> list[ColumnElement]:
+    return [webhooks.c.id == canonical_id, webhooks.c.tenant == tenant]
 
 
 def to_webhook(row) -> Webhook:
@@ -189,15 +207,18 @@ def enqueue_followers(
     enqueue_events(conn, clock, [job.id for job in dependants if job.status in EVENT_STATUSES])
     if completed and any_webhook(conn):
         by_status = counts(conn, [workflow.id for workflow in completed])
-        rows = [{"workflow": workflow_document(w, by_status[w.id]), "event_at": clock.fixed} for w in completed]
+        rows = [
+            {"workflow": workflow_document(w, by_status[w.id]), "tenant": w.tenant, "event_at": clock.fixed}
+            for w in completed
+        ]
         conn.execute(_workflow_events(conn.dialect.name, clock.fixed is not None), rows)
 
 
 @functools.lru_cache(maxsize=4)
 def _workflow_events(dialect: str, fixed_now: bool):
     """INSERT INTO jobs: a workflow.completed delivery of :workflow (its document, as JSON)
-    to each webhook that wants the event (whatever its filters, which choose jobs), created
-    at :event_at (or now())."""
+    to each webhook of its :tenant that wants the event (whatever its filters, which choose
+    jobs), created at :event_at (or now())."""
     hook = webhooks
     event = literal(WebhookEvent.WORKFLOW_COMPLETED.value)
     given = bindparam("workflow", type_=JSON)
@@ -208,6 +229,7 @@ def _workflow_events(dialect: str, fixed_now: bool):
     now = bindparam("event_at", type_=UTCDateTime) if fixed_now else func.now()
     rows = select(
         _new_id(dialect),
+        hook.c.tenant,
         literal(DELIVER_TYPE),
         literal(WEBHOOK_QUEUE),
         document,
@@ -218,8 +240,8 @@ def _workflow_events(dialect: str, fixed_now: bool):
         now,
         now,
         now,
-    ).where(_contains(hook.c.events, event, dialect))
-    columns = ["id", "type", "queue", "payload", "priority", "status", "attempts", "max_retries"]
+    ).where(hook.c.tenant == bindparam("tenant"), _contains(hook.c.events, event, dialect))
+    columns = ["id", "tenant", "type", "queue", "payload", "priority", "status", "attempts", "max_retries"]
     return insert(jobs).from_select([*columns, "run_at", "created_at", "updated_at"], rows)
 
 
@@ -230,10 +252,12 @@ def events_of(clock: Clock) -> Callable[[FromClause], Insert]:
 
 
 def insert_events(changed: FromClause, clock: Clock, dialect: str):
-    """INSERT INTO jobs: one delivery per (changed job, webhook wanting its event), where
-    `changed` has the columns of jobs. Deliveries themselves announce nothing."""
+    """INSERT INTO jobs: one delivery per (changed job, webhook of its tenant wanting its
+    event), where `changed` has the columns of jobs. Deliveries themselves announce nothing."""
     hook = webhooks
     event = (literal("job.") + changed.c.status).self_group()  # ? binds as tightly as ||
+    # A tenant hears its own jobs only: the one term that keeps tenants' events apart.
+    heard = (hook.c.tenant == changed.c.tenant) & _contains(hook.c.events, event, dialect)
     wanted = [
         changed.c.status.in_(sorted(status.value for status in EVENT_STATUSES)),
         changed.c.queue != WEBHOOK_QUEUE,
@@ -242,6 +266,7 @@ def insert_events(changed: FromClause, clock: Clock, dialect: str):
     ]
     rows = select(
         _new_id(dialect),
+        hook.c.tenant,
         literal(DELIVER_TYPE),
         literal(WEBHOOK_QUEUE),
         _payload(changed, hook.c.id, event, dialect),
@@ -253,8 +278,8 @@ def insert_events(changed: FromClause, clock: Clock, dialect: str):
         clock.now(),
         clock.now(),
     )
-    rows = rows.select_from(changed.join(hook, _contains(hook.c.events, event, dialect))).where(*wanted)
-    columns = ["id", "type", "queue", "payload", "priority", "status", "attempts", "max_retries"]
+    rows = rows.select_from(changed.join(hook, heard)).where(*wanted)
+    columns = ["id", "tenant", "type", "queue", "payload", "priority", "status", "attempts", "max_retries"]
     return insert(jobs).from_select([*columns, "run_at", "created_at", "updated_at"], rows)
 
 

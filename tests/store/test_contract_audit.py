@@ -174,3 +174,14 @@ def test_a_long_subject_is_cut_to_fit_rather_than_failing_the_action(store):
     store.retry_dead("q", audit=entry(Action.JOBS_RETRY_DEAD, "q", actor=long_actor))
     [record] = only(store)
     assert len(record.actor) == 300 and len(record.actor_name) == 200
+
+
+def test_each_tenant_reads_its_own_principals_entries_only(store):
+    bob = Actor("key:bob-id", "bob", "acme")
+    store.record_event(entry(Action.DASHBOARD_SIGNIN, "key:alice-id"))
+    store.record_event(entry(Action.DASHBOARD_SIGNIN, "key:bob-id", actor=bob))
+
+    assert [r.actor for r in only(store)] == ["key:alice-id"]
+    assert [r.actor for r in store.list_audit(tenant="acme").records] == ["key:bob-id"]
+    assert store.list_audit(AuditFilter(actor="key:alice-id"), tenant="acme").records == []
+    assert store.list_audit(tenant="globex").records == []

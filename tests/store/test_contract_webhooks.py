@@ -8,9 +8,12 @@ import uuid
 from datetime import timedelta
 
 import pytest
+from sqlalchemy import select, update
 
 from quorra.jobs import Job, JobStatus
+from quorra.schema import jobs
 from quorra.store import Settlement, Store, WebhookNotFound
+from quorra.store.base import to_job
 from quorra.store.settling import Settling
 from quorra.webhooks import DELIVER_TYPE, WEBHOOK_QUEUE, Delivery, WebhookSpec, new_secret
 from quorra.workflows import parse_workflow
@@ -268,3 +271,67 @@ def test_a_batch_of_stale_leases_settles_nothing_with_or_without_webhooks(store)
     add_webhook(store)
     assert store.settle_many(stale)[0].job is None
     assert deliveries(store) == []
+
+
+# -- tenants -----------------------------------------------------------------------------------
+
+
+def tenants_leased_job(store: Store, tenant: str, **fields) -> Job:
+    """A leased job of `tenant`."""
+    job = make_job(store, queue=f"q-{uuid.uuid4().hex[:8]}", **fields)
+    with store.engine.begin() as conn:  # until submitting takes a tenant (the tenants-jobs branch)
+        conn.execute(update(jobs).where(jobs.c.id == job.id).values(tenant=tenant))
+    [leased] = store.lease_jobs([job.queue], "w", 1, 30, tenant=tenant)
+    return leased
+
+
+def test_a_webhook_hears_its_own_tenants_events_only(store):
+    # Given a webhook of each of two tenants, for every job event, and none of the default tenant's
+    acme = store.create_webhook(WebhookSpec.parse(EVERY_EVENT), new_secret(), tenant="acme")
+    globex = store.create_webhook(WebhookSpec.parse(EVERY_EVENT), new_secret(), tenant="globex")
+    mine, theirs, nobodys = (tenants_leased_job(store, t) for t in ("acme", "globex", "default"))
+
+    # When a job of each tenant succeeds
+    store.settle_many([Settlement(j.id, j.lease_id, True) for j in (mine, theirs, nobodys)])
+
+    # Then each tenant's webhook has its own tenant's event, in a delivery of its tenant
+    sent = [(d.tenant, Delivery.from_payload(d.payload)) for d in all_deliveries(store)]
+    waiting = {(tenant, delivery.webhook_id, delivery.job["id"]) for tenant, delivery in sent}
+    assert waiting == {("acme", acme.id, mine.id), ("globex", globex.id, theirs.id)}
+
+
+def test_a_failed_workflow_is_announced_to_its_tenants_webhooks_only(store):
+    store.create_webhook(WebhookSpec.parse({**EVERY_EVENT, "events": ["workflow.completed"]}), new_secret(), tenant="b")
+    hook = add_webhook(store, events=["workflow.completed"])
+    queue = f"wf-{uuid.uuid4().hex[:8]}"
+    store.submit_workflow(parse_workflow({"jobs": [{"ref": "a", "type": "t", "payload": {}, "queue": queue}]}))
+
+    [leased] = store.lease_jobs([queue], "w", 1, 30)
+    store.ack(leased.id, leased.lease_id)
+
+    [delivery] = all_deliveries(store)
+    assert (delivery.tenant, Delivery.from_payload(delivery.payload).webhook_id) == ("default", hook)
+
+
+def test_another_tenants_webhook_is_not_found_and_stays(store):
+    created = store.create_webhook(WebhookSpec.parse(EVERY_EVENT), new_secret(), tenant="acme")
+
+    with pytest.raises(WebhookNotFound):
+        store.get_webhook(created.id)
+    with pytest.raises(WebhookNotFound):
+        store.delete_webhook(created.id, tenant="globex")
+    assert store.list_webhooks(tenant="globex") == [] and store.list_webhooks() == []
+    assert store.list_webhooks(tenant="acme") == [created]
+    assert store.get_webhook(created.id, tenant="acme") == created
+
+
+EVERY_EVENT = {
+    "url": "https://example.com/hooks",
+    "events": ["job.succeeded", "job.failed", "job.dead", "job.cancelled"],
+}
+
+
+def all_deliveries(store: Store) -> list[Job]:
+    """The deliveries waiting, of every tenant (read as they are stored)."""
+    with store.engine.connect() as conn:
+        return [to_job(row) for row in conn.execute(select(jobs).where(jobs.c.queue == WEBHOOK_QUEUE))]
