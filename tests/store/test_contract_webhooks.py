@@ -8,7 +8,7 @@ import uuid
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import select
 
 from quorra.jobs import Job, JobStatus
 from quorra.schema import jobs
@@ -18,6 +18,7 @@ from quorra.store.settling import Settling
 from quorra.webhooks import DELIVER_TYPE, WEBHOOK_QUEUE, Delivery, WebhookSpec, new_secret
 from quorra.workflows import parse_workflow
 from tests.factories import dependant_of, leased_job, make_job
+from tests.support.tenants import leased_job_of
 
 S = JobStatus
 
@@ -276,20 +277,11 @@ def test_a_batch_of_stale_leases_settles_nothing_with_or_without_webhooks(store)
 # -- tenants -----------------------------------------------------------------------------------
 
 
-def tenants_leased_job(store: Store, tenant: str, **fields) -> Job:
-    """A leased job of `tenant`."""
-    job = make_job(store, queue=f"q-{uuid.uuid4().hex[:8]}", **fields)
-    with store.engine.begin() as conn:  # until submitting takes a tenant (the tenants-jobs branch)
-        conn.execute(update(jobs).where(jobs.c.id == job.id).values(tenant=tenant))
-    [leased] = store.lease_jobs([job.queue], "w", 1, 30, tenant=tenant)
-    return leased
-
-
 def test_a_webhook_hears_its_own_tenants_events_only(store):
     # Given a webhook of each of two tenants, for every job event, and none of the default tenant's
     acme = store.create_webhook(WebhookSpec.parse(EVERY_EVENT), new_secret(), tenant="acme")
     globex = store.create_webhook(WebhookSpec.parse(EVERY_EVENT), new_secret(), tenant="globex")
-    mine, theirs, nobodys = (tenants_leased_job(store, t) for t in ("acme", "globex", "default"))
+    mine, theirs, nobodys = (leased_job_of(store, t) for t in ("acme", "globex", "default"))
 
     # When a job of each tenant succeeds
     store.settle_many([Settlement(j.id, j.lease_id, True) for j in (mine, theirs, nobodys)])

@@ -23,6 +23,7 @@ from quorra.notify import PollingNotifier
 from quorra.store import Store
 from quorra.webhooks import WEBHOOK_QUEUE, WebhookSpec, new_secret
 from tests.factories import leased_job
+from tests.support.tenants import leased_job_of
 from tests.webhooks.receiver import running_receiver
 
 S = JobStatus
@@ -254,3 +255,28 @@ def test_a_dead_job_is_delivered_only_to_the_webhooks_of_its_queue(settings, sto
         "billing",
         "boom",
     )
+
+
+def test_a_tenants_webhook_never_gets_another_tenants_job_events(settings, store):
+    # Given a webhook of each of two tenants, each posting to its own receiver
+    with running_receiver() as acme_receiver, running_receiver() as globex_receiver:
+        spec = WebhookSpec.parse({"url": acme_receiver.url, "events": ["job.succeeded", "job.dead"]})
+        store.create_webhook(spec, new_secret(), tenant="acme")
+        spec = WebhookSpec.parse({"url": globex_receiver.url, "events": ["job.succeeded", "job.dead"]})
+        store.create_webhook(spec, new_secret(), tenant="globex")
+        # When a job of each tenant finishes (and one of the default tenant, which has no webhook)
+        finished = {}
+        for tenant in ("acme", "globex", "default"):
+            job = leased_job_of(store, tenant)
+            finished[tenant] = store.ack(job.id, job.lease_id).id
+        # and one deliverer delivers everything waiting, of every tenant
+        deliverer = make_deliverer(settings, store)
+        deliver_until(deliverer, lambda: len(acme_receiver.requests) + len(globex_receiver.requests) == 2)
+        while deliverer.run_once():
+            pass
+
+        # Then each receiver got its own tenant's event only
+        for receiver, tenant in ((acme_receiver, "acme"), (globex_receiver, "globex")):
+            [request] = receiver.requests
+            assert json.loads(request.body)["data"]["job"]["id"] == finished[tenant]
+            assert json.loads(request.body)["data"]["job"]["tenant"] == tenant
