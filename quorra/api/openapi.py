@@ -432,7 +432,7 @@ def _schedule_paths() -> dict[str, Any]:
     return {
         "/v1/schedules": {
             "post": _schedule_operation("Create a schedule", "createSchedule", created, body="ScheduleSpec"),
-            "get": _schedule_operation("Every schedule, by name", "listSchedules", listed),
+            "get": _schedule_operation("Every schedule of the caller's tenant, by name", "listSchedules", listed),
         },
         "/v1/schedules/{name}": {
             "parameters": [_SCHEDULE_NAME],
@@ -466,13 +466,13 @@ def _webhook_paths() -> dict[str, Any]:
     return {
         "/v1/webhooks": {
             "post": {
-                "summary": "Create a webhook: signed POSTs of the job events it wants",
+                "summary": "Create a webhook: signed POSTs of the job events it wants, of its creator's tenant only",
                 "operationId": "createWebhook",
                 "requestBody": body,
                 "responses": created,
             },
             "get": {
-                "summary": "Every webhook, oldest first (secrets are never shown again)",
+                "summary": "Every webhook of the caller's tenant, oldest first (secrets are never shown again)",
                 "operationId": "listWebhooks",
                 "responses": _responses(200, _ref("WebhookList"), "The webhooks", 401, 503),
             },

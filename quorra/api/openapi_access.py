@@ -6,12 +6,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from quorra.access import Role
+from quorra.access import ALL_TENANTS, DEFAULT_TENANT, Role
 from quorra.api.audit import NO_NUL
 from quorra.api.openapi import _ref, _responses, _timestamp
 from quorra.audit import MAX_ACTOR_CHARS, MAX_TARGET_CHARS, Action
-from quorra.jobs import MAX_QUEUE_CHARS, NAME_PATTERN
-from quorra.keys import KEY_NAME_PATTERN, MAX_EXPIRY_SECONDS, MAX_KEY_NAME_CHARS
+from quorra.jobs import MAX_QUEUE_CHARS
+from quorra.keys import KEY_NAME_PATTERN, MAX_EXPIRY_SECONDS, MAX_KEY_NAME_CHARS, TENANT_PATTERN
 from quorra.store import MAX_LIST_LIMIT
 
 SECURITY_SCHEMES = {
@@ -21,7 +21,8 @@ SECURITY_SCHEMES = {
         "bearerFormat": "JWT",
         "description": (
             "A JWT (when QUORRA_JWT_SECRET or QUORRA_JWT_JWKS_URL is set), with exp and sub, the role in "
-            "QUORRA_JWT_ROLE_CLAIM and the tenant in QUORRA_JWT_TENANT_CLAIM. A managed key is accepted here too."
+            "QUORRA_JWT_ROLE_CLAIM and the tenant in QUORRA_JWT_TENANT_CLAIM (absent: the default tenant; "
+            f"{ALL_TENANTS!r}, every tenant, with the worker role only). A managed key is accepted here too."
         ),
     }
 }
@@ -32,6 +33,14 @@ _KEY_ID = {
     "description": "The key's id, or its prefix as lists show it (qk_...)",
     "schema": {"type": "string", "minLength": 1, "maxLength": 100},
 }
+
+
+_TENANT_SCHEMA = {"type": "string", "minLength": 1, "maxLength": MAX_QUEUE_CHARS, "pattern": TENANT_PATTERN}
+_FOR_TENANT = (
+    f"The tenant whose keys (default: the caller's). Another tenant's is for the installation's admins "
+    f"(admins of the {DEFAULT_TENANT!r} tenant) only: anyone else gets a 403. Without it, another tenant's "
+    "key is a 404, as a missing one"
+)
 
 
 def _query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
@@ -47,23 +56,29 @@ def _key_paths() -> dict[str, Any]:
     one = _ref("ApiKey")
     shown_once = "The key, with its secret `key`: shown this once"
     created = _responses(201, _ref("ApiKeyCreated"), shown_once, 400, 401, 413, 415, 503)
-    revoked = _responses(200, one, "The key, revoked", 401, 404, 409, 503)
+    revoked = _responses(200, one, "The key, revoked", 400, 401, 404, 409, 503)
     revoked["409"]["description"] = "The key is revoked already"
-    got = _responses(200, one, "The key (never its secret)", 401, 404, 503)
-    for answers in (revoked, got):
-        answers["404"]["description"] = "No key has that id or prefix"
-    include = _query("include_revoked", {"type": "boolean", "default": False}, "List revoked keys too")
-    body = {"required": True, "content": {"application/json": {"schema": _ref("KeySpec")}}}
+    got = _responses(200, one, "The key (never its secret)", 400, 401, 404, 503)
     listed = _responses(200, _ref("ApiKeyList"), "The keys, oldest first", 400, 401, 503)
+    for answers in (revoked, got):
+        answers["404"]["description"] = "No key of the tenant has that id or prefix"
+    for answers in (created, listed, revoked, got):
+        answers["403"]["description"] = (
+            "The role lacks keys:manage, or another tenant is named by no installation admin"
+        )
+    include = _query("include_revoked", {"type": "boolean", "default": False}, "List revoked keys too")
+    tenant = _query("tenant", _TENANT_SCHEMA, _FOR_TENANT)
+    body = {"required": True, "content": {"application/json": {"schema": _ref("KeySpec")}}}
     return {
         "/v1/keys": {
             "post": {"summary": "Create a managed API key", "operationId": "createKey", "requestBody": body}
             | {"responses": created},
-            "get": {"summary": "List the managed API keys", "operationId": "listKeys", "parameters": [include]}
+            "get": {"summary": "List a tenant's managed API keys", "operationId": "listKeys"}
+            | {"parameters": [include, tenant]}
             | {"responses": listed},
         },
         "/v1/keys/{key_id}": {
-            "parameters": [_KEY_ID],
+            "parameters": [_KEY_ID, tenant],
             "get": {"summary": "Read a managed API key", "operationId": "getKey", "responses": got},
             "delete": {
                 "summary": "Revoke a key for good (other processes stop accepting it within QUORRA_KEY_CACHE_TTL)",
@@ -88,7 +103,7 @@ def _audit_operation() -> dict[str, Any]:
         _query("cursor", {"type": "string", "minLength": 1, "maxLength": 500}, "The next_cursor of the last page"),
     ]
     return {
-        "summary": "The audit log, newest first (keyset pagination); read only",
+        "summary": "The audit log of the caller's tenant, newest first (keyset pagination); read only",
         "operationId": "listAudit",
         "parameters": parameters,
         "responses": _responses(200, _ref("AuditPage"), "One page of entries", 400, 401, 503),
@@ -125,12 +140,21 @@ def _key_spec_schema() -> dict[str, Any]:
         "properties": {
             "name": {"type": "string", "minLength": 1, "maxLength": MAX_KEY_NAME_CHARS, "pattern": KEY_NAME_PATTERN},
             "role": {"type": "string", "enum": [r.value for r in Role]},
-            "tenant": {"type": "string", "minLength": 1, "maxLength": MAX_QUEUE_CHARS, "pattern": NAME_PATTERN},
+            "tenant": _TENANT_SCHEMA
+            | {
+                "description": (
+                    f"Default: the creator's. Another tenant's key is for the installation's admins only (403). "
+                    f"{ALL_TENANTS!r}: every tenant, for a worker key only (a fleet of workers)"
+                )
+            },
             "expires_in_seconds": {
                 "anyOf": [seconds, {"type": "null"}],
                 "description": "Seconds until it expires (7776000: 90 days); null or absent: never",
             },
         },
+        # the tenant '*' is a worker's only
+        "if": {"required": ["tenant"], "properties": {"tenant": {"const": ALL_TENANTS}}},
+        "then": {"properties": {"role": {"const": Role.WORKER.value}}},
     }
 
 
