@@ -1,7 +1,9 @@
 """The dashboard's actions (POST forms, each with its CSRF token, checked in signin.gate):
 retry, cancel and delete a job; retry or delete every dead job matching a filter; pause and
 resume a queue. Each goes through the JobManager, so its metrics, logs, wake-ups and audit
-entry are those of the REST route; then the browser is sent back to a page that shows the outcome."""
+entry are those of the REST route; then the browser is sent back to a page that shows the outcome.
+Each acts within the signed-in key's tenant: another tenant's job is not found, and a queue
+name is the tenant's own queue."""
 
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ from flask import flash, g, redirect, request, url_for
 from quorra.access import Permission
 from quorra.dashboard import dashboard
 from quorra.dashboard.filters import BulkFilter, JobsQuery
-from quorra.dashboard.web import actor, allowed, bp, error_page
+from quorra.dashboard.web import actor, allowed, bp, error_page, tenant
 from quorra.errors import IllegalTransition, InvalidArgument, JobNotFound
 from quorra.jobs import MAX_QUEUE_CHARS, JobStatus, is_valid_name, parse_job_id
 
@@ -67,7 +69,7 @@ def _job_id(text: str) -> str:
 @bp.post("/jobs/<job_id>/retry")
 @requires(Permission.JOBS_MANAGE)
 def retry_job(job_id: str):
-    job = dashboard().manager.retry(_job_id(job_id), actor=actor())
+    job = dashboard().manager.retry(_job_id(job_id), tenant=tenant(), actor=actor())
     flash("The job is back in line.", "ok")
     return redirect(url_for("dashboard.job", job_id=job.id))
 
@@ -75,7 +77,7 @@ def retry_job(job_id: str):
 @bp.post("/jobs/<job_id>/cancel")
 @requires(Permission.JOBS_MANAGE)
 def cancel_job(job_id: str):
-    job = dashboard().manager.cancel(_job_id(job_id), actor=actor())
+    job = dashboard().manager.cancel(_job_id(job_id), tenant=tenant(), actor=actor())
     flash("The job is cancelled.", "ok")
     return redirect(url_for("dashboard.job", job_id=job.id))
 
@@ -83,7 +85,7 @@ def cancel_job(job_id: str):
 @bp.post("/jobs/<job_id>/delete")
 @requires(Permission.JOBS_MANAGE)
 def delete_job(job_id: str):
-    job = dashboard().manager.delete_job(_job_id(job_id), actor=actor())
+    job = dashboard().manager.delete_job(_job_id(job_id), tenant=tenant(), actor=actor())
     flash(f"Job {job.id} is deleted.", "ok")
     return redirect(url_for("dashboard.jobs", queue=job.queue))
 
@@ -94,7 +96,7 @@ def delete_job(job_id: str):
 def _dead_letters() -> tuple[JobsQuery, BulkFilter]:
     """The dead-letter view's filter, posted back by its buttons, and the dead jobs it chooses."""
     chosen = JobsQuery.from_args(_form_without_token())
-    return chosen, chosen.bulk_filter(JobStatus.DEAD)
+    return chosen, chosen.bulk_filter(JobStatus.DEAD, tenant())
 
 
 def _form_without_token():
@@ -133,7 +135,7 @@ def _queue(name: str) -> str:
 @bp.post("/queues/<queue>/pause")
 @requires(Permission.QUEUES_MANAGE)
 def pause_queue(queue: str):
-    dashboard().manager.pause_queue(_queue(queue), actor=actor())
+    dashboard().manager.pause_queue(_queue(queue), tenant=tenant(), actor=actor())
     flash(f"Queue {queue} is paused: no worker takes its jobs until it is resumed.", "ok")
     return redirect(url_for("dashboard.queues"))
 
@@ -141,6 +143,6 @@ def pause_queue(queue: str):
 @bp.post("/queues/<queue>/resume")
 @requires(Permission.QUEUES_MANAGE)
 def resume_queue(queue: str):
-    dashboard().manager.resume_queue(_queue(queue), actor=actor())
+    dashboard().manager.resume_queue(_queue(queue), tenant=tenant(), actor=actor())
     flash(f"Queue {queue} is resumed.", "ok")
     return redirect(url_for("dashboard.queues"))

@@ -89,16 +89,16 @@ class JobsQuery(BaseModel):
             "payload_contains": self.q if self.q and self.job_id is None else None,
         }
 
-    def bulk_filter(self, status: JobStatus) -> BulkFilter:
-        """The jobs a bulk action of this view acts on: every `status` job that matches, not
-        only the page shown: its queue, type, time range and payload search. A search by job
+    def bulk_filter(self, status: JobStatus, tenant: str) -> BulkFilter:
+        """The jobs a bulk action of this view acts on: every `status` job of `tenant` that
+        matches, not only the page shown: its queue, type, time range and payload search. A search by job
         id is refused rather than ignored (the job's own page acts on one job), so that no
         action reaches more jobs than were asked."""
         if self.queue is None:
             raise InvalidArgument("choose a queue first: bulk actions act on one queue's jobs")
         if self.job_id is not None:
             raise InvalidArgument("a search by job id chooses one job: act on it from its page")
-        return BulkFilter(self.queue, status, self.type, self.since, self.until, self.q)
+        return BulkFilter(self.queue, status, self.type, self.since, self.until, self.q, tenant=tenant)
 
     @property
     def is_filtered(self) -> bool:

@@ -1,5 +1,6 @@
 """The dashboard's pages (GET only). Each page has a live part that the page's script fetches
-again every 5 seconds (the request carries X-Quorra-Fragment) and swaps in place."""
+again every 5 seconds (the request carries X-Quorra-Fragment) and swaps in place. Every read
+is of the signed-in key's tenant (`tenant()`): another tenant's job is not found here either."""
 
 from __future__ import annotations
 
@@ -67,16 +68,17 @@ class QueueRow:
 
 
 def queue_rows(now: datetime) -> list[QueueRow]:
-    store = dashboard().store
+    """The signed-in tenant's queues (a queue is named within its tenant)."""
+    store, of = dashboard().store, tenant()
     rows: dict[str, QueueRow] = {}
-    for count in store.queue_counts():
+    for count in store.queue_counts(tenant=of):
         rows.setdefault(count.queue, QueueRow(count.queue)).counts[count.status] = count.count
-    for queue, since in store.paused_queues().items():
+    for queue, since in store.paused_queues(tenant=of).items():
         row = rows.setdefault(queue, QueueRow(queue))
         row.is_paused, row.paused_at = True, since
-    for queue, ready_at in store.oldest_ready_at(now=now).items():
+    for queue, ready_at in store.oldest_ready_at(tenant=of, now=now).items():
         rows.setdefault(queue, QueueRow(queue)).oldest_ready_at = ready_at
-    for worker in store.recent_workers(now - timedelta(seconds=ACTIVE_WORKER_SECONDS)):
+    for worker in store.recent_workers(now - timedelta(seconds=ACTIVE_WORKER_SECONDS), tenant=of):
         for queue in worker.queues:
             if queue in rows:  # a queue no job ever used stays off the table
                 rows[queue].workers.append(worker.id)
@@ -108,7 +110,9 @@ def overview():
         "overview.html",
         "_overview.html",
         queues=queue_page(queue_rows(now)),
-        chart=throughput_chart(_per_minute(store.throughput(now - timedelta(minutes=MINUTES - 1))), now),
+        chart=throughput_chart(
+            _per_minute(store.throughput(now - timedelta(minutes=MINUTES - 1), tenant=tenant())), now
+        ),
         now=now,
         columns=STATUS_COLUMNS,
     )
@@ -140,7 +144,7 @@ def jobs():
         next_query=next_query,
         now=store.database_now(),
         statuses=STATUS_CHOICES,
-        queues=sorted({count.queue for count in store.queue_counts()}),
+        queues=sorted({count.queue for count in store.queue_counts(tenant=tenant())}),
     )
 
 
@@ -150,6 +154,7 @@ def _jobs_page(chosen: JobsQuery, **overrides: Any) -> tuple[list[Job], str | No
     cursors = PageCursors(dashboard().settings.session_keys[0])
     job_page = dashboard().store.list_jobs(
         **(chosen.store_filter() | overrides),
+        tenant=tenant(),
         limit=PAGE_SIZE,
         cursor=cursors.decode(chosen.cursor) if chosen.cursor else None,
         bodies=False,
@@ -165,8 +170,8 @@ def job(job_id: str):
     if canonical is None:
         abort(404, f"No job has the id {job_id!r}.")
     store = dashboard().store
-    found, attempts = store.job_attempts(canonical)
-    # Only a job in a dependency graph has links to read.
+    found, attempts = store.job_attempts(canonical, tenant=tenant())  # another tenant's: not found
+    # Only a job in a dependency graph has links to read (all of its own tenant).
     in_graph = found.pending_parents is not None or found.has_dependants
     parents, dependants = store.links(canonical) if in_graph else ([], [])
     return page(
@@ -244,7 +249,7 @@ def queues():
 def workers():
     store = dashboard().store
     now = store.database_now()
-    seen = store.recent_workers(now - timedelta(minutes=WORKERS_SHOWN_MINUTES))
+    seen = store.recent_workers(now - timedelta(minutes=WORKERS_SHOWN_MINUTES), tenant=tenant())
     rows = queue_rows(now)
     return page(
         "workers.html",
