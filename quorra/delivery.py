@@ -97,7 +97,7 @@ class Deliverer:
             return 0
         targets = [self._target(job) for job in leased]  # database reads here, in this thread
         settlements = list(self._pool.map(self._deliver, leased, targets))
-        self.manager.settle_many(settlements, worker_id=self.worker_id)
+        self.manager.settle_many(settlements, worker_id=self.worker_id, tenant=ALL_TENANTS)
         return len(leased)
 
     def _target(self, job: Job) -> Webhook | Settlement:

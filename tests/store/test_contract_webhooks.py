@@ -10,6 +10,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select
 
+from quorra.access import ALL_TENANTS
 from quorra.jobs import Job, JobStatus
 from quorra.schema import jobs
 from quorra.store import Settlement, Store, WebhookNotFound
@@ -284,7 +285,7 @@ def test_a_webhook_hears_its_own_tenants_events_only(store):
     mine, theirs, nobodys = (leased_job_of(store, t) for t in ("acme", "globex", "default"))
 
     # When a job of each tenant succeeds
-    store.settle_many([Settlement(j.id, j.lease_id, True) for j in (mine, theirs, nobodys)])
+    store.settle_many([Settlement(j.id, j.lease_id, True) for j in (mine, theirs, nobodys)], tenant=ALL_TENANTS)
 
     # Then each tenant's webhook has its own tenant's event, in a delivery of its tenant
     sent = [(d.tenant, Delivery.from_payload(d.payload)) for d in all_deliveries(store)]

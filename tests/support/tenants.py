@@ -5,22 +5,17 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from sqlalchemy import update
-
 from quorra.access import Role
 from quorra.jobs import Job
 from quorra.keys import KeySpec
-from quorra.schema import jobs
 from quorra.store import Store
-from tests.factories import make_job
+from tests.factories import spec
 
 
 def job_of(store: Store, tenant: str, **fields: Any) -> Job:
     """A pending job of `tenant`, in a queue of its own unless `fields` names one."""
-    job = make_job(store, queue=fields.pop("queue", f"q-{uuid.uuid4().hex[:8]}"), **fields)
-    with store.engine.begin() as conn:  # until submitting takes a tenant (the tenants-jobs branch)
-        conn.execute(update(jobs).where(jobs.c.id == job.id).values(tenant=tenant))
-    return job
+    fields.setdefault("queue", f"q-{uuid.uuid4().hex[:8]}")
+    return store.enqueue(spec(**fields), tenant=tenant)
 
 
 def leased_job_of(store: Store, tenant: str, **fields: Any) -> Job:

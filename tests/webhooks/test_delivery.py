@@ -268,7 +268,7 @@ def test_a_tenants_webhook_never_gets_another_tenants_job_events(settings, store
         finished = {}
         for tenant in ("acme", "globex", "default"):
             job = leased_job_of(store, tenant)
-            finished[tenant] = store.ack(job.id, job.lease_id).id
+            finished[tenant] = store.ack(job.id, job.lease_id, tenant=tenant).id
         # and one deliverer delivers everything waiting, of every tenant
         deliverer = make_deliverer(settings, store)
         deliver_until(deliverer, lambda: len(acme_receiver.requests) + len(globex_receiver.requests) == 2)
