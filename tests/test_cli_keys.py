@@ -70,3 +70,21 @@ def test_bad_input_is_refused_with_a_message_and_no_traceback(sqlite_url):
     assert "Traceback" not in bad.stderr
     wrong_role = quorra_keys("create", "--name", "x", "--role", "root", database_url=sqlite_url)
     assert wrong_role.returncode == 2 and "root" in wrong_role.stderr
+
+
+def test_keys_of_other_tenants_and_of_the_fleet_are_made_on_the_command_line(sqlite_url):
+    acme = quorra_keys("create", "--name", "acme admin", "--role", "admin", "--tenant", "acme", database_url=sqlite_url)
+    fleet = quorra_keys("create", "--name", "fleet", "--role", "worker", "--tenant", "*", database_url=sqlite_url)
+    assert acme.returncode == 0 and "tenant acme" in acme.stderr, acme.stderr
+    assert fleet.returncode == 0 and "tenant *" in fleet.stderr, fleet.stderr
+
+    listed = json.loads(quorra_keys("list", "--tenant", "acme", "-o", "json", database_url=sqlite_url).stdout)
+    assert [(k["name"], k["tenant"]) for k in listed] == [("acme admin", "acme")]
+    every = json.loads(quorra_keys("list", "-o", "json", database_url=sqlite_url).stdout)
+    assert sorted(k["tenant"] for k in every) == ["*", "acme"]
+
+
+def test_every_tenant_is_refused_to_any_role_but_worker(sqlite_url):
+    refused = quorra_keys("create", "--name", "root", "--role", "admin", "--tenant", "*", database_url=sqlite_url)
+    assert refused.returncode == 1 and "Traceback" not in refused.stderr
+    assert "tenant: the tenant '*' (every tenant) is for the worker role only, not admin" in refused.stderr
