@@ -43,6 +43,7 @@ BAD_TOKENS = {
     "signature": lambda: hs256(secret="a-different-secret-but-long-enough!!"),
     "names no role": lambda: hs256(role="superuser"),
     "not a well-formed JWT": lambda: "eyJub3QganNvbg.e30.c2ln",  # its header is not JSON
+    "is for the worker role only": lambda: hs256(role="admin", tenant="*"),  # every tenant: workers only
 }
 
 
@@ -56,6 +57,17 @@ def test_a_viewer_token_is_refused_a_change_with_a_403(jwt_client, store):
     job = make_job(store)
     refused = jwt_client.post(f"/v1/jobs/{job.id}/cancel", headers=bearer(hs256(role="viewer")))
     assert assert_error(refused, 403, "permission_denied")["details"]["permission"] == "jobs:manage"
+
+
+def test_a_token_acts_within_its_tenant(jwt_client):
+    acme = bearer(hs256(sub="ann", role="admin", tenant="acme"))
+    schedule = {"name": "nightly", "interval_seconds": 60, "job": {"type": "t"}}
+    assert jwt_client.post("/v1/schedules", json=schedule, headers=acme).status_code == 201
+
+    assert jwt_client.get("/v1/schedules", headers=AUTH).get_json() == {"schedules": []}
+    assert jwt_client.get("/v1/schedules/nightly", headers=acme).status_code == 200
+    [entry] = jwt_client.get("/v1/audit", headers=acme).get_json()["entries"]
+    assert (entry["tenant"], entry["actor"]) == ("acme", "jwt:ann")
 
 
 def test_tokens_share_idempotency_keys_by_subject_not_with_others(jwt_client):
