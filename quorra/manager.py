@@ -403,7 +403,7 @@ class JobManager:
         done = self.store.fire_tick(schedule, plan, now=now)
         if not done.carried_out:
             return done
-        metrics.schedule_ticks_missed(schedule.name, plan.missed)
+        metrics.schedule_ticks_missed(schedule.tenant, schedule.name, plan.missed)
         if plan.missed:
             logger.warning(
                 "schedule ticks missed",
@@ -416,7 +416,7 @@ class JobManager:
                 },
             )
         if done.job is not None:
-            metrics.schedule_tick_fired(schedule.name, (now - plan.fire_for).total_seconds())
+            metrics.schedule_tick_fired(schedule.tenant, schedule.name, (now - plan.fire_for).total_seconds())
             metrics.jobs_created([done.job])
         return done
 

@@ -207,29 +207,33 @@ def submissions_deduplicated(outcomes: Iterable[str]) -> None:
 
 # -- schedules ---------------------------------------------------------------------------------
 
-# Schedule names are an operator's (a handful), so they are labels as they are.
-SCHEDULE_TICKS_FIRED = Counter("quorra_schedule_ticks_fired", "Schedule ticks that submitted their job", ("schedule",))
+# Schedule names are an operator's (a handful per tenant), so they are labels as they are,
+# beside their tenant (a schedule is named within its tenant: A's and B's `nightly` are two).
+_SCHEDULE_LABELS = ("tenant", "schedule")
+SCHEDULE_TICKS_FIRED = Counter(
+    "quorra_schedule_ticks_fired", "Schedule ticks that submitted their job", _SCHEDULE_LABELS
+)
 SCHEDULE_TICKS_MISSED = Counter(
     "quorra_schedule_ticks_missed",
     "Schedule ticks missed (due longer than the misfire threshold ago); the policy ran one or none of them",
-    ("schedule",),
+    _SCHEDULE_LABELS,
 )
 SCHEDULE_LAG = Histogram(
     "quorra_schedule_lag_seconds",
     "Time from a schedule tick being due to its job's submission",
-    ("schedule",),
+    _SCHEDULE_LABELS,
     buckets=_BUCKETS,
 )
 
 
-def schedule_tick_fired(schedule: str, lag_seconds: float) -> None:
-    SCHEDULE_TICKS_FIRED.labels(schedule).inc()
-    SCHEDULE_LAG.labels(schedule).observe(max(0.0, lag_seconds))
+def schedule_tick_fired(tenant: str, schedule: str, lag_seconds: float) -> None:
+    SCHEDULE_TICKS_FIRED.labels(tenant, schedule).inc()
+    SCHEDULE_LAG.labels(tenant, schedule).observe(max(0.0, lag_seconds))
 
 
-def schedule_ticks_missed(schedule: str, count: int) -> None:
+def schedule_ticks_missed(tenant: str, schedule: str, count: int) -> None:
     if count:
-        SCHEDULE_TICKS_MISSED.labels(schedule).inc(count)
+        SCHEDULE_TICKS_MISSED.labels(tenant, schedule).inc(count)
 
 
 # -- the scrape-time queue gauges -----------------------------------------------------------------

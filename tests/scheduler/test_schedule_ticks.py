@@ -16,8 +16,8 @@ def every(seconds: int, name: str, **fields) -> ScheduleSpec:
     )
 
 
-def sample(metric: str, name: str) -> float:
-    return REGISTRY.get_sample_value(metric, {"schedule": name}) or 0.0
+def sample(metric: str, name: str, tenant: str = "default") -> float:
+    return REGISTRY.get_sample_value(metric, {"tenant": tenant, "schedule": name}) or 0.0
 
 
 def test_the_leader_fires_a_due_tick_and_wakes_its_queue(store, scheduler):
@@ -31,7 +31,7 @@ def test_the_leader_fires_a_due_tick_and_wakes_its_queue(store, scheduler):
     assert (job.type, job.queue, job.scheduled_for) == ("ping", "q-leader-fires", start + timedelta(seconds=60))
     assert "q-leader-fires" in scheduler.notifier.published
     assert sample("quorra_schedule_ticks_fired_total", "leader-fires") == fired_before + 1
-    assert REGISTRY.get_sample_value("quorra_schedule_lag_seconds_count", {"schedule": "leader-fires"}) >= 1
+    assert sample("quorra_schedule_lag_seconds_count", "leader-fires") >= 1
 
 
 def test_a_follower_fires_nothing(store, make_scheduler):
@@ -71,3 +71,16 @@ def test_missed_ticks_are_counted_and_run_once_never_in_a_burst(store, make_sche
         timedelta(seconds=n) for n in (3589, *range(3590, 3601))
     ]
     assert sample("quorra_schedule_ticks_missed_total", "missed") == missed_before + 3589
+
+
+def test_two_tenants_schedules_of_one_name_fire_and_count_apart(store, scheduler):
+    start = store.database_now()
+    for tenant in ("default", "acme"):
+        store.create_schedule(every(60, "twin"), tenant=tenant, now=start)
+    before = {tenant: sample("quorra_schedule_ticks_fired_total", "twin", tenant) for tenant in ("default", "acme")}
+
+    report = scheduler.tick(now=start + timedelta(seconds=61))
+
+    assert sorted(job.tenant for job in report.fired) == ["acme", "default"]
+    for tenant in ("default", "acme"):
+        assert sample("quorra_schedule_ticks_fired_total", "twin", tenant) == before[tenant] + 1
