@@ -12,6 +12,7 @@ from sqlalchemy import (
     CheckConstraint,
     Column,
     DateTime,
+    Float,
     Index,
     Integer,
     MetaData,
@@ -141,6 +142,15 @@ Index(
 Index(
     "ix_jobs_lease_expiry",
     jobs.c.lease_expires_at,
+    postgresql_where=text(f"status IN ({_in(HOLDING_LEASE)})"),
+    sqlite_where=text(f"status IN ({_in(HOLDING_LEASE)})"),
+)
+# Limits (quorra.store.limits): the jobs a tenant's queue holds leased or processing,
+# counted inside a limited lease. Partial, so it holds only the jobs in flight.
+Index(
+    "ix_jobs_in_flight",
+    jobs.c.tenant,
+    jobs.c.queue,
     postgresql_where=text(f"status IN ({_in(HOLDING_LEASE)})"),
     sqlite_where=text(f"status IN ({_in(HOLDING_LEASE)})"),
 )
@@ -297,6 +307,19 @@ workers = Table(
 Index("ix_workers_last_seen_at", workers.c.last_seen_at)
 
 
+def limit_columns() -> list[Column]:
+    """A queue's or a tenant's limits (NULL: none) and its rate's token bucket: the tokens
+    it held at rate_refilled_at (NULL: full). A lease with limits locks the row and reads
+    them (quorra.store.limits)."""
+    return [
+        Column("max_in_flight", Integer),
+        Column("rate_limit", Integer),
+        Column("rate_period_seconds", Integer),
+        Column("rate_tokens", Float),
+        Column("rate_refilled_at", UTCDateTime),
+    ]
+
+
 # What an operator set on a tenant's queue (a queue is named within its tenant). A queue
 # without a row has the defaults (not paused); the lease reads this table by primary key,
 # once per queue it names, so a pause holds fleet-wide.
@@ -307,8 +330,19 @@ queues = Table(
     Column("name", String(100), nullable=False),
     Column("is_paused", Boolean, nullable=False, server_default=text("false")),
     Column("paused_at", UTCDateTime),
+    *limit_columns(),
     Column("updated_at", UTCDateTime, nullable=False),
     PrimaryKeyConstraint("tenant", "name"),
+)
+
+# What an installation admin set on a tenant as a whole: its limits over all its queues
+# together (quorra.limits). A tenant without a row is unlimited.
+tenants = Table(
+    "tenants",
+    metadata,
+    Column("name", String(100), primary_key=True),
+    *limit_columns(),
+    Column("updated_at", UTCDateTime, nullable=False),
 )
 
 

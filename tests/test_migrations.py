@@ -24,7 +24,7 @@ from quorra.store import Store
 from tests.conftest import REPO
 from tests.factories import dead_job, leased_job, make_job
 
-HEAD = "0011"
+HEAD = "0012"
 CLI_TIMEOUT_SECONDS = 60
 # What `pip wheel` needs from a checkout; tests/, .venv/ and build debris stay out.
 WHEEL_SOURCES = (

@@ -46,6 +46,7 @@ from quorra.store.base import (
     to_job,
 )
 from quorra.store.dependencies import parent_outcomes
+from quorra.store.limits import grant, limits_apply, spend
 
 
 class Leasing(StoreBase):
@@ -71,9 +72,12 @@ class Leasing(StoreBase):
             raise InvalidArgument("lease needs at least one queue, max_jobs >= 1 and a positive ttl")
         queues = list(dict.fromkeys(queues))  # each queue once: one index scan each
         ask = (queues, tenant, worker_id, max_jobs, ttl_seconds, max_bytes)
-        with self._one_statement_verb() as conn:
+        limited = self.dialect == "postgresql" and self.known_limits().apply_to(tenant, queues)  # LimitSettings
+        with self._transaction() if limited else self._one_statement_verb() as conn:
             clock = self._clock(now)
-            if self.dialect == "postgresql":
+            if limited or (self.dialect == "sqlite" and limits_apply(conn, tenant, queues)):
+                leased = self._lease_limited(conn, clock, *ask)
+            elif self.dialect == "postgresql":
                 leased = self._lease_skip_locked(conn, clock, *ask)
             else:
                 leased = self._lease_one_by_one(conn, clock, *ask)
@@ -84,11 +88,33 @@ class Leasing(StoreBase):
             log_transition("job leased", "job.leased", job, worker_id=worker_id)
         return leased
 
-    def _ready_ids_level_by_level(self, conn, clock: Clock, queues: list[str], tenant: str, max_jobs: int) -> list[str]:
+    def _lease_limited(self, conn, clock, queues, tenant, worker_id, max_jobs, ttl_seconds, max_bytes):
+        """Queues with limits, or a tenant with limits (see quorra.store.limits), inside a
+        transaction: lock their rows, lease what they allow now, queue by queue (then the
+        unlimited ones together), and spend the tokens taken."""
+        granted = grant(conn, clock, tenant, queues)
+        clock = self._clock(granted.now)  # the leases start when the grant was counted
+        leased: list[Job] = []
+        for group in granted.groups(queues):
+            allowed = granted.allows(group, max_jobs - len(leased))
+            if allowed:
+                ask = (group, tenant, worker_id, allowed, ttl_seconds, max_bytes)
+                if self.dialect == "postgresql":
+                    taken = self._lease_skip_locked(conn, clock, *ask, within_limits=True)
+                else:
+                    taken = self._lease_one_by_one(conn, clock, *ask, within_limits=True)
+                granted.took(group, len(taken))
+                leased += taken
+        spend(conn, tenant, granted)
+        return leased
+
+    def _ready_ids_level_by_level(
+        self, conn, clock: Clock, queues: list[str], tenant: str, max_jobs: int, within_limits: bool = False
+    ) -> list[str]:
         """SQLite: the lease's leasable partitions (one statement), each walked one priority
         level per statement, then ranked by the fair rule (quorra.store.ready)."""
         params = _ready_params(clock, queues, tenant, max_jobs)
-        found = conn.execute(ready.partitions(len(queues), tenant == ALL_TENANTS), params).all()
+        found = conn.execute(ready.partitions(len(queues), tenant == ALL_TENANTS, within_limits), params).all()
         quota = -(-max_jobs // max(1, len({part.tenant for part in found})))  # as ready._quota
         offered = {part: _partition_ready(conn, part, params, quota) for part in found}
         if sum(map(len, offered.values())) < max_jobs:  # as ready._topped_up
@@ -108,7 +134,11 @@ class Leasing(StoreBase):
             "updated_at": clock.now(),
         }
 
-    def _lease_skip_locked(self, conn, clock, queues, tenant, worker_id, max_jobs, ttl_seconds, max_bytes):
+    def _lease_skip_locked(
+        self, conn, clock, queues, tenant, worker_id, max_jobs, ttl_seconds, max_bytes, *, within_limits=False
+    ):
+        """PostgreSQL: one statement. `within_limits`: the limited path's, which has counted
+        what the limits allow (the fast one skips limited queues)."""
         params = _ready_params(clock, queues, tenant, max_jobs) | {"rotation": ready.next_rotation(max_jobs)}
         params |= {"max_bytes": max_bytes} if max_bytes is not None else {}
         fleet, budget = tenant == ALL_TENANTS, max_bytes is not None
@@ -117,14 +147,16 @@ class Leasing(StoreBase):
             params |= {"worker_id": worker_id, "ttl": timedelta(seconds=ttl_seconds)}
             return _in_lease_order(conn.execute(statement, params))
         values = self._lease_values(clock, worker_id, ttl_seconds) | {"lease_id": func.gen_random_uuid()}
-        statement = _lease_update(_lease_ready(len(queues), fleet, True, budget), values)
+        statement = _lease_update(_lease_ready(len(queues), fleet, True, budget, within_limits), values)
         return _in_lease_order(conn.execute(statement, params))
 
-    def _lease_one_by_one(self, conn, clock, queues, tenant, worker_id, max_jobs, ttl_seconds, max_bytes):
+    def _lease_one_by_one(
+        self, conn, clock, queues, tenant, worker_id, max_jobs, ttl_seconds, max_bytes, *, within_limits=False
+    ):
         # SQLite: BEGIN IMMEDIATE already holds the only write lock, so nobody races us.
         values = self._lease_values(clock, worker_id, ttl_seconds)
         leased = []
-        ready_ids = self._ready_ids_level_by_level(conn, clock, queues, tenant, max_jobs)
+        ready_ids = self._ready_ids_level_by_level(conn, clock, queues, tenant, max_jobs, within_limits)
         for job_id in _ids_within_budget(conn, ready_ids, max_bytes):
             statement = update(jobs).where(jobs.c.id == job_id).values(values | {"lease_id": str(uuid.uuid4())})
             leased.append(to_job(conn.execute(statement.returning(*jobs.c)).one()))
@@ -195,10 +227,10 @@ def _payload_bytes(dialect: str) -> ColumnElement:
     return func.length(cast(jobs.c.payload, LargeBinary)).label("size")  # SQLite: its UTF-8 bytes
 
 
-def _lease_ready(queue_count: int, fleet: bool, fixed_now: bool, budget: bool) -> CTE:
+def _lease_ready(queue_count: int, fleet: bool, fixed_now: bool, budget: bool, within_limits: bool = False) -> CTE:
     """PostgreSQL: the ready jobs to lease, locked, with their position in the lease, within
     the byte budget if any."""
-    ready_jobs = ready.ready_cte(queue_count, fleet, fixed_now)
+    ready_jobs = ready.ready_cte(queue_count, fleet, fixed_now, within_limits)
     return _within_budget(ready_jobs) if budget else ready_jobs
 
 

@@ -37,6 +37,7 @@ from sqlalchemy import (
     bindparam,
     cast,
     distinct,
+    exists,
     false,
     func,
     literal,
@@ -48,8 +49,9 @@ from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.sql.selectable import CTE, Select, Subquery
 
 from quorra.jobs import LEASABLE
-from quorra.schema import UTCDateTime, jobs, queues
+from quorra.schema import UTCDateTime, jobs, queues, tenants
 from quorra.store.base import status_in
+from quorra.store.limits import has_limits
 
 _ROTATIONS = itertools.count()
 
@@ -101,17 +103,21 @@ def _tenant_sequence(candidates: list[Candidate], queue_rotation: int, queue_cou
 # -- the partitions ---------------------------------------------------------------------------
 
 
-def partition_is_leasable(tenant: ColumnElement, queue: ColumnElement) -> ColumnElement:
-    """The partition's queue may be leased now: it is not paused. One primary-key probe of
-    the queues table per partition (a subquery per row, which the planner cannot turn into a
-    scan of the whole table), not a test per job."""
+def partition_is_leasable(tenant: ColumnElement, queue: ColumnElement, within_limits: bool = False) -> ColumnElement:
+    """The partition's queue may be leased now: it is not paused, and (unless the lease is
+    `within_limits`, the limited path's, quorra.store.limits) neither it nor its tenant has
+    limits. One primary-key probe of the queues table per partition (a subquery per row,
+    which the planner cannot turn into a scan of the whole table), not a test per job, and
+    one of the tenants table."""
     named = (queues.c.tenant == tenant) & (queues.c.name == queue)
-    is_paused = select(queues.c.is_paused).where(named).scalar_subquery()
-    return func.coalesce(is_paused, false()).is_(false())
+    held = queues.c.is_paused if within_limits else queues.c.is_paused | has_limits(queues)
+    is_held = select(held).where(named).scalar_subquery()
+    leasable = func.coalesce(is_held, false()).is_(false())
+    return leasable if within_limits else leasable & ~exists().where(tenants.c.name == tenant, has_limits(tenants))
 
 
 @functools.lru_cache(maxsize=64)
-def partitions(queue_count: int, fleet: bool) -> Select:
+def partitions(queue_count: int, fleet: bool, within_limits: bool = False) -> Select:
     """The lease's leasable partitions: tenant, queue, position (of the queue in the lease's
     list). Parameters: queue_0 ... queue_n, and lease_tenant unless `fleet`."""
     if fleet:
@@ -120,7 +126,7 @@ def partitions(queue_count: int, fleet: bool) -> Select:
         tenant = cast(bindparam("lease_tenant"), Text)
         named = union_all(*(select(tenant.label("tenant"), *_queue_columns(n)) for n in range(queue_count)))
         named = named.subquery("named")
-    return select(named).where(partition_is_leasable(named.c.tenant, named.c.queue))
+    return select(named).where(partition_is_leasable(named.c.tenant, named.c.queue, within_limits))
 
 
 def _queue_columns(n: int) -> tuple[ColumnElement, ColumnElement]:
@@ -185,12 +191,12 @@ def level_walk() -> tuple[Select, Select, Select]:
 
 
 @functools.lru_cache(maxsize=64)
-def ready_cte(queue_count: int, fleet: bool, fixed_now: bool) -> CTE:
+def ready_cte(queue_count: int, fleet: bool, fixed_now: bool, within_limits: bool = False) -> CTE:
     """The ready jobs a lease takes, locked, with their position in the lease (the module's
     rule), at most max_jobs; MATERIALIZED, so computed once (LIMIT inside IN (SELECT ...
     SKIP LOCKED) may lock more rows than asked). Parameters: partitions' and max_jobs,
     rotation, and now with `fixed_now`."""
-    parts = partitions(queue_count, fleet).cte("partitions")
+    parts = partitions(queue_count, fleet, within_limits).cte("partitions")
     quota = _quota(parts)
     first = _offered(parts, quota, fixed_now, "levels").cte("first_offered").prefix_with("MATERIALIZED")
     offered = union(select(first), _topped_up(parts, first, quota, fixed_now)).subquery("offered")
