@@ -35,6 +35,7 @@ class Permission(enum.StrEnum):
     SCHEDULES_MANAGE = "schedules:manage"
     WEBHOOKS_MANAGE = "webhooks:manage"
     KEYS_MANAGE = "keys:manage"
+    TENANTS_MANAGE = "tenants:manage"  # a tenant's limits; only the installation's admins use it
     AUDIT_READ = "audit:read"
 
 

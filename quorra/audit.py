@@ -32,6 +32,8 @@ class Action(str, enum.Enum):
     JOB_DELETE = "job.delete"
     QUEUE_PAUSE = "queue.pause"
     QUEUE_RESUME = "queue.resume"
+    QUEUE_LIMITS = "queue.limits"  # set or lift a queue's limits
+    TENANT_LIMITS = "tenant.limits"  # set or lift a tenant's limits (installation admins)
     SCHEDULE_CREATE = "schedule.create"
     SCHEDULE_UPDATE = "schedule.update"
     SCHEDULE_DELETE = "schedule.delete"

@@ -113,3 +113,9 @@ class AuthUnavailable(QuorraError):
     """The signing keys of the token cannot be fetched; try again shortly."""
 
     code = "unavailable"
+
+
+class TenantNotFound(QuorraError):
+    """No tenant has that name (or it is not this caller's)."""
+
+    code = "not_found"

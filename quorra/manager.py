@@ -30,6 +30,7 @@ from quorra.jobs import (
     TraceContext,
 )
 from quorra.keys import ApiKey, CreatedKey, KeySpec
+from quorra.limits import Limits
 from quorra.notify import Notifier, finished_key
 from quorra.schedules import Schedule, ScheduleSpec, plan_tick
 from quorra.store import (
@@ -179,6 +180,20 @@ class JobManager:
         self._wake([queue])
         return state
 
+    def set_queue_limits(
+        self, queue: str, limits: Limits, *, tenant: str = DEFAULT_TENANT, actor: Actor | None = None
+    ) -> Limits:
+        """Replace `queue`'s limits; wake its workers, which may take more now."""
+        audit = audit_entry(actor, Action.QUEUE_LIMITS, queue, **limits.as_json())
+        limits = self.store.set_queue_limits(queue, limits, tenant=tenant, audit=audit)
+        self._wake([queue])
+        return limits
+
+    def set_tenant_limits(self, tenant: str, limits: Limits, *, actor: Actor | None = None) -> Limits:
+        """Replace the limits of `tenant`'s queues all together."""
+        audit = audit_entry(actor, Action.TENANT_LIMITS, tenant, **limits.as_json())
+        return self.store.set_tenant_limits(tenant, limits, audit=audit)
+
     # -- a worker's verbs -----------------------------------------------------------------------
 
     def lease(
@@ -213,7 +228,13 @@ class JobManager:
         metrics.jobs_settled(settled)
         self._announce_finished(settled)
         self._follow(effects)
+        self._wake_limited(settled)
         return results
+
+    def lease_retry_after(self, queues: Sequence[str], *, tenant: str = DEFAULT_TENANT) -> float | None:
+        """How long a worker waiting on `queues` may sleep at most before it asks again: a
+        rate's tokens come back with time, not with a wake-up (None: no rate applies)."""
+        return self.store.known_limits().retry_after(tenant, queues)
 
     def ack(
         self, job_id: str, lease_id: str, result: Any = None, *, worker_id: str | None, tenant: str = DEFAULT_TENANT
@@ -452,6 +473,12 @@ class JobManager:
         """Wake the waits on jobs that just finished (GET /v1/jobs/{id}?wait=): one publish
         per queue of the batch, not one per job; a waiter re-reads its own job."""
         self._publish(finished_key(job.queue) for job in jobs if job.status in TERMINAL)
+
+    def _wake_limited(self, settled: Sequence[Job]) -> None:
+        """A job of a queue with max_in_flight that settled freed a place: wake the queue's
+        waiting workers, which the limit turned away."""
+        known = self.store.known_limits()
+        self._wake({job.queue for job in settled if known.apply_to(job.tenant, [job.queue])})
 
     def _wake(self, queues: Iterable[str]) -> None:
         self._publish(queues)

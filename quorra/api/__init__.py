@@ -11,7 +11,20 @@ from __future__ import annotations
 from flask import Flask
 
 from quorra import dashboard, tracing
-from quorra.api import audit, health, jobs, keys, openapi, queues, schedules, stats, webhooks, workers, workflows
+from quorra.api import (
+    audit,
+    health,
+    jobs,
+    keys,
+    openapi,
+    queues,
+    schedules,
+    stats,
+    tenants,
+    webhooks,
+    workers,
+    workflows,
+)
 from quorra.api.auth import register_auth
 from quorra.api.errors import register_error_handlers
 from quorra.api.metrics import register_metrics
@@ -65,6 +78,7 @@ def register_blueprints(app: Flask) -> None:
         webhooks.bp,
         keys.bp,
         audit.bp,
+        tenants.bp,
         health.bp,
         openapi.bp,
     ):

@@ -27,7 +27,11 @@ from quorra.api.jobs import (
 from quorra.api.stats import DEFAULT_MINUTES as DEFAULT_STATS_MINUTES
 from quorra.api.stats import MAX_MINUTES as MAX_STATS_MINUTES
 from quorra.api.waits import MAX_WAIT_SECONDS
-from quorra.api.workers import ACTIVE_WORKER_SECONDS, DEFAULT_SEEN_MINUTES, MAX_SEEN_MINUTES
+from quorra.api.workers import (
+    ACTIVE_WORKER_SECONDS,
+    DEFAULT_SEEN_MINUTES,
+    MAX_SEEN_MINUTES,
+)
 from quorra.durations import DURATION_PATTERN
 from quorra.jobs import (
     IDEMPOTENCY_KEY_PATTERN,
@@ -42,9 +46,21 @@ from quorra.jobs import (
     JobSpec,
     JobStatus,
 )
-from quorra.schedules import CRON_PATTERN, MAX_INTERVAL_SECONDS, MAX_NAME_CHARS, JobTemplate, MissedTicks, zone_names
+from quorra.schedules import (
+    CRON_PATTERN,
+    MAX_INTERVAL_SECONDS,
+    MAX_NAME_CHARS,
+    JobTemplate,
+    MissedTicks,
+    zone_names,
+)
 from quorra.store import MAX_LIST_LIMIT
-from quorra.webhooks import MAX_DESCRIPTION_CHARS, MAX_URL_CHARS, WebhookEvent, WebhookSpec
+from quorra.webhooks import (
+    MAX_DESCRIPTION_CHARS,
+    MAX_URL_CHARS,
+    WebhookEvent,
+    WebhookSpec,
+)
 from quorra.workflows import MAX_WORKFLOW_NAME_CHARS, WorkflowJob, WorkflowStatus
 
 bp = Blueprint("openapi", __name__)
@@ -1075,13 +1091,14 @@ def _queue_schemas() -> dict[str, Any]:
             "type": ["number", "null"],
             "description": "How long the oldest ready job (pending or failed, run_at passed) has waited; null: none",
         },
+        "limits": {"$ref": "#/components/schemas/Limits", "description": "Its limits (PUT .../limits); null: none"},
     }
     queue_list = {
         "queues": {"type": "array", "items": queue_count, "description": "One row per queue and status"},
         "summary": {
             "type": "array",
             "items": _ref("QueueSummary"),
-            "description": "One per queue that holds jobs or is paused, by name",
+            "description": "One per queue that holds jobs, is paused or has limits, by name",
         },
     }
     return {
@@ -1097,7 +1114,15 @@ def _object(properties: dict[str, Any]) -> dict[str, Any]:
 
 @functools.cache
 def spec() -> dict[str, Any]:
-    from quorra.api.openapi_access import SECURITY_SCHEMES, access_paths, access_schemas  # it builds on this module
+    from quorra.api.openapi_access import (  # it builds on this module
+        SECURITY_SCHEMES,
+        access_paths,
+        access_schemas,
+    )
+    from quorra.api.openapi_limits import (  # so does this one
+        limits_paths,
+        limits_schemas,
+    )
 
     return {
         "openapi": "3.1.0",
@@ -1119,6 +1144,7 @@ def spec() -> dict[str, Any]:
             **_schedule_paths(),
             **_webhook_paths(),
             **access_paths(),
+            **limits_paths(),
             **_public_paths(),
         },
         "webhooks": _outgoing_webhooks(),
@@ -1127,6 +1153,6 @@ def spec() -> dict[str, Any]:
                 "ApiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
                 **SECURITY_SCHEMES,
             },
-            "schemas": {**_schemas(), **access_schemas()},
+            "schemas": {**_schemas(), **access_schemas(), **limits_schemas()},
         },
     }

@@ -451,10 +451,17 @@ class WorkerServicer(pb2_grpc.WorkerServiceServicer):
             return batch
         with self._wait_slot():
             while not batch.jobs and self._may_wait(context, deadline):
-                subscription.wait(deadline - time.monotonic())
+                subscription.wait(self._wait_before_retry(args, deadline))
                 if self._may_wait(context, math.inf):
                     batch = self._lease(args)
         return batch
+
+    def _wait_before_retry(self, args: LeaseArgs, deadline: float) -> float:
+        """Until a wake-up or the deadline; for a rate-limited queue no longer than its
+        bucket takes to fill (its tokens come back with time, and nobody publishes that)."""
+        remaining = deadline - time.monotonic()
+        retry_after = self.manager.lease_retry_after(args.queues)
+        return remaining if retry_after is None else min(remaining, retry_after)
 
     def _wait_seconds(self, args: LeaseArgs, context: grpc.ServicerContext) -> float:
         remaining = context.time_remaining()

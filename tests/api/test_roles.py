@@ -31,6 +31,9 @@ ROUTE_PERMISSIONS: dict[tuple[str, str], Permission] = {
     ("GET", "/v1/queues"): P.JOBS_READ,
     ("POST", "/v1/queues/<queue>/pause"): P.QUEUES_MANAGE,
     ("POST", "/v1/queues/<queue>/resume"): P.QUEUES_MANAGE,
+    ("PUT", "/v1/queues/<queue>/limits"): P.QUEUES_MANAGE,
+    ("GET", "/v1/tenants/<tenant>/limits"): P.JOBS_READ,
+    ("PUT", "/v1/tenants/<tenant>/limits"): P.TENANTS_MANAGE,
     ("GET", "/v1/workers"): P.JOBS_READ,
     ("GET", "/v1/stats/throughput"): P.JOBS_READ,
     ("POST", "/v1/workflows"): P.JOBS_SUBMIT,
@@ -61,6 +64,8 @@ BODIES = {
     ("POST", "/v1/schedules"): {"name": "walked", "interval_seconds": 60, "job": {"type": "t", "payload": {}}},
     ("PATCH", "/v1/schedules/<name>"): {"timezone": "UTC"},
     ("POST", "/v1/keys"): {"name": "walked", "role": "viewer"},
+    ("PUT", "/v1/queues/<queue>/limits"): {"max_in_flight": 2},
+    ("PUT", "/v1/tenants/<tenant>/limits"): {"rate": {"limit": 100, "per": "second"}},
 }
 PARAMS = {
     "<uuid:job_id>": str(uuid.UUID(int=1)),
@@ -69,6 +74,7 @@ PARAMS = {
     "<webhook_id>": str(uuid.UUID(int=4)),
     "<name>": "ghost",
     "<queue>": "walked",
+    "<tenant>": "default",
 }
 
 

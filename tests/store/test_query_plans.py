@@ -123,10 +123,16 @@ def test_postgres_lease_reads_few_rows_of_ix_jobs_ready_in_every_shape(postgres_
             assert leased, shape
             scans = {(node["Node Type"], node.get("Index Name")) for node in nodes if "Scan" in node["Node Type"]}
             scans = {scan for scan in scans if scan[0] not in ("CTE Scan", "WorkTable Scan", "Subquery Scan")}
-            assert {index for _, index in scans} <= {"ix_jobs_ready", "pk_jobs", "pk_queues"}, (shape, scans)
-            # and each partition's pause flag is read by primary key, about once
+            assert {index for _, index in scans} <= {"ix_jobs_ready", "pk_jobs", "pk_queues", "pk_tenants"}, (
+                shape,
+                scans,
+            )
+            # and each partition's pause flag and limits are read by primary key, about once,
+            # and its tenant's limits too
             pause_probes = [node for node in nodes if node.get("Index Name") == "pk_queues"]
             assert sum(node.get("Actual Loops", 1) for node in pause_probes) <= 2 * partitions, (shape, nodes)
+            tenant_probes = [node for node in nodes if node.get("Index Name") == "pk_tenants"]
+            assert sum(node.get("Actual Loops", 1) for node in tenant_probes) <= 2 * partitions, (shape, nodes)
             busiest = max(_rows_handled(node) for node in nodes)
             assert busiest <= 4 * LEASE_BATCH * partitions, (shape, busiest)
     finally:
@@ -174,7 +180,7 @@ def test_sqlite_lease_searches_ix_jobs_ready_in_every_shape(sqlite_url):
             for statement, parameters in sent:
                 if statement.startswith(("SELECT", "UPDATE")):
                     _assert_searches_ready_index(query_plan(store, statement, parameters), shape)
-            assert steps[0] <= SQLITE_STEPS_PER_PARTITION * partitions, (shape, steps[0])
+            assert steps[0] <= SQLITE_STEPS_PER_PARTITION * partitions + SQLITE_STEPS_FOR_LIMITS, (shape, steps[0])
     finally:
         store.close()
 
@@ -182,6 +188,8 @@ def test_sqlite_lease_searches_ix_jobs_ready_in_every_shape(sqlite_url):
 # SQLite virtual machine steps a lease may take per partition it walks: reading the 3,000
 # rows of one queue's backlog takes about 16,000; the level walk about 500 per level visited.
 SQLITE_STEPS_PER_PARTITION = 2000
+# And once per lease: whether its queues or its tenant have limits (store.limits.limits_apply).
+SQLITE_STEPS_FOR_LIMITS = 200
 READY_INDEX_SEARCHES = (
     "(queue=?)",  # a fleet lease's first tenant of a queue
     "(queue=? AND tenant>?)",  # and the next
