@@ -1,6 +1,6 @@
 """The dashboard's actions (POST forms, each with its CSRF token, checked in signin.gate):
 retry, cancel and delete a job; retry or delete every dead job matching a filter; pause and
-resume a queue. Each goes through the JobManager, so its metrics, logs, wake-ups and audit
+resume a queue, set its limits. Each goes through the JobManager, so its metrics, logs, wake-ups and audit
 entry are those of the REST route; then the browser is sent back to a page that shows the outcome.
 Each acts within the signed-in key's tenant: another tenant's job is not found, and a queue
 name is the tenant's own queue."""
@@ -20,6 +20,7 @@ from quorra.dashboard.filters import BulkFilter, JobsQuery
 from quorra.dashboard.web import actor, allowed, bp, error_page, tenant
 from quorra.errors import IllegalTransition, InvalidArgument, JobNotFound
 from quorra.jobs import MAX_QUEUE_CHARS, JobStatus, is_valid_name, parse_job_id
+from quorra.limits import LimitsSpec
 
 logger = logging.getLogger(__name__)
 
@@ -146,3 +147,41 @@ def resume_queue(queue: str):
     dashboard().manager.resume_queue(_queue(queue), tenant=tenant(), actor=actor())
     flash(f"Queue {queue} is resumed.", "ok")
     return redirect(url_for("dashboard.queues"))
+
+
+@bp.post("/queues/limits")
+@requires(Permission.QUEUES_MANAGE)
+def set_queue_limits():
+    queue = _queue(request.form.get("queue", "").strip())
+    limits = dashboard().manager.set_queue_limits(queue, _limits_from_form(), tenant=tenant(), actor=actor())
+    shown = ", ".join(_describe(limits)) or "none: it is leased freely"
+    flash(f"Limits of queue {queue}: {shown}.", "ok")
+    return redirect(url_for("dashboard.queues"))
+
+
+def _limits_from_form():
+    """The form's fields as the REST body (an empty field: no such limit), checked by the
+    same model, so the dashboard refuses what PUT /v1/queues/{queue}/limits refuses."""
+    form = request.form
+    body: dict = {"max_in_flight": _form_number(form.get("max_in_flight", ""))}
+    rate = _form_number(form.get("rate_limit", ""))
+    if rate is not None:
+        body["rate"] = {"limit": rate, "per": form.get("rate_per", "second")}
+    try:
+        return LimitsSpec.parse(body)
+    except InvalidArgument as exc:
+        problems = "; ".join(f"{d['field'].replace('rate.limit', 'rate')}: {d['message']}" for d in exc.details or [])
+        raise InvalidArgument(f"{exc.message} ({problems})") from None
+
+
+def _form_number(text: str) -> int | str | None:
+    text = text.strip()
+    if not text:
+        return None
+    return int(text) if text.isdigit() and len(text) < 10 else text  # anything else: the model says why
+
+
+def _describe(limits) -> list[str]:
+    described = [] if limits.max_in_flight is None else [f"{limits.max_in_flight} in flight"]
+    rate = limits.rate
+    return described + ([] if rate is None else [f"{rate.limit} started per {rate.per}"])

@@ -27,6 +27,7 @@ from quorra.jobs import (
     JobStatus,
     parse_job_id,
 )
+from quorra.limits import NO_LIMITS, Limits
 from quorra.store import AuditFilter
 
 STATUS_COLUMNS = [status.value for status in JobStatus]
@@ -56,6 +57,7 @@ class QueueRow:
     is_paused: bool = False
     paused_at: datetime | None = None
     workers: list[str] = field(default_factory=list)  # ids of the live workers reading it
+    limits: Limits = NO_LIMITS
 
     @property
     def waiting(self) -> int:
@@ -76,6 +78,8 @@ def queue_rows(now: datetime) -> list[QueueRow]:
     for queue, since in store.paused_queues(tenant=of).items():
         row = rows.setdefault(queue, QueueRow(queue))
         row.is_paused, row.paused_at = True, since
+    for queue, limits in store.queue_limits(tenant=of).items():
+        rows.setdefault(queue, QueueRow(queue)).limits = limits
     for queue, ready_at in store.oldest_ready_at(tenant=of, now=now).items():
         rows.setdefault(queue, QueueRow(queue)).oldest_ready_at = ready_at
     for worker in store.recent_workers(now - timedelta(seconds=ACTIVE_WORKER_SECONDS), tenant=of):

@@ -111,7 +111,7 @@ class LimitSettings(StoreBase):
         with self._transaction() as conn:
             clock = self._clock(None)
             row = {"tenant": tenant, "name": queue, "is_paused": False} | _limit_values(limits, clock)
-            self._upsert(conn, queues, row, [queues.c.tenant, queues.c.name], _limit_values(limits, clock))
+            self._upsert_limits(conn, queues, row, [queues.c.tenant, queues.c.name], _limit_values(limits, clock))
             record_audit(conn, clock, audit)
         self._limits_changed("queue", tenant, limits, queue=queue)
         return limits
@@ -121,7 +121,7 @@ class LimitSettings(StoreBase):
         with self._transaction() as conn:
             clock = self._clock(None)
             row = {"name": tenant} | _limit_values(limits, clock)
-            self._upsert(conn, tenants, row, [tenants.c.name], _limit_values(limits, clock))
+            self._upsert_limits(conn, tenants, row, [tenants.c.name], _limit_values(limits, clock))
             record_audit(conn, clock, audit)
         self._limits_changed("tenant", tenant, limits)
         return limits
@@ -148,7 +148,7 @@ class LimitSettings(StoreBase):
             limited_tenants = {row.name: limits_of(row) for row in conn.execute(_LIMITED_TENANTS)}
         return KnownLimits(limited, limited_tenants)
 
-    def _upsert(self, conn: Connection, table: Table, row: dict, key: list, changes: dict) -> None:
+    def _upsert_limits(self, conn: Connection, table: Table, row: dict, key: list, changes: dict) -> None:
         insert = (postgresql if self.dialect == "postgresql" else sqlite).insert(table)
         conn.execute(insert.values(row).on_conflict_do_update(index_elements=key, set_=changes))
 

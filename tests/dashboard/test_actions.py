@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import pytest
 
+from quorra.limits import Limits, Rate
+from quorra.store import AuditFilter
 from tests.dashboard.conftest import READONLY_KEY, post, text
 from tests.factories import dead_job, make_job, succeeded_job
 
@@ -90,6 +92,42 @@ def test_pause_and_resume_a_queue(client, store):
     assert "email" not in store.paused_queues()
 
 
+def test_set_and_lift_a_queues_limits_from_the_queues_page(client, store):
+    # Given a queue, on the queues page with its limits form
+    make_job(store, queue="email")
+    assert 'name="max_in_flight"' in text(client.get("/queues"))
+    # When an operator sets its limits there
+    form = {"queue": "email", "max_in_flight": "3", "rate_limit": "50", "rate_per": "minute"}
+    response = post(client, "/queues/limits", **form)
+    # Then they hold, the page says so and lists them, and the action is audited
+    assert response.status_code == 302
+    assert store.queue_limits() == {"email": Limits(3, Rate(50, 60))}
+    page = text(client.get("/queues"))
+    assert "Limits of queue email: 3 in flight, 50 started per minute." in page
+    assert "≤ 3 in flight" in page and "50 / minute" in page
+    actions = [record.action for record in store.list_audit(AuditFilter()).records]
+    assert [action for action in actions if action != "dashboard.signin"] == ["queue.limits"]
+    # And empty fields lift them
+    post(client, "/queues/limits", queue="email", max_in_flight="", rate_limit="")
+    assert store.queue_limits() == {}
+
+
+@pytest.mark.parametrize(
+    "form, message",
+    [
+        ({"queue": "email", "max_in_flight": "0"}, "max_in_flight: Input should be greater than or equal to 1"),
+        ({"queue": "email", "max_in_flight": "two"}, "max_in_flight: Input should be a valid integer"),
+        ({"queue": "email", "rate_limit": "5", "rate_per": "hour"}, "rate.per: Input should be &#39;second&#39;"),
+        ({"queue": "bad name", "max_in_flight": "1"}, "invalid queue name"),
+    ],
+)
+def test_invalid_limits_are_a_message_and_change_nothing(client, store, form, message):
+    response = post(client, "/queues/limits", **form)
+    assert response.status_code == 302
+    assert message in text(client.get("/queues"))
+    assert store.queue_limits() == {}
+
+
 def test_a_bad_queue_name_is_a_message(client):
     response = post(client, "/queues/bad%20name/pause")
     assert response.status_code == 302
@@ -136,6 +174,7 @@ def test_a_read_only_user_sees_every_page_but_no_action(viewer, store):
         ("/dead/retry", {"queue": "email"}),
         ("/dead/delete", {"queue": "email"}),
         ("/queues/email/pause", {}),
+        ("/queues/limits", {"queue": "email", "max_in_flight": "1"}),
     ],
 )
 def test_a_read_only_user_s_actions_are_refused_with_a_valid_csrf_token(viewer, store, path, form):
@@ -147,6 +186,7 @@ def test_a_read_only_user_s_actions_are_refused_with_a_valid_csrf_token(viewer, 
     assert store.get_job(dead.id).status.value == "dead"
     assert store.get_job(pending.id).status.value == "pending"
     assert store.paused_queues() == {}
+    assert store.queue_limits() == {}
 
 
 def test_delete_removes_a_finished_job_and_its_attempts(client, store):
