@@ -13,24 +13,12 @@ import socket
 from collections.abc import Mapping
 from typing import Annotated, Literal
 
-from pydantic import (
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
-    Field,
-    ValidationError,
-    field_validator,
-)
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 
 from quorra.access import Authenticator
 from quorra.durations import parse_duration
 from quorra.errors import InvalidConfig
-from quorra.jobs import (
-    DEFAULT_IDEMPOTENCY_TTL_SECONDS,
-    MAX_QUEUE_CHARS,
-    MAX_TIMEOUT_SECONDS,
-    is_valid_name,
-)
+from quorra.jobs import DEFAULT_IDEMPOTENCY_TTL_SECONDS, MAX_QUEUE_CHARS, MAX_TIMEOUT_SECONDS, is_valid_name
 
 DEV_API_KEY = "dev-api-key-change-in-production"
 MIN_SECRET_CHARS = 16

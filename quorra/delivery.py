@@ -36,13 +36,7 @@ from quorra.config import Settings
 from quorra.jobs import Job
 from quorra.manager import JobManager
 from quorra.store import Settlement, Store, WebhookNotFound
-from quorra.webhooks import (
-    DELIVER_TYPE,
-    WEBHOOK_QUEUE,
-    Delivery,
-    Webhook,
-    signature_headers,
-)
+from quorra.webhooks import DELIVER_TYPE, WEBHOOK_QUEUE, Delivery, Webhook, signature_headers
 
 logger = logging.getLogger(__name__)
 

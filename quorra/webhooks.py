@@ -33,26 +33,11 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 from urllib.parse import urlsplit
 
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    StrictStr,
-    ValidationError,
-    field_validator,
-)
+from pydantic import BaseModel, ConfigDict, Field, StrictStr, ValidationError, field_validator
 from standardwebhooks import Webhook as Signer
 
 from quorra.errors import InvalidArgument
-from quorra.jobs import (
-    Job,
-    JobStatus,
-    JsonInt,
-    QueueName,
-    TypeName,
-    check_portable_json,
-    describe_errors,
-)
+from quorra.jobs import Job, JobStatus, JsonInt, QueueName, TypeName, check_portable_json, describe_errors
 
 WEBHOOK_QUEUE = "quorra.webhooks"  # where deliveries wait; served by quorra.delivery
 DELIVER_TYPE = "quorra.webhook.deliver"

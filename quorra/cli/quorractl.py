@@ -27,14 +27,7 @@ from tabulate import tabulate
 from quorra import __version__
 from quorra.cli.schedules import schedules
 from quorra.cli.webhooks import webhooks
-from quorra.client import (
-    Client,
-    Job,
-    JobStatus,
-    QuorraClientError,
-    Unreachable,
-    WaitTimeout,
-)
+from quorra.client import Client, Job, JobStatus, QuorraClientError, Unreachable, WaitTimeout
 from quorra.client.models import DEV_API_KEY
 from quorra.client.sync import DEFAULT_URL
 from quorra.durations import parse_duration

@@ -31,13 +31,7 @@ from quorra.client.models import (
     Worker,
     Workflow,
 )
-from quorra.client.sync import (
-    DEFAULT_RETRIES,
-    DEFAULT_TIMEOUT_SECONDS,
-    DEFAULT_URL,
-    http_options,
-    settings_from_env,
-)
+from quorra.client.sync import DEFAULT_RETRIES, DEFAULT_TIMEOUT_SECONDS, DEFAULT_URL, http_options, settings_from_env
 
 
 class AsyncClient:

@@ -24,12 +24,7 @@ import httpx
 from tenacity import retry_if_exception, stop_after_attempt, wait_exponential_jitter
 from tenacity.wait import wait_base
 
-from quorra.client.errors import (
-    ServerError,
-    Unavailable,
-    Unreachable,
-    error_from_answer,
-)
+from quorra.client.errors import ServerError, Unavailable, Unreachable, error_from_answer
 
 BATCH_SIZE = 1000  # the server's limit per POST /v1/jobs/batch
 MAX_WAIT_SECONDS = 60.0  # the server's cap on ?wait=

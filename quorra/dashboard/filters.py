@@ -9,14 +9,7 @@ from typing import Annotated, Any, Literal
 from urllib.parse import urlencode
 
 from itsdangerous import BadSignature, URLSafeSerializer
-from pydantic import (
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
-    Field,
-    ValidationError,
-    field_validator,
-)
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 
 from quorra.errors import InvalidArgument
 from quorra.jobs import JobStatus, QueueName, TypeName, describe_errors, parse_job_id

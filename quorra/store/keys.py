@@ -12,15 +12,7 @@ from sqlalchemy import func, insert, or_, select, update
 from quorra.access import Role
 from quorra.audit import AuditEntry
 from quorra.errors import ApiKeyNotFound, IllegalTransition
-from quorra.keys import (
-    ApiKey,
-    CreatedKey,
-    KeySpec,
-    generate,
-    key_hash,
-    prefix_from_shown,
-    shown,
-)
+from quorra.keys import ApiKey, CreatedKey, KeySpec, generate, key_hash, prefix_from_shown, shown
 from quorra.schema import api_keys
 from quorra.store.audit import record_audit
 from quorra.store.base import StoreBase, logger, utcnow

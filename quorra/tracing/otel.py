@@ -135,10 +135,7 @@ class Tracing:
             # It declares SQLAlchemy < 2.1; its event listeners work on 2.1 (tests/observability).
             SQLAlchemyInstrumentor().instrument(tracer_provider=self.provider, skip_dep_check=True)
         if "grpc_server" in wanted:
-            from opentelemetry.instrumentation.grpc import (
-                GrpcInstrumentorServer,
-                filters,
-            )
+            from opentelemetry.instrumentation.grpc import GrpcInstrumentorServer, filters
 
             plumbing = filters.any_of(filters.health_check(), filters.service_prefix("grpc.reflection"))
             GrpcInstrumentorServer(filter_=filters.negate(plumbing)).instrument(tracer_provider=self.provider)
