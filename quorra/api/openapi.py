@@ -27,11 +27,7 @@ from quorra.api.jobs import (
 from quorra.api.stats import DEFAULT_MINUTES as DEFAULT_STATS_MINUTES
 from quorra.api.stats import MAX_MINUTES as MAX_STATS_MINUTES
 from quorra.api.waits import MAX_WAIT_SECONDS
-from quorra.api.workers import (
-    ACTIVE_WORKER_SECONDS,
-    DEFAULT_SEEN_MINUTES,
-    MAX_SEEN_MINUTES,
-)
+from quorra.api.workers import ACTIVE_WORKER_SECONDS, DEFAULT_SEEN_MINUTES, MAX_SEEN_MINUTES
 from quorra.durations import DURATION_PATTERN
 from quorra.jobs import (
     IDEMPOTENCY_KEY_PATTERN,
@@ -46,21 +42,9 @@ from quorra.jobs import (
     JobSpec,
     JobStatus,
 )
-from quorra.schedules import (
-    CRON_PATTERN,
-    MAX_INTERVAL_SECONDS,
-    MAX_NAME_CHARS,
-    JobTemplate,
-    MissedTicks,
-    zone_names,
-)
+from quorra.schedules import CRON_PATTERN, MAX_INTERVAL_SECONDS, MAX_NAME_CHARS, JobTemplate, MissedTicks, zone_names
 from quorra.store import MAX_LIST_LIMIT
-from quorra.webhooks import (
-    MAX_DESCRIPTION_CHARS,
-    MAX_URL_CHARS,
-    WebhookEvent,
-    WebhookSpec,
-)
+from quorra.webhooks import MAX_DESCRIPTION_CHARS, MAX_URL_CHARS, WebhookEvent, WebhookSpec
 from quorra.workflows import MAX_WORKFLOW_NAME_CHARS, WorkflowJob, WorkflowStatus
 
 bp = Blueprint("openapi", __name__)

@@ -21,14 +21,7 @@ import grpc
 from quorra import tracing
 from quorra.config import Settings
 from quorra.errors import InvalidArgument, QuorraError
-from quorra.jobs import (
-    MAX_QUEUE_CHARS,
-    Job,
-    JobStatus,
-    ParentOutcome,
-    check_portable_json,
-    is_valid_name,
-)
+from quorra.jobs import MAX_QUEUE_CHARS, Job, JobStatus, ParentOutcome, check_portable_json, is_valid_name
 from quorra.manager import JobManager
 from quorra.notify import Notifier
 from quorra.rpc import quorra_pb2 as pb2

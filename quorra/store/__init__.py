@@ -38,6 +38,7 @@ from quorra.store.base import (
 )
 from quorra.store.keys import ApiKeys
 from quorra.store.leasing import Leasing
+from quorra.store.limits import KnownLimits, LimitSettings
 from quorra.store.queues import Queues, QueueState
 from quorra.store.reading import Reading, WorkflowView
 from quorra.store.schedules import FiredTick, Schedules
@@ -51,6 +52,7 @@ from quorra.store.workers import Worker, Workers, WorkerSighting
 class Store(
     Submitting,
     Leasing,
+    LimitSettings,
     Settling,
     Admin,
     Reading,
@@ -79,6 +81,7 @@ __all__ = [
     "FiredTick",
     "JobFilter",
     "JobPage",
+    "KnownLimits",
     "ListPosition",
     "MinuteCount",
     "Outcome",
