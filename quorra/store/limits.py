@@ -18,6 +18,7 @@ skips it either way), it never lets a lease pass a limit.
 
 from __future__ import annotations
 
+import functools
 import math
 import threading
 import time
@@ -25,16 +26,17 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from sqlalchemy import Connection, Table, bindparam, exists, func, or_, select, update
+from sqlalchemy import Connection, Table, bindparam, exists, func, literal, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy.sql.selectable import Select
 
 from quorra.access import DEFAULT_TENANT
 from quorra.audit import AuditEntry
 from quorra.errors import InvalidArgument
 from quorra.jobs import HOLDING_LEASE, MAX_QUEUE_CHARS, is_valid_name
 from quorra.limits import NO_LIMITS, Limits, Rate
-from quorra.schema import jobs, queues, tenants
+from quorra.schema import UTCDateTime, jobs, queues, tenants
 from quorra.store.audit import record_audit
 from quorra.store.base import Clock, StoreBase, logger, status_in
 
@@ -194,6 +196,7 @@ class Bucketed:
     limits: Limits
     left: float
     tokens: float | None
+    refilled_at: datetime | None
     taken: int = 0
 
     def take(self, count: int) -> None:
@@ -224,6 +227,9 @@ class Grant:
             bounds.append(self.tenant.left)
         return max(0, int(min(bounds)))
 
+    def allows_any(self, names: Sequence[str]) -> bool:
+        return any(self.allows(group, 1) for group in self.groups(names))
+
     def took(self, group: list[str], count: int) -> None:
         if group[0] in self.queues:
             self.queues[group[0]].take(count)
@@ -232,14 +238,22 @@ class Grant:
 
 
 def grant(conn: Connection, clock: Clock, tenant: str, names: Sequence[str]) -> Grant:
-    """Lock the limited rows of this lease, count its jobs in flight and refill its buckets."""
-    tenant_row = conn.execute(_LOCK_TENANT, {"tenant": tenant}).one_or_none()
-    queue_rows = conn.execute(_LOCK_QUEUES, {"tenant": tenant, "names": sorted(names)}).all()
-    if tenant_row is None and not queue_rows:
-        return Grant(clock.fixed or _database_now(conn), None, {})  # the limits were lifted meanwhile
-    counted = None if tenant_row is not None else [row.name for row in queue_rows]
-    in_flight = _in_flight(conn, tenant, counted)
-    now = clock.fixed or _database_now(conn)  # after the locks: later than the last holder's
+    """Lock the limited rows of this lease, refill their buckets and, unless the buckets
+    allow nothing anyway (a worker asking again before a token came: most asks of a busy
+    rate), count the jobs in flight. The fewer statements, the shorter the lock is held."""
+    lock_tenant, lock_queues = _locks(conn.dialect.name)
+    tenant_row = conn.execute(lock_tenant, {"tenant": tenant}).one_or_none()
+    queue_rows = conn.execute(lock_queues, {"tenant": tenant, "names": sorted(names)}).all()
+    locked = [row for row in (tenant_row, *queue_rows) if row is not None]
+    now = clock.fixed or (locked[-1].locked_at if locked else _database_now(conn))
+    granted = _granted(now, tenant_row, queue_rows, {})
+    if any(row.max_in_flight is not None for row in locked) and granted.allows_any(names):
+        counted = None if tenant_row is not None else [row.name for row in queue_rows]
+        granted = _granted(now, tenant_row, queue_rows, _in_flight(conn, tenant, counted))
+    return granted
+
+
+def _granted(now: datetime, tenant_row, queue_rows, in_flight: dict[str, int]) -> Grant:
     limited = {row.name: _bucketed(row, now, in_flight.get(row.name, 0)) for row in queue_rows}
     whole = None if tenant_row is None else _bucketed(tenant_row, now, sum(in_flight.values()))
     return Grant(now, whole, limited)
@@ -259,11 +273,14 @@ def spend(conn: Connection, tenant: str, granted: Grant) -> None:
 def _bucketed(row, now: datetime, in_flight: int) -> Bucketed:
     limits = limits_of(row)
     tokens = None if limits.rate is None else limits.rate.tokens_at(now, row.rate_tokens, row.rate_refilled_at)
-    return Bucketed(limits, limits.allowance(in_flight, tokens), tokens)
+    return Bucketed(limits, limits.allowance(in_flight, tokens), tokens, row.rate_refilled_at)
 
 
 def _bucket_after(bucketed: Bucketed, now: datetime) -> dict:
-    return {"rate_tokens": bucketed.tokens - bucketed.taken, "rate_refilled_at": now}
+    """The bucket's state after this lease. Never dated back: `now` may be a little older
+    than the last holder's (read as the lock was asked for, see _LOCK_QUEUES)."""
+    refilled_at = now if bucketed.refilled_at is None else max(now, bucketed.refilled_at)
+    return {"rate_tokens": bucketed.tokens - bucketed.taken, "rate_refilled_at": refilled_at}
 
 
 def _in_flight(conn: Connection, tenant: str, names: list[str] | None) -> dict[str, int]:
@@ -278,17 +295,21 @@ def _database_now(conn: Connection):
     return conn.execute(select(func.clock_timestamp())).scalar_one()
 
 
-_LOCK_TENANT = select(tenants).where(tenants.c.name == bindparam("tenant"), has_limits(tenants)).with_for_update()
-_LOCK_QUEUES = (
-    select(queues)
-    .where(
-        queues.c.tenant == bindparam("tenant"),
-        queues.c.name.in_(bindparam("names", expanding=True)),
-        has_limits(queues),
-    )
-    .order_by(queues.c.name)
-    .with_for_update()
-)
+@functools.cache
+def _locks(dialect: str) -> tuple[Select, Select]:
+    """SELECT ... FOR UPDATE of the tenant's row, then of the queues' rows by name (SQLite
+    has no row locks: BEGIN IMMEDIATE holds the database). On PostgreSQL each row comes
+    with the clock, computed as the row is read, before the lock is granted, and again if
+    the holder changed the row meanwhile (as a lease that spent tokens does): never older
+    than the bucket's rate_refilled_at, and never written back older (_bucket_after)."""
+    clock = func.clock_timestamp() if dialect == "postgresql" else literal(None, UTCDateTime)
+    tenant = select(tenants, clock.label("locked_at")).where(tenants.c.name == bindparam("tenant"), has_limits(tenants))
+    named = queues.c.name.in_(bindparam("names", expanding=True))
+    queue = select(queues, clock.label("locked_at")).where(queues.c.tenant == bindparam("tenant"), named)
+    queue = queue.where(has_limits(queues)).order_by(queues.c.name)
+    return tenant.with_for_update(), queue.with_for_update()
+
+
 _IN_FLIGHT = (
     select(jobs.c.queue, func.count())
     .where(jobs.c.tenant == bindparam("tenant"), status_in(HOLDING_LEASE))

@@ -91,13 +91,13 @@ class InFlightSampler(threading.Thread):
 
 
 def test_eight_workers_never_hold_more_jobs_than_max_in_flight(database_url, store):
-    # Given 40 jobs of 0.2 s in a queue that allows 3 in flight
+    # Given eight workers on two servers, waiting on a queue that allows 3 in flight
     store.set_queue_limits("capped", Limits(max_in_flight=3))
-    submit(store, "capped", 40, 0.2)
     sampler = InFlightSampler(store, "capped")
-    # When eight workers on two servers run them all, with the database sampled meanwhile
     with fleet(database_url, "capped"):
+        # When 40 jobs of 0.2 s come, all at once, with the database sampled meanwhile
         sampler.start()
+        submit(store, "capped", 40, 0.2)
         wait_until(lambda: all_succeeded(store, "capped", 40), timeout=240, what="every job succeeded")
         sampler.done.set()
         sampler.join(10)
@@ -107,11 +107,11 @@ def test_eight_workers_never_hold_more_jobs_than_max_in_flight(database_url, sto
 
 
 def test_a_rate_of_50_a_second_starts_50_jobs_a_second(database_url, store):
-    # Given 400 instant jobs in a queue limited to 50 starts a second
+    # Given eight workers on two servers, waiting on a queue limited to 50 starts a second
     store.set_queue_limits("paced", Limits(rate=Rate(50, 1)))
-    submit(store, "paced", 400, 0)
-    # When eight workers on two servers run them all
     with fleet(database_url, "paced"):
+        # When 400 instant jobs come, all at once
+        submit(store, "paced", 400, 0)
         wait_until(lambda: all_succeeded(store, "paced", 400), timeout=240, what="every job succeeded")
     # Then each whole second after the first (the bucket's burst) saw 50 starts, within 10 %
     with store.engine.connect() as conn:
