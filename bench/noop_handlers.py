@@ -32,3 +32,10 @@ def noop(job) -> None:
     started = time.time()
     submitted = job.payload.get("submitted_at", "-")
     os.write(_RECORD_FD, f"{job.id} {started:.6f} {submitted}\n".encode())
+
+
+@handler("bench.sleep")
+def sleep(job) -> None:
+    """Hold the job for the payload's `seconds` (the limits bench: jobs that stay in flight)."""
+    noop(job)
+    time.sleep(float(job.payload.get("seconds", 0)))

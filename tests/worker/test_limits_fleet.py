@@ -48,10 +48,13 @@ def start_server(database_url: str) -> tuple[QuorraProcess, int]:
 
 @contextmanager
 def fleet(database_url: str, queue: str) -> Iterator[list[WorkerProcess]]:
-    """Two gRPC servers, and eight workers of `queue`, four on each, two jobs at a time."""
-    servers = [start_server(database_url) for _ in range(2)]
+    """Eight workers of `queue`, four jobs at a time, spread over two gRPC servers on
+    PostgreSQL (one on SQLite, an embedded database on one host, whose writers queue for
+    its one lock: a second server adds only contention)."""
+    servers = [start_server(database_url) for _ in range(1 if database_url.startswith("sqlite") else 2)]
     workers = [
-        WorkerProcess(servers[n % 2][1], "--queues", queue, "--max-jobs", "2", "--id", f"w{n}") for n in range(WORKERS)
+        WorkerProcess(servers[n % len(servers)][1], "--queues", queue, "--max-jobs", "4", "--id", f"w{n}")
+        for n in range(WORKERS)
     ]
     try:
         for worker in workers:
