@@ -453,7 +453,7 @@ class WorkerServicer(pb2_grpc.WorkerServiceServicer):
         """Until a wake-up or the deadline; for a rate-limited queue no longer than its
         bucket takes to fill (its tokens come back with time, and nobody publishes that)."""
         remaining = deadline - time.monotonic()
-        retry_after = self.manager.lease_retry_after(args.queues)
+        retry_after = self.manager.lease_retry_after(args.queues, tenant=caller_tenant())
         return remaining if retry_after is None else min(remaining, retry_after)
 
     def _wait_seconds(self, args: LeaseArgs, context: grpc.ServicerContext) -> float:
