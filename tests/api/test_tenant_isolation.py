@@ -18,6 +18,7 @@ from quorra.access import ALL_TENANTS, Role
 from quorra.api import create_app
 from quorra.jobs import JobStatus
 from quorra.keys import KeySpec
+from quorra.limits import Limits, Rate
 from quorra.store import Store, WorkerSighting
 from quorra.workflows import parse_workflow
 from tests.api.conftest import assert_error
@@ -61,6 +62,7 @@ LIST_ROUTES = {
     ("GET", "/v1/queues"),
     ("POST", "/v1/queues/<queue>/pause"),
     ("POST", "/v1/queues/<queue>/resume"),
+    ("PUT", "/v1/queues/<queue>/limits"),
     ("GET", "/v1/stats/throughput"),
     ("GET", "/v1/workers"),
     ("POST", "/v1/workflows"),
@@ -204,6 +206,20 @@ def test_pausing_a_queue_pauses_the_tenants_queue_of_that_name_only(client, stor
     assert leased.id == tenant_a.pending
     client.post("/v1/queues/later/resume", headers=b_headers)
     assert [job.id for job in store.lease_jobs(["later"], "b-worker", 1, 30, tenant=B)] == [mine.id]
+
+
+def test_limiting_a_queue_limits_the_tenants_queue_of_that_name_only(client, store, tenant_a, b_headers):
+    # Given two jobs of B's "later" beside A's, and a limit A set on its own "later"
+    store.enqueue_many([spec(queue="later"), spec(queue="later")], tenant=B)
+    store.set_queue_limits("later", Limits(rate=Rate(1, 60)), tenant=A)
+    # When B limits its "later" to 1 in flight
+    limited = client.put("/v1/queues/later/limits", json={"max_in_flight": 1}, headers=b_headers)
+    # Then B's lease takes 1, A's limits are A's own, and B's queue list shows B's limit only
+    assert limited.status_code == 200
+    assert len(store.lease_jobs(["later"], "b-worker", 5, 30, tenant=B)) == 1
+    assert store.queue_limits(tenant=A) == {"later": Limits(rate=Rate(1, 60))}
+    summaries = {s["queue"]: s["limits"] for s in client.get("/v1/queues", headers=b_headers).get_json()["summary"]}
+    assert summaries["later"] == {"max_in_flight": 1, "rate": None}
 
 
 def test_bulk_actions_touch_the_tenants_jobs_only(client, store, tenant_a, b_headers):
