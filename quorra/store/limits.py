@@ -6,7 +6,9 @@ every queue that has limits, and every queue of a tenant that has them, through 
 of the queues and tenants tables. Those are leased by a transaction of their own
 (Leasing._lease_limited): it locks the limited tenant and queue rows (SELECT ... FOR UPDATE,
 tenant first, then queues by name, so two leases never wait on each other in a cycle),
-counts the jobs in flight (ix_jobs_in_flight) and refills the token buckets, leases at most
+counts the jobs in flight (through the indexes there are: ix_jobs_queue_status for a queue's,
+the reaper's partial index of held leases for a tenant's, O(jobs in flight), bounded by what
+the workers hold; an index of their own would cost every lease, limited or not, an insertion) and refills the token buckets, leases at most
 what that allows, spends the tokens and commits. On PostgreSQL, in READ COMMITTED, each
 statement after the lock sees every lease committed by the transaction that held it
 before; on SQLite, BEGIN IMMEDIATE already serialises every writer.
