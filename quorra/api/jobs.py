@@ -48,7 +48,16 @@ from quorra.jobs import (
     is_valid_idempotency_key,
     parse_batch,
 )
-from quorra.store import MAX_LIST_LIMIT, READY, SCHEDULED, Attempt, JobFilter, Outcome, Submitted, utcnow
+from quorra.store import (
+    MAX_LIST_LIMIT,
+    READY,
+    SCHEDULED,
+    Attempt,
+    JobFilter,
+    Outcome,
+    Submitted,
+    utcnow,
+)
 
 # A batch body may be this many times QUORRA_MAX_PAYLOAD_BYTES; each job's payload still
 # has to fit in QUORRA_MAX_PAYLOAD_BYTES on its own.
