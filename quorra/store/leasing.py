@@ -71,6 +71,16 @@ class Leasing(StoreBase):
         if not queues or max_jobs < 1 or ttl_seconds <= 0:
             raise InvalidArgument("lease needs at least one queue, max_jobs >= 1 and a positive ttl")
         queues = list(dict.fromkeys(queues))  # each queue once: one index scan each
+        limited_turn: list[Job] = []
+        if tenant == ALL_TENANTS:  # the fleet's statement skips limited partitions: their tenants go first
+            limited_turn = self._lease_limited_tenants(queues, worker_id, max_jobs, ttl_seconds, max_bytes, now)
+            if len(limited_turn) >= max_jobs:
+                return limited_turn
+        leased = self._lease_of(queues, tenant, worker_id, max_jobs - len(limited_turn), ttl_seconds, max_bytes, now)
+        return limited_turn + leased
+
+    def _lease_of(self, queues, tenant, worker_id, max_jobs, ttl_seconds, max_bytes, now) -> list[Job]:
+        """One lease: the fast statement, or the limited path when limits apply to it."""
         ask = (queues, tenant, worker_id, max_jobs, ttl_seconds, max_bytes)
         limited = self.dialect == "postgresql" and self.known_limits().apply_to(tenant, queues)  # LimitSettings
         with self._transaction() if limited else self._one_statement_verb() as conn:
@@ -86,6 +96,26 @@ class Leasing(StoreBase):
                 leased = [_with_parents(job, outcomes) for job in leased]
         for job in leased:
             log_transition("job leased", "job.leased", job, worker_id=worker_id)
+        return leased
+
+    def _lease_limited_tenants(self, queues, worker_id, max_jobs, ttl_seconds, max_bytes, now) -> list[Job]:
+        """A fleet lease's turn for the tenants whose limits apply to `queues` (as this
+        process knows them, at most REFRESH_SECONDS old: a limit it does not know of yet
+        only waits, as the fleet's statement skips every limited partition). Each such
+        tenant, in turns that move on from lease to lease, leases its share of the batch by
+        the limited path, in a transaction of its own (one tenant's rows locked at a time,
+        so two leases never wait on each other in opposite orders)."""
+        limited = self.known_limits().tenants_limited_on(queues)
+        if not limited:
+            return []
+        share = -(-max_jobs // (len(limited) + 1))  # as if each were one more tenant of the lease
+        start = ready.next_rotation(1) % len(limited)
+        leased: list[Job] = []
+        for tenant in limited[start:] + limited[:start]:
+            wanted = min(share, max_jobs - len(leased))
+            if wanted < 1:
+                break
+            leased += self._lease_of(queues, tenant, worker_id, wanted, ttl_seconds, max_bytes, now)
         return leased
 
     def _lease_limited(self, conn, clock, queues, tenant, worker_id, max_jobs, ttl_seconds, max_bytes):

@@ -66,6 +66,11 @@ class KnownLimits:
         """A lease of `tenant`'s `names` must take the limited path."""
         return tenant in self.tenants or any((tenant, name) in self.queues for name in names)
 
+    def tenants_limited_on(self, names: Sequence[str]) -> list[str]:
+        """The tenants whose limits apply to a fleet lease of `names`, by name."""
+        named = set(names)
+        return sorted(set(self.tenants) | {tenant for tenant, name in self.queues if name in named})
+
     def retry_after(self, tenant: str, names: Sequence[str]) -> float | None:
         """The longest a worker waiting on these queues should sleep before it asks again:
         the time a rate's empty bucket takes to fill (None: no rate applies)."""

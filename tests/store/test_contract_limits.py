@@ -6,10 +6,11 @@ from __future__ import annotations
 import threading
 from datetime import timedelta
 
+from quorra.access import ALL_TENANTS
 from quorra.jobs import JobStatus
 from quorra.limits import NO_LIMITS, Limits, Rate
 from quorra.store import Store
-from tests.factories import make_job
+from tests.factories import make_job, spec
 from tests.store.support import later
 
 
@@ -191,3 +192,35 @@ def test_racing_leases_never_pass_max_in_flight(store):
     assert len(leased) == 3
     held = [store.get_job(job.id).status for job in leased]
     assert set(held) == {JobStatus.LEASED}
+
+
+def fill_of(store: Store, tenant: str, queue: str, count: int) -> list[str]:
+    return [job.id for job in store.enqueue_many([spec(queue=queue)] * count, tenant=tenant)]
+
+
+def test_a_fleet_lease_serves_a_limited_tenant_within_its_limit_beside_unlimited_ones(store):
+    # Given the same queue of two tenants, acme's limited to 2 jobs in flight, globex's not
+    fill_of(store, "acme", "mail", 5)
+    fill_of(store, "globex", "mail", 5)
+    store.set_queue_limits("mail", Limits(max_in_flight=2), tenant="acme")
+    # When a fleet worker (every tenant) leases 10, then 10 again
+    first = store.lease_jobs(["mail"], "fleet", 10, 30, tenant=ALL_TENANTS)
+    second = store.lease_jobs(["mail"], "fleet", 10, 30, tenant=ALL_TENANTS)
+    # Then acme's jobs come within its limit, and globex's all
+    tenants = sorted(job.tenant for job in first + second)
+    assert tenants == ["acme"] * 2 + ["globex"] * 5
+    # And a settled acme job frees a place for the fleet's next lease
+    [acme_job, *_] = [job for job in first + second if job.tenant == "acme"]
+    store.ack(acme_job.id, acme_job.lease_id, tenant=ALL_TENANTS)
+    assert [job.tenant for job in store.lease_jobs(["mail"], "fleet", 10, 30, tenant=ALL_TENANTS)] == ["acme"]
+
+
+def test_a_fleet_lease_spends_a_limited_tenants_rate(store):
+    # Given acme limited to 1 job a minute (a burst of 1) and 5 ready jobs
+    fill_of(store, "acme", "paced", 5)
+    store.set_tenant_limits("acme", Limits(rate=Rate(1, 60)))
+    # When a fleet worker asks twice at once
+    first = store.lease_jobs(["paced"], "fleet", 10, 30, tenant=ALL_TENANTS)
+    second = store.lease_jobs(["paced"], "fleet", 10, 30, tenant=ALL_TENANTS)
+    # Then one job started: the burst, and no token left for the second ask
+    assert (len(first), second) == (1, [])
