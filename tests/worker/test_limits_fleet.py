@@ -5,6 +5,7 @@ the jobs' leased_at afterwards."""
 
 from __future__ import annotations
 
+import statistics
 import threading
 import time
 from collections import Counter
@@ -117,9 +118,10 @@ def test_a_rate_of_50_a_second_starts_50_jobs_a_second(database_url, store):
         submit(store, "paced", 400, 0)
         wait_until(lambda: all_succeeded(store, "paced", 400), timeout=240, what="every job succeeded")
     # Then no whole second after the first (which holds the bucket's burst) saw more than the
-    # rate and the burst (55), and together they saw 50 a second, within 10 %. A second may
-    # fall short on its own when the machine starves the workers: that is their speed, not the
-    # limit's, which only ever holds starts back.
+    # rate and the burst (55), and the typical (median) second saw 50, within 10 %, and the
+    # average not more. A second may fall short on its own when the machine starves the
+    # workers (seen at a load average of 20): that is their speed, not the limit's, which only
+    # ever holds starts back; the median is the rate while the workers keep up.
     with store.engine.connect() as conn:
         started = sorted(conn.execute(select(jobs.c.leased_at).where(jobs.c.queue == "paced")).scalars())
     first = started[0]
@@ -127,7 +129,8 @@ def test_a_rate_of_50_a_second_starts_50_jobs_a_second(database_url, store):
     whole_seconds = [per_second[second] for second in range(1, max(per_second))]  # the last is partial
     assert len(whole_seconds) >= 4, per_second
     assert max(whole_seconds) <= 55, per_second
-    assert 45 <= sum(whole_seconds) / len(whole_seconds) <= 55, per_second
+    assert 45 <= statistics.median(whole_seconds) <= 55, per_second
+    assert sum(whole_seconds) / len(whole_seconds) <= 55, per_second
 
 
 def test_limits_survive_a_restart_of_the_grpc_server(database_url, store):
