@@ -4,14 +4,19 @@
 # source: quorra.proto
 # Protobuf Python Version: 7.35.1
 """Generated protocol buffer code."""
-
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import descriptor_pool as _descriptor_pool
 from google.protobuf import runtime_version as _runtime_version
 from google.protobuf import symbol_database as _symbol_database
 from google.protobuf.internal import builder as _builder
-
-_runtime_version.ValidateProtobufRuntimeVersion(_runtime_version.Domain.PUBLIC, 7, 35, 1, "", "quorra.proto")
+_runtime_version.ValidateProtobufRuntimeVersion(
+    _runtime_version.Domain.PUBLIC,
+    7,
+    35,
+    1,
+    '',
+    'quorra.proto'
+)
 # @@protoc_insertion_point(imports)
 
 _sym_db = _symbol_database.Default()
@@ -20,45 +25,43 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(
-    b'\n\x0cquorra.proto\x12\tquorra.v1\x1a\x1fgoogle/protobuf/timestamp.proto"\xaa\x01\n\x0cLeaseRequest\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\r\n\x05queue\x18\x02 \x01(\t\x12\x10\n\x08max_jobs\x18\x03 \x01(\x05\x12\x19\n\x11lease_ttl_seconds\x18\x04 \x01(\x05\x12\x0e\n\x06queues\x18\x05 \x03(\t\x12\x14\n\x0cwait_seconds\x18\x06 \x01(\x01\x12%\n\x06worker\x18\x07 \x01(\x0b\x32\x15.quorra.v1.WorkerInfo"9\n\nWorkerInfo\x12\x0c\n\x04host\x18\x01 \x01(\t\x12\x0b\n\x03pid\x18\x02 \x01(\x05\x12\x10\n\x08handlers\x18\x03 \x03(\t"\xc6\x03\n\x03Job\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\r\n\x05queue\x18\x03 \x01(\t\x12\x0f\n\x07payload\x18\x04 \x01(\t\x12\x10\n\x08priority\x18\x05 \x01(\x05\x12\x10\n\x08\x61ttempts\x18\x06 \x01(\x05\x12\x13\n\x0bmax_retries\x18\x07 \x01(\x05\x12\x10\n\x08lease_id\x18\x08 \x01(\t\x12\x34\n\x10lease_expires_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\ncreated_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12*\n\x06run_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\x0ftimeout_seconds\x18\x0c \x01(\x05\x12(\n\x07parents\x18\r \x03(\x0b\x32\x17.quorra.v1.ParentResult\x12\x13\n\x0bworkflow_id\x18\x0e \x01(\t\x12\x0b\n\x03ref\x18\x0f \x01(\t\x12\x13\n\x0btraceparent\x18\x10 \x01(\t\x12\x12\n\ntracestate\x18\x11 \x01(\t\x12\x1a\n\x12parent_traceparent\x18\x12 \x01(\t"r\n\x0cParentResult\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\x0e\n\x06status\x18\x03 \x01(\t\x12\x0b\n\x03ref\x18\x04 \x01(\t\x12\x13\n\x0bresult_json\x18\x05 \x01(\t\x12\x12\n\nlast_error\x18\x06 \x01(\t"z\n\x06JobAck\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x11\n\tworker_id\x18\x02 \x01(\t\x12\x10\n\x08lease_id\x18\x03 \x01(\t\x12\x0f\n\x07success\x18\x04 \x01(\x08\x12\x15\n\rerror_message\x18\x05 \x01(\t\x12\x13\n\x0bresult_json\x18\x06 \x01(\t"k\n\x0b\x41\x63kResponse\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0e\n\x06status\x18\x02 \x01(\t\x12\x10\n\x08\x61ttempts\x18\x03 \x01(\x05\x12*\n\x06run_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp"d\n\x12\x45xtendLeaseRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x11\n\tworker_id\x18\x02 \x01(\t\x12\x10\n\x08lease_id\x18\x03 \x01(\t\x12\x19\n\x11lease_ttl_seconds\x18\x04 \x01(\x05"k\n\x13\x45xtendLeaseResponse\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0e\n\x06status\x18\x02 \x01(\t\x12\x34\n\x10lease_expires_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp"k\n\nSettlement\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x10\n\x08lease_id\x18\x02 \x01(\t\x12\x0f\n\x07success\x18\x03 \x01(\x08\x12\x15\n\rerror_message\x18\x04 \x01(\t\x12\x13\n\x0bresult_json\x18\x05 \x01(\t"N\n\rSettleRequest\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12*\n\x0bsettlements\x18\x02 \x03(\x0b\x32\x15.quorra.v1.Settlement"\x8b\x02\n\x0cSettleResult\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x30\n\x07outcome\x18\x02 \x01(\x0e\x32\x1f.quorra.v1.SettleResult.Outcome\x12\x0e\n\x06status\x18\x03 \x01(\t\x12\x10\n\x08\x61ttempts\x18\x04 \x01(\x05\x12*\n\x06run_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05\x65rror\x18\x06 \x01(\t"\\\n\x07Outcome\x12\x17\n\x13OUTCOME_UNSPECIFIED\x10\x00\x12\x0b\n\x07SETTLED\x10\x01\x12\x0f\n\x0bSTALE_LEASE\x10\x02\x12\r\n\tNOT_FOUND\x10\x03\x12\x0b\n\x07INVALID\x10\x04":\n\x0eSettleResponse\x12(\n\x07results\x18\x01 \x03(\x0b\x32\x17.quorra.v1.SettleResult"k\n\x15SettleAndLeaseRequest\x12&\n\x05lease\x18\x01 \x01(\x0b\x32\x17.quorra.v1.LeaseRequest\x12*\n\x0bsettlements\x18\x02 \x03(\x0b\x32\x15.quorra.v1.Settlement"`\n\x16SettleAndLeaseResponse\x12(\n\x07results\x18\x01 \x03(\x0b\x32\x17.quorra.v1.SettleResult\x12\x1c\n\x04jobs\x18\x02 \x03(\x0b\x32\x0e.quorra.v1.Job2\x9a\x03\n\rWorkerService\x12\x36\n\tLeaseJobs\x12\x17.quorra.v1.LeaseRequest\x1a\x0e.quorra.v1.Job0\x01\x12\x33\n\x06\x41\x63kJob\x12\x11.quorra.v1.JobAck\x1a\x16.quorra.v1.AckResponse\x12\x34\n\x07NackJob\x12\x11.quorra.v1.JobAck\x1a\x16.quorra.v1.AckResponse\x12L\n\x0b\x45xtendLease\x12\x1d.quorra.v1.ExtendLeaseRequest\x1a\x1e.quorra.v1.ExtendLeaseResponse\x12\x41\n\nSettleJobs\x12\x18.quorra.v1.SettleRequest\x1a\x19.quorra.v1.SettleResponse\x12U\n\x0eSettleAndLease\x12 .quorra.v1.SettleAndLeaseRequest\x1a!.quorra.v1.SettleAndLeaseResponseb\x06proto3'
-)
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x0cquorra.proto\x12\tquorra.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xaa\x01\n\x0cLeaseRequest\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\r\n\x05queue\x18\x02 \x01(\t\x12\x10\n\x08max_jobs\x18\x03 \x01(\x05\x12\x19\n\x11lease_ttl_seconds\x18\x04 \x01(\x05\x12\x0e\n\x06queues\x18\x05 \x03(\t\x12\x14\n\x0cwait_seconds\x18\x06 \x01(\x01\x12%\n\x06worker\x18\x07 \x01(\x0b\x32\x15.quorra.v1.WorkerInfo\"9\n\nWorkerInfo\x12\x0c\n\x04host\x18\x01 \x01(\t\x12\x0b\n\x03pid\x18\x02 \x01(\x05\x12\x10\n\x08handlers\x18\x03 \x03(\t\"\xc6\x03\n\x03Job\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\r\n\x05queue\x18\x03 \x01(\t\x12\x0f\n\x07payload\x18\x04 \x01(\t\x12\x10\n\x08priority\x18\x05 \x01(\x05\x12\x10\n\x08\x61ttempts\x18\x06 \x01(\x05\x12\x13\n\x0bmax_retries\x18\x07 \x01(\x05\x12\x10\n\x08lease_id\x18\x08 \x01(\t\x12\x34\n\x10lease_expires_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\ncreated_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12*\n\x06run_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\x0ftimeout_seconds\x18\x0c \x01(\x05\x12(\n\x07parents\x18\r \x03(\x0b\x32\x17.quorra.v1.ParentResult\x12\x13\n\x0bworkflow_id\x18\x0e \x01(\t\x12\x0b\n\x03ref\x18\x0f \x01(\t\x12\x13\n\x0btraceparent\x18\x10 \x01(\t\x12\x12\n\ntracestate\x18\x11 \x01(\t\x12\x1a\n\x12parent_traceparent\x18\x12 \x01(\t\"r\n\x0cParentResult\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\x0e\n\x06status\x18\x03 \x01(\t\x12\x0b\n\x03ref\x18\x04 \x01(\t\x12\x13\n\x0bresult_json\x18\x05 \x01(\t\x12\x12\n\nlast_error\x18\x06 \x01(\t\"z\n\x06JobAck\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x11\n\tworker_id\x18\x02 \x01(\t\x12\x10\n\x08lease_id\x18\x03 \x01(\t\x12\x0f\n\x07success\x18\x04 \x01(\x08\x12\x15\n\rerror_message\x18\x05 \x01(\t\x12\x13\n\x0bresult_json\x18\x06 \x01(\t\"k\n\x0b\x41\x63kResponse\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0e\n\x06status\x18\x02 \x01(\t\x12\x10\n\x08\x61ttempts\x18\x03 \x01(\x05\x12*\n\x06run_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"d\n\x12\x45xtendLeaseRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x11\n\tworker_id\x18\x02 \x01(\t\x12\x10\n\x08lease_id\x18\x03 \x01(\t\x12\x19\n\x11lease_ttl_seconds\x18\x04 \x01(\x05\"k\n\x13\x45xtendLeaseResponse\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0e\n\x06status\x18\x02 \x01(\t\x12\x34\n\x10lease_expires_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"k\n\nSettlement\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x10\n\x08lease_id\x18\x02 \x01(\t\x12\x0f\n\x07success\x18\x03 \x01(\x08\x12\x15\n\rerror_message\x18\x04 \x01(\t\x12\x13\n\x0bresult_json\x18\x05 \x01(\t\"N\n\rSettleRequest\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12*\n\x0bsettlements\x18\x02 \x03(\x0b\x32\x15.quorra.v1.Settlement\"\x8b\x02\n\x0cSettleResult\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x30\n\x07outcome\x18\x02 \x01(\x0e\x32\x1f.quorra.v1.SettleResult.Outcome\x12\x0e\n\x06status\x18\x03 \x01(\t\x12\x10\n\x08\x61ttempts\x18\x04 \x01(\x05\x12*\n\x06run_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05\x65rror\x18\x06 \x01(\t\"\\\n\x07Outcome\x12\x17\n\x13OUTCOME_UNSPECIFIED\x10\x00\x12\x0b\n\x07SETTLED\x10\x01\x12\x0f\n\x0bSTALE_LEASE\x10\x02\x12\r\n\tNOT_FOUND\x10\x03\x12\x0b\n\x07INVALID\x10\x04\":\n\x0eSettleResponse\x12(\n\x07results\x18\x01 \x03(\x0b\x32\x17.quorra.v1.SettleResult\"k\n\x15SettleAndLeaseRequest\x12&\n\x05lease\x18\x01 \x01(\x0b\x32\x17.quorra.v1.LeaseRequest\x12*\n\x0bsettlements\x18\x02 \x03(\x0b\x32\x15.quorra.v1.Settlement\"`\n\x16SettleAndLeaseResponse\x12(\n\x07results\x18\x01 \x03(\x0b\x32\x17.quorra.v1.SettleResult\x12\x1c\n\x04jobs\x18\x02 \x03(\x0b\x32\x0e.quorra.v1.Job2\x9a\x03\n\rWorkerService\x12\x36\n\tLeaseJobs\x12\x17.quorra.v1.LeaseRequest\x1a\x0e.quorra.v1.Job0\x01\x12\x33\n\x06\x41\x63kJob\x12\x11.quorra.v1.JobAck\x1a\x16.quorra.v1.AckResponse\x12\x34\n\x07NackJob\x12\x11.quorra.v1.JobAck\x1a\x16.quorra.v1.AckResponse\x12L\n\x0b\x45xtendLease\x12\x1d.quorra.v1.ExtendLeaseRequest\x1a\x1e.quorra.v1.ExtendLeaseResponse\x12\x41\n\nSettleJobs\x12\x18.quorra.v1.SettleRequest\x1a\x19.quorra.v1.SettleResponse\x12U\n\x0eSettleAndLease\x12 .quorra.v1.SettleAndLeaseRequest\x1a!.quorra.v1.SettleAndLeaseResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
-_builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, "quorra_pb2", _globals)
+_builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'quorra_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
-    DESCRIPTOR._loaded_options = None
-    _globals["_LEASEREQUEST"]._serialized_start = 61
-    _globals["_LEASEREQUEST"]._serialized_end = 231
-    _globals["_WORKERINFO"]._serialized_start = 233
-    _globals["_WORKERINFO"]._serialized_end = 290
-    _globals["_JOB"]._serialized_start = 293
-    _globals["_JOB"]._serialized_end = 747
-    _globals["_PARENTRESULT"]._serialized_start = 749
-    _globals["_PARENTRESULT"]._serialized_end = 863
-    _globals["_JOBACK"]._serialized_start = 865
-    _globals["_JOBACK"]._serialized_end = 987
-    _globals["_ACKRESPONSE"]._serialized_start = 989
-    _globals["_ACKRESPONSE"]._serialized_end = 1096
-    _globals["_EXTENDLEASEREQUEST"]._serialized_start = 1098
-    _globals["_EXTENDLEASEREQUEST"]._serialized_end = 1198
-    _globals["_EXTENDLEASERESPONSE"]._serialized_start = 1200
-    _globals["_EXTENDLEASERESPONSE"]._serialized_end = 1307
-    _globals["_SETTLEMENT"]._serialized_start = 1309
-    _globals["_SETTLEMENT"]._serialized_end = 1416
-    _globals["_SETTLEREQUEST"]._serialized_start = 1418
-    _globals["_SETTLEREQUEST"]._serialized_end = 1496
-    _globals["_SETTLERESULT"]._serialized_start = 1499
-    _globals["_SETTLERESULT"]._serialized_end = 1766
-    _globals["_SETTLERESULT_OUTCOME"]._serialized_start = 1674
-    _globals["_SETTLERESULT_OUTCOME"]._serialized_end = 1766
-    _globals["_SETTLERESPONSE"]._serialized_start = 1768
-    _globals["_SETTLERESPONSE"]._serialized_end = 1826
-    _globals["_SETTLEANDLEASEREQUEST"]._serialized_start = 1828
-    _globals["_SETTLEANDLEASEREQUEST"]._serialized_end = 1935
-    _globals["_SETTLEANDLEASERESPONSE"]._serialized_start = 1937
-    _globals["_SETTLEANDLEASERESPONSE"]._serialized_end = 2033
-    _globals["_WORKERSERVICE"]._serialized_start = 2036
-    _globals["_WORKERSERVICE"]._serialized_end = 2446
+  DESCRIPTOR._loaded_options = None
+  _globals['_LEASEREQUEST']._serialized_start=61
+  _globals['_LEASEREQUEST']._serialized_end=231
+  _globals['_WORKERINFO']._serialized_start=233
+  _globals['_WORKERINFO']._serialized_end=290
+  _globals['_JOB']._serialized_start=293
+  _globals['_JOB']._serialized_end=747
+  _globals['_PARENTRESULT']._serialized_start=749
+  _globals['_PARENTRESULT']._serialized_end=863
+  _globals['_JOBACK']._serialized_start=865
+  _globals['_JOBACK']._serialized_end=987
+  _globals['_ACKRESPONSE']._serialized_start=989
+  _globals['_ACKRESPONSE']._serialized_end=1096
+  _globals['_EXTENDLEASEREQUEST']._serialized_start=1098
+  _globals['_EXTENDLEASEREQUEST']._serialized_end=1198
+  _globals['_EXTENDLEASERESPONSE']._serialized_start=1200
+  _globals['_EXTENDLEASERESPONSE']._serialized_end=1307
+  _globals['_SETTLEMENT']._serialized_start=1309
+  _globals['_SETTLEMENT']._serialized_end=1416
+  _globals['_SETTLEREQUEST']._serialized_start=1418
+  _globals['_SETTLEREQUEST']._serialized_end=1496
+  _globals['_SETTLERESULT']._serialized_start=1499
+  _globals['_SETTLERESULT']._serialized_end=1766
+  _globals['_SETTLERESULT_OUTCOME']._serialized_start=1674
+  _globals['_SETTLERESULT_OUTCOME']._serialized_end=1766
+  _globals['_SETTLERESPONSE']._serialized_start=1768
+  _globals['_SETTLERESPONSE']._serialized_end=1826
+  _globals['_SETTLEANDLEASEREQUEST']._serialized_start=1828
+  _globals['_SETTLEANDLEASEREQUEST']._serialized_end=1935
+  _globals['_SETTLEANDLEASERESPONSE']._serialized_start=1937
+  _globals['_SETTLEANDLEASERESPONSE']._serialized_end=2033
+  _globals['_WORKERSERVICE']._serialized_start=2036
+  _globals['_WORKERSERVICE']._serialized_end=2446
 # @@protoc_insertion_point(module_scope)

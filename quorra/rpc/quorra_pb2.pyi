@@ -26,16 +26,7 @@ class LeaseRequest(_message.Message):
     queues: _containers.RepeatedScalarFieldContainer[str]
     wait_seconds: float
     worker: WorkerInfo
-    def __init__(
-        self,
-        worker_id: _Optional[str] = ...,
-        queue: _Optional[str] = ...,
-        max_jobs: _Optional[int] = ...,
-        lease_ttl_seconds: _Optional[int] = ...,
-        queues: _Optional[_Iterable[str]] = ...,
-        wait_seconds: _Optional[float] = ...,
-        worker: _Optional[_Union[WorkerInfo, _Mapping]] = ...,
-    ) -> None: ...
+    def __init__(self, worker_id: _Optional[str] = ..., queue: _Optional[str] = ..., max_jobs: _Optional[int] = ..., lease_ttl_seconds: _Optional[int] = ..., queues: _Optional[_Iterable[str]] = ..., wait_seconds: _Optional[float] = ..., worker: _Optional[_Union[WorkerInfo, _Mapping]] = ...) -> None: ...
 
 class WorkerInfo(_message.Message):
     __slots__ = ("host", "pid", "handlers")
@@ -45,31 +36,10 @@ class WorkerInfo(_message.Message):
     host: str
     pid: int
     handlers: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(
-        self, host: _Optional[str] = ..., pid: _Optional[int] = ..., handlers: _Optional[_Iterable[str]] = ...
-    ) -> None: ...
+    def __init__(self, host: _Optional[str] = ..., pid: _Optional[int] = ..., handlers: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Job(_message.Message):
-    __slots__ = (
-        "id",
-        "type",
-        "queue",
-        "payload",
-        "priority",
-        "attempts",
-        "max_retries",
-        "lease_id",
-        "lease_expires_at",
-        "created_at",
-        "run_at",
-        "timeout_seconds",
-        "parents",
-        "workflow_id",
-        "ref",
-        "traceparent",
-        "tracestate",
-        "parent_traceparent",
-    )
+    __slots__ = ("id", "type", "queue", "payload", "priority", "attempts", "max_retries", "lease_id", "lease_expires_at", "created_at", "run_at", "timeout_seconds", "parents", "workflow_id", "ref", "traceparent", "tracestate", "parent_traceparent")
     ID_FIELD_NUMBER: _ClassVar[int]
     TYPE_FIELD_NUMBER: _ClassVar[int]
     QUEUE_FIELD_NUMBER: _ClassVar[int]
@@ -106,27 +76,7 @@ class Job(_message.Message):
     traceparent: str
     tracestate: str
     parent_traceparent: str
-    def __init__(
-        self,
-        id: _Optional[str] = ...,
-        type: _Optional[str] = ...,
-        queue: _Optional[str] = ...,
-        payload: _Optional[str] = ...,
-        priority: _Optional[int] = ...,
-        attempts: _Optional[int] = ...,
-        max_retries: _Optional[int] = ...,
-        lease_id: _Optional[str] = ...,
-        lease_expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...,
-        created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...,
-        run_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...,
-        timeout_seconds: _Optional[int] = ...,
-        parents: _Optional[_Iterable[_Union[ParentResult, _Mapping]]] = ...,
-        workflow_id: _Optional[str] = ...,
-        ref: _Optional[str] = ...,
-        traceparent: _Optional[str] = ...,
-        tracestate: _Optional[str] = ...,
-        parent_traceparent: _Optional[str] = ...,
-    ) -> None: ...
+    def __init__(self, id: _Optional[str] = ..., type: _Optional[str] = ..., queue: _Optional[str] = ..., payload: _Optional[str] = ..., priority: _Optional[int] = ..., attempts: _Optional[int] = ..., max_retries: _Optional[int] = ..., lease_id: _Optional[str] = ..., lease_expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., run_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., timeout_seconds: _Optional[int] = ..., parents: _Optional[_Iterable[_Union[ParentResult, _Mapping]]] = ..., workflow_id: _Optional[str] = ..., ref: _Optional[str] = ..., traceparent: _Optional[str] = ..., tracestate: _Optional[str] = ..., parent_traceparent: _Optional[str] = ...) -> None: ...
 
 class ParentResult(_message.Message):
     __slots__ = ("job_id", "type", "status", "ref", "result_json", "last_error")
@@ -142,15 +92,7 @@ class ParentResult(_message.Message):
     ref: str
     result_json: str
     last_error: str
-    def __init__(
-        self,
-        job_id: _Optional[str] = ...,
-        type: _Optional[str] = ...,
-        status: _Optional[str] = ...,
-        ref: _Optional[str] = ...,
-        result_json: _Optional[str] = ...,
-        last_error: _Optional[str] = ...,
-    ) -> None: ...
+    def __init__(self, job_id: _Optional[str] = ..., type: _Optional[str] = ..., status: _Optional[str] = ..., ref: _Optional[str] = ..., result_json: _Optional[str] = ..., last_error: _Optional[str] = ...) -> None: ...
 
 class JobAck(_message.Message):
     __slots__ = ("job_id", "worker_id", "lease_id", "success", "error_message", "result_json")
@@ -166,15 +108,7 @@ class JobAck(_message.Message):
     success: bool
     error_message: str
     result_json: str
-    def __init__(
-        self,
-        job_id: _Optional[str] = ...,
-        worker_id: _Optional[str] = ...,
-        lease_id: _Optional[str] = ...,
-        success: _Optional[bool] = ...,
-        error_message: _Optional[str] = ...,
-        result_json: _Optional[str] = ...,
-    ) -> None: ...
+    def __init__(self, job_id: _Optional[str] = ..., worker_id: _Optional[str] = ..., lease_id: _Optional[str] = ..., success: _Optional[bool] = ..., error_message: _Optional[str] = ..., result_json: _Optional[str] = ...) -> None: ...
 
 class AckResponse(_message.Message):
     __slots__ = ("job_id", "status", "attempts", "run_at")
@@ -186,13 +120,7 @@ class AckResponse(_message.Message):
     status: str
     attempts: int
     run_at: _timestamp_pb2.Timestamp
-    def __init__(
-        self,
-        job_id: _Optional[str] = ...,
-        status: _Optional[str] = ...,
-        attempts: _Optional[int] = ...,
-        run_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...,
-    ) -> None: ...
+    def __init__(self, job_id: _Optional[str] = ..., status: _Optional[str] = ..., attempts: _Optional[int] = ..., run_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class ExtendLeaseRequest(_message.Message):
     __slots__ = ("job_id", "worker_id", "lease_id", "lease_ttl_seconds")
@@ -204,13 +132,7 @@ class ExtendLeaseRequest(_message.Message):
     worker_id: str
     lease_id: str
     lease_ttl_seconds: int
-    def __init__(
-        self,
-        job_id: _Optional[str] = ...,
-        worker_id: _Optional[str] = ...,
-        lease_id: _Optional[str] = ...,
-        lease_ttl_seconds: _Optional[int] = ...,
-    ) -> None: ...
+    def __init__(self, job_id: _Optional[str] = ..., worker_id: _Optional[str] = ..., lease_id: _Optional[str] = ..., lease_ttl_seconds: _Optional[int] = ...) -> None: ...
 
 class ExtendLeaseResponse(_message.Message):
     __slots__ = ("job_id", "status", "lease_expires_at")
@@ -220,12 +142,7 @@ class ExtendLeaseResponse(_message.Message):
     job_id: str
     status: str
     lease_expires_at: _timestamp_pb2.Timestamp
-    def __init__(
-        self,
-        job_id: _Optional[str] = ...,
-        status: _Optional[str] = ...,
-        lease_expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...,
-    ) -> None: ...
+    def __init__(self, job_id: _Optional[str] = ..., status: _Optional[str] = ..., lease_expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class Settlement(_message.Message):
     __slots__ = ("job_id", "lease_id", "success", "error_message", "result_json")
@@ -239,14 +156,7 @@ class Settlement(_message.Message):
     success: bool
     error_message: str
     result_json: str
-    def __init__(
-        self,
-        job_id: _Optional[str] = ...,
-        lease_id: _Optional[str] = ...,
-        success: _Optional[bool] = ...,
-        error_message: _Optional[str] = ...,
-        result_json: _Optional[str] = ...,
-    ) -> None: ...
+    def __init__(self, job_id: _Optional[str] = ..., lease_id: _Optional[str] = ..., success: _Optional[bool] = ..., error_message: _Optional[str] = ..., result_json: _Optional[str] = ...) -> None: ...
 
 class SettleRequest(_message.Message):
     __slots__ = ("worker_id", "settlements")
@@ -254,9 +164,7 @@ class SettleRequest(_message.Message):
     SETTLEMENTS_FIELD_NUMBER: _ClassVar[int]
     worker_id: str
     settlements: _containers.RepeatedCompositeFieldContainer[Settlement]
-    def __init__(
-        self, worker_id: _Optional[str] = ..., settlements: _Optional[_Iterable[_Union[Settlement, _Mapping]]] = ...
-    ) -> None: ...
+    def __init__(self, worker_id: _Optional[str] = ..., settlements: _Optional[_Iterable[_Union[Settlement, _Mapping]]] = ...) -> None: ...
 
 class SettleResult(_message.Message):
     __slots__ = ("job_id", "outcome", "status", "attempts", "run_at", "error")
@@ -267,7 +175,6 @@ class SettleResult(_message.Message):
         STALE_LEASE: _ClassVar[SettleResult.Outcome]
         NOT_FOUND: _ClassVar[SettleResult.Outcome]
         INVALID: _ClassVar[SettleResult.Outcome]
-
     OUTCOME_UNSPECIFIED: SettleResult.Outcome
     SETTLED: SettleResult.Outcome
     STALE_LEASE: SettleResult.Outcome
@@ -285,15 +192,7 @@ class SettleResult(_message.Message):
     attempts: int
     run_at: _timestamp_pb2.Timestamp
     error: str
-    def __init__(
-        self,
-        job_id: _Optional[str] = ...,
-        outcome: _Optional[_Union[SettleResult.Outcome, str]] = ...,
-        status: _Optional[str] = ...,
-        attempts: _Optional[int] = ...,
-        run_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...,
-        error: _Optional[str] = ...,
-    ) -> None: ...
+    def __init__(self, job_id: _Optional[str] = ..., outcome: _Optional[_Union[SettleResult.Outcome, str]] = ..., status: _Optional[str] = ..., attempts: _Optional[int] = ..., run_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., error: _Optional[str] = ...) -> None: ...
 
 class SettleResponse(_message.Message):
     __slots__ = ("results",)
@@ -307,11 +206,7 @@ class SettleAndLeaseRequest(_message.Message):
     SETTLEMENTS_FIELD_NUMBER: _ClassVar[int]
     lease: LeaseRequest
     settlements: _containers.RepeatedCompositeFieldContainer[Settlement]
-    def __init__(
-        self,
-        lease: _Optional[_Union[LeaseRequest, _Mapping]] = ...,
-        settlements: _Optional[_Iterable[_Union[Settlement, _Mapping]]] = ...,
-    ) -> None: ...
+    def __init__(self, lease: _Optional[_Union[LeaseRequest, _Mapping]] = ..., settlements: _Optional[_Iterable[_Union[Settlement, _Mapping]]] = ...) -> None: ...
 
 class SettleAndLeaseResponse(_message.Message):
     __slots__ = ("results", "jobs")
@@ -319,8 +214,4 @@ class SettleAndLeaseResponse(_message.Message):
     JOBS_FIELD_NUMBER: _ClassVar[int]
     results: _containers.RepeatedCompositeFieldContainer[SettleResult]
     jobs: _containers.RepeatedCompositeFieldContainer[Job]
-    def __init__(
-        self,
-        results: _Optional[_Iterable[_Union[SettleResult, _Mapping]]] = ...,
-        jobs: _Optional[_Iterable[_Union[Job, _Mapping]]] = ...,
-    ) -> None: ...
+    def __init__(self, results: _Optional[_Iterable[_Union[SettleResult, _Mapping]]] = ..., jobs: _Optional[_Iterable[_Union[Job, _Mapping]]] = ...) -> None: ...
