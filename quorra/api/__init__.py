@@ -8,6 +8,8 @@ refused unless the database answers and its schema is at the latest migration.""
 
 from __future__ import annotations
 
+import functools
+
 from flask import Flask
 
 from quorra import dashboard, tracing
@@ -52,7 +54,7 @@ def create_app(settings: Settings | None = None, store: Store | None = None, not
     )
     if settings.uses_dev_api_key:
         warn_dev_api_key()
-    app = Flask(__name__, static_folder=None)  # the API serves no files
+    app = QuorraFlask(__name__, static_folder=None)  # the API serves no files
     app.json.sort_keys = False  # keep the documented field order
     app.extensions[EXTENSION] = services
     app.stop_long_polls = services.waits.stop  # called by the web worker on SIGTERM
@@ -65,6 +67,21 @@ def create_app(settings: Settings | None = None, store: Store | None = None, not
     if tracing.current is not None:
         tracing.current.instrument_app(app)
     return app
+
+
+class QuorraFlask(Flask):
+    """Flask, asking once per view or hook whether it is a coroutine function: Flask asks
+    ``inspect`` on every call, ten times a request (2 % of a GET's CPU)."""
+
+    def ensure_sync(self, func):
+        synced = self._synced.get(func)
+        if synced is None:
+            synced = self._synced[func] = super().ensure_sync(func)
+        return synced
+
+    @functools.cached_property
+    def _synced(self) -> dict:
+        return {}
 
 
 def register_blueprints(app: Flask) -> None:

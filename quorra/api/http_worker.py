@@ -32,11 +32,15 @@ import socket
 import sys
 import time
 from dataclasses import dataclass
+from datetime import datetime
 from functools import partial
 
+from gunicorn import util
+from gunicorn.http import wsgi
 from gunicorn.workers.gthread import TConn, ThreadWorker
 
 from quorra.api.http_framing import ChunkedScanner, RequestHead
+from quorra.api.http_response import OneSendResponse
 
 logger = logging.getLogger(__name__)
 
@@ -308,7 +312,55 @@ class BufferingWorker(ThreadWorker):
             req.must_close = True  # the rest of the body is still on the socket
         if conn.continue_sent:
             req._expected_100_continue = False  # the loop sent it
-        return super().handle_request(req, conn)
+        return self._serve(req, conn)
+
+    def _serve(self, req, conn) -> bool:
+        """gthread's handle_request (HTTP/1.1 only), with OneSendResponse: the head leaves
+        with the body in one send. True: the connection may serve another request."""
+        environ, resp = {}, None
+        try:
+            self.cfg.pre_request(self, req)
+            request_start = datetime.now()
+            resp, environ = wsgi.create(req, conn.sock, conn.client, conn.server, self.cfg, OneSendResponse)
+            environ["wsgi.multithread"] = True
+            self.nr += 1
+            if self.nr >= self.max_requests:
+                if self.alive:
+                    self.log.info("Autorestarting worker after current request.")
+                    self.alive = False
+                resp.force_close()
+            if not self.alive or not self.cfg.keepalive or len(self.keepalived_conns) >= self.max_keepalived:
+                resp.force_close()
+            self._respond(resp, environ, req, request_start)
+            return not resp.should_close()
+        except OSError:
+            raise  # the connection is gone: handle() tells the kinds apart
+        except (Exception, SystemExit):
+            if resp is not None and resp.headers_sent:
+                # A response already begun cannot become a 500: close the connection.
+                self.log.exception("Error handling request")
+                util.close_graceful(conn.sock)
+                raise StopIteration() from None
+            raise
+        finally:
+            try:
+                self.cfg.post_request(self, req, environ, resp)
+            except Exception:
+                self.log.exception("Exception in post_request hook")
+
+    def _respond(self, resp, environ, req, request_start) -> None:
+        respiter = self.wsgi(environ, resp.start_response)
+        try:
+            if isinstance(respiter, environ["wsgi.file_wrapper"]):
+                resp.write_file(respiter)
+            else:
+                for item in respiter:
+                    resp.write(item)
+            resp.close()
+        finally:
+            self.log.access(resp, req, environ, datetime.now() - request_start)
+            if hasattr(respiter, "close"):
+                respiter.close()
 
     def _keepalive_after(self, conn, keepalive):
         if not keepalive or not conn.body_buffered:

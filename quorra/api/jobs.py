@@ -129,8 +129,11 @@ def in_submit_trace(
 ) -> Done:
     """`submit(trace)`, where `trace` is the context the jobs created keep: the submit
     span's while tracing is on here, else the request's own traceparent, if any."""
-    incoming = TraceContext.from_headers(
-        request.headers.get(TRACEPARENT_HEADER), ",".join(request.headers.getlist(TRACESTATE_HEADER))
+    traceparent = request.headers.get(TRACEPARENT_HEADER)
+    incoming = (  # getlist walks every header: only when there is a trace to read
+        None
+        if traceparent is None
+        else TraceContext.from_headers(traceparent, ",".join(request.headers.getlist(TRACESTATE_HEADER)))
     )
     if tracing.current is None:
         return submit(incoming)
@@ -169,7 +172,7 @@ def header_key(max_chars: int) -> str | None:
 @bp.get("/<uuid:job_id>")  # a uuid, so that GET /v1/jobs/batch is no route (Allow: POST)
 @requires(Permission.JOBS_READ)
 def get_job(job_id):
-    query = parse_query(WaitQuery, request.args)
+    query = parse_query(WaitQuery, request.args) if request.query_string else PLAIN_GET
     job = services().store.get_job(str(job_id), tenant=current_tenant())
     if query.wait:
         job = services().waits.until_finished(job, query.wait)
@@ -357,6 +360,9 @@ class WaitQuery(BaseModel):
 
     wait: Annotated[float, BeforeValidator(parse_duration), Field(ge=0)] = 0.0
     include: Literal["attempts_history"] | None = None
+
+
+PLAIN_GET = WaitQuery()  # GET /v1/jobs/{id} without a query string: no wait, no attempts
 
 
 def parse_query(model: type[Query], args) -> Query:

@@ -36,11 +36,13 @@ def new_request_id() -> str:
 
 
 def finish_request(response: Response) -> Response:
-    if "request_id" in g:
-        response.headers[REQUEST_ID_HEADER] = g.request_id
-        fields = _access_fields(response)
-        level = logging.DEBUG if fields["route"] in _QUIET_ROUTES else logging.INFO
-        logger.log(level, "request served", extra=fields)
+    request_id = g.get("request_id")
+    if request_id is not None:
+        response.headers[REQUEST_ID_HEADER] = request_id
+        rule = route(request)
+        level = logging.DEBUG if rule in _QUIET_ROUTES else logging.INFO
+        if logger.isEnabledFor(level):  # below the level, the fields are not even built
+            logger.log(level, "request served", extra=_access_fields(response, rule))
     return response
 
 
@@ -50,11 +52,11 @@ def unbind_request_id(_exc: BaseException | None = None) -> None:
         logs.request_id.reset(token)
 
 
-def _access_fields(response: Response) -> dict[str, object]:
+def _access_fields(response: Response, rule: str) -> dict[str, object]:
     return {
         "event": "http.request",
         "method": request.method,
-        "route": route(request),
+        "route": rule,
         "status": response.status_code,
         "duration_seconds": round(time.perf_counter() - g.started_at, 6),
     }

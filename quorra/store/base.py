@@ -233,7 +233,7 @@ class StoreBase:
         canonical = parse_job_id(job_id)
         if canonical is None:
             raise JobNotFound(f"no job has the id {job_id!r}")
-        query = _SELECT_JOB_FOR_UPDATE if for_update and self.dialect == "postgresql" else _SELECT_JOB
+        query = _SELECT_JOB_FOR_UPDATE if for_update and self.dialect == "postgresql" else SELECT_JOB
         row = conn.execute(query, {"job_id": canonical}).one_or_none()
         if row is None or not is_tenants(row.tenant, tenant):
             raise JobNotFound(f"no job has the id {job_id!r}")
@@ -271,8 +271,8 @@ class StoreBase:
 
 
 # Built once: a statement object is compiled once and its cache key computed once.
-_SELECT_JOB = select(jobs).where(jobs.c.id == bindparam("job_id"))
-_SELECT_JOB_FOR_UPDATE = _SELECT_JOB.with_for_update()
+SELECT_JOB = select(jobs).where(jobs.c.id == bindparam("job_id"))
+_SELECT_JOB_FOR_UPDATE = SELECT_JOB.with_for_update()
 
 
 def of_tenant(table, tenant: str) -> list[ColumnElement]:

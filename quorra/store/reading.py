@@ -19,7 +19,7 @@ from sqlalchemy import (
 from sqlalchemy.sql.elements import ColumnElement
 
 from quorra.access import ALL_TENANTS, DEFAULT_TENANT
-from quorra.errors import InvalidArgument, WorkflowNotFound
+from quorra.errors import InvalidArgument, JobNotFound, WorkflowNotFound
 from quorra.jobs import (
     LEASABLE,
     Job,
@@ -29,6 +29,7 @@ from quorra.jobs import (
 from quorra.schema import UTCDateTime, jobs, workflows
 from quorra.store.base import (
     MAX_LIST_LIMIT,
+    SELECT_JOB,
     WAITING_STATES,
     JobPage,
     ListPosition,
@@ -36,6 +37,7 @@ from quorra.store.base import (
     StoreBase,
     is_tenants,
     job_filters,
+    job_from_columns,
     of_tenant,
     status_in,
     to_job,
@@ -43,16 +45,28 @@ from quorra.store.base import (
 )
 from quorra.store.base import payload_contains as payload_contains_term
 from quorra.store.dependencies import links_of, to_workflow
+from quorra.store.direct import DirectStatement
 from quorra.workflows import Workflow, WorkflowStatus, workflow_status
+
+_GET_JOB = DirectStatement(SELECT_JOB)
+_JOB_COLUMNS = tuple(column.name for column in SELECT_JOB.selected_columns)
 
 
 class Reading(StoreBase):
     """Reads: one job, pages of jobs, counts, and the clock."""
 
     def get_job(self, job_id: str, *, tenant: str = DEFAULT_TENANT) -> Job:
-        """`tenant`'s job (another tenant's is JobNotFound, as a missing one)."""
-        with self._one_statement() as conn:
-            return to_job(self._fetch(conn, job_id, tenant=tenant))
+        """`tenant`'s job (another tenant's is JobNotFound, as a missing one): GET
+        /v1/jobs/{id}, the REST API's most frequent read (see quorra.store.direct)."""
+        canonical = parse_job_id(job_id)
+        if canonical is None:
+            raise JobNotFound(f"no job has the id {job_id!r}")
+        with self._translated_errors():
+            rows = _GET_JOB.rows(self.engine, {"job_id": canonical})
+        job = job_from_columns(dict(zip(_JOB_COLUMNS, rows[0], strict=True))) if rows else None
+        if job is None or not is_tenants(job.tenant, tenant):
+            raise JobNotFound(f"no job has the id {job_id!r}")
+        return job
 
     def links(self, job_id: str) -> tuple[list[str], list[str]]:
         """The ids of a job's parents and of its dependants (all of its own tenant: a job

@@ -66,6 +66,7 @@ from quorra.store.base import (
     utcnow,
 )
 from quorra.store.dependencies import link, to_workflow, workflows_finished
+from quorra.store.direct import DirectStatement
 from quorra.workflows import Workflow, WorkflowPlan, WorkflowStatus
 
 # A unique job's INSERT found the slot taken, then no holder: the holder left the slot in
@@ -229,8 +230,10 @@ class Submitting(StoreBase):
             for row in rows:
                 row.update(_trace_columns(given.trace))
         parameters = {"jobs": json.dumps(rows, separators=(",", ":")), "now": now, "tenant": given.tenant}
-        with self._one_statement() as conn:  # one INSERT is atomic on its own: no BEGIN/COMMIT trips
-            return conn.execute(_INSERT_FROM_JSON, parameters).scalar_one()
+        # One INSERT is atomic on its own: run in autocommit, no BEGIN/COMMIT trips (quorra.store.direct).
+        with self._translated_errors():
+            [(created_at,)] = _INSERT_FROM_JSON.rows(self.engine, parameters)
+        return created_at
 
     def _insert_rows_without_returning(
         self, ids: list[str], specs: Sequence[JobSpec], now: datetime, given: _Given
@@ -612,7 +615,7 @@ def _insert_from_json_statement():
     return select(func.max(inserted.c.created_at, type_=UTCDateTime)).select_from(inserted)
 
 
-_INSERT_FROM_JSON = _insert_from_json_statement()
+_INSERT_FROM_JSON = DirectStatement(_insert_from_json_statement())
 
 
 def _given_row(job_id: str, spec: JobSpec, now: datetime, given: _Given) -> dict[str, Any]:
