@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal, Self, TypeVar
 
-from flask import Blueprint, request, url_for
+from flask import Blueprint, request
 from pydantic import (
     AfterValidator,
     AwareDatetime,
@@ -90,7 +90,7 @@ def enqueue():
     spec = JobSpec.parse(body, max_payload_bytes=limit)
     key = header_key(MAX_IDEMPOTENCY_KEY_CHARS)
     [submitted] = _submit([spec if key is None else spec.model_copy(update={"idempotency_key": key})])
-    headers = {"Location": url_for(".get_job", job_id=submitted.job.id)}
+    headers = {"Location": job_location(submitted.job.id)}
     if submitted.outcome is Outcome.REPLAYED:
         headers[REPLAYED_HEADER] = "true"
     return created_json(submitted), 201 if submitted.created else 200, headers
@@ -112,6 +112,12 @@ def enqueue_batch():
         headers[REPLAYED_HEADER] = "true"
     status = 201 if any(item.created for item in submitted) else 200
     return {"jobs": [created_json(item) for item in submitted]}, status, headers
+
+
+def job_location(job_id: str) -> str:
+    """The path of GET /v1/jobs/{id}, as url_for(".get_job") builds it (the script root, then
+    the route), written out: building it through the URL map cost 2 % of a submit's CPU."""
+    return f"{request.script_root}{bp.url_prefix}/{job_id}"
 
 
 _KEY_IN_BODY = {"field": "idempotency_key", "message": f"unknown field; send the {IDEMPOTENCY_KEY_HEADER} header"}

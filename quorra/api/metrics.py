@@ -85,14 +85,14 @@ class HttpMetrics:
         g.metrics_started_at = default_timer()
 
     def _after(self, response: Response) -> Response:
-        self._observe(request, response.status_code)
+        self._observe(request._get_current_object(), response.status_code)
         return response
 
     def _teardown(self, exc: BaseException | None = None) -> None:
         """An exception that escaped the error handlers: counted as a 500."""
         if exc is not None and request.method in HTTP_METHODS:
             self.exceptions.labels(request.method, 500).inc()
-            self._observe(request, 500)
+            self._observe(request._get_current_object(), 500)
 
     def _observe(self, req, status: int) -> None:
         started_at = g.pop("metrics_started_at", None)

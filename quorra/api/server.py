@@ -62,6 +62,7 @@ def gunicorn_settings(settings: Settings) -> dict[str, Any]:
         "keepalive": max(1, math.ceil(settings.web_keepalive_seconds)),
         "graceful_timeout": max(1, math.ceil(settings.shutdown_grace_seconds)),
         "accesslog": None,  # the app logs each request itself, as JSON
+        "pre_request": _no_request_line,
         "errorlog": "-",
         "loglevel": settings.log_level,
         "logger_class": GunicornLogger,
@@ -71,6 +72,11 @@ def gunicorn_settings(settings: Settings) -> dict[str, Any]:
         "child_exit": child_exit,
         "worker_exit": worker_exit,
     }
+
+
+def _no_request_line(_worker, _req) -> None:
+    """gunicorn's default pre_request logs "<method> <path>" at debug level for every request,
+    which the app's own access line already says (and which cost 1.5 % of a GET's CPU)."""
 
 
 def web_limits(settings: Settings) -> WebLimits:

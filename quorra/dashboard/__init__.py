@@ -62,6 +62,13 @@ class SessionCookies(SecureCookieSessionInterface):
             return self.session_class()
         return super().open_session(app, request)
 
+    def save_session(self, app: Flask, session, response) -> None:
+        # An empty session nobody touched: Flask would do nothing either, after reading seven
+        # cookie settings (and is_secure) first.
+        if not session and not session.modified and not session.accessed:
+            return
+        super().save_session(app, session, response)
+
 
 def init_app(app: Flask, settings: Settings, store: Store, manager: JobManager, authenticator: Authenticator) -> None:
     from quorra.dashboard import actions, pages, signin  # noqa: F401 - their routes join the blueprint

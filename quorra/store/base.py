@@ -7,7 +7,6 @@ from __future__ import annotations
 import enum
 import json
 import logging
-import re
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
@@ -38,6 +37,7 @@ from quorra.db import autocommitted, make_engine
 from quorra.errors import DatabaseUnavailable, InvalidArgument, JobNotFound, StaleLease
 from quorra.jobs import (
     BACKOFF_CAPPED_FROM,
+    CANONICAL_UUID,
     HOLDING_LEASE,
     STATUS_BITS,
     Job,
@@ -406,14 +406,11 @@ def lease_ids(job_id: str, lease_id: str) -> tuple[str, str]:
     return canonical_job, canonical_lease
 
 
-_CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
-
-
 def _canonical_uuid(value: Any) -> str:
     """A UUID column's value as canonical text. PostgreSQL's already is: a match is 5 times
     cheaper than a parse (to_job runs per job on every lease and settle)."""
     text = str(value)
-    return text if _CANONICAL_UUID.fullmatch(text) else str(uuid.UUID(text))
+    return text if CANONICAL_UUID.fullmatch(text) else str(uuid.UUID(text))
 
 
 def to_job(row) -> Job:

@@ -53,7 +53,7 @@ class Compiled:
     execute: str  # EXECUTE <name>(%(first)s, %(second)s, ...)
     constants: Mapping[str, Any]  # the values bound in the statement itself, processed
     binds: Mapping[str, Processor]  # the given parameters' bind processors, where they have one
-    columns: Sequence[Processor | None]  # each result column's processor
+    columns: Sequence[tuple[int, Processor]]  # (position, processor) of the columns that have one
 
 
 class DirectStatement:
@@ -149,9 +149,10 @@ def compile_for(statement: Select, engine: Engine, name: str) -> Compiled:
         for key, value in compiled.construct_params(dict.fromkeys(given)).items()
         if key not in given
     }
-    columns = [
+    processors = [
         column.type.dialect_impl(dialect).result_processor(dialect, None) for column in statement.selected_columns
     ]
+    columns = [(position, process) for position, process in enumerate(processors) if process is not None]
     return Compiled(
         plain=compiled.string,
         prepare=f"PREPARE {name} AS {body}",
@@ -162,12 +163,17 @@ def compile_for(statement: Select, engine: Engine, name: str) -> Compiled:
     )
 
 
-def _processed(row: tuple, processors: Sequence[Processor | None]) -> tuple:
-    return tuple(value if process is None else process(value) for value, process in zip(row, processors, strict=True))
+def _processed(row: tuple, processors: Sequence[tuple[int, Processor]]) -> tuple:
+    values = list(row)
+    for position, process in processors:
+        values[position] = process(values[position])
+    return tuple(values)
 
 
 def _has_statement_listeners(engine: Engine) -> bool:
-    return bool(engine.dispatch.before_cursor_execute) or bool(engine.dispatch.after_cursor_execute)
+    """Whether anything listens to the engine's connection events (statements among them):
+    SQLAlchemy's own flag, set by every such listener, one attribute read per call."""
+    return engine._has_events
 
 
 def _wrapped(exc: Exception, compiled: Compiled, values: dict[str, Any], engine: Engine) -> Exception:

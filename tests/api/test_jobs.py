@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 from datetime import datetime, timedelta
 
+from flask import url_for
+
 from quorra.jobs import JobStatus
 from tests.api.conftest import AUTH, assert_error, job_count, post_job
 from tests.factories import dead_job, make_job
@@ -75,6 +77,16 @@ def test_create_job_answers_201_with_id_status_and_run_at(client, store):
     job = store.get_job(body["id"])
     assert parse_time(body["run_at"]) == job.run_at
     assert response.headers["Location"] == f"/v1/jobs/{job.id}"
+
+
+def test_the_location_of_a_job_is_its_url_under_the_mount_point(app, client):
+    # Given the API mounted under a path prefix (SCRIPT_NAME, as a proxy sets it)
+    # When a job is submitted
+    response = post_job(client, {"type": "email_send", "payload": {}}, base_url="http://localhost/quorra")
+    # Then its Location is the URL that Flask builds for GET /v1/jobs/{id} there
+    job_id = response.get_json()["id"]
+    with app.test_request_context(base_url="http://localhost/quorra"):
+        assert response.headers["Location"] == url_for("jobs.get_job", job_id=job_id) == f"/quorra/v1/jobs/{job_id}"
 
 
 def test_readme_email_send_example_is_accepted_as_written(client, store):
