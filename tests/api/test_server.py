@@ -49,8 +49,8 @@ def wait_until_healthy(base: str, process: subprocess.Popen) -> None:
         try:
             if requests.get(f"{base}/healthz", timeout=1).status_code == 200:
                 return
-        except requests.ConnectionError:
-            pass
+        except (requests.ConnectionError, requests.Timeout):
+            pass  # not listening yet, or a worker still booting (the socket accepts before it)
         time.sleep(0.1)
     raise AssertionError("quorra web did not become healthy")
 
