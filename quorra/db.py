@@ -64,6 +64,11 @@ def _in_index_order(conn, cursor, statement: str, parameters, context, executema
     return statement, parameters
 
 
+# The statement listener every engine gets; it changes only statements run with
+# INDEX_ORDER_OPTION (quorra.store.direct runs its statements without SQLAlchemy otherwise).
+STATEMENT_REWRITER = _in_index_order
+
+
 def _refuse_dead_connection(dbapi_connection, _record, _proxy) -> None:
     """Instead of pool_pre_ping's round trip per checkout: a pooled session has nothing to
     read unless the server hung up on it (a restart sends a FATAL notice, then closes the

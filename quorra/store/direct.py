@@ -17,7 +17,8 @@ runs the plain statement from then on.
 
 Whenever anything listens to the engine's statement events (OpenTelemetry's SQLAlchemy
 instrumentation, when tracing is on), the statement goes through SQLAlchemy instead, so every
-statement is still seen. SQLite always takes SQLAlchemy's path."""
+statement is still seen; Quorra's own listener (quorra.db's lease planner settings) does
+nothing to these statements and does not count. SQLite always takes SQLAlchemy's path."""
 
 from __future__ import annotations
 
@@ -32,7 +33,7 @@ from sqlalchemy import Engine
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.sql.selectable import Select
 
-from quorra.db import autocommitted
+from quorra.db import STATEMENT_REWRITER, autocommitted
 
 # What a session's connection record keeps: the names it prepared, or False once it runs plain.
 PREPARED_INFO_KEY = "quorra_prepared"
@@ -171,9 +172,11 @@ def _processed(row: tuple, processors: Sequence[tuple[int, Processor]]) -> tuple
 
 
 def _has_statement_listeners(engine: Engine) -> bool:
-    """Whether anything listens to the engine's connection events (statements among them):
-    SQLAlchemy's own flag, set by every such listener, one attribute read per call."""
-    return engine._has_events
+    """Whether anything but Quorra's own statement rewriter (quorra.db, which leaves a
+    statement without its execution option as it is) listens to the engine's statements."""
+    return any(listener is not STATEMENT_REWRITER for listener in engine.dispatch.before_cursor_execute) or bool(
+        engine.dispatch.after_cursor_execute
+    )
 
 
 def _wrapped(exc: Exception, compiled: Compiled, values: dict[str, Any], engine: Engine) -> Exception:
