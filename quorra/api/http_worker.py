@@ -290,6 +290,10 @@ class BufferingWorker(ThreadWorker):
         self.reading.discard(conn)
         self._stop_polling(conn)
         if self.in_flight >= self.cfg.threads + self.limits.queue:
+            # Requests finished since this loop turn began free their places first: a client
+            # that got its answer and asks again at once must not find its own request counted.
+            self.method_queue.run_callbacks(None)
+        if self.in_flight >= self.cfg.threads + self.limits.queue:
             self._refuse(conn)
             return
         conn.parser = conn.parser or self._new_parser(conn)
