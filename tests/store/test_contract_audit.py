@@ -12,6 +12,7 @@ from quorra.audit import Action, Actor, AuditEntry
 from quorra.errors import IllegalTransition, ScheduleNotFound
 from quorra.jobs import JobStatus
 from quorra.keys import KeySpec
+from quorra.limits import Limits
 from quorra.schedules import ScheduleSpec
 from quorra.store import AuditFilter, JobFilter
 from quorra.webhooks import WebhookSpec, new_secret
@@ -91,6 +92,8 @@ def test_every_audited_store_verb_writes_its_entry(store):
     store.delete_matching(JobFilter("old", JobStatus.SUCCEEDED), audit=entry(Action.JOBS_DELETE, "old"))
     store.set_queue_paused("bulk", True, audit=entry(Action.QUEUE_PAUSE, "bulk"))
     store.set_queue_paused("bulk", False, audit=entry(Action.QUEUE_RESUME, "bulk"))
+    store.set_queue_limits("bulk", Limits(max_in_flight=3), audit=entry(Action.QUEUE_LIMITS, "bulk"))
+    store.set_tenant_limits("acme", Limits(max_in_flight=9), audit=entry(Action.TENANT_LIMITS, "acme"))
     store.record_event(entry(Action.DASHBOARD_SIGNIN, ALICE.subject))
 
     records = list(reversed(only(store)))
@@ -111,6 +114,8 @@ def test_every_audited_store_verb_writes_its_entry(store):
         "jobs.delete",
         "queue.pause",
         "queue.resume",
+        "queue.limits",
+        "tenant.limits",
         "dashboard.signin",
     ]
     assert {a.value for a in Action} == {r.action for r in records} | {"job.cancel"}  # every action is walked
