@@ -26,7 +26,7 @@ import socket
 import threading
 import time
 import traceback
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import grpc
@@ -342,13 +342,16 @@ class Worker:
         except BaseException:
             self.completer.give_back(carried)
             raise
+        self._hand_over(reply.jobs)  # first: the job threads start while the answers are read
         self.completer.answered(carried, reply.results)
         self._backlogged = len(reply.jobs) >= free
+        self._server_reachable()
+
+    def _hand_over(self, messages: Sequence[pb2.Job]) -> None:
         received_at = time.monotonic()
-        for message in reply.jobs:
+        for message in messages:
             self._slots.take()
             self._jobs.put((message, received_at))
-        self._server_reachable()
 
     def _lease_streamed(self, free: int) -> None:
         call = self.client.lease(self.settings.worker_queues, free, self.ttl_seconds, LEASE_WAIT_SECONDS)
