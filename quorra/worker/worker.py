@@ -63,7 +63,7 @@ PREFETCH_BELOW_SECONDS = 0.02
 # the bigger the batches and the fewer the calls per job, and no prefetched job waits for a
 # thread much longer than this.
 PREFETCH_SECONDS = 0.02
-PREFETCH_MAX_FACTOR = 10
+PREFETCH_MAX_FACTOR = 50
 DURATION_WEIGHT = 0.1  # of each new handler duration in the running average
 
 
