@@ -42,6 +42,9 @@ class Context:
     def time_remaining(self) -> None:
         return None
 
+    def peer(self) -> str:
+        return "ipv4:127.0.0.1:50000"
+
     def abort(self, code, details):
         raise RuntimeError(f"{code}: {details}")
 

@@ -43,6 +43,7 @@ class Stack:
     workdir: Path
     database: Engine
     servers: dict[str, subprocess.Popen] = field(default_factory=dict)
+    bin_dir: Path = BIN_DIR  # whose `quorra` and `quorra-worker` run (bench/compare.py: another checkout's)
 
     @property
     def base_url(self) -> str:
@@ -53,7 +54,7 @@ class Stack:
         return self.env["DATABASE_URL"]
 
     def start_server(self, role: str) -> None:
-        self.servers[role] = self._spawn([str(BIN_DIR / "quorra"), role], self.env, role)
+        self.servers[role] = self._spawn([str(self.bin_dir / "quorra"), role], self.env, role)
 
     def start_workers(self, count: int, queue: str, record_dir: Path, max_jobs: int) -> list[subprocess.Popen]:
         env = self.env | {
@@ -64,7 +65,7 @@ class Stack:
             "QUORRA_WORKER_MAX_JOBS": str(max_jobs),
         }
         return [
-            self._spawn([str(BIN_DIR / "quorra-worker"), "--id", f"bench-{queue}-{n}"], env, f"worker-{queue}-{n}")
+            self._spawn([str(self.bin_dir / "quorra-worker"), "--id", f"bench-{queue}-{n}"], env, f"worker-{queue}-{n}")
             for n in range(count)
         ]
 
@@ -131,15 +132,18 @@ def stack_env(database_url: str, redis_url: str | None, workdir: Path) -> dict[s
 
 
 @contextmanager
-def running_stack(pg_server_url: str, redis_url: str | None, keep_logs: bool = False) -> Iterator[Stack]:
-    """A migrated throwaway database and the three servers, ready; all gone afterwards."""
+def running_stack(
+    pg_server_url: str, redis_url: str | None, keep_logs: bool = False, bin_dir: Path = BIN_DIR
+) -> Iterator[Stack]:
+    """A migrated throwaway database and the three servers, ready; all gone afterwards.
+    `bin_dir`: the virtualenv's bin directory whose commands run (default: this one's)."""
     workdir = Path(tempfile.mkdtemp(prefix="quorra-bench-"))
     try:
         with throwaway_postgres(pg_server_url) as database_url:
             env = stack_env(database_url, redis_url, workdir)
-            subprocess.run([str(BIN_DIR / "quorra"), "migrate"], env=env, check=True, capture_output=True)
+            subprocess.run([str(bin_dir / "quorra"), "migrate"], env=env, check=True, capture_output=True)
             engine = create_engine(make_url(database_url).set(drivername="postgresql+psycopg2"), pool_size=2)
-            stack = Stack(env, workdir, engine)
+            stack = Stack(env, workdir, engine, bin_dir=bin_dir)
             try:
                 for role in ("web", "grpc", "scheduler"):
                     stack.start_server(role)
@@ -170,6 +174,31 @@ def peak_rss_mb(pid: int) -> float | None:
     except OSError:
         return None
     return None
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (0 once it is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def backend_pids(database: str) -> list[int]:
+    """The PostgreSQL server processes serving `database` (on this host)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/cmdline", "rb") as cmdline:
+                    words = cmdline.read().split(b" ")
+            except OSError:
+                continue
+            if words[0] == b"postgres:" and database.encode() in words:
+                found.append(int(entry))
+    return found
 
 
 def children(pid: int) -> list[int]:

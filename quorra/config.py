@@ -136,6 +136,10 @@ class Settings(BaseModel):
     lease_wait_max_seconds: Seconds = Field(30.0, alias="QUORRA_LEASE_WAIT_MAX")
     poll_interval_seconds: Seconds = Field(0.1, alias="QUORRA_POLL_INTERVAL")
     shutdown_grace_seconds: Seconds = Field(10.0, alias="QUORRA_SHUTDOWN_GRACE")
+    # True: a lease waits for its commit to reach disk (PostgreSQL synchronous_commit); by
+    # default it does not, and a database crash may lose the last moments' leases, whose
+    # jobs then run again (README, "Durability of leases").
+    durable_leases: bool = Field(False, alias="QUORRA_DURABLE_LEASES")
     # the payload bytes one LeaseJobs batch may carry (the first job always comes): bounds the
     # gRPC server's memory whatever max_jobs a worker asks for
     lease_max_bytes: int = Field(8 * 1024 * 1024, alias="QUORRA_LEASE_MAX_BYTES", ge=1024)

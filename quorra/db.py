@@ -17,6 +17,13 @@ SQLITE_BUSY_TIMEOUT_MS = 10_000
 AUTOCOMMIT_OPTION = "quorra_autocommit"
 # Our own PostgreSQL sessions never sit idle inside a transaction for long (bloat, locks).
 PG_SESSION_OPTIONS = "-c idle_in_transaction_session_timeout=60000 -c lock_timeout=10000"
+# Execution option of an autocommitted() connection whose statement may commit without
+# waiting for its WAL to reach disk (PostgreSQL): see autocommitted(durable=False).
+ASYNC_COMMIT_OPTION = "quorra_async_commit"
+# Sent in the same simple-query message as the statement, so both run in one implicit
+# transaction: the setting lasts until its commit, costs no round trip, and never leaks
+# into the pooled session.
+ASYNC_COMMIT_PREFIX = "SET LOCAL synchronous_commit TO off; "
 
 
 def make_engine(url: str, *, pool_size: int = 10, application_name: str = "quorra") -> Engine:
@@ -42,7 +49,7 @@ def make_engine(url: str, *, pool_size: int = 10, application_name: str = "quorr
         },
     )
     event.listen(engine, "checkout", _refuse_dead_connection)
-    event.listen(engine, "before_cursor_execute", _in_index_order, retval=True)
+    event.listen(engine, "before_cursor_execute", STATEMENT_REWRITER, retval=True)
     return engine
 
 
@@ -64,9 +71,25 @@ def _in_index_order(conn, cursor, statement: str, parameters, context, executema
     return statement, parameters
 
 
-# The statement listener every engine gets; it changes only statements run with
-# INDEX_ORDER_OPTION (quorra.store.direct runs its statements without SQLAlchemy otherwise).
-STATEMENT_REWRITER = _in_index_order
+def _prefix_async_commit(conn, _cursor, statement, parameters, _context, executemany):
+    """A connection of autocommitted(durable=False) runs its statement with synchronous_commit
+    off, in the same round trip (see ASYNC_COMMIT_PREFIX)."""
+    if not executemany and conn.get_execution_options().get(ASYNC_COMMIT_OPTION):
+        return ASYNC_COMMIT_PREFIX + statement, parameters
+    return statement, parameters
+
+
+def _rewrite_statement(conn, cursor, statement, parameters, context, executemany):
+    """Quorra's own prefixes of a statement, sent in its round trip: the lease's planner
+    settings (INDEX_ORDER_OPTION), then a commit that need not wait for its WAL flush
+    (ASYNC_COMMIT_OPTION). One listener, so quorra.store.direct can tell it from any other."""
+    statement, parameters = _in_index_order(conn, cursor, statement, parameters, context, executemany)
+    return _prefix_async_commit(conn, cursor, statement, parameters, context, executemany)
+
+
+# The statement listener every engine gets; it changes only statements run with the options
+# above (quorra.store.direct runs its statements without SQLAlchemy otherwise).
+STATEMENT_REWRITER = _rewrite_statement
 
 
 def _refuse_dead_connection(dbapi_connection, _record, _proxy) -> None:
@@ -112,17 +135,24 @@ def _sqlite_engine(url: str) -> Engine:
 
 
 @contextmanager
-def autocommitted(engine: Engine) -> Iterator[Connection]:
+def autocommitted(engine: Engine, *, durable: bool = True) -> Iterator[Connection]:
     """A connection for one statement that runs outside any transaction: no BEGIN and COMMIT
     round trips around it (PostgreSQL) and no write lock (SQLite). One statement is atomic
     and sees one snapshot on its own. SQLAlchemy's isolation_level="AUTOCOMMIT" would cost
     two more round trips on PostgreSQL when the connection goes back to the pool (SET SESSION
-    CHARACTERISTICS, COMMIT), so psycopg2's own switch is flipped for the statement instead."""
+    CHARACTERISTICS, COMMIT), so psycopg2's own switch is flipped for the statement instead.
+
+    `durable=False` (PostgreSQL): the statement commits with synchronous_commit off, so it
+    is answered without waiting for the WAL flush (an fsync: 1 ms on a quiet disk, several
+    on a busy one). A database crash can lose such a commit made in the last few hundred
+    ms; only for writes whose loss the queue already survives (a lease: see Store)."""
     with engine.connect() as conn:
         if engine.dialect.name != "postgresql":
             # pysqlite runs without a transaction unless _begin_immediate starts one; it is told not to.
             yield conn.execution_options(**{AUTOCOMMIT_OPTION: True})
             return
+        if not durable:
+            conn.execution_options(**{ASYNC_COMMIT_OPTION: True})
         dbapi_connection = conn.connection.dbapi_connection
         dbapi_connection.autocommit = True
         try:

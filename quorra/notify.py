@@ -9,6 +9,10 @@ none) the caller asks the store again, so a lost message costs latency, never a 
     listen(queues)          a Subscription: .wait(timeout) returns True when a publish for
                             one of `queues` arrived since the subscription was made or last
                             woke, False when it is worth checking the store again anyway
+    listen_for_work(queues, group)
+                            the same for a long-polling lease, but a publish wakes only one
+                            of the leases of each group (tenant) waiting on its queue
+                            (see WorkSubscription)
     wait(queues, timeout)   listen(queues).wait(timeout), for one-off waits
     close()                 ends every wait at once (server shutdown)
 
@@ -62,10 +66,16 @@ class Subscription(Protocol):
     def wait(self, timeout: float) -> bool: ...
 
 
+class WorkListener(Subscription, Protocol):
+    def pass_on(self) -> None: ...
+
+
 class Notifier(Protocol):
     def publish(self, queue: str) -> None: ...
 
     def listen(self, queues: Sequence[str]) -> Subscription: ...
+
+    def listen_for_work(self, queues: Sequence[str], group: str = "") -> WorkListener: ...
 
     def wait(self, queues: Sequence[str], timeout: float) -> bool: ...
 
@@ -90,17 +100,33 @@ def make_notifier(settings: Settings) -> Notifier:
 
 
 class LocalHub:
-    """Wakes waiters of this process. Every notifier routes its deliveries through one."""
+    """Wakes waiters of this process. Every notifier routes its deliveries through one.
+
+    Two kinds of waiter: a plain one (`listen`) wakes on every delivery for its keys; a
+    lease (`listen_for_work`) is one of many consumers of a queue, and a delivery wakes
+    only the one of its group that has waited longest, since one new job needs one lease:
+    waking every idle worker's long poll made each of them run a lease statement for the
+    one job, all at once (a thundering herd of empty leases, on the database and on the
+    GIL). The group is the lease's tenant: a queue's name is each tenant's own, and the
+    publish does not say whose job came, so one lease of each tenant waiting is woken."""
 
     def __init__(self) -> None:
-        self._condition = threading.Condition()
+        self._lock = threading.Lock()
+        self._condition = threading.Condition(self._lock)  # plain waiters
         self._generation: dict[str, int] = {}
+        # leases waiting now, per key and group, longest first (a dict as an ordered set)
+        self._consumers: dict[str, dict[str, dict[WorkSubscription, None]]] = {}
         self._closed = False
 
     def deliver(self, queue: str) -> None:
-        with self._condition:
+        with self._lock:
             self._generation[queue] = self._generation.get(queue, 0) + 1
             self._condition.notify_all()
+            if queue == _ALL:
+                self._wake_every_consumer()
+            else:
+                for waiting in list(self._consumers.get(queue, {}).values()):
+                    self._wake(next(iter(waiting)))
 
     def wake_all(self) -> None:
         """Wake every waiter, whatever its queues: the channel was down or came back."""
@@ -109,20 +135,60 @@ class LocalHub:
     def listen(self, queues: Sequence[str], recheck: Callable[[], float] | None = None) -> HubSubscription:
         return HubSubscription(self, queues, recheck)
 
+    def listen_for_work(
+        self, queues: Sequence[str], recheck: Callable[[], float] | None = None, group: str = ""
+    ) -> WorkSubscription:
+        return WorkSubscription(self, queues, recheck, group)
+
     def wait(self, queues: Sequence[str], timeout: float) -> bool:
         return self.listen(queues).wait(timeout)
 
     def close(self) -> None:
-        with self._condition:
+        with self._lock:
             self._closed = True
             self._condition.notify_all()
+            self._wake_every_consumer()
 
     @property
     def closed(self) -> bool:
         return self._closed
 
+    def consumers_waiting(self, queue: str) -> int:
+        """Leases waiting on `queue` now, whatever their group."""
+        with self._lock:
+            return sum(len(waiting) for waiting in self._consumers.get(queue, {}).values())
+
     def _snapshot(self, keys: Sequence[str]) -> list[int]:
         return [self._generation.get(key, 0) for key in keys]
+
+    # -- consumers (under self._lock) ------------------------------------------------------------
+
+    def _add_consumer(self, consumer: WorkSubscription) -> None:
+        for key in consumer.queues:
+            self._consumers.setdefault(key, {}).setdefault(consumer.group, {})[consumer] = None
+
+    def _remove_consumer(self, consumer: WorkSubscription) -> None:
+        for key in consumer.queues:
+            groups = self._consumers.get(key, {})
+            waiting = groups.get(consumer.group)
+            if waiting is not None:
+                waiting.pop(consumer, None)
+                if not waiting:
+                    del groups[consumer.group]
+            if not groups:
+                self._consumers.pop(key, None)
+
+    def _wake_every_consumer(self) -> None:
+        for groups in list(self._consumers.values()):
+            for waiting in list(groups.values()):
+                for consumer in list(waiting):
+                    self._wake(consumer)
+
+    def _wake(self, consumer: WorkSubscription) -> None:
+        """Take the consumer off every queue it waits on (it is woken once), and wake it."""
+        self._remove_consumer(consumer)
+        consumer.woken = True
+        consumer.condition.notify()
 
 
 class HubSubscription:
@@ -132,18 +198,61 @@ class HubSubscription:
         self._hub = hub
         self._keys = (*queues, _ALL)
         self._recheck = recheck
-        with hub._condition:
+        with hub._lock:
             self._seen = hub._snapshot(self._keys)
 
     def wait(self, timeout: float) -> bool:
         if self._recheck is not None:
             timeout = min(timeout, self._recheck())
         hub = self._hub
-        with hub._condition:
+        with hub._lock:
             hub._condition.wait_for(lambda: hub._closed or hub._snapshot(self._keys) != self._seen, max(0.0, timeout))
-            current = hub._snapshot(self._keys)
-            woken, self._seen = current != self._seen, current
-            return woken and not hub._closed
+            return self._catch_up() and not hub._closed
+
+    def _catch_up(self) -> bool:
+        """Under the hub's lock: take in what was delivered; True when anything was."""
+        current = self._hub._snapshot(self._keys)
+        woken, self._seen = current != self._seen, current
+        return woken
+
+
+class WorkSubscription(HubSubscription):
+    """A long-polling lease: one of the consumers of its queues.
+
+    A publish that lands while the lease is not waiting (between listen and wait, or while
+    it leases) makes its next `wait` return at once, as for any subscription: no wake-up
+    is lost. A publish while it waits wakes only one consumer of that queue in each group
+    (tenant), the one that has waited longest; the others sleep on. So the one woken passes
+    the wake-up on (`pass_on`) when it may have left work behind (it leased a full batch)
+    or cannot use it (its call ended meanwhile)."""
+
+    def __init__(self, hub: LocalHub, queues: Sequence[str], recheck: Callable[[], float] | None, group: str = ""):
+        super().__init__(hub, queues, recheck)
+        self.queues = tuple(dict.fromkeys(queues))
+        self.group = group
+        self.condition = threading.Condition(hub._lock)  # its own: a delivery wakes this thread only
+        self.woken = False
+
+    def wait(self, timeout: float) -> bool:
+        if self._recheck is not None:
+            timeout = min(timeout, self._recheck())
+        hub = self._hub
+        with hub._lock:
+            if hub._closed or self._catch_up():
+                return not hub._closed
+            self.woken = False
+            hub._add_consumer(self)
+            try:
+                self.condition.wait_for(lambda: self.woken, max(0.0, timeout))
+            finally:
+                hub._remove_consumer(self)  # timed out (woken, it is off them already)
+            self._catch_up()  # what the others were woken for meanwhile is theirs
+            return self.woken and not hub._closed
+
+    def pass_on(self) -> None:
+        """Wake another consumer of these queues (this one leaves work it was woken for)."""
+        for queue in self.queues:
+            self._hub.deliver(queue)
 
 
 class HubNotifier:
@@ -160,6 +269,10 @@ class HubNotifier:
         self.start_listening()
         return self.hub.listen(queues, self.recheck_seconds)
 
+    def listen_for_work(self, queues: Sequence[str], group: str = "") -> WorkListener:
+        self.start_listening()
+        return self.hub.listen_for_work(queues, self.recheck_seconds, group)
+
     def wait(self, queues: Sequence[str], timeout: float) -> bool:
         return self.listen(queues).wait(timeout)
 
@@ -174,7 +287,7 @@ class HubNotifier:
 
     def pause(self, seconds: float) -> None:
         """Sleep, but wake at once when the notifier is closed."""
-        with self.hub._condition:
+        with self.hub._lock:
             self.hub._condition.wait_for(lambda: self.hub.closed, seconds)
 
 

@@ -83,6 +83,121 @@ def test_wake_all_wakes_waiters_of_every_queue():
     notifier.close()
 
 
+# -- leases: one consumer woken per publish --------------------------------------------------------
+
+
+class WaitingLease:
+    """A long poll's subscription, waiting in a thread of its own (once in place)."""
+
+    def __init__(self, notifier, queues=("q",), group=""):
+        self.subscription = notifier.listen_for_work(list(queues), group)
+        self.results: list[bool] = []
+        self.thread = threading.Thread(target=lambda: self.results.append(self.subscription.wait(LONG)))
+        self.thread.start()
+
+
+def leases_in_place(notifier, count: int, queue: str = "q") -> None:
+    wait_until(lambda: notifier.hub.consumers_waiting(queue) == count, what=f"{count} leases waiting")
+
+
+def test_a_publish_wakes_one_of_the_waiting_leases():
+    # Given two leases waiting on the queue
+    notifier = PollingNotifier(LONG)
+    first, second = WaitingLease(notifier), WaitingLease(notifier)
+    leases_in_place(notifier, 2)
+
+    # When one job's publish arrives
+    notifier.publish("q")
+
+    # Then the one that waited longest wakes, and the other waits on
+    first.thread.join(LONG)
+    assert first.results == [True]
+    assert second.thread.is_alive() and notifier.hub.consumers_waiting("q") == 1
+    notifier.publish("q")
+    second.thread.join(LONG)
+    assert second.results == [True]
+    notifier.close()
+
+
+def test_a_publish_wakes_one_waiting_lease_of_each_tenant():
+    # Given two leases of each of two tenants waiting on a queue of that name (each its own)
+    notifier = PollingNotifier(LONG)
+    leases = {group: [WaitingLease(notifier, group=group) for _ in range(2)] for group in ("acme", "globex")}
+    leases_in_place(notifier, 4)
+
+    # When a job of one of them comes (the publish names the queue, not the tenant)
+    notifier.publish("q")
+
+    # Then the longest waiting of each tenant wakes: one of them can lease it
+    for group in leases:
+        leases[group][0].thread.join(LONG)
+    assert [leases[group][0].results for group in leases] == [[True], [True]]
+    assert notifier.hub.consumers_waiting("q") == 2
+    notifier.close()
+
+
+def test_a_wake_up_passed_on_wakes_the_next_lease():
+    # Given two waiting leases, the first of them woken by a publish
+    notifier = PollingNotifier(LONG)
+    first, second = WaitingLease(notifier), WaitingLease(notifier)
+    leases_in_place(notifier, 2)
+    notifier.publish("q")
+    first.thread.join(LONG)
+
+    # When it passes the wake-up on (it leased a full batch, or its call ended)
+    first.subscription.pass_on()
+
+    # Then the other one wakes
+    second.thread.join(LONG)
+    assert (first.results, second.results) == ([True], [True])
+    notifier.close()
+
+
+def test_a_publish_while_no_lease_waits_reaches_every_lease_at_its_next_wait():
+    # Given two leases subscribed, both busy leasing (not waiting yet)
+    notifier = PollingNotifier(LONG)
+    subscriptions = [notifier.listen_for_work(["q"]), notifier.listen_for_work(["q"])]
+
+    # When a publish lands meanwhile
+    notifier.publish("q")
+
+    # Then neither misses it: each one's next wait returns at once
+    assert [s.wait(LONG) for s in subscriptions] == [True, True]
+    notifier.close()
+
+
+def test_a_lease_on_several_queues_is_woken_once_and_waits_on_none_after():
+    notifier = PollingNotifier(LONG)
+    lease = WaitingLease(notifier, queues=("a", "b"))
+    leases_in_place(notifier, 1, "b")
+
+    notifier.publish("b")
+
+    lease.thread.join(LONG)
+    assert lease.results == [True]
+    assert notifier.hub.consumers_waiting("a") == notifier.hub.consumers_waiting("b") == 0
+    notifier.close()
+
+
+def test_wake_all_and_close_wake_every_waiting_lease():
+    notifier = PollingNotifier(LONG)
+    woken = [WaitingLease(notifier, queues=(queue,)) for queue in ("a", "b")]
+    leases_in_place(notifier, 1, "a")
+    leases_in_place(notifier, 1, "b")
+    notifier.hub.wake_all()
+    for lease in woken:
+        lease.thread.join(LONG)
+
+    closed = [WaitingLease(notifier), WaitingLease(notifier)]
+    leases_in_place(notifier, 2)
+    notifier.close()
+    for lease in closed:
+        lease.thread.join(LONG)
+
+    assert [lease.results for lease in woken] == [[True], [True]]
+    assert [lease.results for lease in closed] == [[False], [False]]
+
+
 @pytest.mark.parametrize(
     ("database_url", "redis_url", "kind", "fallback"),
     [

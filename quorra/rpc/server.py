@@ -211,7 +211,12 @@ def serve(settings: Settings) -> None:
     """`quorra grpc`: serve until SIGTERM or SIGINT, then stop gracefully and return (exit 0)."""
     tracing.setup("grpc")  # before the engine and the server are made, so that both are traced
     # A connection per call thread, so no call opens one of its own (issue #9).
-    store = Store.from_url(settings.database_url, pool_size=settings.grpc_threads, application_name="quorra-grpc")
+    store = Store.from_url(
+        settings.database_url,
+        pool_size=settings.grpc_threads,
+        application_name="quorra-grpc",
+        durable_leases=settings.durable_leases,
+    )
     try:
         store.ping()
         ensure_at_head(store.engine)

@@ -23,7 +23,7 @@ from quorra.config import Settings
 from quorra.errors import InvalidArgument, QuorraError
 from quorra.jobs import MAX_QUEUE_CHARS, Job, JobStatus, ParentOutcome, check_portable_json, is_valid_name
 from quorra.manager import JobManager
-from quorra.notify import Notifier
+from quorra.notify import Notifier, WorkListener
 from quorra.rpc import quorra_pb2 as pb2
 from quorra.rpc import quorra_pb2_grpc as pb2_grpc
 from quorra.rpc.interceptors import caller_tenant
@@ -438,15 +438,34 @@ class WorkerServicer(pb2_grpc.WorkerServiceServicer):
         deadline = time.monotonic() + self._wait_seconds(args, context)
         if deadline <= time.monotonic() or self._stopping.is_set():
             return self._lease(args)
-        subscription = self.notifier.listen(args.queues)
+        subscription = self.notifier.listen_for_work(args.queues, caller_tenant())
         batch = self._lease(args)
         if batch.jobs:
             return batch
         with self._wait_slot():
             while not batch.jobs and self._may_wait(context, deadline):
-                subscription.wait(self._wait_before_retry(args, deadline))
-                if self._may_wait(context, math.inf):
-                    batch = self._lease(args)
+                woken = subscription.wait(self._wait_before_retry(args, deadline))
+                batch = self._lease_woken(args, context, subscription, woken)
+        return batch
+
+    def _lease_woken(
+        self, args: LeaseArgs, context: grpc.ServicerContext, subscription: WorkListener, woken: bool
+    ) -> LeaseBatch:
+        """Lease after a wait. A wake-up woke this long poll alone among those of its tenant
+        waiting on the queue (quorra.notify.WorkSubscription), so it is passed on when this one
+        may leave jobs behind (a full batch) or cannot lease (its call ended, the lease failed)."""
+        if not self._may_wait(context, math.inf):
+            if woken:
+                subscription.pass_on()
+            return LeaseBatch([], deliver_by=math.inf)
+        try:
+            batch = self._lease(args)
+        except BaseException:
+            if woken:
+                subscription.pass_on()
+            raise
+        if woken and len(batch.jobs) >= args.max_jobs:
+            subscription.pass_on()
         return batch
 
     def _wait_before_retry(self, args: LeaseArgs, deadline: float) -> float:

@@ -182,13 +182,19 @@ class StoreBase:
     """Jobs in one SQL database: the engine, transactions and the guards every verb shares.
     Thread-safe: each call takes its own connection."""
 
+    # False: a lease commits without waiting for the WAL flush (QUORRA_DURABLE_LEASES; see
+    # _one_statement_verb). Set by from_url, or on the instance.
+    durable_leases = False
+
     def __init__(self, engine: Engine):
         self.engine = engine
         self.dialect = engine.dialect.name
 
     @classmethod
-    def from_url(cls, url: str, **engine_options: Any) -> Self:
-        return cls(make_engine(url, **engine_options))
+    def from_url(cls, url: str, *, durable_leases: bool = False, **engine_options: Any) -> Self:
+        store = cls(make_engine(url, **engine_options))
+        store.durable_leases = durable_leases
+        return store
 
     def close(self) -> None:
         self.engine.dispose()
@@ -201,10 +207,10 @@ class StoreBase:
             yield conn
 
     @contextmanager
-    def _one_statement(self) -> Iterator[Connection]:
+    def _one_statement(self, *, durable: bool = True) -> Iterator[Connection]:
         """A connection for exactly one statement, run outside any transaction (see
         quorra.db.autocommitted): one round trip instead of three on PostgreSQL."""
-        with self._translated_errors(), autocommitted(self.engine) as conn:
+        with self._translated_errors(), autocommitted(self.engine, durable=durable) as conn:
             yield conn
 
     def _one_statement_verb(self) -> AbstractContextManager[Connection]:
@@ -212,8 +218,18 @@ class StoreBase:
         in autocommit, 1 round trip instead of 3 (BEGIN, it, COMMIT), which the worker waits
         for; on SQLite a transaction, whose BEGIN IMMEDIATE serialises the writers. Reads
         after it (a dependant's parents' outcomes) see their own snapshot. Not for settle,
-        whose dependants are released in the same transaction."""
-        return self._one_statement() if self.dialect == "postgresql" else self._transaction()
+        whose dependants are released in the same transaction.
+
+        Unless `durable_leases`, the lease does not wait for its WAL flush: the fsync was most
+        of a lease's time on a busy disk, and the worker waits for it. Losing a lease in a
+        database crash is what the queue survives anyway (at-least-once): the job is back
+        to what it was before the lease and runs again, and the worker's settle of the lost
+        lease is refused as stale. A durable commit after it (a settle, an extend) flushes it
+        too, since the WAL is written in order. (A lease under limits runs in a transaction of
+        several statements, and commits durably.)"""
+        if self.dialect == "postgresql":
+            return self._one_statement(durable=self.durable_leases)
+        return self._transaction()
 
     @contextmanager
     def _translated_errors(self) -> Iterator[None]:

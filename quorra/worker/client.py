@@ -177,7 +177,7 @@ class WorkerClient:
 
 
 class Answered:
-    """A call made already: a future's result() and cancel(), for a reply in hand."""
+    """A call made already: what the worker uses of a future, for a reply in hand."""
 
     def __init__(self, reply: Any):
         self._reply = reply
@@ -187,6 +187,15 @@ class Answered:
 
     def cancel(self) -> bool:
         return False
+
+    def cancelled(self) -> bool:
+        return False
+
+    def exception(self, timeout: float | None = None) -> BaseException | None:
+        return None
+
+    def add_done_callback(self, callback: Callable[[Any], None]) -> None:
+        callback(self)  # done already: at once, in this thread, as a future does
 
 
 def _log_settle_retry(request: pb2.JobAck | pb2.SettleRequest, state) -> None:

@@ -26,7 +26,7 @@ import socket
 import threading
 import time
 import traceback
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import grpc
@@ -63,7 +63,7 @@ PREFETCH_BELOW_SECONDS = 0.02
 # the bigger the batches and the fewer the calls per job, and no prefetched job waits for a
 # thread much longer than this.
 PREFETCH_SECONDS = 0.02
-PREFETCH_MAX_FACTOR = 10
+PREFETCH_MAX_FACTOR = 50
 DURATION_WEIGHT = 0.1  # of each new handler duration in the running average
 
 
@@ -335,20 +335,40 @@ class Worker:
                 self._call, self._delivering = call, bool(carried)  # a call that carries settles is not cancelled
                 if self._stopping.is_set() and not carried:
                     call.cancel()
-            reply = call.result()
+            reply = self._reply_handed_over(call)
         except grpc.FutureCancelledError:  # stop() ended the long poll
             self.completer.give_back(carried)
             return
         except BaseException:
             self.completer.give_back(carried)
             raise
-        self.completer.answered(carried, reply.results)
+        self.completer.answered(carried, reply.results)  # after: the job threads run meanwhile
         self._backlogged = len(reply.jobs) >= free
+        self._server_reachable()
+
+    def _reply_handed_over(self, call: Any) -> pb2.SettleAndLeaseResponse:
+        """The call's reply, once its jobs are with the job threads. The channel's thread
+        hands them over as the reply arrives (a done callback), before this thread is even
+        woken: a job of a long poll starts one thread wake-up sooner than if this thread,
+        woken by the reply, passed it on."""
+        handed_over = threading.Event()
+
+        def hand_over(done: Any) -> None:
+            try:
+                if not done.cancelled() and done.exception() is None:
+                    self._hand_over(done.result().jobs)
+            finally:
+                handed_over.set()
+
+        call.add_done_callback(hand_over)
+        handed_over.wait()
+        return call.result()
+
+    def _hand_over(self, messages: Sequence[pb2.Job]) -> None:
         received_at = time.monotonic()
-        for message in reply.jobs:
+        for message in messages:
             self._slots.take()
             self._jobs.put((message, received_at))
-        self._server_reachable()
 
     def _lease_streamed(self, free: int) -> None:
         call = self.client.lease(self.settings.worker_queues, free, self.ttl_seconds, LEASE_WAIT_SECONDS)

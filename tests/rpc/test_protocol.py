@@ -29,6 +29,7 @@ from tests.rpc.support import (
     running_server,
     stub_on,
 )
+from tests.worker.support import wait_until
 
 C = grpc.StatusCode
 
@@ -156,6 +157,27 @@ def test_a_long_poll_is_woken_by_a_publish(server_settings, store):
         notifier.publish("wake")
 
         assert [j.id for j in call] == [job.id]
+
+
+def test_one_publish_for_more_jobs_than_a_long_poll_takes_wakes_the_next_one(server_settings, store):
+    # Given two long polls for one job each, waiting on a queue, with no re-check to save them
+    notifier = PollingNotifier(interval=120)
+    patient = server_settings.model_copy(update={"lease_wait_max_seconds": 60})
+    with running_server(patient, store, notifier) as (_, port), stub_on(port) as stub:
+        request = pb2.LeaseRequest(worker_id="w", queue="wake", max_jobs=1, wait_seconds=60)
+        calls = [stub.LeaseJobs(request, metadata=AUTH, timeout=90) for _ in range(2)]
+        wait_until(lambda: notifier.hub.consumers_waiting("wake") == 2, what="both long polls waiting")
+
+        # When two jobs come with one publish (a publish wakes one waiting long poll)
+        jobs = [factories.make_job(store, queue="wake") for _ in range(2)]
+        started = time.monotonic()
+        notifier.publish("wake")
+
+        # Then the one woken took a full batch and passed the wake-up on: each got a job,
+        # long before the end of the other's wait (60 s), when it would lease once more anyway
+        received = [[j.id for j in call] for call in calls]
+    assert sorted(received) == sorted([[job.id] for job in jobs])
+    assert time.monotonic() - started < 30
 
 
 def test_the_wait_is_capped_by_the_server(server_settings, store, notifier):

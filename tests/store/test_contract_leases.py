@@ -7,10 +7,12 @@ import uuid
 from datetime import timedelta
 
 import pytest
+from sqlalchemy import event
 
+from quorra.db import ASYNC_COMMIT_PREFIX
 from quorra.errors import InvalidArgument, JobNotFound, StaleLease
 from quorra.jobs import JobStatus
-from quorra.store import MAX_ERROR_CHARS
+from quorra.store import MAX_ERROR_CHARS, Store
 from tests.factories import job_in_status, leased_job, make_job, spec
 from tests.store.support import canonical, lease_one
 
@@ -388,3 +390,43 @@ def test_release_accepts_ids_in_capitals_like_every_verb(store):
     job = leased_job(store)
     released = store.release(job.id.upper(), job.lease_id.upper())
     assert released.status == S.PENDING
+
+
+# -- durability of a lease's commit (PostgreSQL) -----------------------------------------------------
+
+
+def _statements_sent(store) -> list[str]:
+    sent: list[str] = []
+    event.listen(store.engine, "after_cursor_execute", lambda _c, _cur, statement, *_rest: sent.append(statement))
+    return sent
+
+
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
+def test_a_lease_commits_without_waiting_for_its_wal_flush(store):
+    # Given a ready job, and a store by default (leases not durable)
+    make_job(store, queue="q")
+    sent = _statements_sent(store)
+
+    # When it is leased
+    [leased] = store.lease_jobs(["q"], "worker-a", 1, 30)
+
+    # Then its statement went with synchronous_commit off for its own transaction
+    [lease] = [statement for statement in sent if "UPDATE jobs" in statement]
+    assert ASYNC_COMMIT_PREFIX in lease
+    assert leased.status is S.LEASED
+
+
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
+def test_enqueue_and_settle_wait_for_their_commits_and_so_do_durable_leases(database_url):
+    # Given a store whose leases are durable (QUORRA_DURABLE_LEASES=true)
+    store = Store.from_url(database_url, durable_leases=True)
+    sent = _statements_sent(store)
+
+    # When a job is enqueued, leased and acked
+    job = make_job(store, queue="q")
+    [leased] = store.lease_jobs(["q"], "worker-a", 1, 30)
+    store.ack(job.id, leased.lease_id)
+    store.close()
+
+    # Then no statement was sent with synchronous_commit off
+    assert sent and not [statement for statement in sent if "synchronous_commit" in statement]
