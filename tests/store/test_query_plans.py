@@ -17,7 +17,6 @@ import pytest
 from sqlalchemy import event, insert
 
 from quorra.access import ALL_TENANTS
-from quorra.db import PLANNED_IN_INDEX_ORDER
 from quorra.schema import jobs
 from quorra.store import Store
 from tests.factories import job_in_status, spec
@@ -150,8 +149,10 @@ def _reads_tenants_whole(nodes: list[dict]) -> bool:
 def _analysed_plan(store: Store, statement: str, parameters) -> dict:
     """EXPLAIN ANALYZE runs the statement: in a transaction that is rolled back, after the
     settings the store sent with it (SET LOCAL ...; the statement)."""
-    settings = PLANNED_IN_INDEX_ORDER.split("; ")[:-1] if statement.startswith(PLANNED_IN_INDEX_ORDER) else []
-    statement = statement.removeprefix(PLANNED_IN_INDEX_ORDER)
+    settings = []
+    while statement.startswith("SET LOCAL "):  # PLANNED_IN_INDEX_ORDER, ASYNC_COMMIT_PREFIX
+        setting, statement = statement.split("; ", 1)
+        settings.append(setting)
     with store.engine.connect() as conn:
         for setting in settings:
             conn.exec_driver_sql(setting)
@@ -186,6 +187,8 @@ def test_sqlite_lease_searches_ix_jobs_ready_in_every_shape(sqlite_url):
             # one queue's backlog would
             assert leased, shape
             for statement, parameters in sent:
+                if _reads_which_queues_have_limits(statement):
+                    continue  # a process's copy of them, read again once a second (store.limits.LimitCache)
                 if statement.startswith(("SELECT", "UPDATE")):
                     _assert_searches_ready_index(query_plan(store, statement, parameters), shape)
             assert steps[0] <= SQLITE_STEPS_PER_PARTITION * partitions + SQLITE_STEPS_FOR_LIMITS, (shape, steps[0])
@@ -205,6 +208,10 @@ READY_INDEX_SEARCHES = (
     "(queue=? AND tenant=? AND priority<?)",
     "(queue=? AND tenant=? AND priority=? AND run_at<?)",
 )
+
+
+def _reads_which_queues_have_limits(statement: str) -> bool:
+    return "jobs" not in statement and "max_in_flight IS NOT NULL" in statement
 
 
 @contextmanager

@@ -110,15 +110,19 @@ def test_eight_workers_never_hold_more_jobs_than_max_in_flight(database_url, sto
     assert max(sampler.samples) == 3, Counter(sampler.samples)
 
 
-def test_a_rate_of_50_a_second_starts_50_jobs_a_second(database_url, store):
+def test_a_rate_starts_that_many_jobs_a_second(database_url, store):
     # Given eight workers on two servers, waiting on a queue limited to 50 starts a second
-    store.set_queue_limits("paced", Limits(rate=Rate(50, 1)))
+    # (20 on SQLite, whose one writer at a time cannot keep 8 workers at 50 a second on a
+    # loaded 2-core machine: a second short of the rate is the workers' speed, not the limit)
+    rate = 50 if store.dialect == "postgresql" else 20
+    burst = rate // 10
+    store.set_queue_limits("paced", Limits(rate=Rate(rate, 1)))
     with fleet(database_url, "paced"):
-        # When 400 instant jobs come, all at once
-        submit(store, "paced", 400, 0)
-        wait_until(lambda: all_succeeded(store, "paced", 400), timeout=240, what="every job succeeded")
+        # When 8 seconds' worth of instant jobs come, all at once
+        submit(store, "paced", 8 * rate, 0)
+        wait_until(lambda: all_succeeded(store, "paced", 8 * rate), timeout=240, what="every job succeeded")
     # Then no whole second after the first (which holds the bucket's burst) saw more than the
-    # rate and the burst (55), and the typical (median) second saw 50, within 10 %, and the
+    # rate and the burst, and the typical (median) second saw the rate, within 10 %, and the
     # average not more. A second may fall short on its own when the machine starves the
     # workers (seen at a load average of 20): that is their speed, not the limit's, which only
     # ever holds starts back; the median is the rate while the workers keep up.
@@ -128,9 +132,9 @@ def test_a_rate_of_50_a_second_starts_50_jobs_a_second(database_url, store):
     per_second = Counter(int((at - first).total_seconds()) for at in started)
     whole_seconds = [per_second[second] for second in range(1, max(per_second))]  # the last is partial
     assert len(whole_seconds) >= 4, per_second
-    assert max(whole_seconds) <= 55, per_second
-    assert 45 <= statistics.median(whole_seconds) <= 55, per_second
-    assert sum(whole_seconds) / len(whole_seconds) <= 55, per_second
+    assert max(whole_seconds) <= rate + burst, per_second
+    assert 0.9 * rate <= statistics.median(whole_seconds) <= 1.1 * rate, per_second
+    assert sum(whole_seconds) / len(whole_seconds) <= 1.1 * rate, per_second
 
 
 def test_limits_survive_a_restart_of_the_grpc_server(database_url, store):
