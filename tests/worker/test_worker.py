@@ -107,13 +107,20 @@ def test_the_worker_leases_only_as_many_jobs_as_it_has_free_slots(grpc_server, s
     assert all(settled(store, job.id).status is JobStatus.SUCCEEDED for job in jobs)
 
 
-def test_fast_handlers_let_the_worker_lease_ahead_of_its_threads(grpc_server, store, make_worker):
-    # Given a worker of 2 threads whose handlers return at once
+def _fast_worker_counting_asks(grpc_server, make_worker, *, threads: int):
+    """A worker of `threads` threads whose handlers return at once, its notifier, and the
+    max_jobs of each lease it asks for (as they are asked)."""
     port, notifier = grpc_server
-    worker = make_worker(port, {"email_send": lambda job: None}, worker_max_jobs=2)
-    asked = []
+    worker = make_worker(port, {"email_send": lambda job: None}, worker_max_jobs=threads)
+    asked: list[int] = []
     real = worker.client.settle_and_lease
     worker.client.settle_and_lease = lambda *args: asked.append(args[1]) or real(*args)
+    return worker, notifier, asked
+
+
+def test_fast_handlers_let_the_worker_lease_ahead_of_its_threads(grpc_server, store, make_worker):
+    # Given a worker of 2 threads whose handlers return at once
+    _, notifier, asked = _fast_worker_counting_asks(grpc_server, make_worker, threads=2)
 
     # When it has run enough of them to know they are fast
     jobs = [factories.make_job(store, queue="work") for _ in range(60)]
@@ -128,11 +135,7 @@ def test_fast_handlers_let_the_worker_lease_ahead_of_its_threads(grpc_server, st
 
 def test_a_worker_with_many_threads_never_asks_for_more_jobs_than_a_lease_may_hold(grpc_server, store, make_worker):
     # Given a worker of 200 threads whose handlers return at once
-    port, notifier = grpc_server
-    worker = make_worker(port, {"email_send": lambda job: None}, worker_max_jobs=200)
-    asked = []
-    real = worker.client.settle_and_lease
-    worker.client.settle_and_lease = lambda *args: asked.append(args[1]) or real(*args)
+    worker, notifier, asked = _fast_worker_counting_asks(grpc_server, make_worker, threads=200)
 
     # When it has run enough of them to lease far ahead (with its prefetch, more than 1,000
     # jobs at once), and waits for more
