@@ -87,6 +87,12 @@ def _rewrite_statement(conn, cursor, statement, parameters, context, executemany
     return _prefix_async_commit(conn, cursor, statement, parameters, context, executemany)
 
 
+def statement_settings(*, index_order: bool, durable: bool) -> str:
+    """The prefixes _rewrite_statement gives a statement, for those run without SQLAlchemy
+    (quorra.store.direct): the same settings, in the same order."""
+    return (PLANNED_IN_INDEX_ORDER if index_order else "") + ("" if durable else ASYNC_COMMIT_PREFIX)
+
+
 # The statement listener every engine gets; it changes only statements run with the options
 # above (quorra.store.direct runs its statements without SQLAlchemy otherwise).
 STATEMENT_REWRITER = _rewrite_statement

@@ -1,5 +1,5 @@
-"""The statements that run once per REST request, run straight on a pooled DBAPI connection
-of PostgreSQL, prepared once per session.
+"""The statements that run once per REST request or lease, run straight on a pooled DBAPI
+connection of PostgreSQL, prepared once per session.
 
 SQLAlchemy Core builds each statement once, at import, and compiles it once per dialect.
 Running it through a ``Connection`` still costs about 80 µs of Python a call (a Connection,
@@ -14,6 +14,12 @@ it (``PREPARE``, then ``EXECUTE`` with the values): the server parses and plans 
 session instead of once per call. A session that loses it (a transaction-pooling PgBouncer
 hands out another server connection, a ``DEALLOCATE``, a plan invalidated by a migration)
 runs the plain statement from then on.
+
+The lease is prepared with a generic plan (``plan_cache_mode = force_generic_plan``, sent with
+each ``EXECUTE``): planned once per session, never again for the values of a call. Its plan
+was 2 to 3 ms of PostgreSQL's CPU per lease, several times the statement's run; the statement
+is built to be planned without its values (index probes in the index's own order, with bitmap
+scans off), and tests/store/test_query_plans.py checks that generic plan in every shape.
 
 Whenever anything listens to the engine's statement events (OpenTelemetry's SQLAlchemy
 instrumentation, when tracing is on), the statement goes through SQLAlchemy instead, so every
@@ -31,9 +37,12 @@ from typing import Any
 
 from sqlalchemy import Engine
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.sql.selectable import Select
+from sqlalchemy.engine import Dialect
+from sqlalchemy.sql.base import Executable
+from sqlalchemy.sql.elements import BindParameter
+from sqlalchemy.types import NullType
 
-from quorra.db import STATEMENT_REWRITER, autocommitted
+from quorra.db import INDEX_ORDER_OPTION, STATEMENT_REWRITER, autocommitted, statement_settings
 
 # What a session's connection record keeps: the names it prepared, or False once it runs plain.
 PREPARED_INFO_KEY = "quorra_prepared"
@@ -43,6 +52,7 @@ PREPARED_INFO_KEY = "quorra_prepared"
 _PREPARE_LOST = frozenset({"26000", "0A000", "42P05"})
 _PLACEHOLDER = re.compile(r"%(?:\((\w+)\)s|%)")
 _names = itertools.count(1)
+GENERIC_PLAN = "SET LOCAL plan_cache_mode = force_generic_plan; "
 
 Processor = Callable[[Any], Any]
 
@@ -58,28 +68,42 @@ class Compiled:
 
 
 class DirectStatement:
-    """One Core SELECT (a CTE may hold the write) run on the DBAPI cursor on PostgreSQL,
-    through SQLAlchemy elsewhere; thread-safe."""
+    """One Core statement that returns rows (a SELECT, whose CTE may hold the write, or an
+    UPDATE ... RETURNING) run on the DBAPI cursor on PostgreSQL, through SQLAlchemy
+    elsewhere; thread-safe. `generic_plan`: planned once per session (see the module)."""
 
-    def __init__(self, statement: Select):
+    def __init__(self, statement: Executable, *, generic_plan: bool = False):
         self.statement = statement
         self.name = f"quorra_direct_{next(_names)}"
+        self.column_names = tuple(column.key for column in statement.exported_columns)
+        self._index_order = bool(statement.get_execution_options().get(INDEX_ORDER_OPTION))
+        self._generic_plan = generic_plan
         self._compiled: Compiled | None = None
         self._lock = threading.Lock()
 
-    def rows(self, engine: Engine, parameters: Mapping[str, Any]) -> list[tuple]:
-        """The result rows, as tuples of the values SQLAlchemy's rows would hold."""
+    def rows(self, engine: Engine, parameters: Mapping[str, Any], *, durable: bool = True) -> list[tuple]:
+        """The result rows, as tuples of the values SQLAlchemy's rows would hold. Not
+        `durable`: committed without waiting for the WAL flush (quorra.db.autocommitted)."""
         if engine.dialect.name != "postgresql" or _has_statement_listeners(engine):
-            with autocommitted(engine) as conn:
+            with autocommitted(engine, durable=durable) as conn:
                 return [tuple(row) for row in conn.execute(self.statement, dict(parameters))]
+        compiled, values, settings = self.bound(engine, parameters, durable=durable)
+        return [_processed(row, compiled.columns) for row in self._run(engine, compiled, values, settings)]
+
+    def bound(
+        self, engine: Engine, parameters: Mapping[str, Any], *, durable: bool = True
+    ) -> tuple[Compiled, dict[str, Any], str]:
+        """What rows() sends to PostgreSQL for `parameters`: the compiled texts, the values
+        for them, and the settings sent before the statement."""
         compiled = self._compiled or self._compile(engine)
         values = dict(compiled.constants)
         for key, value in parameters.items():
             process = compiled.binds.get(key)
             values[key] = value if process is None or value is None else process(value)
-        return [_processed(row, compiled.columns) for row in self._run(engine, compiled, values)]
+        settings = statement_settings(index_order=self._index_order, durable=durable)
+        return compiled, values, settings + (GENERIC_PLAN if self._generic_plan else "")
 
-    def _run(self, engine: Engine, compiled: Compiled, values: dict[str, Any]) -> list[tuple]:
+    def _run(self, engine: Engine, compiled: Compiled, values: dict[str, Any], settings: str) -> list[tuple]:
         dbapi = engine.dialect.loaded_dbapi
         try:
             connection = engine.raw_connection()  # the pool's checkout listeners run here
@@ -89,7 +113,7 @@ class DirectStatement:
         try:
             dbapi_connection.autocommit = True
             with dbapi_connection.cursor() as cursor:
-                self._execute(cursor, connection.info, compiled, values, dbapi)
+                self._execute(cursor, connection.info, compiled, values, dbapi, settings)
                 return cursor.fetchall()
         except dbapi.Error as exc:
             if engine.dialect.is_disconnect(exc, dbapi_connection, None):
@@ -100,21 +124,23 @@ class DirectStatement:
                 dbapi_connection.autocommit = False  # before the pool hands it to a transaction
             connection.close()
 
-    def _execute(self, cursor, info: dict, compiled: Compiled, values: dict[str, Any], dbapi) -> None:
+    def _execute(self, cursor, info: dict, compiled: Compiled, values: dict[str, Any], dbapi, settings: str) -> None:
+        """The statement, after `settings` (SET LOCALs) in the same message: one implicit
+        transaction, one round trip."""
         prepared = info.setdefault(PREPARED_INFO_KEY, set())
         if prepared is False:
-            cursor.execute(compiled.plain, values)
+            cursor.execute(settings + compiled.plain, values)
             return
         try:
             if self.name not in prepared:
                 cursor.execute(compiled.prepare)
                 prepared.add(self.name)
-            cursor.execute(compiled.execute, values)
+            cursor.execute(settings + compiled.execute, values)
         except dbapi.Error as exc:
             if getattr(exc, "pgcode", None) not in _PREPARE_LOST:
                 raise
             info[PREPARED_INFO_KEY] = False
-            cursor.execute(compiled.plain, values)
+            cursor.execute(settings + compiled.plain, values)
 
     def _compile(self, engine: Engine) -> Compiled:
         with self._lock:
@@ -123,11 +149,14 @@ class DirectStatement:
             return self._compiled
 
 
-def compile_for(statement: Select, engine: Engine, name: str) -> Compiled:
+def compile_for(statement: Executable, engine: Engine, name: str) -> Compiled:
     """The statement compiled for the engine's dialect (pyformat placeholders), as plain,
     PREPARE and EXECUTE texts, with the processors of its parameters and columns."""
     dialect = engine.dialect
     compiled = statement.compile(dialect=dialect)
+    given = {key for key, parameter in compiled.binds.items() if parameter.required}
+    # with the literal_execute values (quorra.store.base.status_in) inline, as at execution
+    expanded = compiled.construct_expanded_state(dict.fromkeys(given))
     order: list[str] = []
 
     def numbered(match: re.Match) -> str:
@@ -138,30 +167,40 @@ def compile_for(statement: Select, engine: Engine, name: str) -> Compiled:
             order.append(key)
         return f"${order.index(key) + 1}"
 
-    body = _PLACEHOLDER.sub(numbered, compiled.string)
+    body = _PLACEHOLDER.sub(numbered, expanded.statement)
     binds = {
         key: process
         for key, parameter in compiled.binds.items()
         if (process := parameter.type.dialect_impl(dialect).bind_processor(dialect)) is not None
     }
-    given = {key for key, parameter in compiled.binds.items() if parameter.required}
     constants = {
         key: value if key not in binds or value is None else binds[key](value)
-        for key, value in compiled.construct_params(dict.fromkeys(given)).items()
+        for key, value in expanded.parameters.items()
         if key not in given
     }
     processors = [
-        column.type.dialect_impl(dialect).result_processor(dialect, None) for column in statement.selected_columns
+        column.type.dialect_impl(dialect).result_processor(dialect, None) for column in statement.exported_columns
     ]
     columns = [(position, process) for position, process in enumerate(processors) if process is not None]
+    types = ", ".join(_parameter_type(compiled.binds[key], dialect, key in given) for key in order)
     return Compiled(
-        plain=compiled.string,
-        prepare=f"PREPARE {name} AS {body}",
+        plain=expanded.statement,
+        prepare=f"PREPARE {name} ({types}) AS {body}" if order else f"PREPARE {name} AS {body}",
         execute=f"EXECUTE {name}({', '.join(f'%({key})s' for key in order)})" if order else f"EXECUTE {name}",
         constants=constants,
         binds=binds,
         columns=columns,
     )
+
+
+def _parameter_type(parameter: BindParameter, dialect: Dialect, given: bool) -> str:
+    """A parameter's type as PREPARE declares it: a constant's own (psycopg2 sends it as a
+    typed literal in the plain statement, while PREPARE would take one with no context, as
+    in `$1 AS position`, for text); a given value's is left for PostgreSQL to infer from
+    where it stands, as it is in the plain statement (`json_to_recordset($1)`: json)."""
+    if given or isinstance(parameter.type, NullType):
+        return "unknown"
+    return dialect.type_compiler_instance.process(parameter.type.dialect_impl(dialect))
 
 
 def _processed(row: tuple, processors: Sequence[tuple[int, Processor]]) -> tuple:

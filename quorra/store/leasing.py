@@ -46,6 +46,7 @@ from quorra.store.base import (
     to_job,
 )
 from quorra.store.dependencies import parent_outcomes
+from quorra.store.direct import DirectStatement
 from quorra.store.limits import grant, limits_apply, spend
 
 
@@ -80,23 +81,36 @@ class Leasing(StoreBase):
         return limited_turn + leased
 
     def _lease_of(self, queues, tenant, worker_id, max_jobs, ttl_seconds, max_bytes, now) -> list[Job]:
-        """One lease: the fast statement, or the limited path when limits apply to it."""
+        """One lease: the prepared statement, or the limited path when limits apply to it."""
         ask = (queues, tenant, worker_id, max_jobs, ttl_seconds, max_bytes)
         limited = self.dialect == "postgresql" and self.known_limits().apply_to(tenant, queues)  # LimitSettings
-        with self._transaction() if limited else self._one_statement_verb() as conn:
-            clock = self._clock(now)
-            if limited or (self.dialect == "sqlite" and limits_apply(conn, tenant, queues)):
-                leased = self._lease_limited(conn, clock, *ask)
-            elif self.dialect == "postgresql":
-                leased = self._lease_skip_locked(conn, clock, *ask)
-            else:
-                leased = self._lease_one_by_one(conn, clock, *ask)
-            if any(job.pending_parents is not None for job in leased):  # dependants: their parents' outcomes
+        if self.dialect == "postgresql" and not limited and now is None:
+            leased = self._lease_prepared(*ask)
+        else:
+            with self._transaction() if limited else self._one_statement_verb() as conn:
+                clock = self._clock(now)
+                if limited or (self.dialect == "sqlite" and limits_apply(conn, tenant, queues)):
+                    leased = self._lease_limited(conn, clock, *ask)
+                elif self.dialect == "postgresql":
+                    leased = self._lease_skip_locked(conn, clock, *ask)
+                else:
+                    leased = self._lease_one_by_one(conn, clock, *ask)
+        if any(job.pending_parents is not None for job in leased):  # dependants: their parents' outcomes
+            with self._one_statement() as conn:  # settled parents: their outcomes no longer change
                 outcomes = parent_outcomes(conn, leased)
-                leased = [_with_parents(job, outcomes) for job in leased]
+            leased = [_with_parents(job, outcomes) for job in leased]
         for job in leased:
             log_transition("job leased", "job.leased", job, worker_id=worker_id)
         return leased
+
+    def _lease_prepared(self, queues, tenant, worker_id, max_jobs, ttl_seconds, max_bytes) -> list[Job]:
+        """PostgreSQL's hot path: the lease statement of this shape on the database clock, one
+        statement in autocommit, prepared with a generic plan (quorra.store.direct); see
+        _one_statement_verb for its commit."""
+        statement, params = prepared_lease(queues, tenant, worker_id, max_jobs, ttl_seconds, max_bytes)
+        with self._translated_errors():
+            rows = statement.rows(self.engine, params, durable=self.durable_leases)
+        return _in_lease_order([dict(zip(statement.column_names, row, strict=True)) for row in rows])
 
     def _lease_limited_tenants(self, queues, worker_id, max_jobs, ttl_seconds, max_bytes, now) -> list[Job]:
         """A fleet lease's turn for the tenants whose limits apply to `queues` (as this
@@ -167,18 +181,15 @@ class Leasing(StoreBase):
     def _lease_skip_locked(
         self, conn, clock, queues, tenant, worker_id, max_jobs, ttl_seconds, max_bytes, *, within_limits=False
     ):
-        """PostgreSQL: one statement. `within_limits`: the limited path's, which has counted
-        what the limits allow (the fast one skips limited queues)."""
+        """PostgreSQL, in `conn` at the clock's fixed time (the limited path's grant, or a
+        test's): one statement. `within_limits`: the limited path's, which has counted what
+        the limits allow (the others skip limited queues)."""
         params = _ready_params(clock, queues, tenant, max_jobs) | {"rotation": ready.next_rotation(max_jobs)}
         params |= {"max_bytes": max_bytes} if max_bytes is not None else {}
         fleet, budget = tenant == ALL_TENANTS, max_bytes is not None
-        if clock.fixed is None:  # the hot path: one statement object per shape, built once
-            statement = _lease_statement(len(queues), fleet, budget)
-            params |= {"worker_id": worker_id, "ttl": timedelta(seconds=ttl_seconds)}
-            return _in_lease_order(conn.execute(statement, params))
         values = self._lease_values(clock, worker_id, ttl_seconds) | {"lease_id": func.gen_random_uuid()}
         statement = _lease_update(_lease_ready(len(queues), fleet, True, budget, within_limits), values)
-        return _in_lease_order(conn.execute(statement, params))
+        return _in_lease_order([row._asdict() for row in conn.execute(statement, params)])
 
     def _lease_one_by_one(
         self, conn, clock, queues, tenant, worker_id, max_jobs, ttl_seconds, max_bytes, *, within_limits=False
@@ -260,15 +271,27 @@ def _payload_bytes(dialect: str) -> ColumnElement:
 def _lease_ready(queue_count: int, fleet: bool, fixed_now: bool, budget: bool, within_limits: bool = False) -> CTE:
     """PostgreSQL: the ready jobs to lease, locked, with their position in the lease, within
     the byte budget if any."""
-    ready_jobs = ready.ready_cte(queue_count, fleet, fixed_now, within_limits)
+    if queue_count == 1 and not fleet:
+        ready_jobs = ready.one_partition_cte(fixed_now, within_limits)
+    else:
+        ready_jobs = ready.ready_cte(queue_count, fleet, fixed_now, within_limits)
     return _within_budget(ready_jobs) if budget else ready_jobs
 
 
+def prepared_lease(
+    queues: Sequence[str], tenant: str, worker_id: str, max_jobs: int, ttl_seconds: float, max_bytes: int | None
+) -> tuple[DirectStatement, dict[str, Any]]:
+    """PostgreSQL: the prepared lease statement of this lease's shape, and its parameters."""
+    params = _ready_params(Clock("postgresql", None), queues, tenant, max_jobs)
+    params |= {"rotation": ready.next_rotation(max_jobs), "worker_id": worker_id}
+    params |= {"ttl": timedelta(seconds=ttl_seconds)} | ({"max_bytes": max_bytes} if max_bytes is not None else {})
+    return _prepared_lease(len(queues), tenant == ALL_TENANTS, max_bytes is not None), params
+
+
 @functools.lru_cache(maxsize=64)
-def _lease_statement(queue_count: int, fleet: bool, budget: bool):
-    """The lease UPDATE on the database clock, built once per shape: SQLAlchemy then finds
-    its compiled form by the statement's memoized cache key instead of walking a new tree
-    on every lease. Parameters: the ready CTE's, worker_id and ttl (an interval)."""
+def _prepared_lease(queue_count: int, fleet: bool, budget: bool) -> DirectStatement:
+    """The lease UPDATE on the database clock, built once per shape and prepared per
+    session. Parameters: the ready CTE's, worker_id and ttl (an interval)."""
     values = {
         "status": JobStatus.LEASED.value,
         "leased_by": bindparam("worker_id", type_=Text),
@@ -278,7 +301,7 @@ def _lease_statement(queue_count: int, fleet: bool, budget: bool):
         "updated_at": func.now(),
         "lease_id": func.gen_random_uuid(),
     }
-    return _lease_update(_lease_ready(queue_count, fleet, False, budget), values)
+    return DirectStatement(_lease_update(_lease_ready(queue_count, fleet, False, budget), values), generic_plan=True)
 
 
 def _lease_update(ready_jobs: CTE, values: dict[str, Any]):
@@ -290,11 +313,10 @@ def _lease_update(ready_jobs: CTE, values: dict[str, Any]):
 _POSITION = "lease_position"
 
 
-def _in_lease_order(rows) -> list[Job]:
-    """PostgreSQL: the leased jobs by their position in the lease."""
+def _in_lease_order(rows: list[dict[str, Any]]) -> list[Job]:
+    """PostgreSQL: the leased jobs (rows' columns by name) by their position in the lease."""
     leased = []
-    for row in sorted(rows, key=lambda row: getattr(row, _POSITION)):
-        columns = row._asdict()
+    for columns in sorted(rows, key=lambda columns: columns[_POSITION]):
         del columns[_POSITION]
         leased.append(job_from_columns(columns))
     return leased

@@ -80,9 +80,12 @@ class KnownLimits:
 
 
 class LimitCache:
-    """What this process knows of the installation's limits, read again once it is older
-    than REFRESH_SECONDS (by the first lease that finds it so; the others use the old one
-    meanwhile)."""
+    """What this process knows of the installation's limits. The first lease reads them (and
+    the first after this process changed one); after that, the first lease that finds them
+    older than REFRESH_SECONDS has them read again in a thread of its own and goes on with
+    what is known: no lease waits for the two reads (an idle worker's next job would, each
+    second), and a stale copy only delays a new limit, since the lease statement itself skips
+    limited queues."""
 
     def __init__(self) -> None:
         self._known = KnownLimits()
@@ -90,13 +93,29 @@ class LimitCache:
         self._reading = threading.Lock()
 
     def get(self, read: Callable[[], KnownLimits]) -> KnownLimits:
-        if time.monotonic() - self._read_at < REFRESH_SECONDS or not self._reading.acquire(blocking=False):
+        age = time.monotonic() - self._read_at
+        if age < REFRESH_SECONDS or not self._reading.acquire(blocking=False):
             return self._known
+        if math.isinf(age):
+            self._read(read, raising=True)
+            return self._known
+        known = self._known  # this lease's copy, whenever the thread is done
+        threading.Thread(target=self._read, args=(read,), name="quorra-limits-refresh", daemon=True).start()
+        return known
+
+    def _read(self, read: Callable[[], KnownLimits], *, raising: bool = False) -> None:
+        """Read the limits (holding the reading lock, which this releases)."""
         try:
             self._known, self._read_at = read(), time.monotonic()
+        except Exception:
+            if raising:
+                raise
+            self._read_at = time.monotonic()  # tried again in REFRESH_SECONDS, not by every lease
+            logger.warning(
+                "could not read the limits; keeping the last known", extra={"event": "limits.unread"}, exc_info=True
+            )
         finally:
             self._reading.release()
-        return self._known
 
     def expire(self) -> None:
         """This process changed a limit: read them again at the next lease."""

@@ -18,7 +18,8 @@ whole share. The lease then takes them in turns:
 
 Which tenant (and which queue of a tenant) goes first in a round rotates from lease to
 lease (`rotation`), so that leases of one job also take turns. PostgreSQL ranks the jobs
-in the lease statement itself (ready_cte); SQLite, whose lease is a walk of statements under
+in the lease statement itself (ready_cte, or one_partition_cte for a lease of one queue of
+one tenant); SQLite, whose lease is a walk of statements under
 BEGIN IMMEDIATE, ranks them in Python (fair_order) by the same rule.
 """
 
@@ -204,6 +205,20 @@ def ready_cte(queue_count: int, fleet: bool, fixed_now: bool, within_limits: boo
     position = func.row_number().over(order_by=(turns.c.turn, turns.c.tenant_turn))
     ready = select(turns.c.id, position.label("position")).order_by(turns.c.turn, turns.c.tenant_turn)
     return ready.limit(bindparam("max_jobs")).cte("ready").prefix_with("MATERIALIZED")
+
+
+@functools.lru_cache(maxsize=8)
+def one_partition_cte(fixed_now: bool, within_limits: bool = False) -> CTE:
+    """ready_cte for a lease of one queue of one tenant (a worker's usual lease): that
+    partition's walk, in its own order (priority DESC, run_at, id), which is the module's rule
+    for a single partition, without the quotas, top-ups and turns that share a lease among
+    partitions. Parameters: queue_0, lease_tenant, max_jobs, and now with `fixed_now`."""
+    parts = partitions(1, False, within_limits).cte("partitions")
+    walk = _partition_walk(parts, bindparam("max_jobs"), fixed_now, "levels")
+    offered = select(walk.c.id, walk.c.priority, walk.c.run_at).select_from(parts.join(walk, literal(True)))
+    offered = offered.subquery("offered")
+    position = func.row_number().over(order_by=(offered.c.priority.desc(), offered.c.run_at, offered.c.id))
+    return select(offered.c.id, position.label("position")).cte("ready").prefix_with("MATERIALIZED")
 
 
 def _quota(parts: CTE) -> ColumnElement:

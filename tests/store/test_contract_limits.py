@@ -4,12 +4,14 @@ rate, a tenant's over all its queues, and the queues without limits beside them.
 from __future__ import annotations
 
 import threading
+import time
 from datetime import timedelta
 
 from quorra.access import ALL_TENANTS
 from quorra.jobs import JobStatus
 from quorra.limits import NO_LIMITS, Limits, Rate
 from quorra.store import Store
+from quorra.store.limits import REFRESH_SECONDS
 from tests.factories import make_job, spec
 from tests.store.support import later
 
@@ -168,6 +170,21 @@ def test_a_process_that_has_not_seen_a_new_limit_yet_never_passes_it(store):
     fresh = other.lease_jobs(["mail"], "worker-a", 10, 30)
     # Then never more than the limit in flight: the fast statement skips a limited queue
     assert len(stale) + len(fresh) == 2
+
+
+def test_a_copy_older_than_a_second_is_read_again_while_leases_go_on(store):
+    # Given a second server process whose copy of the limits became older than REFRESH_SECONDS
+    other = Store(store.engine)
+    assert other.known_limits().queues == {}
+    store.set_queue_limits("mail", Limits(max_in_flight=2))
+    time.sleep(REFRESH_SECONDS * 1.2)
+    # When it is asked for them: Then it answers with the copy it has (no lease waits for the read)
+    assert other.known_limits().queues == {}
+    # and soon knows the new limit, read in the background
+    deadline = time.monotonic() + 10
+    while not other.known_limits().queues and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert other.known_limits().queues == {("default", "mail"): Limits(max_in_flight=2)}
 
 
 def test_racing_leases_never_pass_max_in_flight(store):

@@ -123,20 +123,27 @@ def test_a_job_larger_than_the_budget_still_comes_alone(store):
 
 
 @pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
-def test_a_lease_that_waited_for_a_lock_still_gets_its_whole_ttl(store):
-    # Given a ready job, and another session holding a lock that the lease's UPDATE waits for
-    make_job(store, queue="slow")
-    with store.engine.connect() as blocker:
+def test_a_lease_that_waited_for_a_lock_still_gets_its_whole_ttl(database_url):
+    # Given a ready job, a store of one pooled session that has leased before (its lease
+    # statement is prepared: the wait below happens inside the lease's own transaction),
+    # and another session holding a lock that the lease's UPDATE waits for
+    store, others = Store.from_url(database_url, pool_size=1), Store.from_url(database_url)
+    make_job(store, queue="slow"), make_job(store, queue="slow")
+    store.lease_jobs(["slow"], "worker-a", 1, 30)
+    with others.engine.connect() as blocker:
         blocker.execute(text("LOCK TABLE jobs IN SHARE ROW EXCLUSIVE MODE"))
         with ThreadPoolExecutor(1) as pool:
             leasing = pool.submit(store.lease_jobs, ["slow"], "worker-a", 1, 30)
-            _wait_for_a_lock_waiter(store)  # the lease's transaction has begun and waits...
+            _wait_for_a_lock_waiter(others)  # the lease's transaction has begun and waits...
             time.sleep(2)  # ...for 2 s
             blocker.commit()
+            released = others.database_now()
             # When the lock is released and the lease commits
             [job] = leasing.result(timeout=30)
-    # Then its expiry counts from when the statement ran, not from its transaction's start
-    assert (job.lease_expires_at - job.leased_at).total_seconds() >= 31.5
+    store.close(), others.close()
+    # Then its expiry counts from when the statement ran, after the wait, not from its
+    # transaction's start
+    assert job.lease_expires_at >= released + timedelta(seconds=29.5)
 
 
 # -- pooled connections the database closed -------------------------------------------------------

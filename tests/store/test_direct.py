@@ -1,14 +1,16 @@
 """The statements run straight on the DBAPI cursor (quorra.store.direct): the same values as
 SQLAlchemy's rows on both backends; on PostgreSQL prepared once per session, still answered
 by a session that lost its prepared statement, out of autocommit when the pool takes the
-connection back, and seen by statement listeners (tracing) whenever there are some."""
+connection back, and seen by statement listeners (tracing) whenever there are some; the lease
+planned once per session (a generic plan), and committed without waiting for its flush when
+the store says so."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 
 import pytest
-from sqlalchemy import event, literal_column, select, text
+from sqlalchemy import event, func, literal_column, select, text
 
 from quorra.errors import DatabaseUnavailable, JobNotFound
 from quorra.store import Store
@@ -75,6 +77,41 @@ def test_a_session_prepares_the_statement_once(one_connection_store):
 
 
 @ON_POSTGRES
+def test_a_session_plans_its_lease_once_for_any_values(one_connection_store):
+    # Given ready jobs in two queues, and one pooled session
+    for queue in ("q1", "q1", "q2"):
+        make_job(one_connection_store, queue=queue)
+    # When the session leases three times, from one queue and then the other
+    leased = [one_connection_store.lease_jobs([queue], "worker-a", 1, 30) for queue in ("q1", "q2", "q1")]
+    # Then each lease took a job, and all three ran one generic plan: never planned for their values
+    assert [[job.queue for job in batch] for batch in leased] == [["q1"], ["q2"], ["q1"]]
+    with one_connection_store.engine.connect() as conn:
+        plans = conn.execute(
+            text("SELECT generic_plans, custom_plans FROM pg_prepared_statements WHERE statement LIKE '%UPDATE jobs%'")
+        ).all()
+        assert [tuple(plan) for plan in plans] == [(3, 0)]
+
+
+@ON_POSTGRES
+@pytest.mark.parametrize("durable", [True, False])
+def test_a_direct_statement_commits_durably_unless_told(one_connection_store, durable):
+    # Given a statement that reads the setting it runs under
+    setting = DirectStatement(select(func.current_setting("synchronous_commit")))
+    # When it runs durably, or not, twice (prepared on the second run)
+    answers = [setting.rows(one_connection_store.engine, {}, durable=durable) for _ in range(2)]
+    # Then it ran with synchronous_commit as told, and the session kept its own setting
+    assert answers == [[("on" if durable else "off",)]] * 2
+    with one_connection_store.engine.connect() as conn:
+        assert conn.execute(text("SHOW synchronous_commit")).scalar() == "on"
+
+
+@ON_POSTGRES
+def test_a_statement_with_a_generic_plan_runs_under_that_setting(one_connection_store):
+    mode = DirectStatement(select(func.current_setting("plan_cache_mode")), generic_plan=True)
+    assert mode.rows(one_connection_store.engine, {}) == [("force_generic_plan",)]
+
+
+@ON_POSTGRES
 def test_a_session_that_lost_its_prepared_statements_still_answers(one_connection_store):
     # Given a session that prepared the statement, then lost it (DEALLOCATE, or another
     # server session behind a transaction-pooling PgBouncer)
@@ -111,12 +148,14 @@ def test_statement_listeners_see_the_direct_statements(one_connection_store):
     # Given a listener on the engine's statements (as the tracing instrumentation adds)
     seen = []
     event.listen(one_connection_store.engine, "before_cursor_execute", lambda *args: seen.append(args[2]))
-    # When a job is submitted and read
-    job = one_connection_store.enqueue(spec())
+    # When a job is submitted, read and leased
+    job = one_connection_store.enqueue(spec(queue="q"))
     one_connection_store.get_job(job.id)
-    # Then the listener saw the INSERT and the SELECT
+    [leased] = one_connection_store.lease_jobs(["q"], "worker-a", 1, 30)
+    # Then the listener saw the INSERT, the SELECT and the lease's UPDATE
     assert any("INSERT INTO jobs" in statement for statement in seen)
     assert any(statement.startswith("SELECT jobs.id") for statement in seen)
+    assert any("UPDATE jobs SET status" in statement for statement in seen) and leased.id == job.id
 
 
 def test_an_unreachable_database_is_unavailable():

@@ -17,8 +17,11 @@ import pytest
 from sqlalchemy import event, insert
 
 from quorra.access import ALL_TENANTS
+from quorra.db import make_engine
 from quorra.schema import jobs
 from quorra.store import Store
+from quorra.store.direct import GENERIC_PLAN
+from quorra.store.leasing import prepared_lease
 from tests.factories import job_in_status, spec
 from tests.store.support import later
 
@@ -113,32 +116,74 @@ def test_postgres_lease_reads_few_rows_of_ix_jobs_ready_in_every_shape(postgres_
         with store.engine.begin() as conn:
             conn.exec_driver_sql("ANALYZE jobs")
         for shape, (queues, tenant, partitions) in LEASE_SHAPES.items():
-            # When a worker leases a batch
+            # When a worker leases a batch (the statement as SQLAlchemy sends it: a listener is on)
             with statements_sent(store) as sent:
                 leased = store.lease_jobs(queues, "worker-a", LEASE_BATCH, 30, tenant=tenant)
             # Then the plan reads ix_jobs_ready (or the primary key, to update), never the
             # whole table, and no step handles more than a few rows per partition
-            nodes = list(_plan_nodes(_analysed_plan(store, *the_one(sent, "UPDATE jobs"))))
             assert leased, shape
-            scans = {(node["Node Type"], node.get("Index Name")) for node in nodes if "Scan" in node["Node Type"]}
-            scans = {scan for scan in scans if scan[0] not in ("CTE Scan", "WorkTable Scan", "Subquery Scan")}
-            # (the tenants table holds a row per tenant with limits only: the planner may read it whole)
-            tenant_reads = {("Seq Scan", None)} if _reads_tenants_whole(nodes) else set()
-            scans -= tenant_reads
-            assert {index for _, index in scans} <= {"ix_jobs_ready", "pk_jobs", "pk_queues", "pk_tenants"}, (
-                shape,
-                scans,
-            )
-            # and each partition's pause flag and limits are read by primary key, about once,
-            # and its tenant's limits too
-            pause_probes = [node for node in nodes if node.get("Index Name") == "pk_queues"]
-            assert sum(node.get("Actual Loops", 1) for node in pause_probes) <= 2 * partitions, (shape, nodes)
-            tenant_probes = [node for node in nodes if node.get("Index Name") == "pk_tenants"]
-            assert sum(node.get("Actual Loops", 1) for node in tenant_probes) <= 2 * partitions, (shape, nodes)
-            busiest = max(_rows_handled(node) for node in nodes)
-            assert busiest <= 4 * LEASE_BATCH * partitions, (shape, busiest)
+            _assert_reads_few_rows(shape, _analysed_plan(store, *the_one(sent, "UPDATE jobs")), partitions)
     finally:
         store.close()
+
+
+@pytest.mark.postgres
+def test_postgres_prepared_lease_has_a_generic_plan_that_reads_few_rows_in_every_shape(postgres_url):
+    # Given full queues of every shape, analysed
+    store = Store.from_url(postgres_url)
+    try:
+        _fill(store)
+        with store.engine.begin() as conn:
+            conn.exec_driver_sql("ANALYZE jobs")
+        for shape, (queues, tenant, partitions) in LEASE_SHAPES.items():
+            # When the lease statement is prepared, as a session does, and run with the generic
+            # plan it gets (one plan for any values, made before any were known)
+            plan = _generic_plan(store, queues, tenant)
+            # Then that plan too reads few rows of ix_jobs_ready in each shape
+            assert plan["Actual Rows"] > 0, shape
+            _assert_reads_few_rows(shape, plan, partitions)
+    finally:
+        store.close()
+
+
+def _assert_reads_few_rows(shape: str, plan: dict, partitions: int) -> None:
+    """The plan reads ix_jobs_ready (or the primary key, to update), never the whole table;
+    each partition's pause flag and limits are read by primary key about once, and its
+    tenant's limits too; no step handles more than a few rows per partition."""
+    nodes = list(_plan_nodes(plan))
+    scans = {(node["Node Type"], node.get("Index Name")) for node in nodes if "Scan" in node["Node Type"]}
+    scans = {scan for scan in scans if scan[0] not in ("CTE Scan", "WorkTable Scan", "Subquery Scan")}
+    # (the tenants table holds a row per tenant with limits only: the planner may read it whole)
+    tenant_reads = {("Seq Scan", None)} if _reads_tenants_whole(nodes) else set()
+    scans -= tenant_reads
+    assert {index for _, index in scans} <= {"ix_jobs_ready", "pk_jobs", "pk_queues", "pk_tenants"}, (shape, scans)
+    pause_probes = [node for node in nodes if node.get("Index Name") == "pk_queues"]
+    assert sum(node.get("Actual Loops", 1) for node in pause_probes) <= 2 * partitions, (shape, nodes)
+    tenant_probes = [node for node in nodes if node.get("Index Name") == "pk_tenants"]
+    assert sum(node.get("Actual Loops", 1) for node in tenant_probes) <= 2 * partitions, (shape, nodes)
+    busiest = max(_rows_handled(node) for node in nodes)
+    assert busiest <= 4 * LEASE_BATCH * partitions, (shape, busiest)
+
+
+def _generic_plan(store: Store, queues: list[str], tenant: str) -> dict:
+    """EXPLAIN ANALYZE of the prepared lease, on a session of its own, with the settings the
+    store sends before its EXECUTE (plan_cache_mode among them), rolled back."""
+    statement, params = prepared_lease(queues, tenant, "worker-a", LEASE_BATCH, 30, None)
+    compiled, values, settings = statement.bound(store.engine, params)
+    assert GENERIC_PLAN in settings
+    engine = make_engine(str(store.engine.url.render_as_string(hide_password=False)), pool_size=1)
+    connection = engine.raw_connection()
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute(compiled.prepare)
+            cursor.execute(settings + "EXPLAIN (ANALYZE, FORMAT JSON) " + compiled.execute, values)
+            [[plan]] = cursor.fetchall()
+        connection.rollback()
+    finally:
+        connection.close()
+        engine.dispose()
+    plan = json.loads(plan) if isinstance(plan, str) else plan
+    return plan[0]["Plan"]
 
 
 def _reads_tenants_whole(nodes: list[dict]) -> bool:
