@@ -35,7 +35,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Dialect
 from sqlalchemy.sql.base import Executable
@@ -55,6 +55,12 @@ _names = itertools.count(1)
 GENERIC_PLAN = "SET LOCAL plan_cache_mode = force_generic_plan; "
 
 Processor = Callable[[Any], Any]
+
+
+class PreparedStatementLost(Exception):
+    """This session no longer held a statement it had prepared (quorra.store.direct's module
+    text), inside a transaction that the error aborted: run the transaction again (its
+    session now runs the plain statement)."""
 
 
 @dataclass(frozen=True)
@@ -124,9 +130,41 @@ class DirectStatement:
                 dbapi_connection.autocommit = False  # before the pool hands it to a transaction
             connection.close()
 
-    def _execute(self, cursor, info: dict, compiled: Compiled, values: dict[str, Any], dbapi, settings: str) -> None:
+    def rows_in(self, conn: Connection, parameters: Mapping[str, Any]) -> list[tuple]:
+        """rows(), run in `conn`'s transaction (a statement with others after it that must
+        commit with it: a settle and the release of its dependants). A session that lost the
+        prepared statement cannot run the plain one in the same transaction, which the error
+        has aborted: it runs plain from then on, and PreparedStatementLost asks the caller to
+        run its transaction again."""
+        engine = conn.engine
+        if engine.dialect.name != "postgresql" or _has_statement_listeners(engine):
+            return [tuple(row) for row in conn.execute(self.statement, dict(parameters))]
+        compiled, values, settings = self.bound(engine, parameters)
+        dbapi = engine.dialect.loaded_dbapi
+        connection = conn.connection
+        try:
+            with connection.dbapi_connection.cursor() as cursor:
+                self._execute(cursor, connection.info, compiled, values, dbapi, settings, in_transaction=True)
+                rows = cursor.fetchall()
+        except dbapi.Error as exc:
+            if engine.dialect.is_disconnect(exc, connection.dbapi_connection, None):
+                conn.invalidate(exc)
+            raise _wrapped(exc, compiled, values, engine) from exc
+        return [_processed(row, compiled.columns) for row in rows]
+
+    def _execute(
+        self,
+        cursor,
+        info: dict,
+        compiled: Compiled,
+        values: dict[str, Any],
+        dbapi,
+        settings: str,
+        *,
+        in_transaction=False,
+    ) -> None:
         """The statement, after `settings` (SET LOCALs) in the same message: one implicit
-        transaction, one round trip."""
+        transaction (or the caller's), one round trip."""
         prepared = info.setdefault(PREPARED_INFO_KEY, set())
         if prepared is False:
             cursor.execute(settings + compiled.plain, values)
@@ -140,6 +178,8 @@ class DirectStatement:
             if getattr(exc, "pgcode", None) not in _PREPARE_LOST:
                 raise
             info[PREPARED_INFO_KEY] = False
+            if in_transaction:
+                raise PreparedStatementLost(self.name) from exc
             cursor.execute(settings + compiled.plain, values)
 
     def _compile(self, engine: Engine) -> Compiled:
@@ -182,7 +222,8 @@ def compile_for(statement: Executable, engine: Engine, name: str) -> Compiled:
         column.type.dialect_impl(dialect).result_processor(dialect, None) for column in statement.exported_columns
     ]
     columns = [(position, process) for position, process in enumerate(processors) if process is not None]
-    types = ", ".join(_parameter_type(compiled.binds[key], dialect, key in given) for key in order)
+    # (an expanding IN's values have keys of their own, not in binds: left to PostgreSQL)
+    types = ", ".join(_parameter_type(compiled.binds.get(key), dialect, key in given) for key in order)
     return Compiled(
         plain=expanded.statement,
         prepare=f"PREPARE {name} ({types}) AS {body}" if order else f"PREPARE {name} AS {body}",
@@ -193,12 +234,12 @@ def compile_for(statement: Executable, engine: Engine, name: str) -> Compiled:
     )
 
 
-def _parameter_type(parameter: BindParameter, dialect: Dialect, given: bool) -> str:
+def _parameter_type(parameter: BindParameter | None, dialect: Dialect, given: bool) -> str:
     """A parameter's type as PREPARE declares it: a constant's own (psycopg2 sends it as a
     typed literal in the plain statement, while PREPARE would take one with no context, as
     in `$1 AS position`, for text); a given value's is left for PostgreSQL to infer from
     where it stands, as it is in the plain statement (`json_to_recordset($1)`: json)."""
-    if given or isinstance(parameter.type, NullType):
+    if given or parameter is None or isinstance(parameter.type, NullType):
         return "unknown"
     return dialect.type_compiler_instance.process(parameter.type.dialect_impl(dialect))
 

@@ -46,6 +46,7 @@ from quorra.store.base import (
     SettleResult,
     StoreBase,
     failure_values,
+    job_from_columns,
     log_failed_attempt,
     log_transition,
     of_tenant,
@@ -55,6 +56,7 @@ from quorra.store.base import (
     with_effects,
 )
 from quorra.store.dependencies import follow, log_dependants
+from quorra.store.direct import DirectStatement, PreparedStatementLost
 from quorra.store.webhooks import any_webhook, enqueue_events, events_of, no_webhook
 
 
@@ -108,11 +110,10 @@ class Settling(StoreBase):
         finished workflows complete (reported in `effects`)."""
         checked = _check_settlements(settlements)
         valid = [item for item in checked if isinstance(item, Settlement)]
-        with self._transaction() as conn:
-            clock = self._clock(now)
-            settled = self._settle(conn, clock, valid, worker_id, tenant) if valid else {}
-            dependants = follow(conn, clock, self.dialect, settled.values(), effects)
-            unsettled = self._statuses(conn, [item.job_id for item in valid if item.job_id not in settled], tenant)
+        try:
+            settled, dependants, unsettled = self._settle_in_transaction(valid, worker_id, tenant, now, effects)
+        except PreparedStatementLost:  # nothing was settled; this session now settles unprepared
+            settled, dependants, unsettled = self._settle_in_transaction(valid, worker_id, tenant, now, effects)
         results = [_settle_result(item, settled, unsettled) for item in checked]
         for result in results:
             if result.job is not None:
@@ -120,18 +121,27 @@ class Settling(StoreBase):
         log_dependants(dependants)
         return results
 
+    def _settle_in_transaction(self, valid: list[Settlement], worker_id, tenant, now, effects):
+        """The settles, their dependants released, and the status of the jobs not settled."""
+        with self._transaction() as conn:
+            clock = self._clock(now)
+            settled = self._settle(conn, clock, valid, worker_id, tenant) if valid else {}
+            dependants = follow(conn, clock, self.dialect, settled.values(), effects)
+            unsettled = self._statuses(conn, [item.job_id for item in valid if item.job_id not in settled], tenant)
+        return settled, dependants, unsettled
+
     def _settle(self, conn, clock, settlements: list[Settlement], worker_id: str | None, tenant: str) -> dict[str, Job]:
         if self.dialect == "postgresql":
             shape = _Shape(check_worker=worker_id is not None, check_tenant=tenant != ALL_TENANTS)
             params = _settle_arrays(settlements) | {"worker_id": worker_id, "settle_tenant": tenant}
             outbox = self._webhooks_seen
-            rows = conn.execute(self._settle_statement(clock, shape, outbox), params).all()
-            if not rows and not outbox and any_webhook(conn):
+            changed = self._settled_rows(conn, clock, shape, outbox, params)
+            if not changed and not outbox and any_webhook(conn):
                 # The statement without the outbox changed nothing because a webhook exists
                 # (its guard): from now on, this process settles with the outbox.
                 self._webhooks_seen = True
-                rows = conn.execute(self._settle_statement(clock, shape, True), params).all()
-            return {job.id: job for job in map(to_job, rows)}
+                changed = self._settled_rows(conn, clock, shape, True, params)
+            return {job.id: job for job in changed}
         settled = {}
         for item in settlements:  # SQLite: BEGIN IMMEDIATE holds the only write lock
             guard = self._lease_guard(clock, item.job_id, item.lease_id, worker_id, tenant)
@@ -149,10 +159,14 @@ class Settling(StoreBase):
     # no event can be missed, and settling costs nothing more while no webhook exists.
     _webhooks_seen = False
 
-    def _settle_statement(self, clock: Clock, shape: _Shape, outbox: bool):
-        if clock.fixed is None:
-            return _SETTLE_AT_DB_TIME[shape, outbox]
-        return _settle_statement(clock, shape, outbox)
+    def _settled_rows(self, conn, clock: Clock, shape: _Shape, outbox: bool, params: dict[str, Any]) -> list[Job]:
+        """The settle statement's changed jobs: on the database clock, prepared on the session
+        (quorra.store.direct); at a caller's fixed time (tests), built for that time."""
+        if clock.fixed is not None:
+            return [to_job(row) for row in conn.execute(_settle_statement(clock, shape, outbox), params)]
+        statement = _SETTLE_AT_DB_TIME[shape, outbox]
+        rows = statement.rows_in(conn, params)
+        return [job_from_columns(dict(zip(statement.column_names, row, strict=True))) for row in rows]
 
     def _settle_row(self, conn, clock: Clock, row, item: Settlement) -> Job:
         if not item.success:
@@ -359,7 +373,7 @@ def _check_result(result: Any) -> None:
 
 # Built once, after the helpers above: the hot settle statement on the database clock.
 _SETTLE_AT_DB_TIME = {
-    (shape, outbox): _settle_statement(Clock("postgresql", None), shape, outbox)
+    (shape, outbox): DirectStatement(_settle_statement(Clock("postgresql", None), shape, outbox), generic_plan=True)
     for shape in (_Shape(worker, tenant) for worker in (False, True) for tenant in (False, True))
     for outbox in (False, True)
 }

@@ -3,7 +3,8 @@ SQLAlchemy's rows on both backends; on PostgreSQL prepared once per session, sti
 by a session that lost its prepared statement, out of autocommit when the pool takes the
 connection back, and seen by statement listeners (tracing) whenever there are some; the lease
 planned once per session (a generic plan), and committed without waiting for its flush when
-the store says so."""
+the store says so; the settle prepared too, in its transaction, which a session that lost it
+runs again unprepared."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import pytest
 from sqlalchemy import event, func, literal_column, select, text
 
 from quorra.errors import DatabaseUnavailable, JobNotFound
-from quorra.store import Store
+from quorra.store import Settlement, SettleOutcome, Store
 from quorra.store.base import SELECT_JOB, to_job
 from quorra.store.direct import PREPARED_INFO_KEY, DirectStatement
 from tests.conftest import free_port
@@ -90,6 +91,48 @@ def test_a_session_plans_its_lease_once_for_any_values(one_connection_store):
             text("SELECT generic_plans, custom_plans FROM pg_prepared_statements WHERE statement LIKE '%UPDATE jobs%'")
         ).all()
         assert [tuple(plan) for plan in plans] == [(3, 0)]
+
+
+@ON_POSTGRES
+def test_a_session_plans_its_settles_once_in_their_transactions(one_connection_store):
+    # Given two leased jobs, and one pooled session
+    store = one_connection_store
+    for _ in range(2):
+        make_job(store, queue="q")
+    leased = store.lease_jobs(["q"], "worker-a", 2, 30)
+    # When each is settled in a call of its own (an ack, then a nack)
+    outcomes = [
+        store.settle_many([Settlement(leased[0].id, leased[0].lease_id, True, {"n": 1})], worker_id="worker-a"),
+        store.settle_many([Settlement(leased[1].id, leased[1].lease_id, False, error="boom")], worker_id="worker-a"),
+    ]
+    # Then both settled, as SQLAlchemy's rows would say, and one generic plan ran both
+    assert [result.outcome for [result] in outcomes] == [SettleOutcome.SETTLED] * 2
+    assert [store.get_job(job.id).status.value for job in leased] == ["succeeded", "failed"]
+    assert store.get_job(leased[0].id).result == {"n": 1} == outcomes[0][0].job.result
+    with store.engine.connect() as conn:
+        plans = conn.execute(
+            text("SELECT generic_plans, custom_plans FROM pg_prepared_statements WHERE statement LIKE '%unnest%'")
+        ).all()
+        assert [tuple(plan) for plan in plans] == [(2, 0)]
+
+
+@ON_POSTGRES
+def test_a_session_that_lost_its_settle_statement_still_settles(one_connection_store):
+    # Given a session that prepared the settle statement, then lost it
+    store = one_connection_store
+    for _ in range(2):
+        make_job(store, queue="q")
+    first, second = store.lease_jobs(["q"], "worker-a", 2, 30)
+    store.settle_many([Settlement(first.id, first.lease_id, True)], worker_id="worker-a")
+    with store.engine.connect() as conn:
+        conn.execute(text("DEALLOCATE ALL"))
+        conn.commit()
+    # When it settles again (inside a transaction, which the lost statement aborts)
+    [result] = store.settle_many([Settlement(second.id, second.lease_id, True)], worker_id="worker-a")
+    # Then the settle went through once, and the session runs the plain statement from then on
+    assert result.outcome is SettleOutcome.SETTLED and store.get_job(second.id).status.value == "succeeded"
+    with store.engine.connect() as conn:
+        assert conn.connection.info[PREPARED_INFO_KEY] is False
 
 
 @ON_POSTGRES
