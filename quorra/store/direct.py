@@ -16,10 +16,15 @@ hands out another server connection, a ``DEALLOCATE``, a plan invalidated by a m
 runs the plain statement from then on.
 
 The lease is prepared with a generic plan (``plan_cache_mode = force_generic_plan``, sent with
-each ``EXECUTE``): planned once per session, never again for the values of a call. Its plan
-was 2 to 3 ms of PostgreSQL's CPU per lease, several times the statement's run; the statement
-is built to be planned without its values (index probes in the index's own order, with bitmap
-scans off), and tests/store/test_query_plans.py checks that generic plan in every shape.
+each ``EXECUTE``): planned once per session, never again for the values of a call; its plan was
+2 to 3 ms of PostgreSQL's CPU per lease, several times the statement's run. A generic plan is
+kept however the table grows after it was made, so the same settings rule out sequential
+scans, hash joins and merge joins while it is made (GENERIC_PLAN): the lease reaches jobs by
+index probes only. The settle is prepared with custom plans (planned for each call's values and
+the table as it is then): its best plan depends on how many jobs the table holds, and a plan
+made on a nearly empty table would read every job of the tenant once the table is full.
+tests/store/test_query_plans.py checks the generic plans in every shape, and both statements'
+plans, made on a nearly empty table, once it is full.
 
 Whenever anything listens to the engine's statement events (OpenTelemetry's SQLAlchemy
 instrumentation, when tracing is on), the statement goes through SQLAlchemy instead, so every
@@ -33,7 +38,7 @@ import re
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy import Connection, Engine
 from sqlalchemy import exc as sa_exc
@@ -52,7 +57,17 @@ PREPARED_INFO_KEY = "quorra_prepared"
 _PREPARE_LOST = frozenset({"26000", "0A000", "42P05"})
 _PLACEHOLDER = re.compile(r"%(?:\((\w+)\)s|%)")
 _names = itertools.count(1)
-GENERIC_PLAN = "SET LOCAL plan_cache_mode = force_generic_plan; "
+# One plan per session for every call's values, and for every size of the tables: a generic
+# plan is made once, from the statistics of that moment (a fresh database's empty table, where
+# a sequential scan or a hash join over the whole table looks cheapest), and kept as the table
+# grows. The statement given one reaches jobs by index only (ix_jobs_ready probes, primary-key
+# lookups), so scans and joins that would read a whole table are ruled out while it is planned.
+GENERIC_PLAN = (
+    "SET LOCAL plan_cache_mode = force_generic_plan; SET LOCAL enable_seqscan = off; "
+    "SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off; "
+)
+CUSTOM_PLANS = "SET LOCAL plan_cache_mode = force_custom_plan; "
+_PLAN_SETTINGS = {"auto": "", "generic": GENERIC_PLAN, "custom": CUSTOM_PLANS}
 
 Processor = Callable[[Any], Any]
 
@@ -76,14 +91,16 @@ class Compiled:
 class DirectStatement:
     """One Core statement that returns rows (a SELECT, whose CTE may hold the write, or an
     UPDATE ... RETURNING) run on the DBAPI cursor on PostgreSQL, through SQLAlchemy
-    elsewhere; thread-safe. `generic_plan`: planned once per session (see the module)."""
+    elsewhere; thread-safe. `plans`: "generic" (planned once per session), "custom" (for each
+    call) or "auto" (PostgreSQL's choice, for statements whose plan is the same either way);
+    see the module."""
 
-    def __init__(self, statement: Executable, *, generic_plan: bool = False):
+    def __init__(self, statement: Executable, *, plans: Literal["auto", "generic", "custom"] = "auto"):
         self.statement = statement
         self.name = f"quorra_direct_{next(_names)}"
         self.column_names = tuple(column.key for column in statement.exported_columns)
         self._index_order = bool(statement.get_execution_options().get(INDEX_ORDER_OPTION))
-        self._generic_plan = generic_plan
+        self._plan_settings = _PLAN_SETTINGS[plans]
         self._compiled: Compiled | None = None
         self._lock = threading.Lock()
 
@@ -107,7 +124,7 @@ class DirectStatement:
             process = compiled.binds.get(key)
             values[key] = value if process is None or value is None else process(value)
         settings = statement_settings(index_order=self._index_order, durable=durable)
-        return compiled, values, settings + (GENERIC_PLAN if self._generic_plan else "")
+        return compiled, values, settings + self._plan_settings
 
     def _run(self, engine: Engine, compiled: Compiled, values: dict[str, Any], settings: str) -> list[tuple]:
         dbapi = engine.dialect.loaded_dbapi

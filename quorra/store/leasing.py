@@ -301,7 +301,7 @@ def _prepared_lease(queue_count: int, fleet: bool, budget: bool) -> DirectStatem
         "updated_at": func.now(),
         "lease_id": func.gen_random_uuid(),
     }
-    return DirectStatement(_lease_update(_lease_ready(queue_count, fleet, False, budget), values), generic_plan=True)
+    return DirectStatement(_lease_update(_lease_ready(queue_count, fleet, False, budget), values), plans="generic")
 
 
 def _lease_update(ready_jobs: CTE, values: dict[str, Any]):

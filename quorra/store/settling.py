@@ -132,15 +132,14 @@ class Settling(StoreBase):
 
     def _settle(self, conn, clock, settlements: list[Settlement], worker_id: str | None, tenant: str) -> dict[str, Job]:
         if self.dialect == "postgresql":
-            shape = _Shape(check_worker=worker_id is not None, check_tenant=tenant != ALL_TENANTS)
-            params = _settle_arrays(settlements) | {"worker_id": worker_id, "settle_tenant": tenant}
+            ask = (settlements, worker_id, tenant)
             outbox = self._webhooks_seen
-            changed = self._settled_rows(conn, clock, shape, outbox, params)
+            changed = self._settled_rows(conn, clock, *ask, outbox=outbox)
             if not changed and not outbox and any_webhook(conn):
                 # The statement without the outbox changed nothing because a webhook exists
                 # (its guard): from now on, this process settles with the outbox.
                 self._webhooks_seen = True
-                changed = self._settled_rows(conn, clock, shape, True, params)
+                changed = self._settled_rows(conn, clock, *ask, outbox=True)
             return {job.id: job for job in changed}
         settled = {}
         for item in settlements:  # SQLite: BEGIN IMMEDIATE holds the only write lock
@@ -159,12 +158,13 @@ class Settling(StoreBase):
     # no event can be missed, and settling costs nothing more while no webhook exists.
     _webhooks_seen = False
 
-    def _settled_rows(self, conn, clock: Clock, shape: _Shape, outbox: bool, params: dict[str, Any]) -> list[Job]:
+    def _settled_rows(self, conn, clock: Clock, settlements, worker_id, tenant, *, outbox: bool) -> list[Job]:
         """The settle statement's changed jobs: on the database clock, prepared on the session
         (quorra.store.direct); at a caller's fixed time (tests), built for that time."""
+        statement, params = prepared_settle(settlements, worker_id, tenant, outbox=outbox)
         if clock.fixed is not None:
-            return [to_job(row) for row in conn.execute(_settle_statement(clock, shape, outbox), params)]
-        statement = _SETTLE_AT_DB_TIME[shape, outbox]
+            built = _settle_statement(clock, _shape(worker_id, tenant), outbox)
+            return [to_job(row) for row in conn.execute(built, params)]
         rows = statement.rows_in(conn, params)
         return [job_from_columns(dict(zip(statement.column_names, row, strict=True))) for row in rows]
 
@@ -302,6 +302,19 @@ def _settle_arrays(settlements: list[Settlement]) -> dict[str, list[Any]]:
     }
 
 
+def prepared_settle(
+    settlements: list[Settlement], worker_id: str | None, tenant: str, *, outbox: bool = False
+) -> tuple[DirectStatement, dict[str, Any]]:
+    """PostgreSQL: the prepared settle statement on the database clock for this batch's
+    shape (with the webhook outbox or without), and its parameters."""
+    params = _settle_arrays(settlements) | {"worker_id": worker_id, "settle_tenant": tenant}
+    return _SETTLE_AT_DB_TIME[_shape(worker_id, tenant), outbox], params
+
+
+def _shape(worker_id: str | None, tenant: str) -> _Shape:
+    return _Shape(check_worker=worker_id is not None, check_tenant=tenant != ALL_TENANTS)
+
+
 @dataclass(frozen=True)
 class _Shape:
     """Which optional terms a settle statement's guard has: the worker holding the lease,
@@ -373,7 +386,7 @@ def _check_result(result: Any) -> None:
 
 # Built once, after the helpers above: the hot settle statement on the database clock.
 _SETTLE_AT_DB_TIME = {
-    (shape, outbox): DirectStatement(_settle_statement(Clock("postgresql", None), shape, outbox), generic_plan=True)
+    (shape, outbox): DirectStatement(_settle_statement(Clock("postgresql", None), shape, outbox), plans="custom")
     for shape in (_Shape(worker, tenant) for worker in (False, True) for tenant in (False, True))
     for outbox in (False, True)
 }

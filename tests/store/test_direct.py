@@ -94,7 +94,7 @@ def test_a_session_plans_its_lease_once_for_any_values(one_connection_store):
 
 
 @ON_POSTGRES
-def test_a_session_plans_its_settles_once_in_their_transactions(one_connection_store):
+def test_a_session_prepares_its_settles_once_in_their_transactions(one_connection_store):
     # Given two leased jobs, and one pooled session
     store = one_connection_store
     for _ in range(2):
@@ -105,7 +105,7 @@ def test_a_session_plans_its_settles_once_in_their_transactions(one_connection_s
         store.settle_many([Settlement(leased[0].id, leased[0].lease_id, True, {"n": 1})], worker_id="worker-a"),
         store.settle_many([Settlement(leased[1].id, leased[1].lease_id, False, error="boom")], worker_id="worker-a"),
     ]
-    # Then both settled, as SQLAlchemy's rows would say, and one generic plan ran both
+    # Then both settled, as SQLAlchemy's rows would say, each planned for its own values
     assert [result.outcome for [result] in outcomes] == [SettleOutcome.SETTLED] * 2
     assert [store.get_job(job.id).status.value for job in leased] == ["succeeded", "failed"]
     assert store.get_job(leased[0].id).result == {"n": 1} == outcomes[0][0].job.result
@@ -113,7 +113,7 @@ def test_a_session_plans_its_settles_once_in_their_transactions(one_connection_s
         plans = conn.execute(
             text("SELECT generic_plans, custom_plans FROM pg_prepared_statements WHERE statement LIKE '%unnest%'")
         ).all()
-        assert [tuple(plan) for plan in plans] == [(2, 0)]
+        assert [tuple(plan) for plan in plans] == [(0, 2)]
 
 
 @ON_POSTGRES
@@ -149,9 +149,10 @@ def test_a_direct_statement_commits_durably_unless_told(one_connection_store, du
 
 
 @ON_POSTGRES
-def test_a_statement_with_a_generic_plan_runs_under_that_setting(one_connection_store):
-    mode = DirectStatement(select(func.current_setting("plan_cache_mode")), generic_plan=True)
-    assert mode.rows(one_connection_store.engine, {}) == [("force_generic_plan",)]
+def test_a_statement_runs_under_its_plan_setting(one_connection_store):
+    for plans, setting in (("generic", "force_generic_plan"), ("custom", "force_custom_plan"), ("auto", "auto")):
+        mode = DirectStatement(select(func.current_setting("plan_cache_mode")), plans=plans)
+        assert mode.rows(one_connection_store.engine, {}) == [(setting,)]
 
 
 @ON_POSTGRES

@@ -20,9 +20,9 @@ from quorra.access import ALL_TENANTS
 from quorra.db import make_engine
 from quorra.schema import jobs
 from quorra.store import Store
-from quorra.store.direct import GENERIC_PLAN
+from quorra.store.direct import GENERIC_PLAN, PREPARED_INFO_KEY, DirectStatement
 from quorra.store.leasing import prepared_lease
-from tests.factories import job_in_status, spec
+from tests.factories import job_in_status, make_job, spec
 from tests.store.support import later
 
 LEASE_BATCH = 5
@@ -144,6 +144,41 @@ def test_postgres_prepared_lease_has_a_generic_plan_that_reads_few_rows_in_every
             _assert_reads_few_rows(shape, plan, partitions)
     finally:
         store.close()
+
+
+@pytest.mark.postgres
+def test_postgres_lease_plan_made_on_a_nearly_empty_table_reads_few_rows_once_it_is_full(postgres_url):
+    # Given one session that leased while the table held one job (a new installation): the
+    # lease's generic plan was made then, for the table as it was
+    store = Store.from_url(postgres_url, pool_size=1)
+    try:
+        make_job(store, queue="busy")
+        assert store.lease_jobs(["busy"], "worker-a", LEASE_BATCH, 30)
+        # When the table fills up, before anything analyses it (autovacuum has not come by)
+        _fill(store)
+        # Then, in that session, the lease still reads few rows of ix_jobs_ready (the settle,
+        # planned for each call, is planned for the table as it is: test_direct.py)
+        lease, lease_params = prepared_lease(["busy"], "default", "worker-a", LEASE_BATCH, 30, None)
+        _assert_reads_few_rows("one queue", _plan_in_session(store, lease, lease_params), 1)
+    finally:
+        store.close()
+
+
+def _plan_in_session(store: Store, statement: DirectStatement, params: dict) -> dict:
+    """EXPLAIN ANALYZE of a prepared statement on the store's one pooled session, which
+    prepared it (its cached plan), with the settings the store sends before it; rolled back."""
+    compiled, values, settings = statement.bound(store.engine, params)
+    connection = store.engine.raw_connection()
+    try:
+        assert statement.name in connection.info[PREPARED_INFO_KEY]
+        with connection.cursor() as cursor:
+            cursor.execute(settings + "EXPLAIN (ANALYZE, FORMAT JSON) " + compiled.execute, values)
+            [[plan]] = cursor.fetchall()
+        connection.rollback()
+    finally:
+        connection.close()
+    plan = json.loads(plan) if isinstance(plan, str) else plan
+    return plan[0]["Plan"]
 
 
 def _assert_reads_few_rows(shape: str, plan: dict, partitions: int) -> None:
