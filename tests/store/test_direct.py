@@ -37,6 +37,13 @@ def read_through_sqlalchemy(store: Store, job_id: str):
         return to_job(conn.execute(SELECT_JOB, {"job_id": job_id}).one())
 
 
+def plans_of(store: Store, statement_like: str) -> list[tuple[int, int]]:
+    """(generic plans, custom plans) run by each statement prepared on the store's session."""
+    with store.engine.connect() as conn:
+        query = text("SELECT generic_plans, custom_plans FROM pg_prepared_statements WHERE statement LIKE :like")
+        return [tuple(plan) for plan in conn.execute(query, {"like": statement_like})]
+
+
 def test_a_job_read_directly_is_the_job_sqlalchemy_reads(store):
     # Given a leased job with a payload of its own
     job = make_job(store, payload={"to": "ada", "n": [1, 2.5, None]}, queue="mail")
@@ -86,11 +93,7 @@ def test_a_session_plans_its_lease_once_for_any_values(one_connection_store):
     leased = [one_connection_store.lease_jobs([queue], "worker-a", 1, 30) for queue in ("q1", "q2", "q1")]
     # Then each lease took a job, and all three ran one generic plan: never planned for their values
     assert [[job.queue for job in batch] for batch in leased] == [["q1"], ["q2"], ["q1"]]
-    with one_connection_store.engine.connect() as conn:
-        plans = conn.execute(
-            text("SELECT generic_plans, custom_plans FROM pg_prepared_statements WHERE statement LIKE '%UPDATE jobs%'")
-        ).all()
-        assert [tuple(plan) for plan in plans] == [(3, 0)]
+    assert plans_of(one_connection_store, "%UPDATE jobs%") == [(3, 0)]
 
 
 @ON_POSTGRES
@@ -109,11 +112,7 @@ def test_a_session_prepares_its_settles_once_in_their_transactions(one_connectio
     assert [result.outcome for [result] in outcomes] == [SettleOutcome.SETTLED] * 2
     assert [store.get_job(job.id).status.value for job in leased] == ["succeeded", "failed"]
     assert store.get_job(leased[0].id).result == {"n": 1} == outcomes[0][0].job.result
-    with store.engine.connect() as conn:
-        plans = conn.execute(
-            text("SELECT generic_plans, custom_plans FROM pg_prepared_statements WHERE statement LIKE '%unnest%'")
-        ).all()
-        assert [tuple(plan) for plan in plans] == [(0, 2)]
+    assert plans_of(store, "%unnest%") == [(0, 2)]
 
 
 @ON_POSTGRES

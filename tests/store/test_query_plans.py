@@ -107,43 +107,40 @@ LEASE_SHAPES = {
 }
 
 
-@pytest.mark.postgres
-def test_postgres_lease_reads_few_rows_of_ix_jobs_ready_in_every_shape(postgres_url):
-    # Given full queues of every shape, analysed
+@pytest.fixture
+def full_store(postgres_url) -> Iterator[Store]:
+    """PostgreSQL with full queues of every shape (_fill), analysed."""
     store = Store.from_url(postgres_url)
     try:
         _fill(store)
         with store.engine.begin() as conn:
             conn.exec_driver_sql("ANALYZE jobs")
-        for shape, (queues, tenant, partitions) in LEASE_SHAPES.items():
-            # When a worker leases a batch (the statement as SQLAlchemy sends it: a listener is on)
-            with statements_sent(store) as sent:
-                leased = store.lease_jobs(queues, "worker-a", LEASE_BATCH, 30, tenant=tenant)
-            # Then the plan reads ix_jobs_ready (or the primary key, to update), never the
-            # whole table, and no step handles more than a few rows per partition
-            assert leased, shape
-            _assert_reads_few_rows(shape, _analysed_plan(store, *the_one(sent, "UPDATE jobs")), partitions)
+        yield store
     finally:
         store.close()
 
 
 @pytest.mark.postgres
-def test_postgres_prepared_lease_has_a_generic_plan_that_reads_few_rows_in_every_shape(postgres_url):
-    # Given full queues of every shape, analysed
-    store = Store.from_url(postgres_url)
-    try:
-        _fill(store)
-        with store.engine.begin() as conn:
-            conn.exec_driver_sql("ANALYZE jobs")
-        for shape, (queues, tenant, partitions) in LEASE_SHAPES.items():
-            # When the lease statement is prepared, as a session does, and run with the generic
-            # plan it gets (one plan for any values, made before any were known)
-            plan = _generic_plan(store, queues, tenant)
-            # Then that plan too reads few rows of ix_jobs_ready in each shape
-            assert plan["Actual Rows"] > 0, shape
-            _assert_reads_few_rows(shape, plan, partitions)
-    finally:
-        store.close()
+def test_postgres_lease_reads_few_rows_of_ix_jobs_ready_in_every_shape(full_store):
+    for shape, (queues, tenant, partitions) in LEASE_SHAPES.items():
+        # When a worker leases a batch (the statement as SQLAlchemy sends it: a listener is on)
+        with statements_sent(full_store) as sent:
+            leased = full_store.lease_jobs(queues, "worker-a", LEASE_BATCH, 30, tenant=tenant)
+        # Then the plan reads ix_jobs_ready (or the primary key, to update), never the
+        # whole table, and no step handles more than a few rows per partition
+        assert leased, shape
+        _assert_reads_few_rows(shape, _analysed_plan(full_store, *the_one(sent, "UPDATE jobs")), partitions)
+
+
+@pytest.mark.postgres
+def test_postgres_prepared_lease_has_a_generic_plan_that_reads_few_rows_in_every_shape(full_store):
+    for shape, (queues, tenant, partitions) in LEASE_SHAPES.items():
+        # When the lease statement is prepared, as a session does, and run with the generic
+        # plan it gets (one plan for any values, made before any were known)
+        plan = _generic_plan(full_store, queues, tenant)
+        # Then that plan too reads few rows of ix_jobs_ready in each shape
+        assert plan["Actual Rows"] > 0, shape
+        _assert_reads_few_rows(shape, plan, partitions)
 
 
 @pytest.mark.postgres
