@@ -23,8 +23,8 @@ scans, hash joins and merge joins while it is made (GENERIC_PLAN): the lease rea
 index probes only. The settle is prepared with custom plans (planned for each call's values and
 the table as it is then): its best plan depends on how many jobs the table holds, and a plan
 made on a nearly empty table would read every job of the tenant once the table is full.
-tests/store/test_query_plans.py checks the generic plans in every shape, and both statements'
-plans, made on a nearly empty table, once it is full.
+tests/store/test_query_plans.py checks the lease's generic plan in every shape, and one made
+on a nearly empty table once the table is full.
 
 Whenever anything listens to the engine's statement events (OpenTelemetry's SQLAlchemy
 instrumentation, when tracing is on), the statement goes through SQLAlchemy instead, so every
