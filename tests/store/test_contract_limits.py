@@ -8,10 +8,11 @@ import time
 from datetime import timedelta
 
 from quorra.access import ALL_TENANTS
+from quorra.errors import DatabaseUnavailable
 from quorra.jobs import JobStatus
 from quorra.limits import NO_LIMITS, Limits, Rate
 from quorra.store import Store
-from quorra.store.limits import REFRESH_SECONDS
+from quorra.store.limits import REFRESH_SECONDS, KnownLimits, LimitCache
 from tests.factories import make_job, spec
 from tests.store.support import later
 
@@ -185,6 +186,30 @@ def test_a_copy_older_than_a_second_is_read_again_while_leases_go_on(store):
     while not other.known_limits().queues and time.monotonic() < deadline:
         time.sleep(0.05)
     assert other.known_limits().queues == {("default", "mail"): Limits(max_in_flight=2)}
+
+
+def test_a_failed_read_in_the_background_keeps_the_copy_and_is_tried_again():
+    # Given a process's copy of the limits, older than REFRESH_SECONDS, and a database that
+    # fails the next read (down for a moment), then answers with a new limit
+    limited = KnownLimits({("default", "mail"): Limits(max_in_flight=2)})
+    answers = iter([KnownLimits(), DatabaseUnavailable(), limited])
+
+    def read() -> KnownLimits:
+        answer = next(answers)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    cache = LimitCache()
+    assert cache.get(read) == KnownLimits()
+    time.sleep(REFRESH_SECONDS * 1.2)
+    # When leases ask meanwhile: Then they go on with the copy while the read fails
+    assert cache.get(read) == KnownLimits()
+    # and, a REFRESH_SECONDS later, the read is tried again and the new limit is known
+    deadline = time.monotonic() + 10
+    while cache.get(read) != limited and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert cache.get(read) == limited
 
 
 def test_racing_leases_never_pass_max_in_flight(store):
