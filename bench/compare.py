@@ -1,8 +1,9 @@
 """Two checkouts side by side (issue 9): both stacks up at once, on the same PostgreSQL and
 Redis, and each workload run on one, then the other, round after round (A B, B A, A B, ...),
 so that a machine shared with other work loads both alike. Each round prints the bench's
-figures and the CPU per job of every process role (/proc), which load moves far less than
-wall-clock figures; the end prints the medians of the rounds.
+figures, the CPU per job of every process role (/proc), which load moves far less than
+wall-clock figures, and the gRPC calls per job (how much leases and settles batched: the
+faster a lease, the fewer jobs wait for the next one); the end prints the medians of the rounds.
 
     python bench/compare.py --before /tmp/quorra-main                  # W2 and W1, 3 rounds
     python bench/compare.py --before /tmp/quorra-main --workloads W2 --rounds 5 --nice -10
@@ -29,7 +30,7 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
-from stack import Stack, backend_pids, children, cpu_seconds, running_stack, stop_processes
+from stack import Stack, backend_pids, children, cpu_seconds, grpc_calls, running_stack, stop_processes
 from workloads import (
     WORKER_PROCESSES,
     Bench,
@@ -46,8 +47,9 @@ from workloads import (
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_PG = "postgresql://postgres@127.0.0.1:5432/postgres"
 SHOWN = {
-    "W1": ("processing_jobs_per_s", "enqueue_jobs_per_s", "duplicates", "missing"),
+    "W1": ("processing_jobs_per_s", "enqueue_jobs_per_s", "duplicates", "missing", "grpc_calls_per_job"),
     "W2": (
+        "grpc_calls_per_job",
         "start_p50_ms",
         "start_p95_ms",
         "start_p99_ms",
@@ -131,6 +133,20 @@ def measure(workload: str, bench: Bench, idle: IdleWorkers | None, queue: str) -
     return w1_round(bench, queue)
 
 
+def role_cpu(stack: Stack, workers) -> dict[str, float]:
+    """CPU seconds so far of every process role, and the gRPC calls answered so far (calls
+    per job show how much the workers' leases and settles batch)."""
+    web = stack.servers["web"].pid
+    return {
+        "grpc": cpu_seconds(stack.servers["grpc"].pid),
+        "web": sum(cpu_seconds(pid) for pid in [web, *children(web)]),
+        "scheduler": cpu_seconds(stack.servers["scheduler"].pid),
+        "workers": sum(cpu_seconds(worker.pid) for worker in workers),
+        "postgresql": sum(cpu_seconds(pid) for pid in backend_pids(stack.database.url.database)),
+        "calls": grpc_calls(stack),
+    }
+
+
 def w1_round(bench: Bench, queue: str) -> dict[str, float]:
     """The bench's W1, with the CPU of every role from the workers' first execution to the last
     job's end (the workers' start-up, imports included, is left out)."""
@@ -156,21 +172,12 @@ def w1_round(bench: Bench, queue: str) -> dict[str, float]:
     return figures | per_job(before, after, count)
 
 
-def role_cpu(stack: Stack, workers) -> dict[str, float]:
-    web = stack.servers["web"].pid
-    return {
-        "grpc": cpu_seconds(stack.servers["grpc"].pid),
-        "web": sum(cpu_seconds(pid) for pid in [web, *children(web)]),
-        "scheduler": cpu_seconds(stack.servers["scheduler"].pid),
-        "workers": sum(cpu_seconds(worker.pid) for worker in workers),
-        "postgresql": sum(cpu_seconds(pid) for pid in backend_pids(stack.database.url.database)),
-    }
-
-
 def per_job(before: dict[str, float], after: dict[str, float], jobs: int) -> dict[str, float]:
-    """CPU ms per job of each role. A PostgreSQL session that ended in between is missed."""
+    """CPU ms per job of each role, and gRPC calls per job. A PostgreSQL session that ended in
+    between is missed."""
     figures = {f"cpu_ms_{role}": (after[role] - before[role]) * 1000 / jobs for role in ROLES}
     figures["cpu_ms_all"] = sum(figures.values())
+    figures["grpc_calls_per_job"] = (after["calls"] - before["calls"]) / jobs
     return figures
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import grpc
 import requests
+from prometheus_client.parser import text_string_to_metric_families
 from lease_throughput import throwaway_postgres
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Engine, make_url
@@ -184,6 +185,19 @@ def cpu_seconds(pid: int) -> float:
     except OSError:
         return 0.0
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def grpc_calls(stack: Stack) -> float:
+    """The calls the stack's gRPC server has answered so far, every method and code
+    (quorra_grpc_requests_total, on the web process's /metrics with the multiprocess directory)."""
+    exposition = requests.get(f"{stack.base_url}/metrics", timeout=10).text
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(exposition)
+        if family.name == "quorra_grpc_requests"
+        for sample in family.samples
+        if sample.name == "quorra_grpc_requests_total"
+    )
 
 
 def backend_pids(database: str) -> list[int]:
