@@ -20,8 +20,8 @@ from pathlib import Path
 
 import grpc
 import requests
-from prometheus_client.parser import text_string_to_metric_families
 from lease_throughput import throwaway_postgres
+from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Engine, make_url
 
