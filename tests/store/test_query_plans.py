@@ -22,6 +22,7 @@ from quorra.schema import jobs
 from quorra.store import Store
 from quorra.store.direct import GENERIC_PLAN, PREPARED_INFO_KEY, DirectStatement
 from quorra.store.leasing import prepared_lease
+from quorra.store.settling import Settlement, prepared_settle
 from tests.factories import job_in_status, make_job, spec
 from tests.store.support import later
 
@@ -157,6 +158,34 @@ def test_postgres_lease_plan_made_on_a_nearly_empty_table_reads_few_rows_once_it
         # planned for each call, is planned for the table as it is: test_direct.py)
         lease, lease_params = prepared_lease(["busy"], "default", "worker-a", LEASE_BATCH, 30, None)
         _assert_reads_few_rows("one queue", _plan_in_session(store, lease, lease_params), 1)
+    finally:
+        store.close()
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("analysed", [False, True], ids=["not analysed yet", "analysed"])
+def test_postgres_settle_reads_its_batch_by_primary_key(postgres_url, analysed):
+    # Given full queues, analysed or not yet (a new database just filled), and one session
+    # that settled before (its settle statement is prepared) and holds a batch of leases
+    store = Store.from_url(postgres_url, pool_size=1)
+    try:
+        _fill(store)
+        if analysed:
+            with store.engine.begin() as conn:
+                conn.exec_driver_sql("ANALYZE jobs")
+        [first] = store.lease_jobs(["busy"], "worker-a", 1, 30)
+        store.settle_many([Settlement(first.id, first.lease_id, True)], worker_id="worker-a")
+        batch = store.lease_jobs(["busy"], "worker-a", LEASE_BATCH, 30)
+        # When the settle of that batch is planned, on that session
+        settlements = [Settlement(job.id, job.lease_id, True) for job in batch]
+        nodes = list(_plan_nodes(_plan_in_session(store, *prepared_settle(settlements, "worker-a", "default"))))
+        # Then it reads the batch's jobs by primary key, whatever the statistics say, and no
+        # step handles more than a few rows per job
+        job_reads = {
+            (node["Node Type"], node.get("Index Name")) for node in nodes if node.get("Relation Name") == "jobs"
+        }
+        assert job_reads - {("ModifyTable", None)} == {("Index Scan", "pk_jobs")}, job_reads
+        assert max(_rows_handled(node) for node in nodes) <= 4 * LEASE_BATCH
     finally:
         store.close()
 
