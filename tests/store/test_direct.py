@@ -14,6 +14,7 @@ import pytest
 from sqlalchemy import event, func, literal_column, select, text
 
 from quorra.errors import DatabaseUnavailable, JobNotFound
+from quorra.jobs import Job
 from quorra.store import Settlement, SettleOutcome, Store
 from quorra.store.base import SELECT_JOB, to_job
 from quorra.store.direct import PREPARED_INFO_KEY, DirectStatement
@@ -42,6 +43,12 @@ def plans_of(store: Store, statement_like: str) -> list[tuple[int, int]]:
     with store.engine.connect() as conn:
         query = text("SELECT generic_plans, custom_plans FROM pg_prepared_statements WHERE statement LIKE :like")
         return [tuple(plan) for plan in conn.execute(query, {"like": statement_like})]
+
+
+def two_leased_jobs(store: Store) -> list[Job]:
+    for _ in range(2):
+        make_job(store, queue="q")
+    return store.lease_jobs(["q"], "worker-a", 2, 30)
 
 
 def test_a_job_read_directly_is_the_job_sqlalchemy_reads(store):
@@ -100,9 +107,7 @@ def test_a_session_plans_its_lease_once_for_any_values(one_connection_store):
 def test_a_session_prepares_its_settles_once_in_their_transactions(one_connection_store):
     # Given two leased jobs, and one pooled session
     store = one_connection_store
-    for _ in range(2):
-        make_job(store, queue="q")
-    leased = store.lease_jobs(["q"], "worker-a", 2, 30)
+    leased = two_leased_jobs(store)
     # When each is settled in a call of its own (an ack, then a nack)
     outcomes = [
         store.settle_many([Settlement(leased[0].id, leased[0].lease_id, True, {"n": 1})], worker_id="worker-a"),
@@ -119,9 +124,7 @@ def test_a_session_prepares_its_settles_once_in_their_transactions(one_connectio
 def test_a_session_that_lost_its_settle_statement_still_settles(one_connection_store):
     # Given a session that prepared the settle statement, then lost it
     store = one_connection_store
-    for _ in range(2):
-        make_job(store, queue="q")
-    first, second = store.lease_jobs(["q"], "worker-a", 2, 30)
+    first, second = two_leased_jobs(store)
     store.settle_many([Settlement(first.id, first.lease_id, True)], worker_id="worker-a")
     with store.engine.connect() as conn:
         conn.execute(text("DEALLOCATE ALL"))
