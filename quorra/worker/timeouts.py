@@ -30,6 +30,7 @@ from typing import Any
 
 from prometheus_client import Counter
 
+from quorra.config import prepare_multiprocess_dir
 from quorra.worker.aio import CoroutineRunner, TimedOut
 from quorra.worker.job import LeasedJob
 
@@ -37,6 +38,9 @@ logger = logging.getLogger(__name__)
 
 ABANDON_GRACE_SECONDS = 1.0  # a handler that sees job.timed_out and returns within this is not abandoned
 
+# Declaring a metric opens its file in PROMETHEUS_MULTIPROC_DIR at once when that is set; a
+# worker may start before the servers that make the directory (a Procfile starts all at once).
+prepare_multiprocess_dir()
 THREADS_ABANDONED = Counter(
     "quorra_worker_threads_abandoned",
     "Handler threads still running past their job's timeout, left to run on in the background",

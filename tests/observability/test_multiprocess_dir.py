@@ -1,5 +1,6 @@
 """PROMETHEUS_MULTIPROC_DIR at start: a missing directory is made by each server entry point
-(the end-to-end run starts web, grpc and scheduler on one that does not exist yet); one that
+and by the worker (the end-to-end run starts web, grpc and scheduler on one that does not
+exist yet; honcho starts the worker beside them); one that
 cannot be made stops the server at once with a message naming the variable."""
 
 from __future__ import annotations
@@ -50,6 +51,20 @@ def test_plain_gunicorn_config_makes_the_missing_metrics_directory(sqlite_url, t
         timeout=60,
     )
 
+    assert metrics_dir.is_dir()
+
+
+def test_quorra_worker_makes_the_missing_metrics_directory_before_declaring_its_metric(tmp_path):
+    # Given a metrics directory that does not exist yet (a Procfile starts the worker beside
+    # the servers that would make it, in no set order)
+    metrics_dir = tmp_path / "not" / "yet"
+    env = os.environ | {"PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)}
+    # When quorra-worker starts (--help too imports the worker, which declares its metric)
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / "quorra-worker"), "--help"], env=env, capture_output=True, timeout=60
+    )
+    # Then it did not fail for the missing directory, which is there now
+    assert done.returncode == 0, done.stderr.decode()[-2000:]
     assert metrics_dir.is_dir()
 
 
