@@ -113,6 +113,10 @@ class DirectStatement:
         compiled, values, settings = self.bound(engine, parameters, durable=durable)
         return [_processed(row, compiled.columns) for row in self._run(engine, compiled, values, settings)]
 
+    def named(self, row: tuple) -> dict[str, Any]:
+        """One of rows()'s rows as a dict of its columns by name."""
+        return dict(zip(self.column_names, row, strict=True))
+
     def bound(
         self, engine: Engine, parameters: Mapping[str, Any], *, durable: bool = True
     ) -> tuple[Compiled, dict[str, Any], str]:

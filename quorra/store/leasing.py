@@ -110,7 +110,7 @@ class Leasing(StoreBase):
         statement, params = prepared_lease(queues, tenant, worker_id, max_jobs, ttl_seconds, max_bytes)
         with self._translated_errors():
             rows = statement.rows(self.engine, params, durable=self.durable_leases)
-        return _in_lease_order([dict(zip(statement.column_names, row, strict=True)) for row in rows])
+        return _in_lease_order([statement.named(row) for row in rows])
 
     def _lease_limited_tenants(self, queues, worker_id, max_jobs, ttl_seconds, max_bytes, now) -> list[Job]:
         """A fleet lease's turn for the tenants whose limits apply to `queues` (as this

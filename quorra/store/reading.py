@@ -49,7 +49,6 @@ from quorra.store.direct import DirectStatement
 from quorra.workflows import Workflow, WorkflowStatus, workflow_status
 
 _GET_JOB = DirectStatement(SELECT_JOB)
-_JOB_COLUMNS = tuple(column.name for column in SELECT_JOB.selected_columns)
 
 
 class Reading(StoreBase):
@@ -63,7 +62,7 @@ class Reading(StoreBase):
             raise JobNotFound(f"no job has the id {job_id!r}")
         with self._translated_errors():
             rows = _GET_JOB.rows(self.engine, {"job_id": canonical})
-        job = job_from_columns(dict(zip(_JOB_COLUMNS, rows[0], strict=True))) if rows else None
+        job = job_from_columns(_GET_JOB.named(rows[0])) if rows else None
         if job is None or not is_tenants(job.tenant, tenant):
             raise JobNotFound(f"no job has the id {job_id!r}")
         return job

@@ -168,7 +168,7 @@ class Settling(StoreBase):
             built = _settle_statement(clock, _shape(worker_id, tenant), outbox)
             return [to_job(row) for row in conn.execute(built, params)]
         rows = statement.rows_in(conn, params)
-        return [job_from_columns(dict(zip(statement.column_names, row, strict=True))) for row in rows]
+        return [job_from_columns(statement.named(row)) for row in rows]
 
     def _settle_row(self, conn, clock: Clock, row, item: Settlement) -> Job:
         if not item.success:
