@@ -19,12 +19,14 @@ The lease is prepared with a generic plan (``plan_cache_mode = force_generic_pla
 each ``EXECUTE``): planned once per session, never again for the values of a call; its plan was
 2 to 3 ms of PostgreSQL's CPU per lease, several times the statement's run. A generic plan is
 kept however the table grows after it was made, so the same settings rule out sequential
-scans, hash joins and merge joins while it is made (GENERIC_PLAN): the lease reaches jobs by
-index probes only. The settle is prepared with custom plans (planned for each call's values and
-the table as it is then): its best plan depends on how many jobs the table holds, and a plan
-made on a nearly empty table would read every job of the tenant once the table is full.
-tests/store/test_query_plans.py checks the lease's generic plan in every shape, and one made
-on a nearly empty table once the table is full.
+scans, hash joins, merge joins and sorts while it is made (GENERIC_PLAN): the lease reaches
+jobs by probes of ix_jobs_ready, in its order. The settle is prepared with custom plans
+(planned for each call's values and the table as it is then): its best plan depends on how
+many jobs the table holds, and a plan made on a nearly empty table would read every job of
+the tenant once the table is full.
+tests/store/test_query_plans.py checks the lease's generic plan in every shape, one made
+on a nearly empty table once the table is full, and ones made on a table of finished jobs,
+analysed or not.
 
 Whenever anything listens to the engine's statement events (OpenTelemetry's SQLAlchemy
 instrumentation, when tracing is on), the statement goes through SQLAlchemy instead, so every
@@ -61,10 +63,15 @@ _names = itertools.count(1)
 # plan is made once, from the statistics of that moment (a fresh database's empty table, where
 # a sequential scan or a hash join over the whole table looks cheapest), and kept as the table
 # grows. The statement given one reaches jobs by index only (ix_jobs_ready probes, primary-key
-# lookups), so scans and joins that would read a whole table are ruled out while it is planned.
+# lookups), so scans and joins that would read a whole table are ruled out while it is planned,
+# and so are sorts: ix_jobs_ready hands each partition's jobs over in the lease's order, and
+# the plans that sorted instead read another index whole (made on a table full of finished
+# jobs, without statistics: the tenant's index of every job, the queue's whole history; from
+# statistics that counted few waiting jobs: ix_jobs_due, every ready job of every queue).
 GENERIC_PLAN = (
     "SET LOCAL plan_cache_mode = force_generic_plan; SET LOCAL enable_seqscan = off; "
     "SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off; "
+    "SET LOCAL enable_sort = off; SET LOCAL enable_incremental_sort = off; "
 )
 CUSTOM_PLANS = "SET LOCAL plan_cache_mode = force_custom_plan; "
 _PLAN_SETTINGS = {"auto": "", "generic": GENERIC_PLAN, "custom": CUSTOM_PLANS}

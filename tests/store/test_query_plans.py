@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import event, insert
+from sqlalchemy import event, insert, update
 
 from quorra.access import ALL_TENANTS
 from quorra.db import make_engine
@@ -419,3 +419,48 @@ def test_counting_a_tenants_queues_reads_an_index_led_by_the_tenant(store):
     assert sum(count.count for count in counts) == 5
     plan = query_plan(store, *the_one(sent, "GROUP BY"))
     assert "ix_jobs_tenant_queue_status" in plan, plan
+
+
+def _queue_history(store: Store) -> None:
+    """A table as a busy installation's looks before anything vacuumed it: a long history of
+    jobs that were leased, then finished (each change left the row's old version behind, in
+    every index), in a few busy queues and a little of it in the queue "busy"; none waiting."""
+    now = store.database_now()
+    history = [_row(f"done{n % 4}", n % 3, "pending", now - timedelta(seconds=n)) for n in range(10 * PER_QUEUE)]
+    history += [_row("busy", n % 3, "pending", now - timedelta(seconds=n)) for n in range(20)]
+    ids = [row["id"] for row in history]
+    with store.engine.begin() as conn:
+        conn.execute(insert(jobs), history)
+        for status in ("leased", "succeeded"):
+            conn.execute(update(jobs).where(jobs.c.id.in_(ids)).values(status=status))
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("analysed", [False, True], ids=["not analysed", "analysed"])
+def test_postgres_generic_lease_plan_walks_ix_jobs_ready_whatever_the_statistics(postgres_url, analysed):
+    # Given a long history of finished jobs and none waiting, analysed or not (autovacuum
+    # off, or not come by yet), and one session that leased from "busy" then (its generic
+    # plan was made for the table as it was)
+    store = Store.from_url(postgres_url, pool_size=1)
+    try:
+        _queue_history(store)
+        if analysed:
+            with store.engine.begin() as conn:
+                conn.exec_driver_sql("ANALYZE jobs")
+        assert store.lease_jobs(["busy"], "worker-a", 1, 30) == []
+        # When jobs arrive, in that queue and a backlog in another, and that session leases again
+        now = store.database_now()
+        arrived = [_row("busy", 0, "pending", now - timedelta(seconds=n)) for n in range(LEASE_BATCH)]
+        arrived += [_row("other", 0, "pending", now - timedelta(seconds=n)) for n in range(PER_QUEUE)]
+        with store.engine.begin() as conn:
+            conn.execute(insert(jobs), arrived)
+        lease, lease_params = prepared_lease(["busy"], "default", "worker-a", LEASE_BATCH, 30, None)
+        plan = _plan_in_session(store, lease, lease_params)
+        # Then its plan walks ix_jobs_ready and reads few rows: not the queue's whole history
+        # through the tenant's index of every job (the plan made without statistics), nor
+        # every ready job of every queue through ix_jobs_due (the plan made from statistics
+        # that counted few of them), each of which sorted what it read
+        assert plan["Actual Rows"] > 0
+        _assert_reads_few_rows("after a long history", plan, 1)
+    finally:
+        store.close()
