@@ -33,7 +33,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
-from stack import BENCH_DIR, running_stack, server_version
+from stack import BENCH_DIR, running_stack, server_settings, server_version
 from workloads import (
     Bench,
     IdleWorkers,
@@ -90,6 +90,7 @@ def main() -> None:
     results: dict[str, list[dict[str, float]]] = {}
     with running_stack(options.pg_url, None if options.no_redis else options.redis_url) as stack:
         machine["postgresql"] = server_version(stack.database)
+        machine["postgresql_settings"] = server_settings(stack.database)
         print_machine(machine, options, sizes)
         bench = Bench(stack, sizes)
         for workload in [w for w in WORKLOADS if w in options.workloads]:
@@ -211,7 +212,7 @@ def summarise(results: dict[str, list[dict[str, float]]]) -> dict[str, dict[str,
 def print_machine(machine: dict, options: argparse.Namespace, sizes: Sizes) -> None:
     print(
         f"Quorra bench {machine['commit']} on {machine['cores']} cores, {machine['platform']},"
-        f" Python {machine['python']}, PostgreSQL {machine['postgresql']}"
+        f" Python {machine['python']}, PostgreSQL {machine['postgresql']} ({settings_text(machine)})"
     )
     print(
         f"load average at the start: {machine['load_average_start']}; {options.runs} run(s) each;"
@@ -219,6 +220,12 @@ def print_machine(machine: dict, options: argparse.Namespace, sizes: Sizes) -> N
         f" {'--quick sizes' if options.quick else 'full sizes'}",
         flush=True,
     )
+
+
+def settings_text(machine: dict) -> str:
+    """The server settings that move the figures, as "autovacuum off, fsync on, ..."."""
+    settings = machine.get("postgresql_settings") or {}  # (absent from a run's JSON before they were kept)
+    return ", ".join(f"{name} {value}" for name, value in settings.items()) or "settings not recorded"
 
 
 def print_table(summary: dict, memory_mb: dict[str, float], markdown: bool = False) -> None:
@@ -254,7 +261,7 @@ def render(path: str) -> None:
     machine = document["machine"]
     print(
         f"{machine['commit']}, {machine['cores']} cores, Python {machine['python']},"
-        f" PostgreSQL {machine.get('postgresql')}, load average {machine['load_average_start']} at the start,"
+        f" PostgreSQL {machine.get('postgresql')} ({settings_text(machine)}), load average {machine['load_average_start']} at the start,"
         f" {machine.get('load_average_end')} at the end; {document['options']['runs']} run(s) each,"
         f" {'--quick' if document['options']['quick'] else 'full'} sizes"
     )

@@ -232,3 +232,13 @@ def children(pid: int) -> list[int]:
 def server_version(engine: Engine) -> str:
     with engine.connect() as conn:
         return conn.execute(text("SHOW server_version")).scalar_one()
+
+
+# The server's settings that move the figures: without autovacuum the jobs table keeps every
+# old row version (a CI machine may turn it off); fsync and synchronous_commit set a commit's cost.
+SERVER_SETTINGS = ("autovacuum", "fsync", "synchronous_commit")
+
+
+def server_settings(engine: Engine) -> dict[str, str]:
+    with engine.connect() as conn:
+        return {name: conn.execute(text(f"SHOW {name}")).scalar_one() for name in SERVER_SETTINGS}
