@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextvars
+import functools
 import inspect
 import logging
 import threading
@@ -38,13 +39,19 @@ logger = logging.getLogger(__name__)
 
 ABANDON_GRACE_SECONDS = 1.0  # a handler that sees job.timed_out and returns within this is not abandoned
 
-# Declaring a metric opens its file in PROMETHEUS_MULTIPROC_DIR at once when that is set; a
-# worker may start before the servers that make the directory (a Procfile starts all at once).
-prepare_multiprocess_dir()
-THREADS_ABANDONED = Counter(
-    "quorra_worker_threads_abandoned",
-    "Handler threads still running past their job's timeout, left to run on in the background",
-)
+
+@functools.cache
+def threads_abandoned() -> Counter:
+    """The worker's one metric, declared by the first TimeLimits, not at import: declaring a
+    metric opens its file in PROMETHEUS_MULTIPROC_DIR at once when that is set, and importing
+    the SDK must not depend on that directory. It is made first if missing (a worker may start
+    before the servers that make it: a Procfile starts all at once); InvalidConfig if it cannot
+    be made, which quorra-worker reports with exit code 2."""
+    prepare_multiprocess_dir()
+    return Counter(
+        "quorra_worker_threads_abandoned",
+        "Handler threads still running past their job's timeout, left to run on in the background",
+    )
 
 
 class TimeLimits:
@@ -56,6 +63,7 @@ class TimeLimits:
         max_abandoned: int = 0,
         on_limit: Callable[[], None] = lambda: None,
     ):
+        threads_abandoned()  # exposed from the start, at 0
         self.coroutines = coroutines
         self.worker_id = worker_id
         self.max_abandoned = max_abandoned
@@ -111,7 +119,7 @@ class TimeLimits:
         with self._lock:
             self.abandoned_threads += 1
             count = self.abandoned_threads
-        THREADS_ABANDONED.inc()
+        threads_abandoned().inc()
         logger.warning(
             "handler thread abandoned past the job's timeout; it runs on in the background",
             extra={

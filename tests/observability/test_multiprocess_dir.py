@@ -1,7 +1,7 @@
 """PROMETHEUS_MULTIPROC_DIR at start: a missing directory is made by each server entry point
 and by the worker (the end-to-end run starts web, grpc and scheduler on one that does not
-exist yet; honcho starts the worker beside them); one that
-cannot be made stops the server at once with a message naming the variable."""
+exist yet; honcho starts the worker beside them); one that cannot be made stops the server
+or the worker at once with a message naming the variable (exit code 2)."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from quorra.config import prepare_multiprocess_dir
 from quorra.errors import InvalidConfig
 from tests.api.test_server import AUTH, quorra, wait_until_healthy, web_env
 from tests.conftest import REPO, free_port
+from tests.processes import LoggedProcess, clean_environ
 
 
 @pytest.mark.parametrize("role", ["web", "grpc", "scheduler"])
@@ -56,20 +57,50 @@ def test_plain_gunicorn_config_makes_the_missing_metrics_directory(sqlite_url, t
 
 def test_quorra_worker_makes_the_missing_metrics_directory_before_declaring_its_metric(tmp_path):
     # Given a metrics directory that does not exist yet (a Procfile starts the worker beside
-    # the servers that would make it, in no set order)
+    # the servers that would make it, in no set order), and no server to lease from yet
     metrics_dir = tmp_path / "not" / "yet"
-    env = os.environ | {"PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)}
-    # When quorra-worker starts (--help too imports the worker, which declares its metric)
-    done = subprocess.run(
-        [str(Path(sys.executable).parent / "quorra-worker"), "--help"],
-        env=env,
-        capture_output=True,
-        timeout=60,
-        check=False,
+    env = clean_environ(
+        PROMETHEUS_MULTIPROC_DIR=str(metrics_dir), QUORRA_GRPC_ADDR=f"127.0.0.1:{free_port()}", QUORRA_LOG_FORMAT="json"
     )
-    # Then it did not fail for the missing directory, which is there now
-    assert done.returncode == 0, done.stderr.decode()[-2000:]
+    # When quorra-worker starts
+    worker = LoggedProcess([_quorra_worker()], env)
+    try:
+        worker.wait_for("worker.started")
+    finally:
+        code = worker.stop()
+    # Then it made the directory and ran (waiting for its server) until told to stop
     assert metrics_dir.is_dir()
+    assert code == 0, worker.dump()[-2000:]
+
+
+def test_quorra_worker_whose_metrics_directory_cannot_be_made_exits_2_naming_the_variable(tmp_path):
+    (tmp_path / "a-file").write_text("")
+    env = os.environ | {"PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "a-file" / "x")}
+
+    done = subprocess.run([_quorra_worker()], env=env, capture_output=True, timeout=60, check=False)
+
+    assert done.returncode == 2
+    assert "PROMETHEUS_MULTIPROC_DIR: cannot create" in done.stderr.decode()
+    assert "Traceback" not in done.stderr.decode()
+
+
+def test_importing_the_worker_sdk_does_not_need_the_metrics_directory(tmp_path):
+    # An application imports quorra.worker (and its --help runs) whatever the variable says:
+    # only a worker that starts declares its metric
+    (tmp_path / "a-file").write_text("")
+    env = os.environ | {"PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "a-file" / "x")}
+
+    imported = subprocess.run(
+        [sys.executable, "-c", "import quorra.worker"], env=env, capture_output=True, timeout=60, check=False
+    )
+    helped = subprocess.run([_quorra_worker(), "--help"], env=env, capture_output=True, timeout=60, check=False)
+
+    assert imported.returncode == 0, imported.stderr.decode()[-2000:]
+    assert helped.returncode == 0, helped.stderr.decode()[-2000:]
+
+
+def _quorra_worker() -> str:
+    return str(Path(sys.executable).parent / "quorra-worker")
 
 
 def test_prepare_makes_the_directory_and_leaves_an_existing_one_as_it_is(tmp_path):
