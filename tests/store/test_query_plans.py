@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import timedelta
 
@@ -167,12 +167,7 @@ def test_postgres_lease_plan_made_on_a_nearly_empty_table_reads_few_rows_once_it
 def test_postgres_settle_reads_its_batch_by_primary_key(postgres_url, analysed):
     # Given full queues, analysed or not yet (a new database just filled), and one session
     # that settled before (its settle statement is prepared) and holds a batch of leases
-    store = Store.from_url(postgres_url, pool_size=1)
-    try:
-        _fill(store)
-        if analysed:
-            with store.engine.begin() as conn:
-                conn.exec_driver_sql("ANALYZE jobs")
+    with _one_session(postgres_url, _fill, analysed) as store:
         [first] = store.lease_jobs(["busy"], "worker-a", 1, 30)
         store.settle_many([Settlement(first.id, first.lease_id, True)], worker_id="worker-a")
         batch = store.lease_jobs(["busy"], "worker-a", LEASE_BATCH, 30)
@@ -186,6 +181,19 @@ def test_postgres_settle_reads_its_batch_by_primary_key(postgres_url, analysed):
         }
         assert job_reads - {("ModifyTable", None)} == {("Index Scan", "pk_jobs")}, job_reads
         assert max(_rows_handled(node) for node in nodes) <= 4 * LEASE_BATCH
+
+
+@contextmanager
+def _one_session(postgres_url: str, fill: Callable[[Store], None], analysed: bool) -> Iterator[Store]:
+    """A store of one pooled session (the statements it prepares are the ones planned), its
+    table filled by `fill`, then analysed or not (a new database that nothing analysed yet)."""
+    store = Store.from_url(postgres_url, pool_size=1)
+    try:
+        fill(store)
+        if analysed:
+            with store.engine.begin() as conn:
+                conn.exec_driver_sql("ANALYZE jobs")
+        yield store
     finally:
         store.close()
 
@@ -441,12 +449,7 @@ def test_postgres_generic_lease_plan_walks_ix_jobs_ready_whatever_the_statistics
     # Given a long history of finished jobs and none waiting, analysed or not (autovacuum
     # off, or not come by yet), and one session that leased from "busy" then (its generic
     # plan was made for the table as it was)
-    store = Store.from_url(postgres_url, pool_size=1)
-    try:
-        _queue_history(store)
-        if analysed:
-            with store.engine.begin() as conn:
-                conn.exec_driver_sql("ANALYZE jobs")
+    with _one_session(postgres_url, _queue_history, analysed) as store:
         assert store.lease_jobs(["busy"], "worker-a", 1, 30) == []
         # When jobs arrive, in that queue and a backlog in another, and that session leases again
         now = store.database_now()
@@ -462,5 +465,3 @@ def test_postgres_generic_lease_plan_walks_ix_jobs_ready_whatever_the_statistics
         # that counted few of them), each of which sorted what it read
         assert plan["Actual Rows"] > 0
         _assert_reads_few_rows("after a long history", plan, 1)
-    finally:
-        store.close()
