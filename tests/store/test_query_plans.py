@@ -145,6 +145,18 @@ def test_postgres_prepared_lease_has_a_generic_plan_that_reads_few_rows_in_every
 
 
 @pytest.mark.postgres
+def test_postgres_fleet_lease_over_many_tenants_walks_only_the_tenants_it_takes(full_store):
+    # Given 200 tenants with jobs waiting in one queue (_fill's "crowd")
+    # When a fleet worker leases a batch from it (the prepared statement's generic plan)
+    plan = _generic_plan(full_store, ["crowd"], ALL_TENANTS)
+    # Then it took a full batch, walking and locking the partitions of the tenants it took,
+    # not one of every tenant's 200
+    locks = [node for node in _plan_nodes(plan) if node["Node Type"] == "LockRows"]
+    assert plan["Actual Rows"] == LEASE_BATCH
+    assert sum(node["Actual Loops"] for node in locks) <= 2 * LEASE_BATCH, locks
+
+
+@pytest.mark.postgres
 def test_postgres_lease_plan_made_on_a_nearly_empty_table_reads_few_rows_once_it_is_full(postgres_url):
     # Given one session that leased while the table held one job (a new installation): the
     # lease's generic plan was made then, for the table as it was
