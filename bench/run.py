@@ -261,7 +261,8 @@ def render(path: str) -> None:
     machine = document["machine"]
     print(
         f"{machine['commit']}, {machine['cores']} cores, Python {machine['python']},"
-        f" PostgreSQL {machine.get('postgresql')} ({settings_text(machine)}), load average {machine['load_average_start']} at the start,"
+        f" PostgreSQL {machine.get('postgresql')} ({settings_text(machine)}),"
+        f" load average {machine['load_average_start']} at the start,"
         f" {machine.get('load_average_end')} at the end; {document['options']['runs']} run(s) each,"
         f" {'--quick' if document['options']['quick'] else 'full'} sizes"
     )

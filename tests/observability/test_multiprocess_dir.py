@@ -75,7 +75,7 @@ def test_quorra_worker_makes_the_missing_metrics_directory_before_declaring_its_
 
 def test_quorra_worker_whose_metrics_directory_cannot_be_made_exits_2_naming_the_variable(tmp_path):
     (tmp_path / "a-file").write_text("")
-    env = os.environ | {"PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "a-file" / "x")}
+    env = clean_environ(PROMETHEUS_MULTIPROC_DIR=str(tmp_path / "a-file" / "x"))
 
     done = subprocess.run([_quorra_worker()], env=env, capture_output=True, timeout=60, check=False)
 
@@ -88,7 +88,7 @@ def test_importing_the_worker_sdk_does_not_need_the_metrics_directory(tmp_path):
     # An application imports quorra.worker (and its --help runs) whatever the variable says:
     # only a worker that starts declares its metric
     (tmp_path / "a-file").write_text("")
-    env = os.environ | {"PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "a-file" / "x")}
+    env = clean_environ(PROMETHEUS_MULTIPROC_DIR=str(tmp_path / "a-file" / "x"))
 
     imported = subprocess.run(
         [sys.executable, "-c", "import quorra.worker"], env=env, capture_output=True, timeout=60, check=False
