@@ -228,6 +228,7 @@ class Scheduler:
         logger.info(
             "scheduler started", extra={"event": "scheduler.started", "owner": self.owner, "interval_seconds": interval}
         )
+        self._warn_if_not_vacuumed()
         try:
             while not stop.is_set():
                 started = time.monotonic()
@@ -236,6 +237,22 @@ class Scheduler:
         finally:
             self.resign()
             logger.info("scheduler stopped", extra={"event": "scheduler.stopped", "owner": self.owner})
+
+    def _warn_if_not_vacuumed(self) -> None:
+        """Say so once, at start, if autovacuum cannot reach the jobs table: every lease and
+        settle leaves an old row version behind, and without it they pile up in the table and
+        its indexes, and the reaper and the leases read more of them every day."""
+        try:
+            reasons = self.store.autovacuum_off()
+        except Exception:  # the database may not answer yet: the check is advice, not a duty
+            logger.debug("autovacuum not checked", extra={"event": "db.autovacuum_unchecked"}, exc_info=True)
+            return
+        if reasons:
+            logger.warning(
+                "autovacuum is off for the jobs table: old row versions will pile up; turn it on"
+                " (or VACUUM ANALYZE jobs on a schedule)",
+                extra={"event": "db.autovacuum_off", "reasons": reasons},
+            )
 
     def _tick_safely(self) -> None:
         try:

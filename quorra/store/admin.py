@@ -14,6 +14,7 @@ from sqlalchemy import (
     literal,
     or_,
     select,
+    text,
     tuple_,
     update,
 )
@@ -66,6 +67,14 @@ from quorra.store.dependencies import (
     workflows_reopened,
 )
 from quorra.store.webhooks import enqueue_events, events_of
+
+# The server's autovacuum setting, and the jobs table's autovacuum_enabled parameter as a
+# boolean (NULL when the table leaves it to the server), read by PostgreSQL's own parser.
+_AUTOVACUUM_SETTINGS = text(
+    "SELECT current_setting('autovacuum'),"
+    " (SELECT option_value::boolean FROM pg_options_to_table("
+    "(SELECT reloptions FROM pg_class WHERE oid = 'jobs'::regclass)) WHERE option_name = 'autovacuum_enabled')"
+)
 
 
 class Admin(StoreBase):
@@ -337,6 +346,20 @@ class Admin(StoreBase):
         if deleted:
             logger.info("idempotency keys pruned", extra={"event": "idempotency_keys.pruned", "count": deleted})
         return deleted
+
+    def autovacuum_off(self) -> list[str]:
+        """PostgreSQL: what keeps autovacuum from the jobs table, if anything: the server's
+        `autovacuum` setting, the table's own `autovacuum_enabled`. Without it nothing removes
+        the row versions every lease and settle leaves behind, nor analyses the table, and the
+        reaper's and the leases' index scans read more of them day after day. SQLite: none."""
+        if self.dialect != "postgresql":
+            return []
+        with self._transaction() as conn:
+            server, table_enabled = conn.execute(_AUTOVACUUM_SETTINGS).one()
+        found = [] if server == "on" else [f"the server's autovacuum is {server}"]
+        if table_enabled is False:
+            found.append("the jobs table's autovacuum_enabled is off")
+        return found
 
     def _jobs(self, conn, job_ids: list) -> list[Job]:
         return list(map(to_job, conn.execute(select(jobs).where(jobs.c.id.in_(job_ids)))))

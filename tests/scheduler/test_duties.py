@@ -10,6 +10,7 @@ from datetime import timedelta
 
 import pytest
 from prometheus_client import REGISTRY
+from sqlalchemy import text
 
 from quorra.audit import Action, Actor, AuditEntry
 from quorra.errors import JobNotFound, StaleLease
@@ -326,3 +327,23 @@ def test_prune_deletes_audit_entries_past_their_retention_only(store, make_sched
     scheduler.tick()
     # Then only the recent one is left
     assert [r.target for r in store.list_audit().records] == ["1 days"]
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
+def test_a_scheduler_warns_at_start_when_autovacuum_cannot_reach_the_jobs_table(store, scheduler, caplog):
+    # Given a jobs table whose own autovacuum is off
+    with store.engine.begin() as conn:
+        conn.execute(text("ALTER TABLE jobs SET (autovacuum_enabled = off)"))
+    try:
+        # When the scheduler starts (and stops at once)
+        stop = threading.Event()
+        stop.set()
+        scheduler.run(stop)
+    finally:
+        with store.engine.begin() as conn:
+            conn.execute(text("ALTER TABLE jobs RESET (autovacuum_enabled)"))
+    # Then it warned once, naming what keeps autovacuum away
+    [warning] = [r for r in caplog.records if getattr(r, "event", None) == "db.autovacuum_off"]
+    assert warning.levelno == logging.WARNING
+    assert "the jobs table's autovacuum_enabled is off" in warning.reasons
