@@ -204,16 +204,15 @@ def ready_cte(queue_count: int, fleet: bool, fixed_now: bool, within_limits: boo
     shared = _shared_walk(parts, queue_count, fixed_now)
     if not fleet:
         return shared.cte("ready").prefix_with("MATERIALIZED")
-    # A fleet lease over at least max_jobs tenants first tries them one by one in their turn;
-    # it falls back on the walk of every partition when there are fewer tenants (without
-    # trying: the walk would cost a lease of a few tenants, the common case, a second time)
-    # or when the tenants in turn gave fewer than max_jobs. PostgreSQL computes a CTE as far
-    # as it is read, stops an AND at its first false term, and the branch whose one-time
-    # filter is false reads nothing.
+    # A fleet lease whose quota is one job a partition (at least max_jobs tenants) first tries
+    # the tenants one by one in their turn; it falls back on the walk of every partition when
+    # the quota is more (fewer tenants: no try, or a lease of a few tenants, the common case,
+    # would pay for the walk twice) or when the tenants in turn gave fewer than max_jobs.
+    # PostgreSQL computes a CTE as far as it is read, stops an AND at its first false term,
+    # and the branch whose one-time filter is false reads nothing.
     one_each = _first_job_of_each_tenant(parts, queue_count, fixed_now).cte("one_each").prefix_with("MATERIALIZED")
-    max_jobs = bindparam("max_jobs")
-    many_tenants = select(func.count(distinct(parts.c.tenant))).scalar_subquery() >= max_jobs
-    enough = many_tenants & (select(func.count()).select_from(one_each).scalar_subquery() >= max_jobs)
+    found = select(func.count()).select_from(one_each).scalar_subquery()
+    enough = (_quota(parts) == 1) & (found >= bindparam("max_jobs"))
     in_turn = func.row_number().over(order_by=one_each.c.tenant_turn)
     shared = shared.subquery("shared")
     chosen = union_all(
