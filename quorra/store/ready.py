@@ -20,7 +20,7 @@ Which tenant (and which queue of a tenant) goes first in a round rotates from le
 lease (`rotation`), so that leases of one job also take turns. A fleet lease over at least
 max_jobs tenants takes one round, the first job of max_jobs of them: on PostgreSQL it walks
 the tenants in their turn and stops there (_first_job_of_each_tenant), and walks every
-partition only when that finds fewer (too few tenants with a job ready). PostgreSQL ranks
+partition when that finds fewer (too few of them with a job ready). PostgreSQL ranks
 the jobs in the lease statement itself (ready_cte, or one_partition_cte for a lease of one
 queue of one tenant); SQLite, whose lease is a walk of statements under BEGIN IMMEDIATE,
 ranks them in Python (fair_order) by the same rule.
@@ -240,8 +240,9 @@ def _first_job_of_each_tenant(parts: CTE, queue_count: int, fixed_now: bool) -> 
     turn. So take the tenants in turn (rank by name, rotated), each its first job (its highest
     priority, then its queues in turn), and stop at max_jobs: the other tenants' partitions
     are neither read nor locked (a lease of 10 beside 200 small tenants walked 201 partitions
-    and locked a job in each). Fewer than max_jobs found (fewer tenants, or tenants with only
-    delayed or locked jobs): ready_cte falls back on the shared walk."""
+    and locked a job in each). With fewer tenants ready_cte does not try this; when it finds
+    fewer than max_jobs (tenants with only delayed or locked jobs), it falls back on the
+    shared walk."""
     names = select(parts.c.tenant).distinct().subquery("lease_tenants")
     rank = func.row_number().over(order_by=names.c.tenant.collate("C")) - 1
     ranked = select(names.c.tenant, rank.label("tenant_rank"), func.count().over().label("tenants"))
