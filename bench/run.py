@@ -60,6 +60,8 @@ FIGURES = [
     ("W2", "start_p99_ms", "W2 submit -> handler start p99", "ms", "<= 10"),
     ("W2", "submit_rate_per_s", "W2 submits sent (asked: 200/s)", "/s", ""),
     ("W2", "post_p50_ms", "W2 POST /v1/jobs answered p50", "ms", ""),
+    ("W2", "machine_busy_pct", "W2 machine CPU busy while submitting", "%", ""),
+    ("W2", "client_cpu_ms_per_job", "W2 submitting client's CPU per job", "ms", ""),
     ("W2", "submit_to_insert_p50_ms", "W2 submit -> row inserted p50", "ms", ""),
     ("W2", "insert_to_lease_p50_ms", "W2 row inserted -> leased p50", "ms", ""),
     ("W2", "lease_to_start_p50_ms", "W2 leased -> handler start p50", "ms", ""),

@@ -10,7 +10,8 @@ retry rules (tenacity) for each verb.
 - SettleJobs: a batch of acks and nacks, retried as AckJob / NackJob while one of its
   leases may still be held.
 - SettleAndLease: the lease loop's call when the server has it; retried as LeaseJobs (the
-  settlements it carried go back to the completer, which retries them as SettleJobs).
+  settlements it carried go back to the completer, which retries them as SettleJobs). A long
+  poll is a blocking call on a channel of its own, which `end_long_polls()` closes to end it.
 - ExtendLease: one attempt; the heartbeat loop decides what to do next.
 """
 
@@ -76,10 +77,22 @@ class WorkerClient:
         self.call_timeout = call_timeout
         self.channel = grpc.insecure_channel(target, options=CHANNEL_OPTIONS)
         self.stub = pb2_grpc.WorkerServiceStub(self.channel)
+        # Long polls block their thread on a channel of their own: a blocking call has no
+        # cancel(), but closing its channel ends it (CANCELLED), and the settles and
+        # heartbeats on the other channel go on. (A future could be cancelled, but each one
+        # starts a thread to poll the channel and hands its reply over from there.)
+        self.lease_channel = grpc.insecure_channel(target, options=CHANNEL_OPTIONS)
+        self.lease_stub = pb2_grpc.WorkerServiceStub(self.lease_channel)
         self.metadata = ((API_KEY_HEADER, api_key),)
 
     def close(self) -> None:
+        self.lease_channel.close()
         self.channel.close()
+
+    def end_long_polls(self) -> None:
+        """End the long poll in flight (CANCELLED) and refuse any later one (ValueError):
+        once the worker stops, it leases nothing more."""
+        self.lease_channel.close()
 
     def lease(self, queues: Sequence[str], max_jobs: int, ttl_seconds: int, wait_seconds: float):
         """Start a LeaseJobs call: iterate it for the jobs; `cancel()` ends it early."""
@@ -93,20 +106,17 @@ class WorkerClient:
         ttl_seconds: int,
         wait_seconds: float,
         settlements: list[pb2.Settlement],
-    ):
-        """Start a SettleAndLease call: `result()` is the reply (settle results and jobs),
-        `cancel()` ends it early. UNIMPLEMENTED on an older server. A call that asks for no
-        wait returns at once: it is made here, blocking, and comes back answered (a future
-        costs a channel thread started per call and a hand-over from it)."""
+    ) -> pb2.SettleAndLeaseResponse:
+        """One SettleAndLease, blocking until its reply (settle results and jobs);
+        UNIMPLEMENTED on an older server. A call that may wait goes on the lease channel,
+        which end_long_polls() closes; one that asks for no wait (it carries settlements,
+        whose answers must not be lost to a shutdown) goes on the main channel."""
         request = pb2.SettleAndLeaseRequest(
             lease=self._lease_request(queues, max_jobs, ttl_seconds, wait_seconds),
             settlements=settlements,
         )
-        if wait_seconds == 0:
-            return Answered(self.stub.SettleAndLease(request, metadata=self.metadata, timeout=self.call_timeout))
-        return self.stub.SettleAndLease.future(
-            request, metadata=self.metadata, timeout=wait_seconds + self.call_timeout
-        )
+        stub = self.lease_stub if wait_seconds > 0 else self.stub
+        return stub.SettleAndLease(request, metadata=self.metadata, timeout=wait_seconds + self.call_timeout)
 
     def _lease_request(
         self, queues: Sequence[str], max_jobs: int, ttl_seconds: int, wait_seconds: float
@@ -174,28 +184,6 @@ class WorkerClient:
     def _call_within(self, rpc, request, valid_until: Callable[[], float]):
         timeout = max(0.5, min(self.call_timeout, valid_until() - time.monotonic()))
         return rpc(request, metadata=self.metadata, timeout=timeout)
-
-
-class Answered:
-    """A call made already: what the worker uses of a future, for a reply in hand."""
-
-    def __init__(self, reply: Any):
-        self._reply = reply
-
-    def result(self, timeout: float | None = None) -> Any:
-        return self._reply
-
-    def cancel(self) -> bool:
-        return False
-
-    def cancelled(self) -> bool:
-        return False
-
-    def exception(self, timeout: float | None = None) -> BaseException | None:
-        return None
-
-    def add_done_callback(self, callback: Callable[[Any], None]) -> None:
-        callback(self)  # done already: at once, in this thread, as a future does
 
 
 def _log_settle_retry(request: pb2.JobAck | pb2.SettleRequest, state) -> None:

@@ -325,44 +325,23 @@ class Worker:
         wait then, so their answers come at once, and it returns at once anyway. Otherwise
         it is a plain long poll, in place at once for the next job (an idle worker's start
         latency), and the completer sends the outcomes on its own (smart batching: carried
-        under load, a call of their own when idle)."""
+        under load, a call of their own when idle). stop() ends a long poll by closing the
+        lease channel (quorra.worker.client): the call then raises CANCELLED, or ValueError
+        when it had not started yet."""
         carried = self.completer.take(MAX_CARRIED_SETTLES) if self._backlogged else []
         wait = 0.0 if carried else LEASE_WAIT_SECONDS
         settlements = [pending.settlement() for pending in carried]
         try:
-            call = self.client.settle_and_lease(self.settings.worker_queues, free, self.ttl_seconds, wait, settlements)
-            with self._call_lock:
-                self._call, self._delivering = call, bool(carried)  # a call that carries settles is not cancelled
-                if self._stopping.is_set() and not carried:
-                    call.cancel()
-            reply = self._reply_handed_over(call)
-        except grpc.FutureCancelledError:  # stop() ended the long poll
+            reply = self.client.settle_and_lease(self.settings.worker_queues, free, self.ttl_seconds, wait, settlements)
+        except BaseException as exc:
             self.completer.give_back(carried)
-            return
-        except BaseException:
-            self.completer.give_back(carried)
+            if self._stopping.is_set() and _ended_by_stop(exc):
+                return
             raise
+        self._hand_over(reply.jobs)
         self.completer.answered(carried, reply.results)  # after: the job threads run meanwhile
         self._backlogged = len(reply.jobs) >= free
         self._server_reachable()
-
-    def _reply_handed_over(self, call: Any) -> pb2.SettleAndLeaseResponse:
-        """The call's reply, once its jobs are with the job threads. The channel's thread
-        hands them over as the reply arrives (a done callback), before this thread is even
-        woken: a job of a long poll starts one thread wake-up sooner than if this thread,
-        woken by the reply, passed it on."""
-        handed_over = threading.Event()
-
-        def hand_over(done: Any) -> None:
-            try:
-                if not done.cancelled() and done.exception() is None:
-                    self._hand_over(done.result().jobs)
-            finally:
-                handed_over.set()
-
-        call.add_done_callback(hand_over)
-        handed_over.wait()
-        return call.result()
 
     def _hand_over(self, messages: Sequence[pb2.Job]) -> None:
         received_at = time.monotonic()
@@ -384,9 +363,11 @@ class Worker:
         self._server_reachable()
 
     def _cancel_lease_call(self) -> None:
-        """End a long poll that is still waiting. A call that is delivering jobs is left to
-        end by itself (at once): cancelling it could make the server hand back a job that
-        already arrived here, and run it twice."""
+        """End a long poll that is still waiting. A LeaseJobs stream that is delivering jobs
+        is left to end by itself (at once): cancelling it could make the server hand back a
+        job that already arrived here, and run it twice. (A SettleAndLease reply is one
+        message: the server hands its jobs back unless it was sent.)"""
+        self.client.end_long_polls()
         with self._call_lock:
             if self._call is not None and not self._delivering:
                 self._call.cancel()
@@ -544,6 +525,11 @@ class Worker:
 
     def _fields(self, job: LeasedJob) -> dict[str, Any]:
         return {"worker_id": self.worker_id, **job.log_fields()}
+
+
+def _ended_by_stop(error: BaseException) -> bool:
+    """What a long poll raises once stop() closed the lease channel."""
+    return isinstance(error, ValueError) or status_code(error) is grpc.StatusCode.CANCELLED
 
 
 def prefetch_for(average_seconds: float, threads: int) -> int:

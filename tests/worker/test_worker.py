@@ -225,6 +225,28 @@ def test_stop_finishes_running_jobs_within_the_grace_and_acks_them(grpc_server, 
     assert store.get_job(later.id).status is JobStatus.PENDING  # a stopped worker leases nothing
 
 
+def test_stop_ends_an_idle_workers_long_poll_at_once(server_settings, store, make_worker):
+    # Given an idle worker whose long poll (30 s) waits on a server that allows it
+    server_settings = server_settings.model_copy(update={"lease_wait_max_seconds": 60.0})
+    notifier = make_notifier(server_settings)
+    with running_server(server_settings, store, notifier) as (server, port):
+        worker = make_worker(port, {"email_send": lambda job: None})
+        wait_until(lambda: server.servicer.waiting == 1, what="the worker's long poll waiting")
+
+        # When it stops
+        began = time.monotonic()
+        clean = worker.stop(grace=30)
+
+        # Then the long poll ended on the server too, long before its 30 s, and leases nothing more
+        assert clean is True
+        assert time.monotonic() - began < 15
+        assert not worker._lease_thread.is_alive()
+        wait_until(lambda: server.servicer.waiting == 0, what="the long poll ended on the server")
+        later = enqueue(store, notifier)
+        time.sleep(0.5)
+        assert store.get_job(later.id).status is JobStatus.PENDING
+
+
 def test_jobs_still_running_after_the_grace_are_nacked(grpc_server, store, make_worker):
     port, notifier = grpc_server
     started, release = threading.Event(), threading.Event()
