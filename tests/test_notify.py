@@ -247,6 +247,72 @@ def test_notify_wakes_a_waiter_of_another_notifier(postgres_url):
     waiter.close()
 
 
+@pytest.mark.postgres
+def test_notify_of_many_publishers_at_once_wakes_every_queue(postgres_url):
+    # Given a waiter on each of 40 queues, listening through another notifier (another process's)
+    publisher = PgNotifier(postgres_url, interval=LONG, backstop=LONG)
+    waiter = PgNotifier(postgres_url, interval=LONG, backstop=LONG)
+    assert woken_by(publisher, waiter.listen(["warm-up"]), "warm-up")  # the listener is connected
+    queues = [f"q{n}" for n in range(40)]
+    subscriptions = {queue: waiter.listen([queue]) for queue in queues}
+
+    # When 40 threads publish one queue each, at once
+    start = threading.Barrier(len(queues))
+
+    def publish(queue: str) -> None:
+        start.wait()
+        publisher.publish(queue)
+
+    threads = [threading.Thread(target=publish, args=(queue,)) for queue in queues]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    # Then every queue's waiter wakes: no publish that found another in flight was lost
+    deadline = time.monotonic() + 15
+    unwoken = [queue for queue, sub in subscriptions.items() if not sub.wait(max(0.0, deadline - time.monotonic()))]
+    assert unwoken == []
+    publisher.close()
+    waiter.close()
+
+
+@pytest.mark.postgres
+def test_a_publish_during_anothers_notify_leaves_its_queue_to_it_and_does_not_wait(postgres_url):
+    # Given a publisher whose first NOTIFY takes a while (as on a busy server)
+    publisher = PgNotifier(postgres_url, interval=LONG, backstop=LONG)
+    waiter = PgNotifier(postgres_url, interval=LONG, backstop=LONG)
+    assert woken_by(publisher, waiter.listen(["warm-up"]), "warm-up")
+    sent, in_flight, real_notify = [], threading.Event(), publisher._notify
+
+    def slow_first_notify(queues):
+        sent.append(list(queues))
+        if len(sent) == 1:
+            in_flight.set()
+            time.sleep(1.0)
+        real_notify(queues)
+
+    publisher._notify = slow_first_notify
+    subscriptions = {queue: waiter.listen([queue]) for queue in ("first", "a", "b", "c")}
+    first = threading.Thread(target=publisher.publish, args=("first",))
+    first.start()
+    assert in_flight.wait(10)
+
+    # When three more publish while it is in flight
+    began = time.monotonic()
+    for queue in ("a", "b", "c"):
+        publisher.publish(queue)
+    returned_after = time.monotonic() - began
+    first.join()
+
+    # Then they returned without waiting for it, and it sent their queues in one more statement
+    assert returned_after < 0.5
+    assert sent == [["first"], ["a", "b", "c"]]
+    assert all(subscription.wait(10) for subscription in subscriptions.values())
+    publisher.close()
+    waiter.close()
+
+
 @pytest.mark.redis
 def test_redis_pubsub_wakes_a_waiter_of_another_notifier(redis_url):
     publisher = RedisNotifier(redis_url, PollingNotifier(LONG), backstop=LONG)
