@@ -247,12 +247,21 @@ def test_notify_wakes_a_waiter_of_another_notifier(postgres_url):
     waiter.close()
 
 
-@pytest.mark.postgres
-def test_notify_of_many_publishers_at_once_wakes_every_queue(postgres_url):
-    # Given a waiter on each of 40 queues, listening through another notifier (another process's)
+@pytest.fixture
+def notifying(postgres_url):
+    """(publisher, waiter): two PgNotifiers, as two processes have, the waiter's listener connected."""
     publisher = PgNotifier(postgres_url, interval=LONG, backstop=LONG)
     waiter = PgNotifier(postgres_url, interval=LONG, backstop=LONG)
-    assert woken_by(publisher, waiter.listen(["warm-up"]), "warm-up")  # the listener is connected
+    assert woken_by(publisher, waiter.listen(["warm-up"]), "warm-up")
+    yield publisher, waiter
+    publisher.close()
+    waiter.close()
+
+
+@pytest.mark.postgres
+def test_notify_of_many_publishers_at_once_wakes_every_queue(notifying):
+    # Given a waiter on each of 40 queues, listening through another notifier (another process's)
+    publisher, waiter = notifying
     queues = [f"q{n}" for n in range(40)]
     subscriptions = {queue: waiter.listen([queue]) for queue in queues}
 
@@ -273,16 +282,12 @@ def test_notify_of_many_publishers_at_once_wakes_every_queue(postgres_url):
     deadline = time.monotonic() + 15
     unwoken = [queue for queue, sub in subscriptions.items() if not sub.wait(max(0.0, deadline - time.monotonic()))]
     assert unwoken == []
-    publisher.close()
-    waiter.close()
 
 
 @pytest.mark.postgres
-def test_a_publish_during_anothers_notify_leaves_its_queue_to_it_and_does_not_wait(postgres_url):
+def test_a_publish_during_anothers_notify_leaves_its_queue_to_it_and_does_not_wait(notifying):
     # Given a publisher whose first NOTIFY takes a while (as on a busy server)
-    publisher = PgNotifier(postgres_url, interval=LONG, backstop=LONG)
-    waiter = PgNotifier(postgres_url, interval=LONG, backstop=LONG)
-    assert woken_by(publisher, waiter.listen(["warm-up"]), "warm-up")
+    publisher, waiter = notifying
     sent, in_flight, real_notify = [], threading.Event(), publisher._notify
 
     def slow_first_notify(queues):
@@ -309,8 +314,6 @@ def test_a_publish_during_anothers_notify_leaves_its_queue_to_it_and_does_not_wa
     assert returned_after < 0.5
     assert sent == [["first"], ["a", "b", "c"]]
     assert all(subscription.wait(10) for subscription in subscriptions.values())
-    publisher.close()
-    waiter.close()
 
 
 @pytest.mark.redis
