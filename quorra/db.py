@@ -7,6 +7,7 @@ import select
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import psycopg2.extensions
 import sqlalchemy
 from sqlalchemy import Connection, Engine, event
 from sqlalchemy import exc as sa_exc
@@ -24,6 +25,13 @@ ASYNC_COMMIT_OPTION = "quorra_async_commit"
 # transaction: the setting lasts until its commit, costs no round trip, and never leaks
 # into the pooled session.
 ASYNC_COMMIT_PREFIX = "SET LOCAL synchronous_commit TO off; "
+# psycopg2 hands a uuid column over as the server's text, which is already canonical: Quorra
+# keeps ids as text (Uuid(as_uuid=False)). SQLAlchemy registers psycopg2's uuid.UUID
+# typecaster on every connection instead, and its Uuid type then turns each uuid.UUID back
+# into text: a pure-Python object built and dropped per id, a tenth of the gRPC server's CPU
+# per job (py-spy of bench/servicer_cost.py). OIDs 2950 and 2951: uuid and uuid[].
+UUID_AS_TEXT = psycopg2.extensions.new_type((2950,), "QUORRA_UUID_TEXT", lambda value, _cursor: value)
+UUID_ARRAY_AS_TEXT = psycopg2.extensions.new_array_type((2951,), "QUORRA_UUID_TEXT[]", UUID_AS_TEXT)
 
 
 def make_engine(url: str, *, pool_size: int = 10, application_name: str = "quorra") -> Engine:
@@ -48,9 +56,15 @@ def make_engine(url: str, *, pool_size: int = 10, application_name: str = "quorr
             "connect_timeout": 5,
         },
     )
+    event.listen(engine, "connect", _read_uuids_as_text)  # after the dialect's own (uuid.UUID)
     event.listen(engine, "checkout", _refuse_dead_connection)
     event.listen(engine, "before_cursor_execute", STATEMENT_REWRITER, retval=True)
     return engine
+
+
+def _read_uuids_as_text(dbapi_connection, _record) -> None:
+    psycopg2.extensions.register_type(UUID_AS_TEXT, dbapi_connection)
+    psycopg2.extensions.register_type(UUID_ARRAY_AS_TEXT, dbapi_connection)
 
 
 # The execution option of a statement that runs with PLANNED_IN_INDEX_ORDER (the lease).
