@@ -46,3 +46,23 @@ def test_a_postgres_session_reads_uuids_as_their_canonical_text(database_url):
     expected = ("a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11", ["a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a12"])
     assert through_sqlalchemy == expected
     assert raw == expected
+
+
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
+def test_statements_one_after_another_reuse_the_session_used_last(database_url):
+    # Given a pool that has opened three sessions, all returned to it
+    engine = make_engine(database_url, pool_size=3)
+    opened = [engine.connect() for _ in range(3)]
+    for conn in opened:
+        conn.close()
+
+    # When statements run one after another
+    backends = []
+    for _ in range(12):
+        with engine.connect() as conn:
+            backends.append(conn.execute(text("SELECT pg_backend_pid()")).scalar_one())
+    engine.dispose()
+
+    # Then each takes the session the one before returned (LIFO): one server process stays
+    # warm instead of every session's taking turns after idling (the pool's default, FIFO)
+    assert len(set(backends)) == 1
