@@ -10,7 +10,8 @@ their leases alive, and acks or nacks each one.
     worker.run()                  # until SIGTERM / SIGINT
 
 It asks only for as many jobs as it has free threads (QUORRA_WORKER_MAX_JOBS), waiting on
-the server (long poll) while none is ready. On SIGTERM/SIGINT it stops leasing, lets the
+the server (long poll) while none is ready. One thread more than that leases: whichever
+thread's turn it is (see Worker._lease_loop). On SIGTERM/SIGINT it stops leasing, lets the
 running jobs finish within QUORRA_WORKER_SHUTDOWN_GRACE and acks them; jobs still running
 after that are nacked ("worker stopped") so that they are retried.
 """
@@ -65,6 +66,10 @@ PREFETCH_BELOW_SECONDS = 0.02
 PREFETCH_SECONDS = 0.02
 PREFETCH_MAX_FACTOR = 50
 DURATION_WEIGHT = 0.1  # of each new handler duration in the running average
+
+
+# What a thread takes from the jobs' queue when it is its turn to lease (Worker._lease_loop).
+LEASE_TURN = object()
 
 
 class WorkerRecycled(Exception):
@@ -146,7 +151,11 @@ class Worker:
         self.error: BaseException | None = None  # why the lease loop gave up, if it did
         self._stopping = threading.Event()
         self._slots = Slots(settings.worker_max_jobs, self._backlog_full)
-        self._jobs: queue.Queue[tuple[pb2.Job, float] | None] = queue.Queue()
+        # jobs to run (with when they arrived), LEASE_TURN, or None: the thread exits
+        self._jobs: queue.Queue[tuple[pb2.Job, float] | object | None] = queue.Queue()
+        self._threads = settings.worker_max_jobs + 1  # one of them leases while the others run jobs
+        self._kept: tuple[pb2.Job, float] | None = None  # a job the leasing thread runs itself
+        self._leasing_ended = threading.Event()  # set once the lease loop has stopped for good
         self._call: Any = None
         self._settle_and_lease = True  # False once the server said it has no SettleAndLease
         self._backlogged = True  # the last lease came back full: the next one carries the outcomes
@@ -155,7 +164,6 @@ class Worker:
         self._call_lock = threading.Lock()
         self._server_down = False
         self._closed = False
-        self._lease_thread: threading.Thread | None = None
         self.client: WorkerClient | None = None
         self.heartbeats: Heartbeats | None = None
         self.completer: Completer | None = None
@@ -200,9 +208,9 @@ class Worker:
             on_drained=self._slots.wake,
         )
         self.completer.start()
-        for number in range(self.settings.worker_max_jobs):
-            self._spawn(self._run_jobs, f"quorra-job-{number}")
-        self._lease_thread = self._spawn(self._lease_loop, "quorra-lease")
+        self._jobs.put(LEASE_TURN)  # the first thread to start leases
+        for number in range(self._threads):
+            self._spawn(self._work, f"quorra-worker-{number}")
         logger.info(
             "worker started",
             extra={
@@ -237,7 +245,7 @@ class Worker:
         grace_ends = time.monotonic() + grace
         # The lease call ends at once (cancelled, or it asked for no wait): its jobs are
         # waited for below, and the settles it carried are answered or back with the completer.
-        self._lease_thread.join(timeout=grace)
+        self._leasing_ended.wait(timeout=grace)
         finished = self._slots.wait_idle(max(0.0, grace_ends - time.monotonic()))
         if not finished:
             self._abandon_running()
@@ -275,8 +283,8 @@ class Worker:
         return thread
 
     def _close(self) -> None:
-        self._lease_thread.join(timeout=2)  # it ends once its call is cancelled or has ended
-        for _ in range(self.settings.worker_max_jobs):
+        self._leasing_ended.wait(timeout=2)  # it ends once its call is cancelled or has ended
+        for _ in range(self._threads):
             self._jobs.put(None)
         self.heartbeats.stop()
         self._closed = True
@@ -285,7 +293,13 @@ class Worker:
 
     # -- leasing --------------------------------------------------------------------------------
 
-    def _lease_loop(self) -> None:
+    def _lease_loop(self) -> tuple[pb2.Job, float] | None:
+        """Lease until the worker stops (None), or until a lease brings jobs to an idle
+        worker: then the turn to lease goes to another thread, and this one returns the
+        first job to run it itself. A reply's jobs otherwise reach a job thread through the
+        queue, one thread hand-over more between the reply and the handler's start, which an
+        idle thread woken on this VM pays several times over (README, the eighth round of
+        issue 9). The next lease goes out from the other thread meanwhile, as before."""
         while not self._stopping.is_set():
             try:
                 self.client.lease_retrying(self._lease_round, self._stopping, self._server_unreachable)
@@ -298,6 +312,12 @@ class Worker:
                     "lease loop failed", extra={"event": "worker.lease_failed", "worker_id": self.worker_id}
                 )
                 self._stopping.wait(1.0)
+            if self._kept is not None:
+                kept, self._kept = self._kept, None
+                self._jobs.put(LEASE_TURN)  # a thread was left idle for it (_hand_over)
+                return kept
+        self._leasing_ended.set()
+        return None
 
     def _lease_round(self) -> None:
         # Threads and prefetch may add up to more than the server allows in one lease (many
@@ -344,7 +364,16 @@ class Worker:
         self._server_reachable()
 
     def _hand_over(self, messages: Sequence[pb2.Job]) -> None:
+        """Give the jobs to the job threads. On an idle worker, when they leave a job thread
+        idle to take the turn to lease, keep the first for this thread to run once this lease
+        round is over (see _lease_loop); a bigger batch goes to the threads, and this one
+        leases on (it would otherwise wait behind the batch for a thread to take its turn)."""
         received_at = time.monotonic()
+        idle = self._slots.busy == 0 and not self._stopping.is_set()
+        if idle and 0 < len(messages) <= self.settings.worker_max_jobs:
+            self._slots.take()
+            self._kept = (messages[0], received_at)
+            messages = messages[1:]
         for message in messages:
             self._slots.take()
             self._jobs.put((message, received_at))
@@ -408,8 +437,11 @@ class Worker:
 
     # -- running jobs ------------------------------------------------------------------------------
 
-    def _run_jobs(self) -> None:
+    def _work(self) -> None:
+        """A worker thread: runs the jobs it is given, and leases when it is its turn."""
         while (item := self._jobs.get()) is not None:
+            if item is LEASE_TURN and (item := self._lease_loop()) is None:
+                continue  # the worker is stopping
             message, received_at = item
             try:
                 self._run_one(message, received_at)

@@ -107,6 +107,31 @@ def test_the_worker_leases_only_as_many_jobs_as_it_has_free_slots(grpc_server, s
     assert all(settled(store, job.id).status is JobStatus.SUCCEEDED for job in jobs)
 
 
+def test_a_job_run_by_the_thread_that_leased_it_does_not_hold_up_the_next_lease(grpc_server, store, make_worker):
+    # Given an idle worker of 2 threads, running a job that waits to be released: an idle
+    # worker's job runs on the thread that leased it, which passes the turn to lease on
+    port, notifier = grpc_server
+    release = threading.Event()
+    started: list[str] = []
+
+    def handler(job):
+        started.append(job.id)
+        release.wait(20)
+
+    worker = make_worker(port, {"email_send": handler}, worker_max_jobs=2)
+    first = enqueue(store, notifier)
+    wait_until(lambda: started == [first.id], what="the first job running")
+
+    # When another job comes while it still runs
+    second = enqueue(store, notifier)
+
+    # Then another thread leased it and runs it meanwhile, and both succeed once released
+    wait_until(lambda: started == [first.id, second.id], what="the second job running beside the first")
+    assert worker.running_jobs == 2
+    release.set()
+    assert [settled(store, job.id).status for job in (first, second)] == [JobStatus.SUCCEEDED] * 2
+
+
 def _fast_worker_counting_asks(grpc_server, make_worker, *, threads: int):
     """A worker of `threads` threads whose handlers return at once, its notifier, and the
     max_jobs of each lease it asks for (as they are asked)."""
@@ -240,7 +265,7 @@ def test_stop_ends_an_idle_workers_long_poll_at_once(server_settings, store, mak
         # Then the long poll ended on the server too, long before its 30 s, and leases nothing more
         assert clean is True
         assert time.monotonic() - began < 15
-        assert not worker._lease_thread.is_alive()
+        assert worker._leasing_ended.is_set()
         wait_until(lambda: server.servicer.waiting == 0, what="the long poll ended on the server")
         later = enqueue(store, notifier)
         time.sleep(0.5)
