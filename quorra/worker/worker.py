@@ -297,9 +297,9 @@ class Worker:
         """Lease until the worker stops (None), or until a lease brings jobs to an idle
         worker: then the turn to lease goes to another thread, and this one returns the
         first job to run it itself. A reply's jobs otherwise reach a job thread through the
-        queue, one thread hand-over more between the reply and the handler's start, which an
-        idle thread woken on this VM pays several times over (README, the eighth round of
-        issue 9). The next lease goes out from the other thread meanwhile, as before."""
+        queue: one thread hand-over more between the reply and the handler's start, and a
+        thread woken after idling is slow to run (README, the eighth round of issue 9). The
+        next lease goes out from the other thread meanwhile, as before."""
         while not self._stopping.is_set():
             try:
                 self.client.lease_retrying(self._lease_round, self._stopping, self._server_unreachable)
