@@ -15,13 +15,13 @@ from __future__ import annotations
 import argparse
 import queue
 import resource
-import socket
 import subprocess
 import sys
 import time
 from concurrent import futures
 
 import grpc
+from stack import free_port  # bench/ is on sys.path: run as `python bench/...`
 
 SERVICE = "bench.Echo"
 PAYLOAD = b"x" * 200  # about a one-job SettleAndLease
@@ -94,7 +94,7 @@ def main() -> None:
     if args.serve:
         serve(args.serve)
         return
-    port = _free_port()
+    port = free_port()
     server = subprocess.Popen(
         [sys.executable, __file__, "--serve", str(port)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
     )
@@ -125,12 +125,6 @@ def _server_cpu(server: subprocess.Popen) -> float:
     server.stdin.write("\n")
     server.stdin.flush()
     return float(server.stdout.readline())
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def parse_args() -> argparse.Namespace:
